@@ -1,0 +1,42 @@
+//! chord-kv core: the sans-IO protocol engine shared by the native and the browser peer.
+//!
+//! The driver owns sockets, timers and the clock; this crate owns every protocol decision. Feed
+//! it [`Input`]s with the current time in milliseconds, then drain [`Node::poll_output`] until it
+//! returns [`Output::Timeout`] (the str0m / quinn-proto shape). Same seed + same inputs = same
+//! outputs, which is what lets the simulator ([`sim`], feature `sim`) replay any run.
+//!
+//! # Layout
+//! - [`id`]: 32-bit SHA-1 ring ids and wrap-around interval math.
+//! - [`rng`]: the seeded PRNG (the only randomness).
+//! - [`wire`]: frame codec, message kinds, size limits.
+//! - [`ring`]: predecessor, successor list, finger table and their update rules.
+//! - [`routing`]: next-hop choice over open links.
+//! - [`links`]: which data channels to open, keep and close.
+//! - [`node`]: the state machine that ties them together (join, stabilize, fix-fingers,
+//!   heartbeat, lookups, overlay signaling, leave).
+//! - [`metrics`]: counters and histograms.
+//! - [`clock`], [`store`], [`merkle`]: Lamport clock, LWW store, Merkle anti-entropy.
+//! - [`sim`]: deterministic network simulator and experiments (feature `sim`).
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod id;
+pub mod links;
+pub mod merkle;
+pub mod metrics;
+pub mod node;
+pub mod ring;
+pub mod rng;
+pub mod routing;
+pub mod store;
+pub mod wire;
+
+#[cfg(feature = "sim")]
+pub mod sim;
+
+/// Milliseconds on the driver's monotonic clock (browsers: `performance.now()`).
+pub type Time = u64;
+
+pub use id::{Id, PeerId};
+pub use metrics::Metrics;
+pub use node::{Config, Event, Input, Node, OpError, OpId, OpOutcome, Output, RingView};

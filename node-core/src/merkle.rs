@@ -1,0 +1,873 @@
+//! Anti-entropy between replicas: Merkle trees over key-id ranges, compared top-down.
+//!
+//! # Protocol
+//!
+//! As in Dynamo (DeCandia et al., SOSP 2007, section 4.7) two replicas of a key range compare
+//! hash trees (Merkle, CRYPTO 1987) from the root down and exchange only the keys under subtrees
+//! whose hashes differ, so in-sync neighbours exchange one root hash, not their maps.
+//!
+//! 1. **Fixed shape.** The tree splits the whole 32-bit id space by id prefix: node
+//!    `(level, index)` covers the ids whose top `level` bits equal `index`; leaves are at
+//!    `level == depth` (`2^depth` buckets). Every peer uses the same depth, so two peers' trees
+//!    line up node for node whatever keys they hold.
+//! 2. **Range restriction.** Two neighbours share a range `(a, b]`, not the whole ring. The tree
+//!    of a range ([`RangeTree`], from [`Store::range_tree`]) gives each node the digest of the
+//!    entries that lie in both the node and the range; nodes outside the range are empty.
+//! 3. **Descent.** The initiator sends [`SyncHashes::opening`] (its root). Each side answers a
+//!    [`SyncHashes`] with [`diff_step`]: for every node whose hash differs from its own it either
+//!    sends its hashes for the node's descendants `expand_levels` further down, or, at a leaf or
+//!    when one side's subtree is empty, marks the node for exchange. Messages carry range and
+//!    depth, so a step needs no session state. A side replies only when the step produced
+//!    something; the responder to an opening SHOULD always reply (an empty reply means "in sync").
+//! 4. **Exchange.** For each node to exchange, the side that found it sends
+//!    [`summarize`]d `(key, version, digest)` lists; the other side calls [`compare_summary`] and
+//!    sends back the entries the summariser lacks or holds older (`send`), plus the keys it wants
+//!    (`want`), which the summariser answers with entries. Entries are applied with
+//!    [`Store::apply`], which keeps the LWW winner.
+//!
+//! Cost: an in-sync round is two small messages ([`in_sync_round_bytes`], 174 bytes whatever
+//! the key count). With `d` differing keys the descent sends at most
+//! `1 + d * 2^e * ceil(depth / e)` hashes for `e = expand_levels` (about `2 * d * depth` for
+//! `e` = 1 or 2).
+//!
+//! # Deviations
+//!
+//! - **XOR aggregation instead of hash-of-children.** A leaf is the XOR of the digests of its
+//!   entries and an inner node the XOR of its children (so: of all entries below it). Inserting,
+//!   replacing or removing an entry is then O(depth) XORs ([`MerkleTree::update`]), independent
+//!   of arrival order, and the value of a node restricted to a range is computed from the stored
+//!   tree plus the two boundary paths. The [`Store`] maintains its tree on every change. The price
+//!   is that XOR set hashes are linear, so an adversary choosing many entries could forge a
+//!   collision; anti-entropy only detects accidental divergence between cooperating replicas (a
+//!   peer that lies can always just send wrong data), and for honest data a differing subtree
+//!   goes unnoticed with probability 2^-128 per comparison. The empty subtree is all zeros.
+//! - **Digests** are SHA-1 truncated to 16 bytes (128 bits) over a domain-separated,
+//!   length-prefixed encoding of `(key, ts, writer, tombstone flag, value)`
+//!   ([`entry_digest`]); on the wire they are 32 lowercase hex digits.
+//! - **Depth** defaults to [`DEFAULT_DEPTH`] = 12: 4096 leaves, a 128 KiB dense tree per store.
+//!   In a ring of N peers a replica range spans about 4096 / N leaves; raise the depth for rings
+//!   with many keys per peer (at most [`MAX_DEPTH`], a 2 MiB tree). All peers MUST agree on it.
+
+use crate::store::{Entry, Record, RingRange, Store, Version, key_id};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha1::{Digest as _, Sha1};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// Default tree depth: 2^12 = 4096 leaf buckets.
+pub const DEFAULT_DEPTH: u8 = 12;
+/// Deepest tree accepted: 2^16 leaves, 2 MiB of node digests.
+pub const MAX_DEPTH: u8 = 16;
+/// Most node hashes accepted in one [`SyncHashes`] (about 45 JSON bytes each, so a full message
+/// stays under the 64 KiB frame).
+pub const MAX_NODES_PER_MESSAGE: usize = 1024;
+/// Most items accepted in one [`NodeSummary`].
+pub const MAX_SUMMARY_ITEMS: usize = 2048;
+/// Default JSON budget of one [`NodeSummary`] built by [`summarize`].
+pub const SUMMARY_BUDGET_BYTES: usize = 32 * 1024;
+
+/// A 128-bit digest: of one entry, or the XOR of the entries under a tree node.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Digest(u128);
+
+impl Digest {
+    /// The digest of nothing (an empty subtree).
+    pub const ZERO: Self = Self(0);
+
+    /// From 16 big-endian bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(u128::from_be_bytes(bytes))
+    }
+
+    /// As 16 big-endian bytes.
+    pub const fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    /// Whether this is [`Digest::ZERO`].
+    pub const fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Combines two digests (XOR: associative, commutative, self-inverse).
+    #[must_use]
+    pub const fn xor(self, other: Self) -> Self {
+        Self(self.0 ^ other.0)
+    }
+
+    /// Parses exactly 32 hex digits.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 32 || !hex.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return None;
+        }
+        u128::from_str_radix(hex, 16).ok().map(Self)
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HexVisitor;
+        impl serde::de::Visitor<'_> for HexVisitor {
+            type Value = Digest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a digest of 32 hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, hex: &str) -> Result<Digest, E> {
+                Digest::from_hex(hex)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(hex), &self))
+            }
+        }
+        deserializer.deserialize_str(HexVisitor)
+    }
+}
+
+/// The anti-entropy digest of one stored entry.
+pub fn entry_digest(key: &str, entry: &Entry) -> Digest {
+    fn field(hasher: &mut Sha1, bytes: &[u8]) {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    }
+    let mut hasher = Sha1::new();
+    hasher.update(b"chord-kv entry v1\0");
+    field(&mut hasher, key.as_bytes());
+    hasher.update(entry.version.ts.to_be_bytes());
+    field(&mut hasher, entry.version.writer.as_bytes());
+    match &entry.value {
+        None => hasher.update([0]),
+        Some(value) => {
+            hasher.update([1]);
+            field(&mut hasher, value.as_bytes());
+        }
+    }
+    let sha = hasher.finalize();
+    let mut bytes = [0; 16];
+    bytes.copy_from_slice(&sha[..16]);
+    Digest::from_bytes(bytes)
+}
+
+/// A node of the fixed-shape tree: the ids whose top `level` bits equal `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeRef {
+    pub level: u8,
+    pub index: u32,
+}
+
+impl NodeRef {
+    /// The root: the whole id space.
+    pub const ROOT: Self = Self { level: 0, index: 0 };
+
+    /// The node `(level, index)`.
+    pub const fn new(level: u8, index: u32) -> Self {
+        Self { level, index }
+    }
+
+    /// The node at `level` (at most 32) whose span holds `id`.
+    pub const fn containing(id: u32, level: u8) -> Self {
+        let index = if level == 0 {
+            0
+        } else if level >= 32 {
+            id
+        } else {
+            id >> (32 - level as u32)
+        };
+        Self { level, index }
+    }
+
+    /// Whether this node exists in a tree of `depth`.
+    pub const fn is_valid(self, depth: u8) -> bool {
+        self.level <= depth && (self.index as u64) < (1u64 << self.level)
+    }
+
+    /// The inclusive id span `[lo, hi]` of a valid node.
+    pub const fn span(self) -> (u32, u32) {
+        let level = if self.level > 32 {
+            32
+        } else {
+            self.level as u32
+        };
+        let shift = 32 - level;
+        let index = (self.index as u64) & ((1u64 << level) - 1);
+        let lo = index << shift;
+        let hi = lo + (1u64 << shift) - 1;
+        (lo as u32, hi as u32)
+    }
+
+    /// The two children (meaningful for a node above the leaves).
+    pub const fn children(self) -> [Self; 2] {
+        let level = self.level.saturating_add(1);
+        let first = self.index.wrapping_mul(2);
+        [Self::new(level, first), Self::new(level, first | 1)]
+    }
+
+    /// The `2^down` descendants `down` levels below (`down` at most 31), in id order;
+    /// meaningful for a node whose descendants exist.
+    pub fn descendants(self, down: u8) -> impl Iterator<Item = Self> {
+        let down = down.min(31);
+        let level = self.level.saturating_add(down);
+        let first = u64::from(self.index) << down;
+        (first..first + (1u64 << down)).map(move |index| Self::new(level, index as u32))
+    }
+}
+
+/// Why a tree could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MerkleError {
+    #[error("tree depth {depth} exceeds the maximum of {MAX_DEPTH}")]
+    DepthTooLarge { depth: u8 },
+}
+
+/// The whole-ring tree: dense, XOR-aggregated, updated in O(depth).
+///
+/// Standalone users MUST keep it consistent (remove only what they inserted: XOR is
+/// self-inverse, so removing an absent digest silently inserts it); [`Store`] does this itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MerkleTree {
+    depth: u8,
+    /// Heap layout: node `(level, index)` at `2^level - 1 + index`.
+    nodes: Vec<Digest>,
+}
+
+impl fmt::Debug for MerkleTree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MerkleTree")
+            .field("depth", &self.depth)
+            .field("root", &self.root())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MerkleTree {
+    /// An empty tree with `2^depth` leaves.
+    pub fn new(depth: u8) -> Result<Self, MerkleError> {
+        if depth > MAX_DEPTH {
+            return Err(MerkleError::DepthTooLarge { depth });
+        }
+        Ok(Self {
+            depth,
+            nodes: vec![Digest::ZERO; (1usize << (depth + 1)) - 1],
+        })
+    }
+
+    /// A tree built from scratch over `(key id, entry digest)` pairs.
+    pub fn build(
+        depth: u8,
+        items: impl IntoIterator<Item = (u32, Digest)>,
+    ) -> Result<Self, MerkleError> {
+        let mut tree = Self::new(depth)?;
+        for (id, digest) in items {
+            tree.insert(id, digest);
+        }
+        Ok(tree)
+    }
+
+    /// Levels below the root.
+    pub const fn depth(&self) -> u8 {
+        self.depth
+    }
+
+    /// The root digest: XOR of every entry digest.
+    pub fn root(&self) -> Digest {
+        self.nodes[0]
+    }
+
+    /// The digest of `node`, `None` if it is not in the tree.
+    pub fn node_hash(&self, node: NodeRef) -> Option<Digest> {
+        node.is_valid(self.depth).then(|| self.nodes[slot(node)])
+    }
+
+    /// The children of `node`, `None` for a leaf or a node not in the tree.
+    pub fn children(&self, node: NodeRef) -> Option<[NodeRef; 2]> {
+        (node.is_valid(self.depth) && node.level < self.depth).then(|| node.children())
+    }
+
+    /// The leaf bucket holding `id`.
+    pub const fn leaf_of(&self, id: u32) -> NodeRef {
+        NodeRef::containing(id, self.depth)
+    }
+
+    /// Adds an entry digest under `id`.
+    pub fn insert(&mut self, id: u32, digest: Digest) {
+        self.toggle(id, digest);
+    }
+
+    /// Removes an entry digest previously inserted under `id`.
+    pub fn remove(&mut self, id: u32, digest: Digest) {
+        self.toggle(id, digest);
+    }
+
+    /// Replaces the entry under `id`: `old` is removed, `new` inserted (`None` for absent).
+    pub fn update(&mut self, id: u32, old: Option<Digest>, new: Option<Digest>) {
+        let delta = old.unwrap_or(Digest::ZERO).xor(new.unwrap_or(Digest::ZERO));
+        self.toggle(id, delta);
+    }
+
+    fn toggle(&mut self, id: u32, delta: Digest) {
+        if delta.is_zero() {
+            return;
+        }
+        for level in 0..=self.depth {
+            let at = slot(NodeRef::containing(id, level));
+            self.nodes[at] = self.nodes[at].xor(delta);
+        }
+    }
+}
+
+fn slot(node: NodeRef) -> usize {
+    (1usize << node.level) - 1 + node.index as usize
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Coverage {
+    Inside,
+    Outside,
+    Partial,
+}
+
+/// The tree of the entries in one ring range: the store's whole-ring tree, with nodes outside
+/// the range empty and the (at most two per level) nodes straddling a range boundary recomputed.
+#[derive(Debug, Clone)]
+pub struct RangeTree<'a> {
+    tree: &'a MerkleTree,
+    range: RingRange,
+    partial: BTreeMap<NodeRef, Digest>,
+}
+
+impl<'a> RangeTree<'a> {
+    /// The tree of `store`'s entries in `range`. O(depth + entries in the two boundary leaves).
+    pub fn new(store: &'a Store, range: RingRange) -> Self {
+        let mut view = Self {
+            tree: store.merkle(),
+            range,
+            partial: BTreeMap::new(),
+        };
+        let depth = view.tree.depth();
+        let cuts = [range.from, range.to];
+        for level in (0..=depth).rev() {
+            for cut in cuts {
+                let node = NodeRef::containing(cut, level);
+                if view.coverage(node) != Coverage::Partial || view.partial.contains_key(&node) {
+                    continue;
+                }
+                let digest = if level == depth {
+                    store
+                        .node_entries(range, node)
+                        .fold(Digest::ZERO, |acc, record| acc.xor(record.digest))
+                } else {
+                    let [left, right] = node.children();
+                    view.restricted(left).xor(view.restricted(right))
+                };
+                view.partial.insert(node, digest);
+            }
+        }
+        view
+    }
+
+    /// The range this tree covers.
+    pub const fn range(&self) -> RingRange {
+        self.range
+    }
+
+    /// Levels below the root.
+    pub const fn depth(&self) -> u8 {
+        self.tree.depth()
+    }
+
+    /// Digest of all entries in the range.
+    pub fn root(&self) -> Digest {
+        self.restricted(NodeRef::ROOT)
+    }
+
+    /// Digest of the entries in both `node` and the range; `None` if `node` is not in the tree.
+    pub fn node_hash(&self, node: NodeRef) -> Option<Digest> {
+        node.is_valid(self.depth()).then(|| self.restricted(node))
+    }
+
+    /// The children of `node`, `None` for a leaf or a node not in the tree.
+    pub fn children(&self, node: NodeRef) -> Option<[NodeRef; 2]> {
+        self.tree.children(node)
+    }
+
+    /// Whether `node` holds any id of the range (nodes that do not are empty on every peer).
+    pub fn overlaps(&self, node: NodeRef) -> bool {
+        self.coverage(node) != Coverage::Outside
+    }
+
+    fn restricted(&self, node: NodeRef) -> Digest {
+        match self.coverage(node) {
+            Coverage::Inside => self.tree.nodes[slot(node)],
+            Coverage::Outside => Digest::ZERO,
+            Coverage::Partial => self.partial.get(&node).copied().unwrap_or(Digest::ZERO),
+        }
+    }
+
+    fn coverage(&self, node: NodeRef) -> Coverage {
+        if self.range.is_full() {
+            return Coverage::Inside;
+        }
+        let (lo, hi) = node.span();
+        // A cut between `c` and `c + 1` inside the span splits the node.
+        if [self.range.from, self.range.to]
+            .iter()
+            .any(|&cut| lo <= cut && cut < hi)
+        {
+            Coverage::Partial
+        } else if self.range.contains(lo) {
+            Coverage::Inside
+        } else {
+            Coverage::Outside
+        }
+    }
+}
+
+/// One node's digest, on the wire as `[level, index, "hex"]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(u8, u32, Digest)", into = "(u8, u32, Digest)")]
+pub struct NodeHash {
+    pub node: NodeRef,
+    pub hash: Digest,
+}
+
+impl From<(u8, u32, Digest)> for NodeHash {
+    fn from((level, index, hash): (u8, u32, Digest)) -> Self {
+        Self {
+            node: NodeRef::new(level, index),
+            hash,
+        }
+    }
+}
+
+impl From<NodeHash> for (u8, u32, Digest) {
+    fn from(value: NodeHash) -> Self {
+        (value.node.level, value.node.index, value.hash)
+    }
+}
+
+/// A descent message: some node digests of the sender's tree for `range`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncHashes {
+    pub range: RingRange,
+    pub depth: u8,
+    pub nodes: Vec<NodeHash>,
+}
+
+impl SyncHashes {
+    /// The first message of a round: the sender's root for the tree's range.
+    pub fn opening(tree: &RangeTree<'_>) -> Self {
+        Self {
+            range: tree.range(),
+            depth: tree.depth(),
+            nodes: vec![NodeHash {
+                node: NodeRef::ROOT,
+                hash: tree.root(),
+            }],
+        }
+    }
+
+    /// Whether this message carries no hashes (a reply meaning "nothing further differs").
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+/// Tuning of [`diff_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepOptions {
+    /// Levels to descend per message (1..=4): fewer round trips for a few more hashes.
+    /// For an isolated difference, 1 and 2 cost the same bytes; 2 halves the round trips.
+    pub expand_levels: u8,
+    /// Most hashes in one reply (at most [`MAX_NODES_PER_MESSAGE`]).
+    pub max_reply_nodes: usize,
+    /// Most nodes marked for exchange per step.
+    pub max_exchange: usize,
+}
+
+impl Default for StepOptions {
+    fn default() -> Self {
+        Self {
+            expand_levels: 2,
+            max_reply_nodes: MAX_NODES_PER_MESSAGE,
+            max_exchange: 64,
+        }
+    }
+}
+
+/// The outcome of one descent step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Hashes to send to the peer (empty: nothing more to compare on this side).
+    pub reply: SyncHashes,
+    /// Nodes whose contents differ: exchange them with [`summarize`] / [`compare_summary`].
+    /// A leaf, or a subtree that one side holds empty.
+    pub exchange: Vec<NodeRef>,
+    /// Some differing nodes were left out to respect the bounds; the next round finds them.
+    pub truncated: bool,
+}
+
+/// Why a peer's sync message was refused (drop it and count).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    #[error("peer uses tree depth {theirs}, this peer {mine}")]
+    DepthMismatch { mine: u8, theirs: u8 },
+    #[error(
+        "peer compares range ({theirs_from}, {theirs_to}], this tree covers ({mine_from}, {mine_to}]"
+    )]
+    RangeMismatch {
+        mine_from: u32,
+        mine_to: u32,
+        theirs_from: u32,
+        theirs_to: u32,
+    },
+    #[error("node (level {level}, index {index}) is not in a tree of depth {depth}")]
+    InvalidNode { level: u8, index: u32, depth: u8 },
+    #[error("{len} items exceed the per-message limit of {max}")]
+    TooManyItems { len: usize, max: usize },
+}
+
+/// One descent step: compares the peer's hashes with `mine` (built for the message's range) and
+/// says what to send next and which nodes to exchange.
+pub fn diff_step(
+    mine: &RangeTree<'_>,
+    theirs: &SyncHashes,
+    options: &StepOptions,
+) -> Result<Step, SyncError> {
+    let depth = mine.depth();
+    if theirs.depth != depth {
+        return Err(SyncError::DepthMismatch {
+            mine: depth,
+            theirs: theirs.depth,
+        });
+    }
+    if theirs.range != mine.range() {
+        return Err(SyncError::RangeMismatch {
+            mine_from: mine.range().from,
+            mine_to: mine.range().to,
+            theirs_from: theirs.range.from,
+            theirs_to: theirs.range.to,
+        });
+    }
+    if theirs.nodes.len() > MAX_NODES_PER_MESSAGE {
+        return Err(SyncError::TooManyItems {
+            len: theirs.nodes.len(),
+            max: MAX_NODES_PER_MESSAGE,
+        });
+    }
+    if let Some(bad) = theirs.nodes.iter().find(|hash| !hash.node.is_valid(depth)) {
+        return Err(SyncError::InvalidNode {
+            level: bad.node.level,
+            index: bad.node.index,
+            depth,
+        });
+    }
+    let max_reply = options.max_reply_nodes.min(MAX_NODES_PER_MESSAGE);
+    let expand = options.expand_levels.clamp(1, 4);
+    let mut reply = Vec::new();
+    let mut exchange = BTreeSet::new();
+    let mut truncated = false;
+    for their in &theirs.nodes {
+        if !mine.overlaps(their.node) {
+            continue;
+        }
+        let my_hash = mine.restricted(their.node);
+        if my_hash == their.hash {
+            continue;
+        }
+        if their.node.level == depth || my_hash.is_zero() || their.hash.is_zero() {
+            if exchange.len() < options.max_exchange {
+                exchange.insert(their.node);
+            } else {
+                truncated = true;
+            }
+            continue;
+        }
+        let down = expand.min(depth - their.node.level);
+        let below: Vec<NodeHash> = their
+            .node
+            .descendants(down)
+            .filter(|node| mine.overlaps(*node))
+            .map(|node| NodeHash {
+                node,
+                hash: mine.restricted(node),
+            })
+            .collect();
+        if reply.len() + below.len() > max_reply {
+            truncated = true;
+        } else {
+            reply.extend(below);
+        }
+    }
+    Ok(Step {
+        reply: SyncHashes {
+            range: mine.range(),
+            depth,
+            nodes: reply,
+        },
+        exchange: exchange.into_iter().collect(),
+        truncated,
+    })
+}
+
+/// One entry as listed in a [`NodeSummary`]: on the wire `[key, ts, writer, "digest"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    from = "(String, u64, String, Digest)",
+    into = "(String, u64, String, Digest)"
+)]
+pub struct SummaryItem {
+    pub key: String,
+    pub version: Version,
+    /// [`entry_digest`] of the entry: equal digests mean identical entries.
+    pub digest: Digest,
+}
+
+impl From<(String, u64, String, Digest)> for SummaryItem {
+    fn from((key, ts, writer, digest): (String, u64, String, Digest)) -> Self {
+        Self {
+            key,
+            version: Version { ts, writer },
+            digest,
+        }
+    }
+}
+
+impl From<SummaryItem> for (String, u64, String, Digest) {
+    fn from(item: SummaryItem) -> Self {
+        (item.key, item.version.ts, item.version.writer, item.digest)
+    }
+}
+
+/// The sender's entries in `node` ∩ `range` whose `(key id, key)` position lies after the key
+/// `after` and up to the key `through` (`None`: from the node's start / to its end). A node's
+/// summary is split into such chunks so each fits one frame, and each chunk is complete for its
+/// interval, so the receiver can tell "missing" from "in another chunk".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    pub range: RingRange,
+    pub node: NodeRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
+    pub items: Vec<SummaryItem>,
+}
+
+/// Summarises `store`'s entries in `node` ∩ `range` in chunks of about `budget_bytes` of JSON
+/// each ([`SUMMARY_BUDGET_BYTES`] is a good default). Always returns at least one chunk (an empty
+/// one says "I hold nothing here").
+pub fn summarize(
+    store: &Store,
+    range: RingRange,
+    node: NodeRef,
+    budget_bytes: usize,
+) -> Vec<NodeSummary> {
+    let mut chunks = Vec::new();
+    let mut items: Vec<SummaryItem> = Vec::new();
+    let mut after: Option<String> = None;
+    let mut used = 0;
+    for record in store.node_entries(range, node) {
+        let cost = item_json_bound(&record);
+        if !items.is_empty() && (used + cost > budget_bytes || items.len() == MAX_SUMMARY_ITEMS) {
+            let through = items.last().map(|item| item.key.clone());
+            chunks.push(NodeSummary {
+                range,
+                node,
+                after: after.take(),
+                through: through.clone(),
+                items: std::mem::take(&mut items),
+            });
+            after = through;
+            used = 0;
+        }
+        used += cost;
+        items.push(SummaryItem {
+            key: record.key.to_owned(),
+            version: record.entry.version.clone(),
+            digest: record.digest,
+        });
+    }
+    chunks.push(NodeSummary {
+        range,
+        node,
+        after,
+        through: None,
+        items,
+    });
+    chunks
+}
+
+fn item_json_bound(record: &Record<'_>) -> usize {
+    use crate::store::json_escaped_len;
+    // ["key",ts,"writer","32 hex"], plus a comma.
+    json_escaped_len(record.key) + json_escaped_len(&record.entry.version.writer) + 20 + 34 + 9
+}
+
+/// What [`compare_summary`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Comparison {
+    /// My entries the summariser lacks, or holds older or different: send them.
+    pub send: Vec<(String, Entry)>,
+    /// Keys the summariser holds newer, or that I lack: ask for them.
+    pub want: Vec<String>,
+    /// Items outside the summary's node, range or interval (dropped; count them).
+    pub misplaced: usize,
+}
+
+/// Compares a peer's summary chunk with `store`'s entries in the same interval.
+pub fn compare_summary(store: &Store, summary: &NodeSummary) -> Result<Comparison, SyncError> {
+    let depth = store.merkle().depth();
+    if !summary.node.is_valid(depth) {
+        return Err(SyncError::InvalidNode {
+            level: summary.node.level,
+            index: summary.node.index,
+            depth,
+        });
+    }
+    if summary.items.len() > MAX_SUMMARY_ITEMS {
+        return Err(SyncError::TooManyItems {
+            len: summary.items.len(),
+            max: MAX_SUMMARY_ITEMS,
+        });
+    }
+    let position = |key| (key_id(key), key);
+    let after = summary.after.as_deref().map(position);
+    let through = summary.through.as_deref().map(position);
+    let (lo, hi) = summary.node.span();
+    let in_interval = |id: u32, key: &str| {
+        after.is_none_or(|after| (id, key) > after)
+            && through.is_none_or(|through| (id, key) <= through)
+    };
+
+    let mut comparison = Comparison::default();
+    let mut theirs: BTreeMap<&str, &SummaryItem> = BTreeMap::new();
+    for item in &summary.items {
+        let id = key_id(&item.key);
+        if id < lo || id > hi || !summary.range.contains(id) || !in_interval(id, &item.key) {
+            comparison.misplaced += 1;
+            continue;
+        }
+        let slot = theirs.entry(&item.key).or_insert(item);
+        if (&item.version, item.digest) > (&slot.version, slot.digest) {
+            *slot = item;
+        }
+    }
+
+    for record in store.node_entries(summary.range, summary.node) {
+        if !in_interval(record.id, record.key) {
+            continue;
+        }
+        match theirs.remove(record.key) {
+            None => comparison
+                .send
+                .push((record.key.to_owned(), record.entry.clone())),
+            Some(their) if their.digest == record.digest => {}
+            Some(their) => match record.entry.version.cmp(&their.version) {
+                Ordering::Greater => comparison
+                    .send
+                    .push((record.key.to_owned(), record.entry.clone())),
+                Ordering::Less => comparison.want.push(record.key.to_owned()),
+                // Same version, different contents: exchange both, LWW settles it.
+                Ordering::Equal => {
+                    comparison
+                        .send
+                        .push((record.key.to_owned(), record.entry.clone()));
+                    comparison.want.push(record.key.to_owned());
+                }
+            },
+        }
+    }
+    comparison
+        .want
+        .extend(theirs.into_keys().map(str::to_owned));
+    Ok(comparison)
+}
+
+/// JSON bytes of one in-sync round over `range` (an opening with the root, and the empty
+/// reply), excluding the wire envelope (`{"v":1,"m":{"t":..}}` and routing, a few dozen bytes).
+/// Independent of the number of keys: at most 174 bytes.
+pub fn in_sync_round_bytes(range: RingRange, depth: u8) -> usize {
+    let opening = SyncHashes {
+        range,
+        depth,
+        nodes: vec![NodeHash {
+            node: NodeRef::ROOT,
+            hash: Digest(u128::MAX),
+        }],
+    };
+    let reply = SyncHashes {
+        range,
+        depth,
+        nodes: Vec::new(),
+    };
+    json_len(&opening) + json_len(&reply)
+}
+
+fn json_len(message: &SyncHashes) -> usize {
+    serde_json::to_vec(message).map_or(0, |bytes| bytes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_tile_the_id_space() {
+        assert_eq!(NodeRef::ROOT.span(), (0, u32::MAX));
+        assert_eq!(NodeRef::new(1, 1).span(), (0x8000_0000, u32::MAX));
+        assert_eq!(NodeRef::new(4, 3).span(), (0x3000_0000, 0x3fff_ffff));
+        assert_eq!(NodeRef::containing(0x3123_4567, 4), NodeRef::new(4, 3));
+        assert_eq!(NodeRef::containing(7, 0), NodeRef::ROOT);
+        assert!(!NodeRef::new(2, 4).is_valid(3));
+        assert!(!NodeRef::new(4, 0).is_valid(3));
+    }
+
+    #[test]
+    fn digest_hex_round_trip() {
+        let digest = Digest::from_bytes(*b"0123456789abcdef");
+        let json = serde_json::to_string(&digest).unwrap();
+        assert_eq!(json.len(), 34);
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), digest);
+        assert!(serde_json::from_str::<Digest>("\"+0000000000000000000000000000001\"").is_err());
+        assert!(serde_json::from_str::<Digest>("\"00\"").is_err());
+    }
+
+    #[test]
+    fn update_is_remove_then_insert() {
+        let mut tree = MerkleTree::new(4).unwrap();
+        let (a, b) = (Digest::from_bytes([1; 16]), Digest::from_bytes([2; 16]));
+        tree.insert(10, a);
+        tree.update(10, Some(a), Some(b));
+        assert_eq!(tree, MerkleTree::build(4, [(10, b)]).unwrap());
+        tree.remove(10, b);
+        assert_eq!(tree, MerkleTree::new(4).unwrap());
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        assert_eq!(
+            MerkleTree::new(MAX_DEPTH + 1),
+            Err(MerkleError::DepthTooLarge {
+                depth: MAX_DEPTH + 1
+            })
+        );
+    }
+}

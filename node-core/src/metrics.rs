@@ -1,0 +1,139 @@
+//! Counters and histograms a node keeps about itself; `Node::metrics()` returns a snapshot.
+//!
+//! Everything here is plain data (serde-serializable) so drivers can expose it as JSON
+//! (`GET /metrics`) or Prometheus text without knowing the protocol.
+
+use serde::Serialize;
+
+/// A histogram of small integers (hop counts), with exact percentiles.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Histogram {
+    /// `counts[v]` = how many samples had value `v` (the last bucket also holds larger values).
+    pub counts: Vec<u64>,
+}
+
+impl Histogram {
+    const MAX_BUCKETS: usize = 256;
+
+    pub fn record(&mut self, value: u64) {
+        let i = (value as usize).min(Self::MAX_BUCKETS - 1);
+        if self.counts.len() <= i {
+            self.counts.resize(i + 1, 0);
+        }
+        self.counts[i] += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn mean(&self) -> f64 {
+        let n = self.total();
+        if n == 0 {
+            return 0.0;
+        }
+        let sum: u64 = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(v, c)| v as u64 * c)
+            .sum();
+        sum as f64 / n as f64
+    }
+
+    /// The smallest value `v` such that at least `q` (0..=1) of the samples are `<= v`.
+    pub fn percentile(&self, q: f64) -> u64 {
+        let n = self.total();
+        if n == 0 {
+            return 0;
+        }
+        let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+        let mut seen = 0;
+        for (v, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return v as u64;
+            }
+        }
+        (self.counts.len() - 1) as u64
+    }
+
+    pub fn merge(&mut self, other: &Self) {
+        if self.counts.len() < other.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+    }
+}
+
+/// Ring and transport counters.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ChordMetrics {
+    pub total_lookups: u64,
+    pub lookups_ok: u64,
+    pub lookups_failed: u64,
+    pub lookup_retries: u64,
+    /// Path length of completed lookups (forwards until the owner was known).
+    pub hops: Histogram,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Frames refused by the codec (malformed JSON, unknown kind).
+    pub bad_frames: u64,
+    pub oversize_frames: u64,
+    pub bad_version_frames: u64,
+    /// Well-formed messages that made no sense in the node's state (ignored).
+    pub unexpected_messages: u64,
+    /// Routed messages dropped: no live link leads on, or the hop limit was reached.
+    pub dropped_no_route: u64,
+    pub dropped_hop_limit: u64,
+    /// Outgoing messages too large for one frame.
+    pub dropped_oversize_out: u64,
+    pub messages_forwarded: u64,
+    pub signals_sent: u64,
+    pub signals_relayed: u64,
+    pub signals_delivered: u64,
+    pub connects_requested: u64,
+    pub connects_failed: u64,
+    pub links_up_total: u64,
+    pub links_pruned: u64,
+    pub peers_failed: u64,
+    /// Peers declared failed because they stopped answering heartbeats.
+    pub heartbeat_timeouts: u64,
+    pub successor_changes: u64,
+    pub predecessor_changes: u64,
+    pub stabilize_rounds: u64,
+    pub finger_sweeps: u64,
+    /// Self-check lookups that found the ring skipping this node (and repaired it).
+    pub self_check_repairs: u64,
+}
+
+/// A snapshot of everything the node counts.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct Metrics {
+    pub chord: ChordMetrics,
+    /// Open links now.
+    pub links_up: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let mut h = Histogram::default();
+        for v in 1..=100 {
+            h.record(v);
+        }
+        assert_eq!(h.percentile(0.01), 1);
+        assert_eq!(h.percentile(0.5), 50);
+        assert_eq!(h.percentile(0.99), 99);
+        assert_eq!(h.percentile(1.0), 100);
+        assert!((h.mean() - 50.5).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,1513 @@
+//! The node: dispatches inputs to the ring, routing and link modules and queues their outputs.
+//!
+//! Protocols (Chord paper, Stoica et al. 2001, Fig. 6-7, and the ToN 2003 version):
+//! - **join**: a newcomer linked to any ring member (its bootstrap, introduced by a signaling
+//!   server) looks up the owner of its own id through that member; the owner becomes its
+//!   successor. The answer comes back through the bootstrap (`origin_via`) because nobody else
+//!   can reach a peer that is not in the ring yet.
+//! - **stabilize** (every `stabilize_interval_ms`, doubling up to `stabilize_max_interval_ms`
+//!   while rounds change nothing, back to the minimum on any ring change): ask the successor for
+//!   its predecessor, successor list and recent notifiers, adopt the closest one between us, then
+//!   `notify` it.
+//! - **fix-fingers**: a sweep looks up the owners of `id + 2^i`; one answer fills every finger
+//!   whose start precedes it. Sweeps back off (doubling up to a maximum) while nothing changes
+//!   and restart at full speed when the ring changes.
+//! - **heartbeat / check-predecessor**: ping the predecessor and the successor when they have
+//!   been silent; a peer silent past `heartbeat_timeout_ms` is declared failed.
+//! - **routing** is recursive over *open links only* ([`crate::routing`]).
+//! - **partition healing** (beyond the paper): peers that failed are remembered for a while and
+//!   probed now and then; a probe that reconnects brings two rings that split back together
+//!   through the ordinary successor/notify rules.
+//! - **leave**: the leaving node hands its predecessor to its successor and its successor list
+//!   to its predecessor.
+//!
+//! Caller obligations (as in str0m): after any call that mutates the node, the driver MUST call
+//! [`Node::poll_output`] until it returns [`Output::Timeout`], and MUST call
+//! `handle_input(Input::Timeout)` no later than that time.
+
+use crate::Time;
+use crate::id::{ID_BITS, Id, PeerId};
+use crate::links::{LinkState, Links};
+use crate::metrics::Metrics;
+use crate::ring::{Changed, RingState};
+use crate::rng::Rng;
+use crate::routing;
+use crate::wire::{self, Body, DecodeError, Dest, Message, Routed};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Tunables. Defaults suit browser and native peers on a LAN or the internet.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Seed of the node's PRNG (drivers pass OS randomness; the simulator a derived seed).
+    pub seed: u64,
+    /// Length `r` of the successor list.
+    pub successor_list_len: usize,
+    pub stabilize_interval_ms: u64,
+    pub stabilize_max_interval_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    pub fix_fingers_min_interval_ms: u64,
+    pub fix_fingers_max_interval_ms: u64,
+    /// A lookup attempt without an answer after this long is sent again.
+    pub lookup_attempt_timeout_ms: u64,
+    /// Deadline of every operation.
+    pub op_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub connect_backoff_ms: u64,
+    pub connect_backoff_max_ms: u64,
+    /// Bound on open + connecting links.
+    pub max_links: usize,
+    /// A link neither side points at is offered for closing after this long unused.
+    pub link_idle_ms: u64,
+    pub max_hops: u8,
+    pub max_pending_ops: usize,
+    /// Self-check (look up our own id from the far side of the ring) pacing: starts at the
+    /// minimum after any ring change and doubles while checks find nothing. 0 disables.
+    pub self_check_min_interval_ms: u64,
+    pub self_check_max_interval_ms: u64,
+    /// How often one remembered failed peer is probed (partition healing); 0 disables.
+    pub probe_interval_ms: u64,
+    /// How long a failed peer is remembered for probing.
+    pub probe_memory_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            successor_list_len: 6,
+            stabilize_interval_ms: 500,
+            stabilize_max_interval_ms: 2_000,
+            heartbeat_interval_ms: 2_000,
+            heartbeat_timeout_ms: 6_000,
+            fix_fingers_min_interval_ms: 1_000,
+            fix_fingers_max_interval_ms: 30_000,
+            lookup_attempt_timeout_ms: 2_000,
+            op_timeout_ms: 10_000,
+            connect_timeout_ms: 10_000,
+            connect_backoff_ms: 1_000,
+            connect_backoff_max_ms: 30_000,
+            max_links: 64,
+            link_idle_ms: 20_000,
+            max_hops: 48,
+            max_pending_ops: 4_096,
+            self_check_min_interval_ms: 2_000,
+            self_check_max_interval_ms: 64_000,
+            probe_interval_ms: 5_000,
+            probe_memory_ms: 600_000,
+        }
+    }
+}
+
+impl Config {
+    pub fn with_seed(seed: u64) -> Self {
+        Self {
+            seed,
+            ..Self::default()
+        }
+    }
+}
+
+/// Names one command; every command ends in exactly one [`Event::OpDone`] with this id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct OpId(pub u64);
+
+/// What the driver feeds in.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Input<'a> {
+    /// A data channel to `peer` opened (either side initiated it).
+    PeerUp { peer: PeerId },
+    /// The data channel to `peer` closed, or a `Connect` to it failed.
+    PeerDown { peer: PeerId },
+    /// One frame arrived from `from`.
+    Receive { from: PeerId, bytes: &'a [u8] },
+    /// The time given by the last [`Output::Timeout`] was reached.
+    Timeout,
+}
+
+/// What the node asks of its driver.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send one frame on the data channel to `to`.
+    Send {
+        to: PeerId,
+        bytes: Vec<u8>,
+    },
+    /// Open a data channel to this peer (signal it through the ring with [`Node::signal`], or
+    /// through an introducer when the ring cannot reach it). Report the result as `PeerUp` or
+    /// `PeerDown`.
+    Connect(PeerId),
+    /// Close the data channel to this peer (no `PeerDown` needed afterwards).
+    Disconnect(PeerId),
+    Event(Event),
+    /// Nothing more to do now: call `handle_input(Input::Timeout)` at this time.
+    Timeout(Time),
+}
+
+/// Something that happened, for the application.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    OpDone {
+        op: OpId,
+        result: Result<OpOutcome, OpError>,
+    },
+    /// An overlay signaling payload arrived for this node's driver.
+    Signal {
+        from: PeerId,
+        payload: String,
+    },
+    SuccessorChanged {
+        successor: PeerId,
+    },
+    PredecessorChanged {
+        predecessor: Option<PeerId>,
+    },
+    /// A peer stopped answering or its link went down.
+    PeerFailed {
+        peer: PeerId,
+    },
+}
+
+/// Successful result of a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpOutcome {
+    Lookup { key: Id, owner: PeerId, hops: u32 },
+    Joined { successor: PeerId },
+    SignalSent,
+    Left,
+}
+
+/// Why a command failed, with context.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    #[error("lookup of {key} timed out after {attempts} attempts")]
+    LookupTimeout { key: Id, attempts: u32 },
+    #[error("join through {bootstrap} timed out")]
+    JoinTimeout { bootstrap: PeerId },
+    #[error("bootstrap peer {bootstrap} went away before the join finished")]
+    BootstrapLost { bootstrap: PeerId },
+    #[error("id {id} is already used by a ring member")]
+    IdInUse { id: Id },
+    #[error("no live link leads towards {to}")]
+    NoRoute { to: PeerId },
+    #[error("this node is not a ring member")]
+    NotJoined,
+    #[error("this node already joined or is joining")]
+    AlreadyJoined,
+    #[error("too many pending operations (limit {limit})")]
+    TooManyPendingOps { limit: usize },
+    #[error("payload of {len} bytes does not fit in one frame")]
+    PayloadTooLarge { len: usize },
+}
+
+/// A node's view of the ring, for tools, tests and the page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RingView {
+    pub id: Id,
+    pub joined: bool,
+    pub predecessor: Option<Id>,
+    pub successors: Vec<Id>,
+    /// `fingers[i]` = believed owner of `id + 2^i`.
+    pub fingers: Vec<Option<Id>>,
+    pub links: Vec<Id>,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Idle,
+    Joining {
+        op: OpId,
+        bootstrap: PeerId,
+        successor: Option<PeerId>,
+        lookup_started: bool,
+        deadline: Time,
+    },
+    Joined,
+    Left,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    User,
+    Join,
+    Finger(usize),
+    /// Look up our own id through the far side of the ring: the answer names the peer that
+    /// believes it owns our id, so a skipped node finds who skips it (see `on_self_check`).
+    SelfCheck,
+}
+
+#[derive(Debug, Clone)]
+struct LookupOp {
+    key: Id,
+    purpose: Purpose,
+    attempts: u32,
+    deadline: Time,
+    retry_at: Time,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sweep {
+    next: usize,
+    changed: bool,
+}
+
+/// The sans-IO Chord node.
+#[derive(Debug)]
+pub struct Node {
+    id: Id,
+    config: Config,
+    rng: Rng,
+    now: Time,
+    phase: Phase,
+    ring: RingState,
+    links: Links,
+    lookups: BTreeMap<OpId, LookupOp>,
+    /// (wake time, op) for pending lookups; stale entries are skipped.
+    op_timers: BTreeSet<(Time, OpId)>,
+    next_op: u64,
+    out: VecDeque<Output>,
+    metrics: Metrics,
+    next_stabilize: Time,
+    next_heartbeat: Time,
+    next_fix: Time,
+    next_probe: Time,
+    next_self_check: Time,
+    self_check_interval: u64,
+    fix_interval: u64,
+    stabilize_interval: u64,
+    sweep: Option<Sweep>,
+    stabilize_nonce: u64,
+    /// For peers not yet in the ring: a peer linked to them (learned from `origin_via`).
+    via_hints: BTreeMap<PeerId, (PeerId, Time)>,
+    /// Failed peers remembered for probing: peer -> (failed at, last probed).
+    lost: BTreeMap<PeerId, (Time, Time)>,
+    /// Peers that sent `Notify` (shared in `Neighbors.preds`).
+    notifiers: BTreeSet<PeerId>,
+}
+
+const MAX_VIA_HINTS: usize = 256;
+const MAX_LOST: usize = 16;
+const MAX_NOTIFIERS: usize = 32;
+const MAX_NOTIFIERS_SHARED: usize = 16;
+/// Largest overlay signaling payload (SDP with candidates is a few KiB).
+pub const MAX_SIGNAL_BYTES: usize = 16 * 1024;
+
+impl Node {
+    // ----- construction and getters -------------------------------------------------------
+
+    pub fn new(config: Config, id: Id, now: Time) -> Self {
+        let ring = RingState::new(id, config.successor_list_len);
+        Self {
+            id,
+            rng: Rng::new(config.seed),
+            fix_interval: config.fix_fingers_min_interval_ms,
+            stabilize_interval: config.stabilize_interval_ms,
+            config,
+            now,
+            phase: Phase::Idle,
+            ring,
+            links: Links::default(),
+            lookups: BTreeMap::new(),
+            op_timers: BTreeSet::new(),
+            next_op: 1,
+            out: VecDeque::new(),
+            metrics: Metrics::default(),
+            next_stabilize: Time::MAX,
+            next_heartbeat: Time::MAX,
+            next_fix: Time::MAX,
+            next_probe: Time::MAX,
+            next_self_check: Time::MAX,
+            self_check_interval: 0,
+            sweep: None,
+            stabilize_nonce: 0,
+            via_hints: BTreeMap::new(),
+            lost: BTreeMap::new(),
+            notifiers: BTreeSet::new(),
+        }
+    }
+
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn is_joined(&self) -> bool {
+        matches!(self.phase, Phase::Joined)
+    }
+
+    pub fn ring_view(&self) -> RingView {
+        RingView {
+            id: self.id,
+            joined: self.is_joined(),
+            predecessor: self.ring.predecessor(),
+            successors: self.ring.successors().to_vec(),
+            fingers: self.ring.fingers().to_vec(),
+            links: self.links.up_peers().collect(),
+        }
+    }
+
+    pub fn ring(&self) -> &RingState {
+        &self.ring
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let mut m = self.metrics.clone();
+        m.links_up = self.links.up_count();
+        m
+    }
+
+    pub fn pending_ops(&self) -> usize {
+        self.lookups.len() + usize::from(matches!(self.phase, Phase::Joining { .. }))
+    }
+
+    // ----- commands -----------------------------------------------------------------------
+
+    /// Starts a new ring with this node as its only member.
+    pub fn create_ring(&mut self, now: Time) {
+        self.advance(now);
+        self.ring.clear();
+        self.become_joined();
+    }
+
+    /// Joins the ring through `bootstrap`, a ring member the driver can link to (through an
+    /// introducer). Ends in `OpDone` with `Joined` once the successor's link is open.
+    pub fn join(&mut self, bootstrap: PeerId, now: Time) -> OpId {
+        self.advance(now);
+        let op = self.new_op();
+        if !matches!(self.phase, Phase::Idle | Phase::Left) {
+            self.done(op, Err(OpError::AlreadyJoined));
+            return op;
+        }
+        self.ring.clear();
+        self.phase = Phase::Joining {
+            op,
+            bootstrap,
+            successor: None,
+            lookup_started: false,
+            deadline: now + 2 * self.config.op_timeout_ms,
+        };
+        self.next_heartbeat = now + self.config.heartbeat_interval_ms;
+        if self.links.is_up(bootstrap) {
+            self.start_join_lookup();
+        } else {
+            self.links.clear_backoff(bootstrap);
+            self.ensure_link(bootstrap, true);
+        }
+        op
+    }
+
+    /// Finds the owner (successor) of `key`.
+    pub fn lookup(&mut self, key: Id, now: Time) -> OpId {
+        self.advance(now);
+        let op = self.new_op();
+        if !self.is_joined() {
+            self.done(op, Err(OpError::NotJoined));
+        } else if self.lookups.len() >= self.config.max_pending_ops {
+            self.done(
+                op,
+                Err(OpError::TooManyPendingOps {
+                    limit: self.config.max_pending_ops,
+                }),
+            );
+        } else {
+            self.start_lookup(op, key, Purpose::User);
+        }
+        op
+    }
+
+    /// Routes an opaque payload (SDP offer/answer, ICE candidate) to `to` through the ring.
+    /// `OpDone` reports whether it left this node; delivery is not acknowledged.
+    pub fn signal(&mut self, to: PeerId, payload: String, now: Time) -> OpId {
+        self.advance(now);
+        let op = self.new_op();
+        if payload.len() > MAX_SIGNAL_BYTES {
+            self.done(op, Err(OpError::PayloadTooLarge { len: payload.len() }));
+            return op;
+        }
+        let routed = Routed {
+            dest: Dest::Peer {
+                id: to,
+                via: self.via_hints.get(&to).map(|(via, _)| *via),
+            },
+            origin: self.id,
+            origin_via: self.origin_via(),
+            hops: 0,
+            body: Body::Signal { payload },
+        };
+        let result = if self.route(routed) {
+            self.metrics.chord.signals_sent += 1;
+            Ok(OpOutcome::SignalSent)
+        } else {
+            Err(OpError::NoRoute { to })
+        };
+        self.done(op, result);
+        op
+    }
+
+    /// Leaves the ring gracefully: hands the neighbours to each other and closes every link.
+    pub fn leave(&mut self, now: Time) -> OpId {
+        self.advance(now);
+        let op = self.new_op();
+        if self.is_joined() {
+            let successor = self.ring.successor();
+            let predecessor = self.ring.predecessor();
+            if successor != self.id {
+                self.send(
+                    successor,
+                    &Message::Leaving {
+                        pred: predecessor,
+                        succs: Vec::new(),
+                    },
+                );
+            }
+            if let Some(p) = predecessor.filter(|p| *p != self.id) {
+                let succs = self.ring.successors().to_vec();
+                self.send(p, &Message::Leaving { pred: None, succs });
+            }
+        }
+        self.fail_pending_ops();
+        let peers: Vec<Id> = self.links.up_peers().collect();
+        for peer in peers {
+            self.links.down(peer, now, 0, 0);
+            self.out.push_back(Output::Disconnect(peer));
+        }
+        self.ring.clear();
+        self.phase = Phase::Left;
+        self.next_stabilize = Time::MAX;
+        self.next_fix = Time::MAX;
+        self.next_heartbeat = Time::MAX;
+        self.next_probe = Time::MAX;
+        self.next_self_check = Time::MAX;
+        self.done(op, Ok(OpOutcome::Left));
+        op
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    pub fn handle_input(&mut self, now: Time, input: Input<'_>) {
+        self.advance(now);
+        match input {
+            Input::PeerUp { peer } => self.on_peer_up(peer),
+            Input::PeerDown { peer } => self.on_peer_down(peer),
+            Input::Receive { from, bytes } => self.on_receive(from, bytes),
+            Input::Timeout => self.on_timeout(),
+        }
+    }
+
+    /// Next output; [`Output::Timeout`] when drained.
+    pub fn poll_output(&mut self) -> Output {
+        self.out
+            .pop_front()
+            .unwrap_or_else(|| Output::Timeout(self.next_timeout()))
+    }
+
+    /// When the node next needs `Input::Timeout` (`Time::MAX`: never).
+    pub fn next_timeout(&self) -> Time {
+        let mut t = self
+            .next_stabilize
+            .min(self.next_heartbeat)
+            .min(self.next_fix)
+            .min(self.next_probe)
+            .min(self.next_self_check);
+        if let Some((at, _)) = self.op_timers.first() {
+            t = t.min(*at);
+        }
+        if let Phase::Joining { deadline, .. } = self.phase {
+            t = t.min(deadline);
+        }
+        t
+    }
+
+    fn advance(&mut self, now: Time) {
+        self.now = self.now.max(now);
+    }
+
+    fn on_peer_up(&mut self, peer: PeerId) {
+        if peer == self.id || matches!(self.phase, Phase::Left) {
+            return;
+        }
+        // Every PeerUp is a fresh data channel (maybe to a restarted incarnation): greet again.
+        self.links.up(peer, self.now);
+        self.lost.remove(&peer);
+        self.metrics.chord.links_up_total += 1;
+        let joined = self.is_joined();
+        self.send(peer, &Message::Hello { joined });
+        if let Phase::Joining {
+            bootstrap,
+            successor,
+            lookup_started,
+            ..
+        } = self.phase
+        {
+            if successor == Some(peer) {
+                self.become_joined();
+            } else if peer == bootstrap && !lookup_started {
+                self.start_join_lookup();
+            }
+        } else if self.is_joined() && peer == self.ring.successor() {
+            self.next_stabilize = self.now;
+        }
+    }
+
+    fn on_peer_down(&mut self, peer: PeerId) {
+        if self.links.get(peer).is_none() {
+            return; // we closed it ourselves (Bye, leave, failure already handled)
+        }
+        if self.links.is_closing(peer) {
+            // The peer agreed to our Bye; if we have come to need it since, just reconnect.
+            self.links.remove_keep_backoff(peer);
+            if self.ring.pointed_peers().binary_search(&peer).is_ok() {
+                self.ensure_link(peer, true);
+            }
+            return;
+        }
+        let old = self.links.down(
+            peer,
+            self.now,
+            self.config.connect_backoff_ms,
+            self.config.connect_backoff_max_ms,
+        );
+        match old {
+            Some(LinkState::Connecting { .. }) | None => self.metrics.chord.connects_failed += 1,
+            Some(LinkState::Up { .. }) => {}
+        }
+        let was_up = matches!(old, Some(LinkState::Up { .. }));
+        self.forget_peer(peer, was_up);
+        if let Phase::Joining {
+            op,
+            bootstrap,
+            successor,
+            ..
+        } = self.phase
+            && peer == bootstrap
+            && successor.is_none()
+        {
+            self.abort_join(op, OpError::BootstrapLost { bootstrap });
+        }
+    }
+
+    /// Drops a peer from the ring pointers after its link failed (or never opened).
+    fn forget_peer(&mut self, peer: PeerId, was_up: bool) {
+        self.notifiers.remove(&peer);
+        let pointed = self.ring.pointed_peers().binary_search(&peer).is_ok();
+        if pointed {
+            let changed = self.ring.remove_peer(peer);
+            self.after_ring_change(changed);
+        }
+        if was_up && self.is_joined() && pointed {
+            self.metrics.chord.peers_failed += 1;
+            self.remember_lost(peer);
+            self.out
+                .push_back(Output::Event(Event::PeerFailed { peer }));
+        }
+    }
+
+    fn on_receive(&mut self, from: PeerId, bytes: &[u8]) {
+        let m = &mut self.metrics.chord;
+        m.frames_in += 1;
+        m.bytes_in += bytes.len() as u64;
+        let message = match wire::decode(bytes) {
+            Ok(message) => message,
+            Err(DecodeError::Oversize { .. }) => {
+                m.oversize_frames += 1;
+                return;
+            }
+            Err(DecodeError::UnsupportedVersion { .. }) => {
+                m.bad_version_frames += 1;
+                return;
+            }
+            Err(_) => {
+                m.bad_frames += 1;
+                return;
+            }
+        };
+        self.links.heard(from, self.now);
+        if matches!(self.phase, Phase::Left) {
+            return;
+        }
+        match message {
+            Message::Hello { joined } => self.on_hello(from, joined),
+            Message::Ping { nonce } => self.send(from, &Message::Pong { nonce }),
+            Message::Pong { .. } => {}
+            Message::GetNeighbors { nonce } => {
+                if self.is_joined() {
+                    let reply = Message::Neighbors {
+                        nonce,
+                        pred: self.ring.predecessor(),
+                        succs: self.ring.successors().to_vec(),
+                        preds: self.recent_notifiers(),
+                    };
+                    self.send(from, &reply);
+                } else {
+                    self.metrics.chord.unexpected_messages += 1;
+                }
+            }
+            Message::Neighbors {
+                nonce,
+                pred,
+                succs,
+                preds,
+            } => self.on_neighbors(from, nonce, pred, &succs, &preds),
+            Message::Notify => self.on_notify(from),
+            Message::Leaving { pred, succs } => self.on_leaving(from, pred, &succs),
+            Message::Route(routed) => self.on_routed(routed),
+            Message::Bye => {
+                if self.ring.pointed_peers().binary_search(&from).is_ok() {
+                    self.links.set_peer_needs(from, false);
+                    self.send(from, &Message::Keep);
+                } else {
+                    self.close_link(from);
+                }
+            }
+            Message::Keep => self.links.set_peer_needs(from, true),
+            Message::Close => {
+                // Closed for budget, not dead: keep pointing at it, retry the link later.
+                self.links.set_closing(from);
+                self.links
+                    .back_off(from, self.now, self.config.connect_backoff_max_ms / 4);
+            }
+        }
+    }
+
+    fn on_timeout(&mut self) {
+        let now = self.now;
+        if let Phase::Joining {
+            op,
+            bootstrap,
+            deadline,
+            ..
+        } = self.phase
+            && now >= deadline
+        {
+            self.abort_join(op, OpError::JoinTimeout { bootstrap });
+        }
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.config.heartbeat_interval_ms;
+            self.heartbeat();
+        }
+        if now >= self.next_stabilize {
+            self.next_stabilize = now + self.stabilize_interval;
+            self.stabilize();
+        }
+        if now >= self.next_fix {
+            self.next_fix = Time::MAX;
+            if self.sweep.is_none() {
+                self.sweep = Some(Sweep {
+                    next: 0,
+                    changed: false,
+                });
+                self.continue_sweep();
+            }
+        }
+        if now >= self.next_self_check {
+            self.next_self_check = now + self.self_check_interval;
+            // Quiet checks slow down; a mismatch or a ring change resets the pace.
+            self.self_check_interval =
+                (self.self_check_interval * 2).min(self.config.self_check_max_interval_ms);
+            if self.is_joined() && !self.ring.successors().is_empty() {
+                let op = self.new_op();
+                self.start_lookup(op, self.id, Purpose::SelfCheck);
+            }
+        }
+        if now >= self.next_probe {
+            self.next_probe = now + self.config.probe_interval_ms;
+            self.probe_lost_peer();
+        }
+        while let Some(&(at, op)) = self.op_timers.first() {
+            if at > now {
+                break;
+            }
+            self.op_timers.pop_first();
+            self.on_op_timer(op, at);
+        }
+    }
+
+    // ----- ring maintenance ---------------------------------------------------------------
+
+    fn become_joined(&mut self) {
+        let op = match self.phase {
+            Phase::Joining { op, .. } => Some(op),
+            _ => None,
+        };
+        self.phase = Phase::Joined;
+        let now = self.now;
+        self.next_stabilize = now;
+        self.next_fix = now;
+        self.next_heartbeat = now + self.config.heartbeat_interval_ms;
+        self.next_probe = if self.config.probe_interval_ms > 0 {
+            now + self.config.probe_interval_ms
+        } else {
+            Time::MAX
+        };
+        self.fix_interval = self.config.fix_fingers_min_interval_ms;
+        self.reset_self_check();
+        let peers: Vec<Id> = self.links.up_peers().collect();
+        for peer in peers {
+            self.send(peer, &Message::Hello { joined: true });
+        }
+        if let Some(op) = op {
+            let successor = self.ring.successor();
+            self.done(op, Ok(OpOutcome::Joined { successor }));
+        }
+    }
+
+    fn abort_join(&mut self, op: OpId, error: OpError) {
+        let join_lookups: Vec<OpId> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| l.purpose == Purpose::Join)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in join_lookups {
+            self.lookups.remove(&id);
+        }
+        self.ring.clear();
+        self.phase = Phase::Idle;
+        self.done(op, Err(error));
+    }
+
+    fn start_join_lookup(&mut self) {
+        if let Phase::Joining { lookup_started, .. } = &mut self.phase {
+            *lookup_started = true;
+        }
+        let op = self.new_op();
+        self.start_lookup(op, self.id, Purpose::Join);
+    }
+
+    fn on_hello(&mut self, from: PeerId, joined: bool) {
+        self.links.set_in_ring(from, joined);
+        if joined && self.is_joined() {
+            // A member we did not know of may sit between us and our successor (a reconnected
+            // peer after a partition, a newcomer, or a node the ring skipped); stabilization
+            // verifies it.
+            let changed = self.ring.offer_successor(from);
+            self.after_ring_change(changed);
+        }
+    }
+
+    fn stabilize(&mut self) {
+        if !self.is_joined() {
+            return;
+        }
+        self.metrics.chord.stabilize_rounds += 1;
+        if self.ring.successors().is_empty() {
+            // Alone: someone that notified us is our successor too (two-node ring).
+            if let Some(p) = self.ring.predecessor()
+                && self.links.is_up(p)
+            {
+                let changed = self.ring.set_successors(p, &[]);
+                self.after_ring_change(changed);
+            } else {
+                return;
+            }
+        }
+        let successor = self.ring.successor();
+        if self.links.is_up(successor) {
+            self.stabilize_nonce = self.rng.next_u64() >> 11;
+            let nonce = self.stabilize_nonce;
+            self.send(successor, &Message::GetNeighbors { nonce });
+        } else {
+            self.ensure_link(successor, true);
+        }
+    }
+
+    fn on_neighbors(
+        &mut self,
+        from: PeerId,
+        nonce: u64,
+        pred: Option<Id>,
+        succs: &[Id],
+        preds: &[Id],
+    ) {
+        if !self.is_joined() || from != self.ring.successor() || nonce != self.stabilize_nonce {
+            self.metrics.chord.unexpected_messages += 1;
+            return;
+        }
+        // The successor keeps links to its own successors: signal them through it.
+        for s in succs.iter().take(self.config.successor_list_len) {
+            if *s != self.id && !self.links.is_up(*s) {
+                self.remember_via(*s, from);
+            }
+        }
+        let changed = self.ring.set_successors(from, succs);
+        self.after_ring_change(changed);
+        // Chord's rule (adopt the successor's predecessor when it lies between us), widened to
+        // every peer the successor recently heard from: the closest one after us wins. It is
+        // adopted at once (ownership answers are right without a link); the link follows.
+        let me = self.id;
+        let closer = pred
+            .into_iter()
+            .chain(preds.iter().copied())
+            .filter(|x| x.in_open(me, from))
+            .min_by_key(|x| me.distance_to(*x));
+        match closer {
+            Some(x) => {
+                // `from` is linked to x (x notified it): signaling to x goes that way.
+                if !self.links.is_up(x) {
+                    self.remember_via(x, from);
+                }
+                let changed = self.ring.offer_successor(x);
+                self.after_ring_change(changed);
+                if self.links.is_up(x) {
+                    self.send(x, &Message::Notify);
+                }
+            }
+            None => self.send(from, &Message::Notify),
+        }
+        // Quiet rounds slow stabilization down; any change (see `after_ring_change`) resets it.
+        if closer.is_none() && !changed.successor {
+            self.stabilize_interval =
+                (self.stabilize_interval * 2).min(self.config.stabilize_max_interval_ms);
+        }
+    }
+
+    /// Linked peers that notified us lately, closest preceding first (bounded).
+    fn recent_notifiers(&self) -> Vec<Id> {
+        let me = self.id;
+        let mut list: Vec<Id> = self
+            .notifiers
+            .iter()
+            .copied()
+            .filter(|p| self.links.is_up(*p) && Some(*p) != self.ring.predecessor())
+            .collect();
+        list.sort_unstable_by_key(|p| p.distance_to(me));
+        list.truncate(MAX_NOTIFIERS_SHARED);
+        list
+    }
+
+    fn on_notify(&mut self, from: PeerId) {
+        if !self.is_joined() {
+            self.metrics.chord.unexpected_messages += 1;
+            return;
+        }
+        self.links.set_in_ring(from, true);
+        if self.notifiers.len() >= MAX_NOTIFIERS && !self.notifiers.contains(&from) {
+            // Keep the closest preceding ones: drop the farthest.
+            let me = self.id;
+            if let Some(far) = self
+                .notifiers
+                .iter()
+                .copied()
+                .max_by_key(|p| p.distance_to(me))
+            {
+                self.notifiers.remove(&far);
+            }
+        }
+        self.notifiers.insert(from);
+        let mut changed = self.ring.offer_predecessor(from);
+        if self.ring.successors().is_empty() {
+            let c = self.ring.set_successors(from, &[]);
+            changed.successor |= c.successor;
+        }
+        self.after_ring_change(changed);
+    }
+
+    fn on_leaving(&mut self, from: PeerId, pred: Option<Id>, succs: &[Id]) {
+        let was_successor = self.ring.successor() == from;
+        let was_predecessor = self.ring.predecessor() == Some(from);
+        let mut changed = self.ring.remove_peer(from);
+        if was_successor && let Some((first, rest)) = succs.split_first() {
+            let c = self.ring.set_successors(*first, rest);
+            changed.successor |= c.successor;
+        }
+        if was_predecessor {
+            let c = self.ring.set_predecessor(pred);
+            changed.predecessor |= c.predecessor;
+        }
+        self.after_ring_change(changed);
+        self.links.down(from, self.now, 0, 0);
+        self.out.push_back(Output::Disconnect(from));
+    }
+
+    fn heartbeat(&mut self) {
+        let now = self.now;
+        // Connects that never completed count as failures of that peer.
+        let stale = self
+            .links
+            .stale_connects(now.saturating_sub(self.config.connect_timeout_ms));
+        for peer in stale {
+            self.out.push_back(Output::Disconnect(peer));
+            self.on_peer_down(peer);
+        }
+        if !self.is_joined() {
+            return;
+        }
+        let mut watched: Vec<Id> = self.ring.predecessor().into_iter().collect();
+        watched.push(self.ring.successor());
+        for peer in watched {
+            if peer == self.id {
+                continue;
+            }
+            if let Some(LinkState::Up { last_heard, .. }) = self.links.get(peer) {
+                let silent = now.saturating_sub(last_heard);
+                if silent >= self.config.heartbeat_timeout_ms {
+                    self.metrics.chord.heartbeat_timeouts += 1;
+                    self.out.push_back(Output::Disconnect(peer));
+                    self.links.down(peer, now, 0, 0);
+                    self.forget_peer(peer, true);
+                } else if silent >= self.config.heartbeat_interval_ms {
+                    let nonce = self.rng.next_u64() >> 11;
+                    self.send(peer, &Message::Ping { nonce });
+                }
+            }
+        }
+        self.maintain_links();
+    }
+
+    /// Opens links the ring points at and closes the least used ones beyond the bound.
+    fn maintain_links(&mut self) {
+        let wanted = self.ring.pointed_peers();
+        let successors: Vec<Id> = self.ring.successors().to_vec();
+        for peer in &wanted {
+            let essential = successors.contains(peer) || self.ring.predecessor() == Some(*peer);
+            self.ensure_link(*peer, essential);
+        }
+        // Links nobody needs are closed by agreement (Bye/Keep), so a link one side still
+        // routes through is never cut under it.
+        let idle_before = self.now.saturating_sub(self.config.link_idle_ms);
+        for peer in self.links.unneeded(&wanted, idle_before) {
+            self.links.set_closing(peer);
+            self.send(peer, &Message::Bye);
+        }
+        // The hard bound wins over a peer's wish.
+        for peer in self.links.excess(self.config.max_links, &wanted) {
+            self.send(peer, &Message::Close);
+            self.close_link(peer);
+        }
+        self.links
+            .expire_backoff(self.now, self.config.connect_backoff_max_ms);
+    }
+
+    fn close_link(&mut self, peer: PeerId) {
+        self.links.down(peer, self.now, 0, 0);
+        self.metrics.chord.links_pruned += 1;
+        self.out.push_back(Output::Disconnect(peer));
+    }
+
+    fn ensure_link(&mut self, peer: PeerId, essential: bool) {
+        if peer == self.id || !self.links.may_connect(peer, self.now) {
+            return;
+        }
+        if !essential && self.links.len() >= self.config.max_links {
+            return;
+        }
+        self.links.start_connecting(peer, self.now);
+        self.metrics.chord.connects_requested += 1;
+        self.out.push_back(Output::Connect(peer));
+    }
+
+    fn after_ring_change(&mut self, changed: Changed) {
+        if changed.successor {
+            self.metrics.chord.successor_changes += 1;
+            let successor = self.ring.successor();
+            self.ensure_link(successor, true);
+            self.out
+                .push_back(Output::Event(Event::SuccessorChanged { successor }));
+        }
+        if changed.predecessor {
+            self.metrics.chord.predecessor_changes += 1;
+            let predecessor = self.ring.predecessor();
+            if let Some(p) = predecessor {
+                self.ensure_link(p, true);
+            }
+            self.out
+                .push_back(Output::Event(Event::PredecessorChanged { predecessor }));
+        }
+        if (changed.successor || changed.predecessor) && self.is_joined() {
+            // Our neighbourhood moved: stabilize and self-check at full pace again. Fingers
+            // keep their own pace (a sweep that changes nothing slows down): a join next to us
+            // rarely moves a finger, and refreshing them all on every local change is what
+            // costs the most messages while a large ring forms.
+            self.reset_self_check();
+            self.stabilize_interval = self.config.stabilize_interval_ms;
+            self.next_stabilize = self.next_stabilize.min(self.now + self.stabilize_interval);
+        }
+    }
+
+    fn continue_sweep(&mut self) {
+        while let Some(sweep) = self.sweep {
+            if sweep.next >= ID_BITS {
+                self.sweep = None;
+                self.metrics.chord.finger_sweeps += 1;
+                self.fix_interval = if sweep.changed {
+                    self.config.fix_fingers_min_interval_ms
+                } else {
+                    (self.fix_interval * 2).min(self.config.fix_fingers_max_interval_ms)
+                };
+                self.next_fix = self.now + self.fix_interval;
+                let wanted = self.ring.pointed_peers();
+                for peer in wanted {
+                    self.ensure_link(peer, false);
+                }
+                return;
+            }
+            let start = self.id.finger_start(sweep.next);
+            // Fingers below the successor need no message; others are looked up (never answered
+            // from the finger table itself, which is what is being refreshed).
+            if let Some(owner) = self.ring.known_owner(start, false) {
+                self.apply_finger(sweep.next, owner);
+            } else {
+                let op = self.new_op();
+                self.start_lookup(op, start, Purpose::Finger(sweep.next));
+                return;
+            }
+        }
+    }
+
+    fn reset_self_check(&mut self) {
+        self.self_check_interval = self.config.self_check_min_interval_ms;
+        if self.config.self_check_min_interval_ms > 0 {
+            self.next_self_check = self
+                .next_self_check
+                .min(self.now + self.self_check_interval);
+        }
+    }
+
+    /// Our own id resolved to `owner` at `resolver`: the ring skips us there (an "appendage"
+    /// left by concurrent joins, or the seam of two rings after a partition). Linking to both
+    /// lets the `Hello` rules put us between them; stabilization does the rest.
+    fn on_self_check_mismatch(&mut self, resolver: PeerId, owner: PeerId) {
+        self.metrics.chord.self_check_repairs += 1;
+        self.reset_self_check();
+        // The owner the resolver knows may be closer than our own successor (two chains that
+        // interleave): take it, and let the resolver take us (its `Hello` rule). This zips the
+        // chains together one pair per check.
+        let changed = self.ring.offer_successor(owner);
+        self.after_ring_change(changed);
+        for peer in [resolver, owner] {
+            if peer != self.id && !self.links.is_up(peer) {
+                self.links.clear_backoff(peer);
+                self.ensure_link(peer, true);
+            } else if self.links.is_up(peer) {
+                self.send(peer, &Message::Hello { joined: true });
+            }
+        }
+    }
+
+    fn apply_finger(&mut self, i: usize, owner: Id) {
+        let (next, changed) = self.ring.set_finger(i, owner);
+        if let Some(sweep) = &mut self.sweep {
+            sweep.next = next;
+            sweep.changed |= changed;
+        }
+    }
+
+    fn remember_lost(&mut self, peer: PeerId) {
+        if self.config.probe_interval_ms == 0 {
+            return;
+        }
+        if self.lost.len() >= MAX_LOST
+            && let Some(oldest) = self
+                .lost
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(p, _)| *p)
+        {
+            self.lost.remove(&oldest);
+        }
+        self.lost.insert(peer, (self.now, self.now));
+    }
+
+    fn probe_lost_peer(&mut self) {
+        let now = self.now;
+        let memory = self.config.probe_memory_ms;
+        self.lost.retain(|_, (at, _)| now < *at + memory);
+        let candidate = self
+            .lost
+            .iter()
+            .filter(|(p, _)| self.links.get(**p).is_none())
+            .min_by_key(|(_, (_, probed))| *probed)
+            .map(|(p, _)| *p);
+        if let Some(peer) = candidate {
+            if let Some(entry) = self.lost.get_mut(&peer) {
+                entry.1 = now;
+            }
+            self.links.clear_backoff(peer);
+            self.ensure_link(peer, false);
+        }
+    }
+
+    // ----- lookups and routing ------------------------------------------------------------
+
+    fn start_lookup(&mut self, op: OpId, key: Id, purpose: Purpose) {
+        self.metrics.chord.total_lookups += 1;
+        let now = self.now;
+        self.lookups.insert(
+            op,
+            LookupOp {
+                key,
+                purpose,
+                attempts: 0,
+                deadline: now + self.config.op_timeout_ms,
+                retry_at: now,
+            },
+        );
+        self.send_lookup_attempt(op);
+    }
+
+    fn send_lookup_attempt(&mut self, op: OpId) {
+        let Some(lookup) = self.lookups.get_mut(&op) else {
+            return;
+        };
+        lookup.attempts += 1;
+        if lookup.attempts > 1 {
+            self.metrics.chord.lookup_retries += 1;
+        }
+        let (key, attempts, purpose) = (lookup.key, lookup.attempts, lookup.purpose);
+        let retry_at = self.now + self.config.lookup_attempt_timeout_ms;
+        lookup.retry_at = retry_at;
+        let wake = retry_at.min(lookup.deadline);
+        self.op_timers.insert((wake, op));
+
+        // A finger refresh must not be answered by the finger it refreshes; a self-check must
+        // not be answered by ourselves at all.
+        let use_fingers = !matches!(purpose, Purpose::Finger(_));
+        if self.is_joined()
+            && purpose != Purpose::SelfCheck
+            && let Some(owner) = self.ring.known_owner(key, use_fingers)
+        {
+            self.complete_lookup(op, owner, 0);
+            return;
+        }
+        let next = match self.phase {
+            Phase::Joining { bootstrap, .. } => self.links.is_up(bootstrap).then_some(bootstrap),
+            Phase::Joined => {
+                // Later attempts try the next-best first hop, to get around a dead one.
+                let candidates = routing::preceding_candidates(self.id, key, self.routing_peers());
+                (!candidates.is_empty())
+                    .then(|| candidates[(attempts as usize - 1) % candidates.len()])
+            }
+            _ => None,
+        };
+        let Some(next) = next else {
+            self.metrics.chord.dropped_no_route += 1;
+            return;
+        };
+        let routed = Routed {
+            dest: Dest::Owner { key },
+            origin: self.id,
+            origin_via: self.origin_via(),
+            hops: 1,
+            body: Body::FindSuccessor { op: op.0 },
+        };
+        self.send(next, &Message::Route(routed));
+    }
+
+    fn on_op_timer(&mut self, op: OpId, at: Time) {
+        let Some(lookup) = self.lookups.get(&op) else {
+            return;
+        };
+        if at != lookup.retry_at.min(lookup.deadline) {
+            return; // superseded by a later attempt
+        }
+        if self.now >= lookup.deadline {
+            let lookup = self.lookups.remove(&op).expect("present");
+            self.metrics.chord.lookups_failed += 1;
+            self.lookup_failed(op, lookup);
+        } else {
+            self.send_lookup_attempt(op);
+        }
+    }
+
+    fn lookup_failed(&mut self, op: OpId, lookup: LookupOp) {
+        match lookup.purpose {
+            Purpose::User => self.done(
+                op,
+                Err(OpError::LookupTimeout {
+                    key: lookup.key,
+                    attempts: lookup.attempts,
+                }),
+            ),
+            Purpose::Join | Purpose::SelfCheck => {} // the join's own deadline reports it
+            Purpose::Finger(i) => {
+                // Skip this finger for now; the next sweep tries again.
+                if let Some(sweep) = &mut self.sweep {
+                    sweep.next = i + 1;
+                }
+                self.continue_sweep();
+            }
+        }
+    }
+
+    fn complete_lookup(&mut self, op: OpId, owner: Id, hops: u32) {
+        let Some(lookup) = self.lookups.remove(&op) else {
+            return; // a late answer to a finished lookup
+        };
+        self.metrics.chord.lookups_ok += 1;
+        self.metrics.chord.hops.record(u64::from(hops));
+        match lookup.purpose {
+            Purpose::User => self.done(
+                op,
+                Ok(OpOutcome::Lookup {
+                    key: lookup.key,
+                    owner,
+                    hops,
+                }),
+            ),
+            Purpose::Join => self.join_found_successor(owner),
+            Purpose::SelfCheck => {} // handled in `deliver`, which knows the resolver
+            Purpose::Finger(i) => {
+                if self.sweep.is_some_and(|s| s.next == i) {
+                    self.apply_finger(i, owner);
+                    self.continue_sweep();
+                }
+            }
+        }
+    }
+
+    fn join_found_successor(&mut self, owner: Id) {
+        let Phase::Joining { op, .. } = self.phase else {
+            return;
+        };
+        if owner == self.id {
+            self.abort_join(op, OpError::IdInUse { id: self.id });
+            return;
+        }
+        if let Phase::Joining { successor, .. } = &mut self.phase {
+            *successor = Some(owner);
+        }
+        self.ring.set_successors(owner, &[]);
+        if self.links.is_up(owner) {
+            self.become_joined();
+        } else {
+            self.links.clear_backoff(owner);
+            self.ensure_link(owner, true);
+        }
+    }
+
+    /// Peers a message may be forwarded to: open links to ring members.
+    fn routing_peers(&self) -> Vec<Id> {
+        let mut peers: Vec<Id> = self.links.ring_members().collect();
+        for p in self.ring.pointed_peers() {
+            if self.links.is_up(p) && !peers.contains(&p) {
+                peers.push(p);
+            }
+        }
+        peers
+    }
+
+    /// Evidence that `peer` is a live ring member (it resolved a lookup, or a resolver named it):
+    /// when it sits between us and our successor, it is our true successor and two chains of
+    /// the ring (left by concurrent joins, or a healed partition) get zipped here.
+    fn learn_of(&mut self, peer: PeerId, via: Option<PeerId>) {
+        if !self.is_joined() || peer == self.id || !peer.in_open(self.id, self.ring.successor()) {
+            return;
+        }
+        if let Some(via) = via.filter(|v| *v != self.id)
+            && !self.links.is_up(peer)
+        {
+            self.remember_via(peer, via);
+        }
+        let changed = self.ring.offer_successor(peer);
+        self.after_ring_change(changed);
+    }
+
+    /// Remembers that `via` holds a link to `peer` (bounded; oldest entries go first).
+    fn remember_via(&mut self, peer: PeerId, via: PeerId) {
+        if self.via_hints.len() >= MAX_VIA_HINTS
+            && !self.via_hints.contains_key(&peer)
+            && let Some(oldest) = self
+                .via_hints
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(p, _)| *p)
+        {
+            self.via_hints.remove(&oldest);
+        }
+        self.via_hints.insert(peer, (via, self.now));
+    }
+
+    /// A peer linked to us, carried in routed messages so answers can reach us even before the
+    /// ring routes to us: the bootstrap while joining, then the successor (it holds a link to
+    /// us and sits next to us on the ring, so the detour costs at most one hop).
+    fn origin_via(&self) -> Option<PeerId> {
+        match self.phase {
+            Phase::Joining { bootstrap, .. } => Some(bootstrap),
+            Phase::Joined => {
+                let successor = self.ring.successor();
+                (successor != self.id && self.links.is_up(successor)).then_some(successor)
+            }
+            _ => None,
+        }
+    }
+
+    fn on_routed(&mut self, routed: Routed) {
+        if let Some(via) = routed.origin_via
+            && routed.origin != self.id
+        {
+            self.remember_via(routed.origin, via);
+        }
+
+        match routed.dest {
+            Dest::Owner { key } => {
+                if !self.is_joined() {
+                    self.metrics.chord.unexpected_messages += 1;
+                    return;
+                }
+                if let Some(owner) = self.ring.known_owner(key, true) {
+                    self.resolved(routed, owner);
+                } else {
+                    self.forward(routed);
+                }
+            }
+            Dest::Peer { id, .. } if id == self.id => self.deliver(routed),
+            Dest::Peer { .. } => {
+                if matches!(routed.body, Body::Signal { .. }) {
+                    self.metrics.chord.signals_relayed += 1;
+                }
+                self.forward(routed);
+            }
+        }
+    }
+
+    /// This node knows the owner of a routed request's key.
+    fn resolved(&mut self, routed: Routed, owner: Id) {
+        match routed.body {
+            Body::FindSuccessor { op, .. } => {
+                let answer = Routed {
+                    dest: Dest::Peer {
+                        id: routed.origin,
+                        via: routed.origin_via,
+                    },
+                    origin: self.id,
+                    origin_via: None,
+                    hops: 0,
+                    body: Body::FoundSuccessor {
+                        op,
+                        owner,
+                        hops: routed.hops,
+                    },
+                };
+                if !self.route(answer) {
+                    self.metrics.chord.dropped_no_route += 1;
+                }
+            }
+            _ => self.metrics.chord.unexpected_messages += 1,
+        }
+    }
+
+    fn deliver(&mut self, routed: Routed) {
+        match routed.body {
+            Body::FoundSuccessor { op, owner, hops } => {
+                // The resolver knew the owner from its own pointers, so it most likely holds a
+                // link to it: the way to signal the owner if we need a link of our own.
+                if owner != routed.origin && !self.links.is_up(owner) {
+                    self.remember_via(owner, routed.origin);
+                }
+                self.learn_of(owner, Some(routed.origin));
+                self.learn_of(routed.origin, None);
+                let self_check = self
+                    .lookups
+                    .get(&OpId(op))
+                    .is_some_and(|l| l.purpose == Purpose::SelfCheck);
+                if self_check && owner != self.id {
+                    self.on_self_check_mismatch(routed.origin, owner);
+                }
+                self.complete_lookup(OpId(op), owner, u32::from(hops));
+            }
+            Body::Signal { payload } => {
+                self.metrics.chord.signals_delivered += 1;
+                self.out.push_back(Output::Event(Event::Signal {
+                    from: routed.origin,
+                    payload,
+                }));
+            }
+            _ => self.metrics.chord.unexpected_messages += 1,
+        }
+    }
+
+    fn forward(&mut self, mut routed: Routed) {
+        routed.hops = routed.hops.saturating_add(1);
+        if routed.hops > self.config.max_hops {
+            self.metrics.chord.dropped_hop_limit += 1;
+            return;
+        }
+        self.metrics.chord.messages_forwarded += 1;
+        if !self.route(routed) {
+            self.metrics.chord.dropped_no_route += 1;
+        }
+    }
+
+    /// Sends a routed message one hop on (or handles it here when it is for this node).
+    /// Returns false when no open link leads on.
+    fn route(&mut self, routed: Routed) -> bool {
+        if matches!(routed.dest, Dest::Peer { id, .. } if id == self.id) {
+            self.deliver(routed);
+            return true;
+        }
+        let next = match routed.dest {
+            Dest::Owner { key } => {
+                routing::preceding_candidates(self.id, key, self.routing_peers())
+                    .first()
+                    .copied()
+            }
+            Dest::Peer { id, via } => routing::next_hop_to_peer(
+                self.id,
+                self.ring.predecessor(),
+                id,
+                via,
+                self.ring.successors(),
+                |p| self.links.is_up(p),
+                self.routing_peers(),
+            ),
+        };
+        // A joining node reaches the ring only through its bootstrap.
+        let next = next.or_else(|| self.origin_via().filter(|b| self.links.is_up(*b)));
+        match next {
+            Some(next) => {
+                self.send(next, &Message::Route(routed));
+                true
+            }
+            None => false,
+        }
+    }
+
+    // ----- plumbing -----------------------------------------------------------------------
+
+    fn send(&mut self, to: PeerId, message: &Message) {
+        match wire::encode(message) {
+            Some(bytes) => {
+                self.metrics.chord.frames_out += 1;
+                self.metrics.chord.bytes_out += bytes.len() as u64;
+                self.links.used(to, self.now);
+                self.out.push_back(Output::Send { to, bytes });
+            }
+            None => self.metrics.chord.dropped_oversize_out += 1,
+        }
+    }
+
+    fn new_op(&mut self) -> OpId {
+        let op = OpId(self.next_op);
+        self.next_op += 1;
+        op
+    }
+
+    fn done(&mut self, op: OpId, result: Result<OpOutcome, OpError>) {
+        self.out
+            .push_back(Output::Event(Event::OpDone { op, result }));
+    }
+
+    fn fail_pending_ops(&mut self) {
+        let pending = std::mem::take(&mut self.lookups);
+        self.op_timers.clear();
+        for (op, lookup) in pending {
+            if lookup.purpose == Purpose::User {
+                self.done(op, Err(OpError::NotJoined));
+            }
+        }
+        self.sweep = None;
+        if let Phase::Joining { op, .. } = self.phase {
+            self.done(op, Err(OpError::NotJoined));
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Ring state: predecessor, successor list and finger table, with the pure rules that update them.
+//!
+//! Follows the Chord paper (Stoica et al., SIGCOMM 2001, Fig. 6-7; ToN 2003 section IV-E for the
+//! successor list): `successor_list[0]` is the successor, `fingers[i]` is the successor of
+//! `id + 2^i`. Deviations, all in the direction of fewer messages:
+//! - one finger lookup also fills every later finger whose start falls before the answer (the
+//!   paper's own join optimisation, applied on every refresh);
+//! - when every successor has failed the node falls back to the closest known peer after it
+//!   (a finger) instead of giving up, and stabilization walks back to the true successor.
+
+use crate::id::{ID_BITS, Id};
+
+/// Pointers of one node.
+#[derive(Debug, Clone)]
+pub struct RingState {
+    me: Id,
+    max_successors: usize,
+    predecessor: Option<Id>,
+    successors: Vec<Id>,
+    fingers: [Option<Id>; ID_BITS],
+}
+
+/// What changed after an update, so the node can emit events and refresh links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Changed {
+    pub successor: bool,
+    pub predecessor: bool,
+}
+
+impl RingState {
+    pub fn new(me: Id, max_successors: usize) -> Self {
+        Self {
+            me,
+            max_successors: max_successors.max(1),
+            predecessor: None,
+            successors: Vec::new(),
+            fingers: [None; ID_BITS],
+        }
+    }
+
+    pub fn me(&self) -> Id {
+        self.me
+    }
+
+    /// The successor; the node itself when it is alone.
+    pub fn successor(&self) -> Id {
+        self.successors.first().copied().unwrap_or(self.me)
+    }
+
+    pub fn successors(&self) -> &[Id] {
+        &self.successors
+    }
+
+    pub fn predecessor(&self) -> Option<Id> {
+        self.predecessor
+    }
+
+    pub fn finger(&self, i: usize) -> Option<Id> {
+        self.fingers[i]
+    }
+
+    pub fn fingers(&self) -> &[Option<Id>; ID_BITS] {
+        &self.fingers
+    }
+
+    /// Forgets everything (a node that leaves, or restarts its join).
+    pub fn clear(&mut self) {
+        self.predecessor = None;
+        self.successors.clear();
+        self.fingers = [None; ID_BITS];
+    }
+
+    /// Every peer the node points at (successors, predecessor, fingers), deduplicated.
+    pub fn pointed_peers(&self) -> Vec<Id> {
+        let mut peers: Vec<Id> = self
+            .successors
+            .iter()
+            .copied()
+            .chain(self.predecessor)
+            .chain(self.fingers.iter().flatten().copied())
+            .filter(|p| *p != self.me)
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        peers
+    }
+
+    /// Replaces the successor list with `first` followed by `rest` (the successor's own list),
+    /// dropping the node itself and duplicates, bounded to `max_successors`.
+    pub fn set_successors(&mut self, first: Id, rest: &[Id]) -> Changed {
+        let old = self.successor();
+        let mut list = Vec::with_capacity(self.max_successors);
+        for id in std::iter::once(first).chain(rest.iter().copied()) {
+            if id != self.me && !list.contains(&id) {
+                list.push(id);
+                if list.len() == self.max_successors {
+                    break;
+                }
+            }
+        }
+        self.successors = list;
+        Changed {
+            successor: self.successor() != old,
+            predecessor: false,
+        }
+    }
+
+    /// Puts `peer` first when it lies between the node and its current successor.
+    pub fn offer_successor(&mut self, peer: Id) -> Changed {
+        if peer == self.me || !peer.in_open(self.me, self.successor()) {
+            return Changed::default();
+        }
+        let rest = self.successors.clone();
+        self.set_successors(peer, &rest)
+    }
+
+    /// Chord's `notify`: accepts `peer` as predecessor when it is closer than the current one.
+    pub fn offer_predecessor(&mut self, peer: Id) -> Changed {
+        if peer == self.me {
+            return Changed::default();
+        }
+        let closer = match self.predecessor {
+            None => true,
+            Some(p) => peer.in_open(p, self.me),
+        };
+        if closer {
+            self.predecessor = Some(peer);
+        }
+        Changed {
+            successor: false,
+            predecessor: closer,
+        }
+    }
+
+    pub fn clear_predecessor(&mut self) -> Changed {
+        let had = self.predecessor.take().is_some();
+        Changed {
+            successor: false,
+            predecessor: had,
+        }
+    }
+
+    pub fn set_predecessor(&mut self, peer: Option<Id>) -> Changed {
+        let peer = peer.filter(|p| *p != self.me);
+        let changed = self.predecessor != peer;
+        self.predecessor = peer;
+        Changed {
+            successor: false,
+            predecessor: changed,
+        }
+    }
+
+    /// Removes a failed or departed peer from every pointer. When the successor list empties, the
+    /// closest remaining finger after the node stands in (stabilization walks back from there).
+    pub fn remove_peer(&mut self, peer: Id) -> Changed {
+        let old_successor = self.successor();
+        self.successors.retain(|p| *p != peer);
+        let mut changed = Changed::default();
+        if self.predecessor == Some(peer) {
+            self.predecessor = None;
+            changed.predecessor = true;
+        }
+        for f in self.fingers.iter_mut() {
+            if *f == Some(peer) {
+                *f = None;
+            }
+        }
+        if self.successors.is_empty() {
+            let me = self.me;
+            let fallback = self
+                .fingers
+                .iter()
+                .flatten()
+                .copied()
+                .chain(self.predecessor)
+                .filter(|p| *p != me)
+                .min_by_key(|p| me.distance_to(*p));
+            if let Some(f) = fallback {
+                self.successors.push(f);
+            }
+        }
+        changed.successor = self.successor() != old_successor;
+        changed
+    }
+
+    /// Records that the owner of finger `i`'s start is `owner`, and fills every following finger
+    /// whose start also falls in `[start_i, owner]` (they share the answer). Returns the next
+    /// finger index still to look up (`ID_BITS` when the sweep is complete) and whether any
+    /// finger changed.
+    pub fn set_finger(&mut self, i: usize, owner: Id) -> (usize, bool) {
+        let start_i = self.me.finger_start(i);
+        let mut changed = false;
+        let mut j = i;
+        while j < ID_BITS {
+            let start_j = self.me.finger_start(j);
+            if j != i && !start_j.in_closed(start_i, owner) {
+                break;
+            }
+            // A finger equal to the node itself carries no information (lone node).
+            let value = (owner != self.me).then_some(owner);
+            if self.fingers[j] != value {
+                self.fingers[j] = value;
+                changed = true;
+            }
+            j += 1;
+        }
+        (j, changed)
+    }
+
+    /// The owner of `key` when this node can tell it from its own pointers, without asking:
+    /// the node itself (key in `(predecessor, me]`), the successor (key in `(me, successor]`),
+    /// a later successor, or (with `use_fingers`) a finger whose start precedes the key with
+    /// nobody in between. Finger refresh passes `false` so a stale finger cannot confirm itself.
+    pub fn known_owner(&self, key: Id, use_fingers: bool) -> Option<Id> {
+        let me = self.me;
+        if self.successors.is_empty() {
+            // Alone (or not yet joined): owner of everything only when truly alone.
+            return self.predecessor.is_none().then_some(me);
+        }
+        if let Some(p) = self.predecessor
+            && key.in_half_open(p, me)
+        {
+            return Some(me);
+        }
+        let mut prev = me;
+        for s in &self.successors {
+            if key.in_half_open(prev, *s) {
+                return Some(*s);
+            }
+            prev = *s;
+        }
+        if !use_fingers {
+            return None;
+        }
+        for i in 0..ID_BITS {
+            if let Some(f) = self.fingers[i]
+                && key.in_closed(me.finger_start(i), f)
+            {
+                return Some(f);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successor_list_is_bounded_and_skips_self() {
+        let mut r = RingState::new(Id(10), 3);
+        r.set_successors(Id(20), &[Id(30), Id(10), Id(30), Id(40), Id(50)]);
+        assert_eq!(r.successors(), &[Id(20), Id(30), Id(40)]);
+    }
+
+    #[test]
+    fn finger_fill_shares_answers() {
+        let mut r = RingState::new(Id(0), 3);
+        // owner of 1 is 100: fingers 0..=6 (starts 1,2,4,...,64) all map to 100.
+        let (next, changed) = r.set_finger(0, Id(100));
+        assert!(changed);
+        assert_eq!(next, 7);
+        assert_eq!(r.finger(6), Some(Id(100)));
+        assert_eq!(r.finger(7), None);
+    }
+
+    #[test]
+    fn fallback_successor_after_total_loss() {
+        let mut r = RingState::new(Id(0), 2);
+        r.set_successors(Id(10), &[Id(20)]);
+        r.set_finger(10, Id(5000));
+        r.remove_peer(Id(10));
+        r.remove_peer(Id(20));
+        assert_eq!(r.successor(), Id(5000));
+    }
+}

@@ -1,0 +1,836 @@
+//! Deterministic in-process network simulator (feature `sim`).
+//!
+//! Many real [`Node`]s, one virtual clock, and a network model:
+//! - every link has a fixed latency drawn from the seed (so frames on one link stay in order, as
+//!   on a reliable WebRTC data channel, while different links reorder relative to each other);
+//! - frames can be lost with a given probability;
+//! - partitions split the peers into groups; frames across groups are dropped and links across
+//!   them are reported down after `link_detect_ms` (ICE consent failure);
+//! - crashes stop a node at once; its peers see its links go down after `link_detect_ms`;
+//!   restarts bring a fresh incarnation with the same id (no disk);
+//! - link establishment is modelled on the real drivers: a `Connect` sends an "offer" through the
+//!   ring with [`Node::signal`]; the target's driver answers through the ring; the link opens one
+//!   latency after the answer arrives. If no answer comes within `signal_timeout_ms`, the
+//!   introducer (signaling server) relays the offer instead, when it is enabled, both peers are
+//!   alive and not partitioned apart; otherwise the initiator gets `PeerDown` (connect failed).
+//!   A joining node's first link always comes through the introducer.
+//!
+//! The event loop always processes the earliest of {each node's timeout, each frame in flight,
+//! each link event}, with ties broken by insertion order (as str0m's test harness does), so a
+//! run is a pure function of its seed and its script.
+
+pub mod experiments;
+
+use crate::Time;
+use crate::id::{ID_BITS, Id, successor_in};
+use crate::node::{Config, Event, Input, Node, OpError, OpId, OpOutcome, Output};
+use crate::rng::{Rng, splitmix64};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+
+/// Network model and node template.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Template for every node (its `seed` is replaced by one derived from the sim seed).
+    pub node: Config,
+    pub latency_min_ms: u64,
+    pub latency_max_ms: u64,
+    /// Probability that one frame is lost.
+    pub loss: f64,
+    /// How long a peer takes to notice that a link died (crash, partition).
+    pub link_detect_ms: u64,
+    /// How long a driver waits for an overlay-signaled answer before asking the introducer.
+    pub signal_timeout_ms: u64,
+    /// Whether an introducer (signaling server) is reachable.
+    pub introducer: bool,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            node: Config::default(),
+            latency_min_ms: 5,
+            latency_max_ms: 40,
+            loss: 0.0,
+            link_detect_ms: 3_000,
+            signal_timeout_ms: 3_000,
+            introducer: true,
+        }
+    }
+}
+
+/// Counters of the simulated network.
+#[derive(Debug, Clone, Default)]
+pub struct SimStats {
+    pub frames_delivered: u64,
+    pub frames_lost: u64,
+    pub frames_partitioned: u64,
+    pub frames_to_dead: u64,
+    /// Frames a node sent on a link it did not hold (a core bug if it ever rises).
+    pub frames_without_link: u64,
+    pub links_via_overlay: u64,
+    pub links_via_introducer: u64,
+    pub connects_failed: u64,
+    pub events: u64,
+    /// Frames sent, by message kind (and routed body kind).
+    pub by_kind: BTreeMap<String, u64>,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver {
+        from: Id,
+        to: Id,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: Id,
+        at: Time,
+    },
+    LinkUp {
+        a: Id,
+        b: Id,
+        via_introducer: bool,
+    },
+    LinkDown {
+        a: Id,
+        b: Id,
+        generation: u64,
+        notify: [Option<Id>; 2],
+    },
+    SignalTimeout {
+        a: Id,
+        b: Id,
+    },
+    ConnectFailed {
+        a: Id,
+        b: Id,
+    },
+    RetryJoin {
+        node: Id,
+    },
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: Time,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+#[derive(Debug)]
+struct SimNode {
+    node: Node,
+    alive: bool,
+    timer_at: Time,
+    join_op: Option<OpId>,
+    bootstrap: Option<Id>,
+    incarnation: u64,
+}
+
+/// The simulator.
+#[derive(Debug)]
+pub struct Sim {
+    cfg: SimConfig,
+    rng: Rng,
+    now: Time,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    nodes: BTreeMap<Id, SimNode>,
+    /// Open links (ordered pair) -> generation.
+    links: HashMap<(Id, Id), u64>,
+    next_gen: u64,
+    /// Partition group of each node (absent = group 0); empty when healed.
+    groups: HashMap<Id, u8>,
+    pending_connects: BTreeSet<(Id, Id)>,
+    results: HashMap<(Id, OpId), Result<OpOutcome, OpError>>,
+    pub stats: SimStats,
+    /// Count frames by kind in `stats.by_kind` (costs a little per frame).
+    pub count_kinds: bool,
+}
+
+fn pair(a: Id, b: Id) -> (Id, Id) {
+    if a < b { (a, b) } else { (b, a) }
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Self {
+        Self {
+            rng: Rng::new(cfg.seed ^ 0x5EED_0F51_u64),
+            cfg,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes: BTreeMap::new(),
+            links: HashMap::new(),
+            next_gen: 1,
+            groups: HashMap::new(),
+            pending_connects: BTreeSet::new(),
+            results: HashMap::new(),
+            stats: SimStats::default(),
+            count_kinds: false,
+        }
+    }
+
+    // ----- getters ------------------------------------------------------------------------
+
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    pub fn node(&self, id: Id) -> Option<&Node> {
+        self.nodes.get(&id).filter(|n| n.alive).map(|n| &n.node)
+    }
+
+    /// Every node ever added that is alive now.
+    pub fn alive_ids(&self) -> Vec<Id> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.alive)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn alive_count(&self) -> usize {
+        self.nodes.values().filter(|n| n.alive).count()
+    }
+
+    /// The result of an operation, once its `OpDone` was seen.
+    pub fn result(&self, node: Id, op: OpId) -> Option<&Result<OpOutcome, OpError>> {
+        self.results.get(&(node, op))
+    }
+
+    /// Forgets a collected result (long experiments keep the map small).
+    pub fn take_result(&mut self, node: Id, op: OpId) -> Option<Result<OpOutcome, OpError>> {
+        self.results.remove(&(node, op))
+    }
+
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    // ----- scripting ----------------------------------------------------------------------
+
+    /// A fresh id not used by any node so far.
+    pub fn fresh_id(&mut self) -> Id {
+        loop {
+            let id = Id(self.rng.next_u32());
+            if !self.nodes.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn node_config(&self, id: Id, incarnation: u64) -> Config {
+        let mut state = self.cfg.seed ^ (u64::from(id.0) << 16) ^ incarnation;
+        let mut cfg = self.cfg.node.clone();
+        cfg.seed = splitmix64(&mut state);
+        cfg
+    }
+
+    /// Adds a node and joins it through a random live member (the introducer's choice); the
+    /// first node creates the ring. Failed joins are retried by the simulated driver.
+    pub fn add_node(&mut self, id: Id) {
+        let incarnation = self.nodes.get(&id).map_or(0, |n| n.incarnation + 1);
+        let node = Node::new(self.node_config(id, incarnation), id, self.now);
+        self.nodes.insert(
+            id,
+            SimNode {
+                node,
+                alive: true,
+                timer_at: Time::MAX,
+                join_op: None,
+                bootstrap: None,
+                incarnation,
+            },
+        );
+        self.start_join(id);
+    }
+
+    fn start_join(&mut self, id: Id) {
+        let members: Vec<Id> = self
+            .nodes
+            .iter()
+            .filter(|(other, n)| **other != id && n.alive && n.node.is_joined())
+            .filter(|(other, _)| self.same_group(id, **other))
+            .map(|(other, _)| *other)
+            .collect();
+        let now = self.now;
+        if !self.alive(id) {
+            return;
+        }
+        if members.is_empty() {
+            let anyone_else = self.nodes.iter().any(|(o, n)| *o != id && n.alive);
+            if anyone_else {
+                // Others exist but none joined yet (concurrent start): try again shortly.
+                self.schedule(now + 500, Ev::RetryJoin { node: id });
+                return;
+            }
+            let n = self.nodes.get_mut(&id).expect("present");
+            n.node.create_ring(now);
+            n.join_op = None;
+        } else {
+            let bootstrap = members[self.rng.below(members.len() as u64) as usize];
+            let n = self.nodes.get_mut(&id).expect("present");
+            n.bootstrap = Some(bootstrap);
+            n.join_op = Some(n.node.join(bootstrap, now));
+        }
+        self.drain(id);
+    }
+
+    /// Adds `count` fresh nodes at once and returns their ids.
+    pub fn add_nodes(&mut self, count: usize) -> Vec<Id> {
+        (0..count)
+            .map(|_| {
+                let id = self.fresh_id();
+                self.add_node(id);
+                id
+            })
+            .collect()
+    }
+
+    /// Stops a node at once (no goodbye); its peers notice after `link_detect_ms`.
+    pub fn crash(&mut self, id: Id) {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        n.alive = false;
+        self.pending_connects.retain(|(a, b)| *a != id && *b != id);
+        let detect = self.now + self.cfg.link_detect_ms;
+        let mine: Vec<((Id, Id), u64)> = self
+            .links
+            .iter()
+            .filter(|((a, b), _)| *a == id || *b == id)
+            .map(|(p, g)| (*p, *g))
+            .collect();
+        for ((a, b), generation) in mine {
+            let other = if a == id { b } else { a };
+            self.schedule(
+                detect,
+                Ev::LinkDown {
+                    a,
+                    b,
+                    generation,
+                    notify: [Some(other), None],
+                },
+            );
+        }
+    }
+
+    /// Brings a crashed node back as a fresh incarnation (empty state) that joins again.
+    pub fn restart(&mut self, id: Id) {
+        if self.nodes.get(&id).is_none_or(|n| n.alive) {
+            return;
+        }
+        self.links.retain(|(a, b), _| *a != id && *b != id);
+        self.add_node(id);
+    }
+
+    /// Graceful leave.
+    pub fn leave(&mut self, id: Id) -> Option<OpId> {
+        let now = self.now;
+        let n = self.nodes.get_mut(&id).filter(|n| n.alive)?;
+        let op = n.node.leave(now);
+        self.drain(id);
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.alive = false;
+        }
+        Some(op)
+    }
+
+    /// Splits the network: `group_of(id)` names each node's side.
+    pub fn partition(&mut self, group_of: impl Fn(Id) -> u8) {
+        self.groups = self.nodes.keys().map(|id| (*id, group_of(*id))).collect();
+        let detect = self.now + self.cfg.link_detect_ms;
+        let cut: Vec<((Id, Id), u64)> = self
+            .links
+            .iter()
+            .filter(|((a, b), _)| !self.same_group(*a, *b))
+            .map(|(p, g)| (*p, *g))
+            .collect();
+        for ((a, b), generation) in cut {
+            self.schedule(
+                detect,
+                Ev::LinkDown {
+                    a,
+                    b,
+                    generation,
+                    notify: [Some(a), Some(b)],
+                },
+            );
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.groups.clear();
+    }
+
+    pub fn set_introducer(&mut self, enabled: bool) {
+        self.cfg.introducer = enabled;
+    }
+
+    pub fn set_loss(&mut self, loss: f64) {
+        self.cfg.loss = loss;
+    }
+
+    /// Starts a lookup at `from`.
+    pub fn lookup(&mut self, from: Id, key: Id) -> Option<OpId> {
+        let now = self.now;
+        let n = self.nodes.get_mut(&from).filter(|n| n.alive)?;
+        let op = n.node.lookup(key, now);
+        self.drain(from);
+        Some(op)
+    }
+
+    /// Runs a closure against a live node (commands), then drains its outputs.
+    pub fn with_node<R>(&mut self, id: Id, f: impl FnOnce(&mut Node, Time) -> R) -> Option<R> {
+        let now = self.now;
+        let n = self.nodes.get_mut(&id).filter(|n| n.alive)?;
+        let r = f(&mut n.node, now);
+        self.drain(id);
+        Some(r)
+    }
+
+    // ----- running ------------------------------------------------------------------------
+
+    /// Processes every event up to and including `until`, then sets the clock to `until`.
+    pub fn run_until(&mut self, until: Time) {
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.at > until {
+                break;
+            }
+            let Reverse(Scheduled { at, ev, .. }) = self.queue.pop().expect("peeked");
+            self.now = self.now.max(at);
+            self.stats.events += 1;
+            self.handle(ev);
+        }
+        self.now = self.now.max(until);
+    }
+
+    pub fn run_for(&mut self, ms: u64) {
+        self.run_until(self.now + ms);
+    }
+
+    /// Runs until `done(self)` holds (checked every `check_every_ms`) or `max_ms` passed.
+    /// Returns whether it held.
+    pub fn run_until_true(
+        &mut self,
+        check_every_ms: u64,
+        max_ms: u64,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> bool {
+        let end = self.now + max_ms;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.now >= end {
+                return false;
+            }
+            self.run_until((self.now + check_every_ms).min(end));
+        }
+    }
+
+    fn schedule(&mut self, at: Time, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn same_group(&self, a: Id, b: Id) -> bool {
+        self.groups.is_empty()
+            || self.groups.get(&a).copied().unwrap_or(0)
+                == self.groups.get(&b).copied().unwrap_or(0)
+    }
+
+    fn alive(&self, id: Id) -> bool {
+        self.nodes.get(&id).is_some_and(|n| n.alive)
+    }
+
+    fn latency(&self, a: Id, b: Id) -> u64 {
+        let (x, y) = pair(a, b);
+        let mut s = self.cfg.seed ^ (u64::from(x.0) << 32 | u64::from(y.0));
+        let span = self
+            .cfg
+            .latency_max_ms
+            .saturating_sub(self.cfg.latency_min_ms)
+            + 1;
+        self.cfg.latency_min_ms + splitmix64(&mut s) % span
+    }
+
+    fn input(&mut self, id: Id, input: Input<'_>) {
+        let now = self.now;
+        let Some(n) = self.nodes.get_mut(&id).filter(|n| n.alive) else {
+            return;
+        };
+        n.node.handle_input(now, input);
+        self.drain(id);
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver { from, to, bytes } => {
+                if !self.alive(to) {
+                    self.stats.frames_to_dead += 1;
+                } else if !self.links.contains_key(&pair(from, to)) {
+                    self.stats.frames_without_link += 1;
+                } else if !self.same_group(from, to) {
+                    self.stats.frames_partitioned += 1;
+                } else {
+                    self.stats.frames_delivered += 1;
+                    self.input(
+                        to,
+                        Input::Receive {
+                            from,
+                            bytes: &bytes,
+                        },
+                    );
+                }
+            }
+            Ev::Timer { node, at } => {
+                if self
+                    .nodes
+                    .get(&node)
+                    .is_some_and(|n| n.alive && n.timer_at == at)
+                {
+                    if let Some(n) = self.nodes.get_mut(&node) {
+                        n.timer_at = Time::MAX;
+                    }
+                    self.input(node, Input::Timeout);
+                }
+            }
+            Ev::LinkUp {
+                a,
+                b,
+                via_introducer,
+            } => self.link_up(a, b, via_introducer),
+            Ev::LinkDown {
+                a,
+                b,
+                generation,
+                notify,
+            } => {
+                if self.links.get(&pair(a, b)) == Some(&generation) {
+                    self.links.remove(&pair(a, b));
+                }
+                if !self.links.contains_key(&pair(a, b)) {
+                    for side in notify.into_iter().flatten() {
+                        let other = if side == a { b } else { a };
+                        self.input(side, Input::PeerDown { peer: other });
+                    }
+                }
+            }
+            Ev::SignalTimeout { a, b } => {
+                if self.pending_connects.remove(&(a, b)) {
+                    self.via_introducer(a, b);
+                }
+            }
+            Ev::ConnectFailed { a, b } => {
+                if !self.links.contains_key(&pair(a, b)) {
+                    self.stats.connects_failed += 1;
+                    self.input(a, Input::PeerDown { peer: b });
+                }
+            }
+            Ev::RetryJoin { node } => {
+                if self
+                    .nodes
+                    .get(&node)
+                    .is_some_and(|n| n.alive && !n.node.is_joined())
+                {
+                    self.start_join(node);
+                }
+            }
+        }
+    }
+
+    fn link_up(&mut self, a: Id, b: Id, via_introducer: bool) {
+        if !(self.alive(a) && self.alive(b) && self.same_group(a, b)) {
+            self.schedule(self.now, Ev::ConnectFailed { a, b });
+            return;
+        }
+        if !self.links.contains_key(&pair(a, b)) {
+            let generation = self.next_gen;
+            self.next_gen += 1;
+            self.links.insert(pair(a, b), generation);
+            if via_introducer {
+                self.stats.links_via_introducer += 1;
+            } else {
+                self.stats.links_via_overlay += 1;
+            }
+            self.input(a, Input::PeerUp { peer: b });
+            self.input(b, Input::PeerUp { peer: a });
+        } else {
+            self.input(a, Input::PeerUp { peer: b });
+        }
+    }
+
+    fn via_introducer(&mut self, a: Id, b: Id) {
+        if self.cfg.introducer && self.alive(b) && self.same_group(a, b) {
+            let at = self.now + 3 * self.latency(a, b);
+            self.schedule(
+                at,
+                Ev::LinkUp {
+                    a,
+                    b,
+                    via_introducer: true,
+                },
+            );
+        } else {
+            self.schedule(self.now, Ev::ConnectFailed { a, b });
+        }
+    }
+
+    /// Drains a node's outputs, playing its driver.
+    fn drain(&mut self, id: Id) {
+        loop {
+            let Some(n) = self.nodes.get_mut(&id).filter(|n| n.alive) else {
+                return;
+            };
+            match n.node.poll_output() {
+                Output::Timeout(at) => {
+                    if at != n.timer_at {
+                        n.timer_at = at;
+                        if at != Time::MAX {
+                            self.schedule(at.max(self.now), Ev::Timer { node: id, at });
+                        }
+                    }
+                    return;
+                }
+                Output::Send { to, bytes } => self.transmit(id, to, bytes),
+                Output::Connect(peer) => self.connect(id, peer),
+                Output::Disconnect(peer) => {
+                    if let Some(generation) = self.links.get(&pair(id, peer)).copied() {
+                        // Frames already in flight still arrive; then the far side sees it close.
+                        let at = self.now + self.cfg.latency_max_ms + 1;
+                        self.schedule(
+                            at,
+                            Ev::LinkDown {
+                                a: id,
+                                b: peer,
+                                generation,
+                                notify: [Some(peer), None],
+                            },
+                        );
+                    }
+                    self.pending_connects.remove(&(id, peer));
+                }
+                Output::Event(event) => self.on_event(id, event),
+            }
+        }
+    }
+
+    fn transmit(&mut self, from: Id, to: Id, bytes: Vec<u8>) {
+        if !self.links.contains_key(&pair(from, to)) {
+            self.stats.frames_without_link += 1;
+            return;
+        }
+        if !self.same_group(from, to) {
+            self.stats.frames_partitioned += 1;
+            return;
+        }
+        if self.cfg.loss > 0.0 && self.rng.chance(self.cfg.loss) {
+            self.stats.frames_lost += 1;
+            return;
+        }
+        if self.count_kinds {
+            *self.stats.by_kind.entry(frame_kind(&bytes)).or_default() += 1;
+        }
+        let at = self.now + self.latency(from, to);
+        self.schedule(at, Ev::Deliver { from, to, bytes });
+    }
+
+    fn connect(&mut self, a: Id, b: Id) {
+        if self.links.contains_key(&pair(a, b)) {
+            self.schedule(
+                self.now,
+                Ev::LinkUp {
+                    a,
+                    b,
+                    via_introducer: false,
+                },
+            );
+            return;
+        }
+        let joining_bootstrap = self
+            .nodes
+            .get(&a)
+            .is_some_and(|n| !n.node.is_joined() && n.bootstrap == Some(b));
+        if joining_bootstrap {
+            self.via_introducer(a, b);
+            return;
+        }
+        if !self.pending_connects.insert((a, b)) {
+            return;
+        }
+        let now = self.now;
+        if let Some(n) = self.nodes.get_mut(&a) {
+            n.node.signal(b, "offer".to_string(), now);
+        }
+        self.schedule(now + self.cfg.signal_timeout_ms, Ev::SignalTimeout { a, b });
+    }
+
+    fn on_event(&mut self, id: Id, event: Event) {
+        match event {
+            Event::OpDone { op, result } => {
+                let is_join = self.nodes.get(&id).and_then(|n| n.join_op) == Some(op);
+                if is_join && result.is_err() {
+                    self.schedule(self.now + 1_000, Ev::RetryJoin { node: id });
+                }
+                if !matches!(result, Ok(OpOutcome::SignalSent)) {
+                    self.results.insert((id, op), result);
+                }
+            }
+            Event::Signal { from, payload } => {
+                let now = self.now;
+                if payload == "offer" {
+                    if let Some(n) = self.nodes.get_mut(&id) {
+                        n.node.signal(from, "answer".to_string(), now);
+                    }
+                } else if payload == "answer" && self.pending_connects.remove(&(id, from)) {
+                    let at = now + self.latency(id, from);
+                    self.schedule(
+                        at,
+                        Ev::LinkUp {
+                            a: id,
+                            b: from,
+                            via_introducer: false,
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ----- global truth -------------------------------------------------------------------
+
+    /// Sorted ids of the live nodes: the ring every node should converge to.
+    pub fn truth(&self) -> Vec<Id> {
+        self.alive_ids()
+    }
+
+    /// How far the ring is from the global truth.
+    pub fn convergence(&self) -> Convergence {
+        let ids = self.truth();
+        let mut c = Convergence {
+            nodes: ids.len(),
+            ..Convergence::default()
+        };
+        let r = self.cfg.node.successor_list_len;
+        for (i, id) in ids.iter().enumerate() {
+            let node = &self.nodes[id].node;
+            if !node.is_joined() {
+                c.not_joined += 1;
+                continue;
+            }
+            let ring = node.ring();
+            let n = ids.len();
+            let expected_succs: Vec<Id> = (1..n.min(r + 1)).map(|k| ids[(i + k) % n]).collect();
+            let expected_succ = expected_succs.first().copied().unwrap_or(*id);
+            if ring.successor() != expected_succ {
+                c.wrong_successor += 1;
+            }
+            if ring.successors() != expected_succs.as_slice() {
+                c.wrong_successor_list += 1;
+            }
+            let expected_pred = (n > 1).then(|| ids[(i + n - 1) % n]);
+            if ring.predecessor() != expected_pred {
+                c.wrong_predecessor += 1;
+            }
+            for f in 0..ID_BITS {
+                let owner = successor_in(&ids, id.finger_start(f)).expect("non-empty");
+                let expected = (owner != *id).then_some(owner);
+                if ring.finger(f) != expected {
+                    c.wrong_fingers += 1;
+                }
+            }
+        }
+        c
+    }
+
+    /// The true owner of `key` among live nodes.
+    pub fn true_owner(&self, key: Id) -> Option<Id> {
+        successor_in(&self.truth(), key)
+    }
+}
+
+/// Distance of the ring from the truth (all zero = converged).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Convergence {
+    pub nodes: usize,
+    pub not_joined: usize,
+    pub wrong_successor: usize,
+    pub wrong_successor_list: usize,
+    pub wrong_predecessor: usize,
+    pub wrong_fingers: usize,
+}
+
+impl Convergence {
+    /// Every pointer (successor list, predecessor, fingers) matches the truth.
+    pub fn is_converged(&self) -> bool {
+        self.not_joined == 0
+            && self.wrong_successor == 0
+            && self.wrong_successor_list == 0
+            && self.wrong_predecessor == 0
+            && self.wrong_fingers == 0
+    }
+
+    /// Successors and predecessors match (fingers may still be refreshing).
+    pub fn ring_is_correct(&self) -> bool {
+        self.not_joined == 0 && self.wrong_successor == 0 && self.wrong_predecessor == 0
+    }
+}
+
+/// The seed for a simulation test: `SIM_SEED` when set (replay), else `default`.
+pub fn seed_from_env(default: u64) -> u64 {
+    std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `"route/signal"`-style name of a frame's message kind, read off the JSON tags.
+fn frame_kind(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
+    let tag = |key: &str| {
+        text.find(key).map(|i| {
+            let rest = &text[i + key.len()..];
+            rest.split('"').next().unwrap_or("").to_string()
+        })
+    };
+    match (tag("\"t\":\""), tag("\"b\":\"")) {
+        (Some(t), Some(b)) => format!("{t}/{b}"),
+        (Some(t), None) => t,
+        _ => "?".to_string(),
+    }
+}

@@ -1,0 +1,220 @@
+//! The wire format: one JSON message per data-channel frame.
+//!
+//! A frame is `{"v":1,"m":{"t":"<kind>",...}}`: a protocol version and a tagged message. Frames
+//! larger than [`MAX_FRAME_BYTES`] are refused before parsing; unknown versions, unknown kinds and
+//! malformed JSON are rejected with a [`DecodeError`] that the node counts and drops (a remote
+//! peer's garbage never panics the node). Overlay signaling payloads (SDP, ICE) are opaque strings.
+//!
+//! Limits: a frame is at most 64 KiB, the largest message every WebRTC stack we target delivers
+//! unfragmented (webrtc-rs' SCTP default; Chromium accepts 256 KiB). Keys and values are bounded
+//! by the store below that, so the largest value always fits in one frame.
+
+use crate::id::Id;
+use serde::{Deserialize, Serialize};
+
+/// Version carried by every frame; a peer speaking another version is refused.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Largest frame accepted or produced.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Longest successor list accepted from a peer.
+pub const MAX_LIST_LEN: usize = 32;
+
+/// Every message between two peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Message {
+    /// First message on a new link, and again when the sender becomes a ring member.
+    Hello {
+        joined: bool,
+    },
+    /// Heartbeat probe (check_predecessor / successor liveness).
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    /// Stabilize: ask a successor for its predecessor and successor list.
+    GetNeighbors {
+        nonce: u64,
+    },
+    Neighbors {
+        nonce: u64,
+        pred: Option<Id>,
+        succs: Vec<Id>,
+        /// Other linked peers that recently notified the sender, closest first: lets a crowd of
+        /// concurrent joiners that share one successor sort themselves out in a round or two
+        /// instead of one node per round.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        preds: Vec<Id>,
+    },
+    /// "I think I might be your predecessor."
+    Notify,
+    /// Graceful leave: the sender hands its neighbours to each other.
+    Leaving {
+        pred: Option<Id>,
+        succs: Vec<Id>,
+    },
+    /// "I no longer need this link; do you?" Answered by `Keep` when the receiver needs it,
+    /// otherwise both sides close it. Links stay open while either side needs them.
+    Bye,
+    Keep,
+    /// "I am closing this link now (link budget); I am alive." Not a failure.
+    Close,
+    /// A message routed over the ring.
+    Route(Routed),
+}
+
+/// A message forwarded hop by hop over live links.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Routed {
+    pub dest: Dest,
+    /// Peer that started the route (answers go back to it).
+    pub origin: Id,
+    /// A peer linked to `origin`, for answers to an origin that is not yet in the ring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_via: Option<Id>,
+    /// Forwards so far.
+    pub hops: u8,
+    pub body: Body,
+}
+
+/// Where a routed message is going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum Dest {
+    /// To whichever peer first knows the owner (successor) of this key id.
+    Owner { key: Id },
+    /// To this exact peer; `via` is a peer linked to it when it is not yet in the ring.
+    Peer {
+        id: Id,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<Id>,
+    },
+}
+
+/// Payload of a routed message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "b", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Body {
+    /// Lookup: answer `origin` with the owner of the key.
+    FindSuccessor { op: u64 },
+    /// Lookup answer; `hops` is the lookup's path length.
+    FoundSuccessor { op: u64, owner: Id, hops: u8 },
+    /// Overlay signaling (opaque to the core: SDP offers/answers, ICE candidates).
+    Signal { payload: String },
+}
+
+#[derive(Serialize)]
+struct FrameOut<'a> {
+    v: u8,
+    m: &'a Message,
+}
+
+#[derive(Deserialize)]
+struct FrameIn {
+    v: u8,
+    m: Message,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u8,
+}
+
+/// Why a frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    Oversize { len: usize, max: usize },
+    #[error("unsupported protocol version {got} (this peer speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion { got: u8 },
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("list of {len} ids exceeds the limit of {MAX_LIST_LEN}")]
+    ListTooLong { len: usize },
+}
+
+/// Encodes a message; `None` when it would exceed the frame limit (the caller counts and drops).
+pub fn encode(message: &Message) -> Option<Vec<u8>> {
+    let bytes = serde_json::to_vec(&FrameOut {
+        v: PROTOCOL_VERSION,
+        m: message,
+    })
+    .ok()?;
+    (bytes.len() <= MAX_FRAME_BYTES).then_some(bytes)
+}
+
+/// Decodes and validates one frame.
+pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(DecodeError::Oversize {
+            len: bytes.len(),
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    let frame: FrameIn = match serde_json::from_slice(bytes) {
+        Ok(frame) => frame,
+        Err(err) => {
+            // Tell a version mismatch apart from garbage: a newer peer may add message kinds.
+            if let Ok(VersionOnly { v }) = serde_json::from_slice(bytes)
+                && v != PROTOCOL_VERSION
+            {
+                return Err(DecodeError::UnsupportedVersion { got: v });
+            }
+            return Err(DecodeError::Malformed(err.to_string()));
+        }
+    };
+    if frame.v != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion { got: frame.v });
+    }
+    match &frame.m {
+        Message::Neighbors { succs, preds, .. } if succs.len().max(preds.len()) > MAX_LIST_LEN => {
+            Err(DecodeError::ListTooLong {
+                len: succs.len().max(preds.len()),
+            })
+        }
+        Message::Leaving { succs, .. } if succs.len() > MAX_LIST_LEN => {
+            Err(DecodeError::ListTooLong { len: succs.len() })
+        }
+        _ => Ok(frame.m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let m = Message::Route(Routed {
+            dest: Dest::Owner { key: Id(5) },
+            origin: Id(9),
+            origin_via: None,
+            hops: 3,
+            body: Body::FindSuccessor { op: 11 },
+        });
+        let bytes = encode(&m).unwrap();
+        assert_eq!(decode(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        assert!(matches!(decode(b"{"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            decode(br#"{"v":2,"m":{"t":"notify"}}"#),
+            Err(DecodeError::UnsupportedVersion { got: 2 })
+        ));
+        assert!(matches!(
+            decode(&vec![b' '; MAX_FRAME_BYTES + 1]),
+            Err(DecodeError::Oversize { .. })
+        ));
+        assert_eq!(
+            decode(br#"{"v":1,"m":{"t":"notify"}}"#).unwrap(),
+            Message::Notify
+        );
+    }
+}
