@@ -1361,9 +1361,15 @@ impl Node {
                 }
             }
             Dest::Peer { id, .. } if id == self.id => self.deliver(routed),
-            Dest::Peer { .. } => {
+            Dest::Peer { id, via } => {
                 if matches!(routed.body, Body::Signal { .. }) {
                     self.metrics.chord.signals_relayed += 1;
+                }
+                let mut routed = routed;
+                if via == Some(self.id) {
+                    // We were the relay but hold no link to the target: from here on plain
+                    // greedy routing, never back toward us.
+                    routed.dest = Dest::Peer { id, via: None };
                 }
                 self.forward(routed);
             }
@@ -1462,7 +1468,10 @@ impl Node {
             ),
         };
         // A joining node reaches the ring only through its bootstrap.
-        let next = next.or_else(|| self.origin_via().filter(|b| self.links.is_up(*b)));
+        let next = next.or_else(|| match self.phase {
+            Phase::Joining { bootstrap, .. } => self.links.is_up(bootstrap).then_some(bootstrap),
+            _ => None,
+        });
         match next {
             Some(next) => {
                 self.send(next, &Message::Route(routed));

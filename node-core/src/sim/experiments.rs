@@ -100,7 +100,7 @@ pub fn sim_hops(
 /// Joins `nodes` fresh peers at random times over a window proportional to N, then runs until
 /// every pointer matches the truth. Returns whether it converged within the bound.
 pub fn form_ring(sim: &mut Sim, nodes: usize, progress: &mut dyn FnMut(Progress)) -> bool {
-    let window = (nodes as u64 * 10).max(1_000);
+    let window = (nodes as u64 * 50).max(1_000);
     let mut times: Vec<u64> = (0..nodes).map(|_| sim.rng().below(window)).collect();
     times.sort_unstable();
     let start = sim.now();

@@ -84,6 +84,8 @@ enum Ev {
         from: Id,
         to: Id,
         bytes: Vec<u8>,
+        /// The link the frame was sent on; a frame never crosses onto a newer link.
+        generation: u64,
     },
     Timer {
         node: Id,
@@ -156,6 +158,8 @@ pub struct Sim {
     seq: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
     nodes: BTreeMap<Id, SimNode>,
+    /// Links closed by one side whose in-flight frames still arrive (pair, generation).
+    draining: BTreeSet<((Id, Id), u64)>,
     /// Open links (ordered pair) -> generation.
     links: HashMap<(Id, Id), u64>,
     next_gen: u64,
@@ -182,6 +186,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             nodes: BTreeMap::new(),
             links: HashMap::new(),
+            draining: BTreeSet::new(),
             next_gen: 1,
             groups: HashMap::new(),
             pending_connects: BTreeSet::new(),
@@ -418,6 +423,43 @@ impl Sim {
         Some(r)
     }
 
+    /// Joins `count` fresh nodes following `pattern`; returns their ids.
+    pub fn join_nodes(&mut self, count: usize, pattern: JoinPattern) -> Vec<Id> {
+        match pattern {
+            JoinPattern::Sequential => (0..count)
+                .map(|_| {
+                    let id = self.fresh_id();
+                    self.add_node(id);
+                    // The next one starts once this one is a member (bounded: a join retries).
+                    self.run_until_true(10, 60_000, |s| s.node(id).is_some_and(Node::is_joined));
+                    id
+                })
+                .collect(),
+            JoinPattern::RandomTimes { window_ms } => {
+                let mut times: Vec<u64> = (0..count)
+                    .map(|_| self.rng.below(window_ms.max(1)))
+                    .collect();
+                times.sort_unstable();
+                let start = self.now;
+                times
+                    .into_iter()
+                    .map(|t| {
+                        self.run_until(start + t);
+                        let id = self.fresh_id();
+                        self.add_node(id);
+                        id
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Runs until every live node's pointers match the truth (checked each virtual second), at
+    /// most `max_ms`. Returns whether it converged.
+    pub fn run_until_converged(&mut self, max_ms: u64) -> bool {
+        self.run_until_true(1_000, max_ms, |s| s.convergence().is_converged())
+    }
+
     // ----- running ------------------------------------------------------------------------
 
     /// Processes every event up to and including `until`, then sets the clock to `until`.
@@ -499,10 +541,18 @@ impl Sim {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Deliver { from, to, bytes } => {
+            Ev::Deliver {
+                from,
+                to,
+                bytes,
+                generation,
+            } => {
+                let p = pair(from, to);
                 if !self.alive(to) {
                     self.stats.frames_to_dead += 1;
-                } else if !self.links.contains_key(&pair(from, to)) {
+                } else if self.links.get(&p) != Some(&generation)
+                    && !self.draining.contains(&(p, generation))
+                {
                     self.stats.frames_without_link += 1;
                 } else if !self.same_group(from, to) {
                     self.stats.frames_partitioned += 1;
@@ -540,10 +590,13 @@ impl Sim {
                 generation,
                 notify,
             } => {
-                if self.links.get(&pair(a, b)) == Some(&generation) {
-                    self.links.remove(&pair(a, b));
+                let p = pair(a, b);
+                self.draining.remove(&(p, generation));
+                if self.links.get(&p) == Some(&generation) {
+                    self.links.remove(&p);
                 }
-                if !self.links.contains_key(&pair(a, b)) {
+                // A newer link between the two replaced this one: its end is nobody's news.
+                if !self.links.contains_key(&p) {
                     for side in notify.into_iter().flatten() {
                         let other = if side == a { b } else { a };
                         self.input(side, Input::PeerDown { peer: other });
@@ -629,8 +682,10 @@ impl Sim {
                 Output::Send { to, bytes } => self.transmit(id, to, bytes),
                 Output::Connect(peer) => self.connect(id, peer),
                 Output::Disconnect(peer) => {
-                    if let Some(generation) = self.links.get(&pair(id, peer)).copied() {
-                        // Frames already in flight still arrive; then the far side sees it close.
+                    // The link closes at once (a new Connect makes a new link); frames already
+                    // in flight still arrive; then the far side sees it close.
+                    if let Some(generation) = self.links.remove(&pair(id, peer)) {
+                        self.draining.insert((pair(id, peer), generation));
                         let at = self.now + self.cfg.latency_max_ms + 1;
                         self.schedule(
                             at,
@@ -650,10 +705,10 @@ impl Sim {
     }
 
     fn transmit(&mut self, from: Id, to: Id, bytes: Vec<u8>) {
-        if !self.links.contains_key(&pair(from, to)) {
+        let Some(generation) = self.links.get(&pair(from, to)).copied() else {
             self.stats.frames_without_link += 1;
             return;
-        }
+        };
         if !self.same_group(from, to) {
             self.stats.frames_partitioned += 1;
             return;
@@ -666,7 +721,15 @@ impl Sim {
             *self.stats.by_kind.entry(frame_kind(&bytes)).or_default() += 1;
         }
         let at = self.now + self.latency(from, to);
-        self.schedule(at, Ev::Deliver { from, to, bytes });
+        self.schedule(
+            at,
+            Ev::Deliver {
+                from,
+                to,
+                bytes,
+                generation,
+            },
+        );
     }
 
     fn connect(&mut self, a: Id, b: Id) {
@@ -782,6 +845,15 @@ impl Sim {
     pub fn true_owner(&self, key: Id) -> Option<Id> {
         successor_in(&self.truth(), key)
     }
+}
+
+/// How a batch of nodes joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinPattern {
+    /// One after another: each starts when the previous one is a member.
+    Sequential,
+    /// At uniformly random times within a window (concurrent joins).
+    RandomTimes { window_ms: u64 },
 }
 
 /// Distance of the ring from the truth (all zero = converged).

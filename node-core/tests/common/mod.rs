@@ -1,0 +1,62 @@
+//! Shared helpers for the simulator tests: seed selection and replay.
+#![allow(dead_code, unreachable_pub)]
+
+use node_core::Id;
+use node_core::node::OpOutcome;
+use node_core::rng::splitmix64;
+use node_core::sim::Sim;
+
+/// The seeds a randomized test runs: `SIM_SEED=<n>` replays exactly one; otherwise
+/// `SIM_SEEDS=<count>` (default `default_count`) seeds starting at `offset`.
+pub fn seeds(offset: u64, default_count: u64) -> Vec<u64> {
+    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![seed];
+    }
+    let count = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_count);
+    (offset..offset + count).collect()
+}
+
+/// A deterministic number in `lo..=hi` derived from a seed (ring sizes, fractions).
+pub fn pick(seed: u64, salt: u64, lo: u64, hi: u64) -> u64 {
+    let mut s = seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    lo + splitmix64(&mut s) % (hi - lo + 1)
+}
+
+/// Panics with the seed and the replay command when `ok` is false.
+#[track_caller]
+pub fn assert_seed(ok: bool, seed: u64, test: &str, what: impl std::fmt::Display) {
+    assert!(
+        ok,
+        "{what}\n  seed {seed}: replay with `SIM_SEED={seed} cargo test -p node-core --all-features --test {test}`"
+    );
+}
+
+/// Runs `count` lookups from random live nodes for random keys; returns (wrong owners, failed).
+pub fn check_lookups(sim: &mut Sim, count: usize) -> (usize, usize) {
+    let ids = sim.truth();
+    let mut pending = Vec::new();
+    for _ in 0..count {
+        let from = ids[sim.rng().below(ids.len() as u64) as usize];
+        let key = Id(sim.rng().next_u32());
+        if let Some(op) = sim.lookup(from, key) {
+            pending.push((from, op, key));
+        }
+        sim.run_for(5);
+    }
+    sim.run_for(sim.config().node.op_timeout_ms + 1_000);
+    let (mut wrong, mut failed) = (0, 0);
+    for (from, op, key) in pending {
+        match sim.take_result(from, op) {
+            Some(Ok(OpOutcome::Lookup { owner, .. })) => {
+                if Some(owner) != sim.true_owner(key) {
+                    wrong += 1;
+                }
+            }
+            _ => failed += 1,
+        }
+    }
+    (wrong, failed)
+}
