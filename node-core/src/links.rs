@@ -76,6 +76,18 @@ impl Links {
         })
     }
 
+    /// Peers with an open link that are ring members or that `pointed` vouches for (the ring
+    /// points at them): the candidates for routing.
+    pub fn up_ring_members<'a>(
+        &'a self,
+        pointed: impl Fn(Id) -> bool + 'a,
+    ) -> impl Iterator<Item = Id> + 'a {
+        self.links.iter().filter_map(move |(id, l)| match l {
+            LinkState::Up { in_ring, .. } if *in_ring || pointed(*id) => Some(*id),
+            _ => None,
+        })
+    }
+
     /// Every peer with an open link.
     pub fn up_peers(&self) -> impl Iterator<Item = Id> + '_ {
         self.links.iter().filter_map(|(id, l)| match l {

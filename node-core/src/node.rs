@@ -82,8 +82,8 @@ impl Default for Config {
             stabilize_max_interval_ms: 2_000,
             heartbeat_interval_ms: 2_000,
             heartbeat_timeout_ms: 6_000,
-            fix_fingers_min_interval_ms: 1_000,
-            fix_fingers_max_interval_ms: 30_000,
+            fix_fingers_min_interval_ms: 2_000,
+            fix_fingers_max_interval_ms: 60_000,
             lookup_attempt_timeout_ms: 2_000,
             op_timeout_ms: 10_000,
             connect_timeout_ms: 10_000,
@@ -93,7 +93,7 @@ impl Default for Config {
             link_idle_ms: 20_000,
             max_hops: 48,
             max_pending_ops: 4_096,
-            self_check_min_interval_ms: 2_000,
+            self_check_min_interval_ms: 4_000,
             self_check_max_interval_ms: 64_000,
             probe_interval_ms: 5_000,
             probe_memory_ms: 600_000,
@@ -256,6 +256,8 @@ struct LookupOp {
 struct Sweep {
     next: usize,
     changed: bool,
+    /// A finger being verified by asking it for its predecessor: (index, nonce, finger, since).
+    checking: Option<(usize, u64, Id, Time)>,
 }
 
 /// The sans-IO Chord node.
@@ -285,7 +287,8 @@ pub struct Node {
     sweep: Option<Sweep>,
     stabilize_nonce: u64,
     /// For peers not yet in the ring: a peer linked to them (learned from `origin_via`).
-    via_hints: BTreeMap<PeerId, (PeerId, Time)>,
+    via_hints: BTreeMap<PeerId, PeerId>,
+    via_hints_old: BTreeMap<PeerId, PeerId>,
     /// Failed peers remembered for probing: peer -> (failed at, last probed).
     lost: BTreeMap<PeerId, (Time, Time)>,
     /// Peers that sent `Notify` (shared in `Neighbors.preds`).
@@ -328,6 +331,7 @@ impl Node {
             sweep: None,
             stabilize_nonce: 0,
             via_hints: BTreeMap::new(),
+            via_hints_old: BTreeMap::new(),
             lost: BTreeMap::new(),
             notifiers: BTreeSet::new(),
         }
@@ -437,7 +441,7 @@ impl Node {
         let routed = Routed {
             dest: Dest::Peer {
                 id: to,
-                via: self.via_hints.get(&to).map(|(via, _)| *via),
+                via: self.via_hint(to),
             },
             origin: self.id,
             origin_via: self.origin_via(),
@@ -524,6 +528,13 @@ impl Node {
         }
         if let Phase::Joining { deadline, .. } = self.phase {
             t = t.min(deadline);
+        }
+        if let Some(Sweep {
+            checking: Some((_, _, _, since)),
+            ..
+        }) = self.sweep
+        {
+            t = t.min(since + self.config.lookup_attempt_timeout_ms);
         }
         t
     }
@@ -674,7 +685,7 @@ impl Node {
                 // Closed for budget, not dead: keep pointing at it, retry the link later.
                 self.links.set_closing(from);
                 self.links
-                    .back_off(from, self.now, self.config.connect_backoff_max_ms / 4);
+                    .back_off(from, self.now, self.config.connect_backoff_max_ms);
             }
         }
     }
@@ -705,6 +716,7 @@ impl Node {
                 self.sweep = Some(Sweep {
                     next: 0,
                     changed: false,
+                    checking: None,
                 });
                 self.continue_sweep();
             }
@@ -719,6 +731,7 @@ impl Node {
                 self.start_lookup(op, self.id, Purpose::SelfCheck);
             }
         }
+        self.check_stalled_finger();
         if now >= self.next_probe {
             self.next_probe = now + self.config.probe_interval_ms;
             self.probe_lost_peer();
@@ -829,6 +842,16 @@ impl Node {
         succs: &[Id],
         preds: &[Id],
     ) {
+        if let Some(Sweep {
+            checking: Some((i, expected, finger, _)),
+            ..
+        }) = self.sweep
+            && expected == nonce
+            && finger == from
+        {
+            self.on_finger_checked(i, finger, pred);
+            return;
+        }
         if !self.is_joined() || from != self.ring.successor() || nonce != self.stabilize_nonce {
             self.metrics.chord.unexpected_messages += 1;
             return;
@@ -966,7 +989,7 @@ impl Node {
 
     /// Opens links the ring points at and closes the least used ones beyond the bound.
     fn maintain_links(&mut self) {
-        let wanted = self.ring.pointed_peers();
+        let wanted = self.ring.pointed_peers().to_vec();
         let successors: Vec<Id> = self.ring.successors().to_vec();
         for peer in &wanted {
             let essential = successors.contains(peer) || self.ring.predecessor() == Some(*peer);
@@ -1045,22 +1068,65 @@ impl Node {
                     (self.fix_interval * 2).min(self.config.fix_fingers_max_interval_ms)
                 };
                 self.next_fix = self.now + self.fix_interval;
-                let wanted = self.ring.pointed_peers();
+                let wanted = self.ring.pointed_peers().to_vec();
                 for peer in wanted {
                     self.ensure_link(peer, false);
                 }
                 return;
             }
-            let start = self.id.finger_start(sweep.next);
-            // Fingers below the successor need no message; others are looked up (never answered
-            // from the finger table itself, which is what is being refreshed).
+            let i = sweep.next;
+            let start = self.id.finger_start(i);
+            // Fingers below the successor need no message. A linked finger is verified with one
+            // round trip (its predecessor must lie before the finger's start); only a finger
+            // that is missing or proved stale costs a lookup (never answered from the finger
+            // table itself, which is what is being refreshed).
             if let Some(owner) = self.ring.known_owner(start, false) {
-                self.apply_finger(sweep.next, owner);
+                self.apply_finger(i, owner);
+            } else if let Some(finger) = self.ring.finger(i).filter(|f| self.links.is_up(*f)) {
+                let nonce = self.rng.next_u64() >> 11;
+                if let Some(sweep) = &mut self.sweep {
+                    sweep.checking = Some((i, nonce, finger, self.now));
+                }
+                self.send(finger, &Message::GetNeighbors { nonce });
+                return;
             } else {
                 let op = self.new_op();
-                self.start_lookup(op, start, Purpose::Finger(sweep.next));
+                self.start_lookup(op, start, Purpose::Finger(i));
                 return;
             }
+        }
+    }
+
+    /// A finger answered with its predecessor: it is still the owner of the finger's start
+    /// unless that predecessor lies in `[start, finger)`.
+    fn on_finger_checked(&mut self, i: usize, finger: Id, pred: Option<Id>) {
+        if let Some(sweep) = &mut self.sweep {
+            sweep.checking = None;
+        }
+        let start = self.id.finger_start(i);
+        let stale = pred.is_none_or(|p| p != finger && p.in_closed(start, finger));
+        if stale {
+            let op = self.new_op();
+            self.start_lookup(op, start, Purpose::Finger(i));
+        } else {
+            self.apply_finger(i, finger);
+            self.continue_sweep();
+        }
+    }
+
+    /// A finger that does not answer its check within a lookup attempt is looked up instead.
+    fn check_stalled_finger(&mut self) {
+        if let Some(Sweep {
+            checking: Some((i, _, _, since)),
+            ..
+        }) = self.sweep
+            && self.now >= since + self.config.lookup_attempt_timeout_ms
+        {
+            if let Some(sweep) = &mut self.sweep {
+                sweep.checking = None;
+            }
+            let op = self.new_op();
+            self.start_lookup(op, self.id.finger_start(i), Purpose::Finger(i));
         }
     }
 
@@ -1286,14 +1352,8 @@ impl Node {
     }
 
     /// Peers a message may be forwarded to: open links to ring members.
-    fn routing_peers(&self) -> Vec<Id> {
-        let mut peers: Vec<Id> = self.links.ring_members().collect();
-        for p in self.ring.pointed_peers() {
-            if self.links.is_up(p) && !peers.contains(&p) {
-                peers.push(p);
-            }
-        }
-        peers
+    fn routing_peers(&self) -> impl Iterator<Item = Id> + '_ {
+        self.links.up_ring_members(|p| self.ring.is_pointed(p))
     }
 
     /// Evidence that `peer` is a live ring member (it resolved a lookup, or a resolver named it):
@@ -1314,17 +1374,19 @@ impl Node {
 
     /// Remembers that `via` holds a link to `peer` (bounded; oldest entries go first).
     fn remember_via(&mut self, peer: PeerId, via: PeerId) {
-        if self.via_hints.len() >= MAX_VIA_HINTS
-            && !self.via_hints.contains_key(&peer)
-            && let Some(oldest) = self
-                .via_hints
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(p, _)| *p)
-        {
-            self.via_hints.remove(&oldest);
+        // Two generations: when the young map fills up it becomes the old one, so the oldest
+        // hints go first at O(log n) per insert.
+        if self.via_hints.len() >= MAX_VIA_HINTS / 2 && !self.via_hints.contains_key(&peer) {
+            self.via_hints_old = std::mem::take(&mut self.via_hints);
         }
-        self.via_hints.insert(peer, (via, self.now));
+        self.via_hints.insert(peer, via);
+    }
+
+    fn via_hint(&self, peer: PeerId) -> Option<PeerId> {
+        self.via_hints
+            .get(&peer)
+            .or_else(|| self.via_hints_old.get(&peer))
+            .copied()
     }
 
     /// A peer linked to us, carried in routed messages so answers can reach us even before the

@@ -18,6 +18,8 @@ pub struct RingState {
     predecessor: Option<Id>,
     successors: Vec<Id>,
     fingers: [Option<Id>; ID_BITS],
+    /// Sorted, deduplicated union of the pointers (rebuilt on every change; read per message).
+    pointed: Vec<Id>,
 }
 
 /// What changed after an update, so the node can emit events and refresh links.
@@ -35,6 +37,7 @@ impl RingState {
             predecessor: None,
             successors: Vec::new(),
             fingers: [None; ID_BITS],
+            pointed: Vec::new(),
         }
     }
 
@@ -68,21 +71,30 @@ impl RingState {
         self.predecessor = None;
         self.successors.clear();
         self.fingers = [None; ID_BITS];
+        self.pointed.clear();
     }
 
-    /// Every peer the node points at (successors, predecessor, fingers), deduplicated.
-    pub fn pointed_peers(&self) -> Vec<Id> {
-        let mut peers: Vec<Id> = self
-            .successors
-            .iter()
-            .copied()
-            .chain(self.predecessor)
-            .chain(self.fingers.iter().flatten().copied())
-            .filter(|p| *p != self.me)
-            .collect();
-        peers.sort_unstable();
-        peers.dedup();
-        peers
+    /// Every peer the node points at (successors, predecessor, fingers): sorted, deduplicated.
+    pub fn pointed_peers(&self) -> &[Id] {
+        &self.pointed
+    }
+
+    pub fn is_pointed(&self, peer: Id) -> bool {
+        self.pointed.binary_search(&peer).is_ok()
+    }
+
+    fn refresh(&mut self) {
+        self.pointed.clear();
+        self.pointed.extend(
+            self.successors
+                .iter()
+                .copied()
+                .chain(self.predecessor)
+                .chain(self.fingers.iter().flatten().copied())
+                .filter(|p| *p != self.me),
+        );
+        self.pointed.sort_unstable();
+        self.pointed.dedup();
     }
 
     /// Replaces the successor list with `first` followed by `rest` (the successor's own list),
@@ -99,6 +111,7 @@ impl RingState {
             }
         }
         self.successors = list;
+        self.refresh();
         Changed {
             successor: self.successor() != old,
             predecessor: false,
@@ -125,6 +138,7 @@ impl RingState {
         };
         if closer {
             self.predecessor = Some(peer);
+            self.refresh();
         }
         Changed {
             successor: false,
@@ -134,6 +148,7 @@ impl RingState {
 
     pub fn clear_predecessor(&mut self) -> Changed {
         let had = self.predecessor.take().is_some();
+        self.refresh();
         Changed {
             successor: false,
             predecessor: had,
@@ -144,6 +159,7 @@ impl RingState {
         let peer = peer.filter(|p| *p != self.me);
         let changed = self.predecessor != peer;
         self.predecessor = peer;
+        self.refresh();
         Changed {
             successor: false,
             predecessor: changed,
@@ -180,6 +196,7 @@ impl RingState {
             }
         }
         changed.successor = self.successor() != old_successor;
+        self.refresh();
         changed
     }
 
@@ -203,6 +220,9 @@ impl RingState {
                 changed = true;
             }
             j += 1;
+        }
+        if changed {
+            self.refresh();
         }
         (j, changed)
     }

@@ -12,7 +12,7 @@
 use crate::id::{Id, closest_preceding};
 
 /// Candidates lying in `(me, key)`, best (closest to `key`) first.
-pub fn preceding_candidates(me: Id, key: Id, peers: Vec<Id>) -> Vec<Id> {
+pub fn preceding_candidates(me: Id, key: Id, peers: impl IntoIterator<Item = Id>) -> Vec<Id> {
     let mut candidates: Vec<Id> = peers.into_iter().filter(|p| p.in_open(me, key)).collect();
     candidates.sort_unstable_by_key(|p| std::cmp::Reverse(me.distance_to(*p)));
     candidates
@@ -26,7 +26,7 @@ pub fn next_hop_to_peer(
     via: Option<Id>,
     successors: &[Id],
     is_up: impl Fn(Id) -> bool,
-    peers: Vec<Id>,
+    peers: impl IntoIterator<Item = Id>,
 ) -> Option<Id> {
     if is_up(target) {
         return Some(target);

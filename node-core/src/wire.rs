@@ -21,7 +21,7 @@ pub const MAX_LIST_LEN: usize = 32;
 
 /// Every message between two peers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
+#[serde(tag = "t", content = "c", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Message {
     /// First message on a new link, and again when the sender becomes a ring member.
@@ -82,7 +82,7 @@ pub struct Routed {
 
 /// Where a routed message is going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "k", rename_all = "snake_case")]
+#[serde(tag = "k", content = "c", rename_all = "snake_case")]
 pub enum Dest {
     /// To whichever peer first knows the owner (successor) of this key id.
     Owner { key: Id },
@@ -96,7 +96,7 @@ pub enum Dest {
 
 /// Payload of a routed message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "b", rename_all = "snake_case")]
+#[serde(tag = "b", content = "c", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Body {
     /// Lookup: answer `origin` with the owner of the key.

@@ -1,6 +1,6 @@
 //! Experiments run on the simulator, shared by `chord-experiment` and the tests.
 
-use super::{Sim, SimConfig};
+use super::{JoinPattern, Sim, SimConfig};
 use crate::id::Id;
 use crate::metrics::Histogram;
 use crate::node::{OpId, OpOutcome};
@@ -33,8 +33,8 @@ pub struct HopsRow {
     pub messages: u64,
 }
 
-/// Forms a ring of `nodes` peers through the real join protocol (joins at random times over a
-/// window proportional to N), waits until every pointer matches the truth, then runs `lookups`
+/// Forms a ring of `nodes` peers through the real join protocol ([`form_ring`]), waits until
+/// every pointer matches the truth, then runs `lookups`
 /// lookups from random peers for random keys and checks each owner against the truth.
 pub fn sim_hops(
     nodes: usize,
@@ -97,34 +97,38 @@ pub fn sim_hops(
     }
 }
 
-/// Joins `nodes` fresh peers at random times over a window proportional to N, then runs until
+/// How fast the experiments grow their rings: each second, this share of the current ring joins
+/// at random instants (a real network grows in proportion to its size; a flash crowd of
+/// thousands joining a handful of peers at once is another experiment).
+pub const GROWTH_PERCENT_PER_SEC: u32 = 5;
+
+/// Joins `nodes` fresh peers (growth pattern, see [`GROWTH_PERCENT_PER_SEC`]), then runs until
 /// every pointer matches the truth. Returns whether it converged within the bound.
 pub fn form_ring(sim: &mut Sim, nodes: usize, progress: &mut dyn FnMut(Progress)) -> bool {
-    let window = (nodes as u64 * 50).max(1_000);
-    let mut times: Vec<u64> = (0..nodes).map(|_| sim.rng().below(window)).collect();
-    times.sort_unstable();
-    let start = sim.now();
-    for (i, t) in times.iter().enumerate() {
-        sim.run_until(start + t);
-        let id = sim.fresh_id();
-        sim.add_node(id);
-        if i % 256 == 0 {
-            progress(Progress {
-                phase: "join",
-                done: i as u64,
-                total: nodes as u64,
-            });
-        }
-    }
+    progress(Progress {
+        phase: "join",
+        done: 0,
+        total: nodes as u64,
+    });
+    sim.join_nodes(
+        nodes,
+        JoinPattern::Growth {
+            percent_per_sec: GROWTH_PERCENT_PER_SEC,
+        },
+    );
+    progress(Progress {
+        phase: "join",
+        done: nodes as u64,
+        total: nodes as u64,
+    });
     let bound = 600_000;
     let begin = sim.now();
     sim.run_until_true(1_000, bound, |s| {
-        let c = s.convergence();
         progress(Progress {
             phase: "converge",
             done: (s.now() - begin) / 1_000,
             total: bound / 1_000,
         });
-        c.is_converged()
+        s.is_converged()
     })
 }

@@ -25,8 +25,7 @@ use crate::Time;
 use crate::id::{ID_BITS, Id, successor_in};
 use crate::node::{Config, Event, Input, Node, OpError, OpId, OpOutcome, Output};
 use crate::rng::{Rng, splitmix64};
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Network model and node template.
 #[derive(Debug, Clone)]
@@ -115,27 +114,65 @@ enum Ev {
     },
 }
 
+/// A bucket queue of events by virtual millisecond: a wheel covering the next `WHEEL_MS`
+/// milliseconds plus an ordered map beyond it. Events of one millisecond keep insertion order,
+/// which is what makes runs replayable (the same tie-break a binary heap gets from a sequence
+/// number, at a fraction of the cost).
 #[derive(Debug)]
-struct Scheduled {
-    at: Time,
-    seq: u64,
-    ev: Ev,
+struct EventQueue {
+    /// The earliest millisecond that may still hold events.
+    cursor: Time,
+    wheel: Vec<VecDeque<Ev>>,
+    far: BTreeMap<Time, Vec<Ev>>,
+    len: usize,
 }
 
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+const WHEEL_MS: u64 = 1 << 14;
+
+impl EventQueue {
+    fn new() -> Self {
+        Self {
+            cursor: 0,
+            wheel: (0..WHEEL_MS).map(|_| VecDeque::new()).collect(),
+            far: BTreeMap::new(),
+            len: 0,
+        }
     }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+
+    fn push(&mut self, at: Time, ev: Ev) {
+        let at = at.max(self.cursor);
+        self.len += 1;
+        if at - self.cursor < WHEEL_MS {
+            self.wheel[(at % WHEEL_MS) as usize].push_back(ev);
+        } else {
+            self.far.entry(at).or_default().push(ev);
+        }
     }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+
+    /// The next event at or before `until`, with its time.
+    fn pop_until(&mut self, until: Time) -> Option<(Time, Ev)> {
+        if self.len == 0 {
+            self.cursor = self.cursor.max(until);
+            return None;
+        }
+        loop {
+            if let Some(ev) = self.wheel[(self.cursor % WHEEL_MS) as usize].pop_front() {
+                self.len -= 1;
+                return Some((self.cursor, ev));
+            }
+            if self.cursor >= until {
+                return None;
+            }
+            self.cursor += 1;
+            // Far events enter the wheel as their millisecond comes within its span.
+            while let Some(entry) = self.far.first_entry() {
+                if *entry.key() >= self.cursor + WHEEL_MS {
+                    break;
+                }
+                let (at, evs) = entry.remove_entry();
+                self.wheel[(at % WHEEL_MS) as usize].extend(evs);
+            }
+        }
     }
 }
 
@@ -155,9 +192,8 @@ pub struct Sim {
     cfg: SimConfig,
     rng: Rng,
     now: Time,
-    seq: u64,
-    queue: BinaryHeap<Reverse<Scheduled>>,
-    nodes: BTreeMap<Id, SimNode>,
+    queue: EventQueue,
+    nodes: NodeTable,
     /// Links closed by one side whose in-flight frames still arrive (pair, generation).
     draining: BTreeSet<((Id, Id), u64)>,
     /// Open links (ordered pair) -> generation.
@@ -166,6 +202,9 @@ pub struct Sim {
     /// Partition group of each node (absent = group 0); empty when healed.
     groups: HashMap<Id, u8>,
     pending_connects: BTreeSet<(Id, Id)>,
+    /// Members seen by the last full scan (the introducer's session list, roughly).
+    member_cache: Vec<Id>,
+    joins_since_scan: usize,
     results: HashMap<(Id, OpId), Result<OpOutcome, OpError>>,
     pub stats: SimStats,
     /// Count frames by kind in `stats.by_kind` (costs a little per frame).
@@ -182,14 +221,15 @@ impl Sim {
             rng: Rng::new(cfg.seed ^ 0x5EED_0F51_u64),
             cfg,
             now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
-            nodes: BTreeMap::new(),
+            queue: EventQueue::new(),
+            nodes: NodeTable::default(),
             links: HashMap::new(),
             draining: BTreeSet::new(),
             next_gen: 1,
             groups: HashMap::new(),
             pending_connects: BTreeSet::new(),
+            member_cache: Vec::new(),
+            joins_since_scan: 0,
             results: HashMap::new(),
             stats: SimStats::default(),
             count_kinds: false,
@@ -214,17 +254,20 @@ impl Sim {
         self.nodes.get(&id).filter(|n| n.alive).map(|n| &n.node)
     }
 
-    /// Every node ever added that is alive now.
+    /// Every node ever added that is alive now, sorted by id.
     pub fn alive_ids(&self) -> Vec<Id> {
-        self.nodes
+        let mut ids: Vec<Id> = self
+            .nodes
             .iter()
             .filter(|(_, n)| n.alive)
             .map(|(id, _)| *id)
-            .collect()
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     pub fn alive_count(&self) -> usize {
-        self.nodes.values().filter(|n| n.alive).count()
+        self.nodes.iter().filter(|(_, n)| n.alive).count()
     }
 
     /// The result of an operation, once its `OpDone` was seen.
@@ -279,14 +322,44 @@ impl Sim {
         self.start_join(id);
     }
 
-    fn start_join(&mut self, id: Id) {
+    /// The introducer's pick: a random live member on the same side of any partition. Samples
+    /// first (a scan per join would make forming a large ring quadratic), then scans.
+    fn pick_member(&mut self, id: Id) -> Option<Id> {
+        let eligible = |s: &Self, other: Id| {
+            other != id
+                && s.nodes
+                    .get(&other)
+                    .is_some_and(|n| n.alive && n.node.is_joined())
+                && s.same_group(id, other)
+        };
+        // Rescan now and then so newer members get picked too (amortized O(1) per join).
+        self.joins_since_scan += 1;
+        if self.joins_since_scan > (self.member_cache.len() / 4).max(16) {
+            self.member_cache.clear();
+        }
+        for _ in 0..32 {
+            if self.member_cache.is_empty() {
+                break;
+            }
+            let other = self.member_cache[self.rng.below(self.member_cache.len() as u64) as usize];
+            if eligible(self, other) {
+                return Some(other);
+            }
+        }
         let members: Vec<Id> = self
             .nodes
             .iter()
-            .filter(|(other, n)| **other != id && n.alive && n.node.is_joined())
-            .filter(|(other, _)| self.same_group(id, **other))
-            .map(|(other, _)| *other)
+            .map(|(id, _)| *id)
+            .filter(|other| eligible(self, *other))
             .collect();
+        self.member_cache.clone_from(&members);
+        self.joins_since_scan = 0;
+        (!members.is_empty()).then(|| members[self.rng.below(members.len() as u64) as usize])
+    }
+
+    fn start_join(&mut self, id: Id) {
+        let member = self.pick_member(id);
+        let members: Vec<Id> = member.into_iter().collect();
         let now = self.now;
         if !self.alive(id) {
             return;
@@ -302,7 +375,7 @@ impl Sim {
             n.node.create_ring(now);
             n.join_op = None;
         } else {
-            let bootstrap = members[self.rng.below(members.len() as u64) as usize];
+            let bootstrap = members[0];
             let n = self.nodes.get_mut(&id).expect("present");
             n.bootstrap = Some(bootstrap);
             n.join_op = Some(n.node.join(bootstrap, now));
@@ -329,12 +402,13 @@ impl Sim {
         n.alive = false;
         self.pending_connects.retain(|(a, b)| *a != id && *b != id);
         let detect = self.now + self.cfg.link_detect_ms;
-        let mine: Vec<((Id, Id), u64)> = self
+        let mut mine: Vec<((Id, Id), u64)> = self
             .links
             .iter()
             .filter(|((a, b), _)| *a == id || *b == id)
             .map(|(p, g)| (*p, *g))
             .collect();
+        mine.sort_unstable(); // HashMap order is random; event order must not be
         for ((a, b), generation) in mine {
             let other = if a == id { b } else { a };
             self.schedule(
@@ -372,14 +446,19 @@ impl Sim {
 
     /// Splits the network: `group_of(id)` names each node's side.
     pub fn partition(&mut self, group_of: impl Fn(Id) -> u8) {
-        self.groups = self.nodes.keys().map(|id| (*id, group_of(*id))).collect();
+        self.groups = self
+            .nodes
+            .iter()
+            .map(|(id, _)| (*id, group_of(*id)))
+            .collect();
         let detect = self.now + self.cfg.link_detect_ms;
-        let cut: Vec<((Id, Id), u64)> = self
+        let mut cut: Vec<((Id, Id), u64)> = self
             .links
             .iter()
             .filter(|((a, b), _)| !self.same_group(*a, *b))
             .map(|(p, g)| (*p, *g))
             .collect();
+        cut.sort_unstable(); // HashMap order is random; event order must not be
         for ((a, b), generation) in cut {
             self.schedule(
                 detect,
@@ -435,6 +514,27 @@ impl Sim {
                     id
                 })
                 .collect(),
+            JoinPattern::Growth { percent_per_sec } => {
+                let mut ids = Vec::with_capacity(count);
+                while ids.len() < count {
+                    // This second's joins: a share of the current ring, at random instants.
+                    let members = self.alive_count().max(1) as u64;
+                    let batch = (members * u64::from(percent_per_sec))
+                        .div_ceil(100)
+                        .min((count - ids.len()) as u64);
+                    let mut times: Vec<u64> = (0..batch).map(|_| self.rng.below(1_000)).collect();
+                    times.sort_unstable();
+                    let start = self.now;
+                    for t in times {
+                        self.run_until(start + t);
+                        let id = self.fresh_id();
+                        self.add_node(id);
+                        ids.push(id);
+                    }
+                    self.run_until(start + 1_000);
+                }
+                ids
+            }
             JoinPattern::RandomTimes { window_ms } => {
                 let mut times: Vec<u64> = (0..count)
                     .map(|_| self.rng.below(window_ms.max(1)))
@@ -457,18 +557,38 @@ impl Sim {
     /// Runs until every live node's pointers match the truth (checked each virtual second), at
     /// most `max_ms`. Returns whether it converged.
     pub fn run_until_converged(&mut self, max_ms: u64) -> bool {
-        self.run_until_true(1_000, max_ms, |s| s.convergence().is_converged())
+        self.run_until_true(1_000, max_ms, Self::is_converged)
+    }
+
+    /// Whether every pointer matches the truth; stops at the first mismatch (cheap while a
+    /// large ring is still forming), where [`Sim::convergence`] counts them all.
+    pub fn is_converged(&self) -> bool {
+        let ids = self.truth();
+        let n = ids.len();
+        let r = self.cfg.node.successor_list_len;
+        ids.iter().enumerate().all(|(i, id)| {
+            let node = &self.nodes.get(id).expect("listed").node;
+            let ring = node.ring();
+            node.is_joined()
+                && ring.successors().len() == (n - 1).min(r)
+                && ring
+                    .successors()
+                    .iter()
+                    .enumerate()
+                    .all(|(k, s)| *s == ids[(i + k + 1) % n])
+                && ring.predecessor() == (n > 1).then(|| ids[(i + n - 1) % n])
+                && (0..ID_BITS).all(|f| {
+                    let owner = successor_in(&ids, id.finger_start(f)).expect("non-empty");
+                    ring.finger(f) == (owner != *id).then_some(owner)
+                })
+        })
     }
 
     // ----- running ------------------------------------------------------------------------
 
     /// Processes every event up to and including `until`, then sets the clock to `until`.
     pub fn run_until(&mut self, until: Time) {
-        while let Some(Reverse(next)) = self.queue.peek() {
-            if next.at > until {
-                break;
-            }
-            let Reverse(Scheduled { at, ev, .. }) = self.queue.pop().expect("peeked");
+        while let Some((at, ev)) = self.queue.pop_until(until) {
             self.now = self.now.max(at);
             self.stats.events += 1;
             self.handle(ev);
@@ -501,12 +621,7 @@ impl Sim {
     }
 
     fn schedule(&mut self, at: Time, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            at,
-            seq: self.seq,
-            ev,
-        }));
+        self.queue.push(at, ev);
     }
 
     fn same_group(&self, a: Id, b: Id) -> bool {
@@ -811,7 +926,7 @@ impl Sim {
         };
         let r = self.cfg.node.successor_list_len;
         for (i, id) in ids.iter().enumerate() {
-            let node = &self.nodes[id].node;
+            let node = &self.nodes.get(id).expect("listed").node;
             if !node.is_joined() {
                 c.not_joined += 1;
                 continue;
@@ -854,6 +969,9 @@ pub enum JoinPattern {
     Sequential,
     /// At uniformly random times within a window (concurrent joins).
     RandomTimes { window_ms: u64 },
+    /// At random times, each second as many as `percent_per_sec` of the current ring (at least
+    /// one): how a real network grows, and how the large experiments form their rings.
+    Growth { percent_per_sec: u32 },
 }
 
 /// Distance of the ring from the truth (all zero = converged).
@@ -904,5 +1022,42 @@ fn frame_kind(bytes: &[u8]) -> String {
         (Some(t), Some(b)) => format!("{t}/{b}"),
         (Some(t), None) => t,
         _ => "?".to_string(),
+    }
+}
+
+/// Nodes by id: a vector in insertion order (deterministic iteration) with a hash index
+/// (lookups on every frame; a B-tree of 16k nodes costs a cache miss per level).
+#[derive(Debug, Default)]
+struct NodeTable {
+    slots: Vec<(Id, SimNode)>,
+    index: HashMap<Id, usize>,
+}
+
+impl NodeTable {
+    fn get(&self, id: &Id) -> Option<&SimNode> {
+        self.index.get(id).map(|i| &self.slots[*i].1)
+    }
+
+    fn get_mut(&mut self, id: &Id) -> Option<&mut SimNode> {
+        self.index.get(id).map(|i| &mut self.slots[*i].1)
+    }
+
+    fn contains_key(&self, id: &Id) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Inserts or replaces (a restart replaces the node in its slot).
+    fn insert(&mut self, id: Id, node: SimNode) {
+        match self.index.get(&id) {
+            Some(i) => self.slots[*i].1 = node,
+            None => {
+                self.index.insert(id, self.slots.len());
+                self.slots.push((id, node));
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Id, &SimNode)> {
+        self.slots.iter().map(|(id, n)| (id, n))
     }
 }
