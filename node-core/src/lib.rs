@@ -16,15 +16,21 @@
 //!   heartbeat, lookups, overlay signaling, leave).
 //! - [`metrics`]: counters and histograms.
 //! - [`clock`], [`store`], [`merkle`]: Lamport clock, LWW store, Merkle anti-entropy.
+//! - [`replication`]: put/get/delete through the key's leader with quorums and read-repair.
+//! - [`election`]: per-replica-set Bully elections.
+//! - [`flood`]: Gnutella-style flooding, the unstructured-search baseline.
 //! - [`sim`]: deterministic network simulator and experiments (feature `sim`).
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod election;
+pub mod flood;
 pub mod id;
 pub mod links;
 pub mod merkle;
 pub mod metrics;
 pub mod node;
+pub mod replication;
 pub mod ring;
 pub mod rng;
 pub mod routing;

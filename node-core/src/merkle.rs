@@ -44,7 +44,8 @@
 //! - **Digests** are SHA-1 truncated to 16 bytes (128 bits) over a domain-separated,
 //!   length-prefixed encoding of `(key, ts, writer, tombstone flag, value)`
 //!   ([`entry_digest`]); on the wire they are 32 lowercase hex digits.
-//! - **Depth** defaults to [`DEFAULT_DEPTH`] = 12: 4096 leaves, a 128 KiB dense tree per store.
+//! - **Depth** defaults to [`DEFAULT_DEPTH`] = 12: 4096 leaves, a 128 KiB dense tree per store
+//!   (allocated with the store's first entry, so empty stores cost nothing).
 //!   In a ring of N peers a replica range spans about 4096 / N leaves; raise the depth for rings
 //!   with many keys per peer (at most [`MAX_DEPTH`], a 2 MiB tree). All peers MUST agree on it.
 
@@ -240,12 +241,34 @@ pub enum MerkleError {
 ///
 /// Standalone users MUST keep it consistent (remove only what they inserted: XOR is
 /// self-inverse, so removing an absent digest silently inserts it); [`Store`] does this itself.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Memory is allocated lazily: a tree that never held an entry owns no node storage (all its
+/// digests are zero anyway), so a simulator can run thousands of peers whose stores stay empty.
+#[derive(Clone)]
 pub struct MerkleTree {
     depth: u8,
-    /// Heap layout: node `(level, index)` at `2^level - 1 + index`.
+    /// Heap layout: node `(level, index)` at `2^level - 1 + index`. Empty until the first
+    /// non-zero change, then `2^(depth + 1) - 1` digests; an empty vector reads as all zeros.
     nodes: Vec<Digest>,
 }
+
+/// Trees are equal when their depths and every node digest are equal, however their storage is
+/// allocated (an unallocated tree equals an allocated all-zero one).
+impl PartialEq for MerkleTree {
+    fn eq(&self, other: &Self) -> bool {
+        if self.depth != other.depth {
+            return false;
+        }
+        match (self.nodes.is_empty(), other.nodes.is_empty()) {
+            (false, false) => self.nodes == other.nodes,
+            (true, true) => true,
+            (true, false) => other.nodes.iter().all(|digest| digest.is_zero()),
+            (false, true) => self.nodes.iter().all(|digest| digest.is_zero()),
+        }
+    }
+}
+
+impl Eq for MerkleTree {}
 
 impl fmt::Debug for MerkleTree {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -257,14 +280,14 @@ impl fmt::Debug for MerkleTree {
 }
 
 impl MerkleTree {
-    /// An empty tree with `2^depth` leaves.
+    /// An empty tree with `2^depth` leaves. Allocates nothing until the first insertion.
     pub fn new(depth: u8) -> Result<Self, MerkleError> {
         if depth > MAX_DEPTH {
             return Err(MerkleError::DepthTooLarge { depth });
         }
         Ok(Self {
             depth,
-            nodes: vec![Digest::ZERO; (1usize << (depth + 1)) - 1],
+            nodes: Vec::new(),
         })
     }
 
@@ -287,12 +310,24 @@ impl MerkleTree {
 
     /// The root digest: XOR of every entry digest.
     pub fn root(&self) -> Digest {
-        self.nodes[0]
+        self.stored(NodeRef::ROOT)
     }
 
     /// The digest of `node`, `None` if it is not in the tree.
     pub fn node_hash(&self, node: NodeRef) -> Option<Digest> {
-        node.is_valid(self.depth).then(|| self.nodes[slot(node)])
+        node.is_valid(self.depth).then(|| self.stored(node))
+    }
+
+    /// Bytes of node storage currently allocated: 0 until the first entry, then
+    /// `16 * (2^(depth + 1) - 1)`.
+    pub fn allocated_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Digest>()
+    }
+
+    /// Forgets every digest and releases the node storage. Only for a tree whose owner knows it
+    /// now summarises nothing (e.g. a [`Store`] that became empty).
+    pub fn clear(&mut self) {
+        self.nodes = Vec::new();
     }
 
     /// The children of `node`, `None` for a leaf or a node not in the tree.
@@ -321,9 +356,17 @@ impl MerkleTree {
         self.toggle(id, delta);
     }
 
+    /// The digest of a valid node (zero while nothing is allocated).
+    fn stored(&self, node: NodeRef) -> Digest {
+        self.nodes.get(slot(node)).copied().unwrap_or(Digest::ZERO)
+    }
+
     fn toggle(&mut self, id: u32, delta: Digest) {
         if delta.is_zero() {
             return;
+        }
+        if self.nodes.is_empty() {
+            self.nodes = vec![Digest::ZERO; (1usize << (self.depth + 1)) - 1];
         }
         for level in 0..=self.depth {
             let at = slot(NodeRef::containing(id, level));
@@ -414,7 +457,7 @@ impl<'a> RangeTree<'a> {
 
     fn restricted(&self, node: NodeRef) -> Digest {
         match self.coverage(node) {
-            Coverage::Inside => self.tree.nodes[slot(node)],
+            Coverage::Inside => self.tree.stored(node),
             Coverage::Outside => Digest::ZERO,
             Coverage::Partial => self.partial.get(&node).copied().unwrap_or(Digest::ZERO),
         }
@@ -551,6 +594,34 @@ pub fn diff_step(
     theirs: &SyncHashes,
     options: &StepOptions,
 ) -> Result<Step, SyncError> {
+    let max_reply = options.max_reply_nodes.min(MAX_NODES_PER_MESSAGE);
+    let descent = descend(mine, theirs, options, max_reply)?;
+    Ok(Step {
+        reply: SyncHashes {
+            range: mine.range(),
+            depth: mine.depth(),
+            nodes: descent.hashes,
+        },
+        exchange: descent.exchange.into_keys().collect(),
+        truncated: descent.truncated,
+    })
+}
+
+/// What one descent step found, before it is cut into messages.
+struct Descent {
+    /// My hashes of the descendants of differing nodes.
+    hashes: Vec<NodeHash>,
+    /// Differing nodes to exchange, with the peer's digest of each.
+    exchange: BTreeMap<NodeRef, Digest>,
+    truncated: bool,
+}
+
+fn descend(
+    mine: &RangeTree<'_>,
+    theirs: &SyncHashes,
+    options: &StepOptions,
+    max_reply: usize,
+) -> Result<Descent, SyncError> {
     let depth = mine.depth();
     if theirs.depth != depth {
         return Err(SyncError::DepthMismatch {
@@ -579,13 +650,16 @@ pub fn diff_step(
             depth,
         });
     }
-    let max_reply = options.max_reply_nodes.min(MAX_NODES_PER_MESSAGE);
     let expand = options.expand_levels.clamp(1, 4);
-    let mut reply = Vec::new();
-    let mut exchange = BTreeSet::new();
-    let mut truncated = false;
+    let mut seen = BTreeSet::new();
+    let mut descent = Descent {
+        hashes: Vec::new(),
+        exchange: BTreeMap::new(),
+        truncated: false,
+    };
     for their in &theirs.nodes {
-        if !mine.overlaps(their.node) {
+        // A repeated node would only repeat the work (and the reply).
+        if !mine.overlaps(their.node) || !seen.insert(their.node) {
             continue;
         }
         let my_hash = mine.restricted(their.node);
@@ -593,10 +667,10 @@ pub fn diff_step(
             continue;
         }
         if their.node.level == depth || my_hash.is_zero() || their.hash.is_zero() {
-            if exchange.len() < options.max_exchange {
-                exchange.insert(their.node);
+            if descent.exchange.len() < options.max_exchange {
+                descent.exchange.insert(their.node, their.hash);
             } else {
-                truncated = true;
+                descent.truncated = true;
             }
             continue;
         }
@@ -610,21 +684,13 @@ pub fn diff_step(
                 hash: mine.restricted(node),
             })
             .collect();
-        if reply.len() + below.len() > max_reply {
-            truncated = true;
+        if descent.hashes.len() + below.len() > max_reply {
+            descent.truncated = true;
         } else {
-            reply.extend(below);
+            descent.hashes.extend(below);
         }
     }
-    Ok(Step {
-        reply: SyncHashes {
-            range: mine.range(),
-            depth,
-            nodes: reply,
-        },
-        exchange: exchange.into_iter().collect(),
-        truncated,
-    })
+    Ok(descent)
 }
 
 /// One entry as listed in a [`NodeSummary`]: on the wire `[key, ts, writer, "digest"]`.

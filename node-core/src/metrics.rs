@@ -13,7 +13,8 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    const MAX_BUCKETS: usize = 256;
+    /// Values above this share the last bucket (hops never come close; latencies in ms may).
+    const MAX_BUCKETS: usize = 10_000;
 
     pub fn record(&mut self, value: u64) {
         let i = (value as usize).min(Self::MAX_BUCKETS - 1);
@@ -111,11 +112,34 @@ pub struct ChordMetrics {
     pub self_check_repairs: u64,
 }
 
+/// Key-value counters (the original project's `kv` section plus quorum and repair counts).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct KvMetrics {
+    pub total_puts: u64,
+    pub total_gets: u64,
+    pub total_get_hits: u64,
+    pub total_get_misses: u64,
+    /// Origin-side latency of completed puts/deletes and gets, in milliseconds.
+    pub put_latency_ms: Histogram,
+    pub get_latency_ms: Histogram,
+    /// Requests that ran out of time at the origin.
+    pub failed: u64,
+    pub retries: u64,
+    pub read_repairs: u64,
+    pub quorum_failures: u64,
+    pub dropped_requests: u64,
+    pub rejected_entries: u64,
+    pub elections_started: u64,
+    pub elections_won: u64,
+    pub keys_stored: usize,
+}
+
 /// A snapshot of everything the node counts.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct Metrics {
     pub chord: ChordMetrics,
+    pub kv: KvMetrics,
     /// Open links now.
     pub links_up: usize,
 }

@@ -26,12 +26,16 @@
 //! `handle_input(Input::Timeout)` no later than that time.
 
 use crate::Time;
+use crate::clock::LamportClock;
+use crate::election::{ElectionConfig, Elections};
 use crate::id::{ID_BITS, Id, PeerId};
 use crate::links::{LinkState, Links};
 use crate::metrics::Metrics;
+use crate::replication::{Coordination, OriginOp, Parked};
 use crate::ring::{Changed, RingState};
 use crate::rng::Rng;
 use crate::routing;
+use crate::store::{Entry, LimitError, Limits, Store};
 use crate::wire::{self, Body, DecodeError, Dest, Message, Routed};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -63,6 +67,14 @@ pub struct Config {
     pub link_idle_ms: u64,
     pub max_hops: u8,
     pub max_pending_ops: usize,
+    /// Replicas per key (`k`, the `N` of N/R/W).
+    pub replicas: usize,
+    /// Versions a get waits for (`R`) and stores a put waits for (`W`), the leader's included.
+    pub read_quorum: usize,
+    pub write_quorum: usize,
+    /// Key, value and writer bounds (see [`crate::store::Limits`]).
+    pub limits: Limits,
+    pub election: ElectionConfig,
     /// Self-check (look up our own id from the far side of the ring) pacing: starts at the
     /// minimum after any ring change and doubles while checks find nothing. 0 disables.
     pub self_check_min_interval_ms: u64,
@@ -93,6 +105,11 @@ impl Default for Config {
             link_idle_ms: 20_000,
             max_hops: 48,
             max_pending_ops: 4_096,
+            replicas: 3,
+            read_quorum: 2,
+            write_quorum: 2,
+            limits: Limits::default(),
+            election: ElectionConfig::default(),
             self_check_min_interval_ms: 4_000,
             self_check_max_interval_ms: 64_000,
             probe_interval_ms: 5_000,
@@ -171,16 +188,42 @@ pub enum Event {
     PeerFailed {
         peer: PeerId,
     },
+    /// A replica set (sorted member ids) has a leader.
+    LeaderElected {
+        set: Vec<PeerId>,
+        leader: PeerId,
+    },
+    /// The local store took a new version of a key (for the driver's persistence).
+    Stored {
+        key: String,
+        entry: Entry,
+    },
 }
 
 /// Successful result of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OpOutcome {
-    Lookup { key: Id, owner: PeerId, hops: u32 },
-    Joined { successor: PeerId },
+    Lookup {
+        key: Id,
+        owner: PeerId,
+        hops: u32,
+    },
+    Joined {
+        successor: PeerId,
+    },
     SignalSent,
     Left,
+    /// A put or delete reached its write quorum; `ts` is its Lamport timestamp.
+    Stored {
+        ts: u64,
+    },
+    Found {
+        value: String,
+        ts: u64,
+        writer: String,
+    },
+    NotFound,
 }
 
 /// Why a command failed, with context.
@@ -205,6 +248,10 @@ pub enum OpError {
     TooManyPendingOps { limit: usize },
     #[error("payload of {len} bytes does not fit in one frame")]
     PayloadTooLarge { len: usize },
+    #[error("request refused: {0}")]
+    Rejected(LimitError),
+    #[error("request for key {key:?} got no answer after {attempts} attempts")]
+    KvTimeout { key: String, attempts: u32 },
 }
 
 /// A node's view of the ring, for tools, tests and the page.
@@ -263,19 +310,26 @@ struct Sweep {
 /// The sans-IO Chord node.
 #[derive(Debug)]
 pub struct Node {
-    id: Id,
-    config: Config,
+    pub(crate) id: Id,
+    pub(crate) config: Config,
     rng: Rng,
-    now: Time,
+    pub(crate) now: Time,
     phase: Phase,
-    ring: RingState,
-    links: Links,
+    pub(crate) ring: RingState,
+    pub(crate) links: Links,
     lookups: BTreeMap<OpId, LookupOp>,
-    /// (wake time, op) for pending lookups; stale entries are skipped.
-    op_timers: BTreeSet<(Time, OpId)>,
+    /// (wake time, op) for pending lookups and requests; stale entries are skipped.
+    pub(crate) op_timers: BTreeSet<(Time, OpId)>,
     next_op: u64,
-    out: VecDeque<Output>,
-    metrics: Metrics,
+    pub(crate) out: VecDeque<Output>,
+    pub(crate) metrics: Metrics,
+    pub(crate) store: Store,
+    pub(crate) clock: LamportClock,
+    pub(crate) elections: Elections,
+    pub(crate) kv_ops: BTreeMap<OpId, OriginOp>,
+    pub(crate) coordinations: BTreeMap<u64, Coordination>,
+    pub(crate) parked: Vec<Parked>,
+    pub(crate) next_req: u64,
     next_stabilize: Time,
     next_heartbeat: Time,
     next_fix: Time,
@@ -308,6 +362,13 @@ impl Node {
     pub fn new(config: Config, id: Id, now: Time) -> Self {
         let ring = RingState::new(id, config.successor_list_len);
         Self {
+            store: Store::new(config.limits),
+            clock: LamportClock::new(),
+            elections: Elections::new(id, config.election),
+            kv_ops: BTreeMap::new(),
+            coordinations: BTreeMap::new(),
+            parked: Vec::new(),
+            next_req: 1,
             id,
             rng: Rng::new(config.seed),
             fix_interval: config.fix_fingers_min_interval_ms,
@@ -367,7 +428,30 @@ impl Node {
     pub fn metrics(&self) -> Metrics {
         let mut m = self.metrics.clone();
         m.links_up = self.links.up_count();
+        m.kv.elections_started = self.elections.started;
+        m.kv.elections_won = self.elections.won;
+        m.kv.keys_stored = self.store.len();
         m
+    }
+
+    /// The local replica store (read-only; writes go through the protocol).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The Lamport clock's current value.
+    pub fn lamport(&self) -> u64 {
+        self.clock.current()
+    }
+
+    /// The cached leader of a replica set, if any.
+    pub fn leader_of(&self, set: &[PeerId]) -> Option<PeerId> {
+        self.elections.leader(set)
+    }
+
+    /// This node's replica set (itself and its next k-1 successors), sorted.
+    pub fn own_replica_set(&self) -> Vec<PeerId> {
+        self.replica_set()
     }
 
     pub fn pending_ops(&self) -> usize {
@@ -536,10 +620,16 @@ impl Node {
         {
             t = t.min(since + self.config.lookup_attempt_timeout_ms);
         }
+        if let Some(at) = self.next_coordination_deadline() {
+            t = t.min(at);
+        }
+        if let Some(at) = self.elections.next_timeout() {
+            t = t.min(at);
+        }
         t
     }
 
-    fn advance(&mut self, now: Time) {
+    pub(crate) fn advance(&mut self, now: Time) {
         self.now = self.now.max(now);
     }
 
@@ -610,6 +700,7 @@ impl Node {
     /// Drops a peer from the ring pointers after its link failed (or never opened).
     fn forget_peer(&mut self, peer: PeerId, was_up: bool) {
         self.notifiers.remove(&peer);
+        self.elections.forget_peer(peer);
         let pointed = self.ring.pointed_peers().binary_search(&peer).is_ok();
         if pointed {
             let changed = self.ring.remove_peer(peer);
@@ -681,6 +772,8 @@ impl Node {
                 }
             }
             Message::Keep => self.links.set_peer_needs(from, true),
+            Message::Kv(msg) => self.on_kv_msg(from, msg),
+            Message::Election(msg) => self.on_election_msg(from, msg),
             Message::Close => {
                 // Closed for budget, not dead: keep pointing at it, retry the link later.
                 self.links.set_closing(from);
@@ -732,6 +825,8 @@ impl Node {
             }
         }
         self.check_stalled_finger();
+        self.expire_coordinations();
+        self.election_timeouts();
         if now >= self.next_probe {
             self.next_probe = now + self.config.probe_interval_ms;
             self.probe_lost_peer();
@@ -965,6 +1060,7 @@ impl Node {
         if !self.is_joined() {
             return;
         }
+        self.expire_parked();
         let mut watched: Vec<Id> = self.ring.predecessor().into_iter().collect();
         watched.push(self.ring.successor());
         for peer in watched {
@@ -1270,6 +1366,9 @@ impl Node {
     }
 
     fn on_op_timer(&mut self, op: OpId, at: Time) {
+        if self.on_kv_timer(op, at) {
+            return;
+        }
         let Some(lookup) = self.lookups.get(&op) else {
             return;
         };
@@ -1392,7 +1491,7 @@ impl Node {
     /// A peer linked to us, carried in routed messages so answers can reach us even before the
     /// ring routes to us: the bootstrap while joining, then the successor (it holds a link to
     /// us and sits next to us on the ring, so the detour costs at most one hop).
-    fn origin_via(&self) -> Option<PeerId> {
+    pub(crate) fn origin_via(&self) -> Option<PeerId> {
         match self.phase {
             Phase::Joining { bootstrap, .. } => Some(bootstrap),
             Phase::Joined => {
@@ -1414,6 +1513,10 @@ impl Node {
             Dest::Owner { key } => {
                 if !self.is_joined() {
                     self.metrics.chord.unexpected_messages += 1;
+                    return;
+                }
+                if matches!(routed.body, Body::Kv(_)) {
+                    self.kv_route(routed);
                     return;
                 }
                 if let Some(owner) = self.ring.known_owner(key, true) {
@@ -1490,11 +1593,15 @@ impl Node {
                     payload,
                 }));
             }
+            Body::Kv(_) => self.kv_at_owner(routed),
+            Body::KvReply(reply) => self.on_kv_reply(reply),
+            Body::KvDirect(msg) => self.on_kv_msg(routed.origin, msg),
+            Body::Election(msg) => self.on_election_msg(routed.origin, msg),
             _ => self.metrics.chord.unexpected_messages += 1,
         }
     }
 
-    fn forward(&mut self, mut routed: Routed) {
+    pub(crate) fn forward(&mut self, mut routed: Routed) {
         routed.hops = routed.hops.saturating_add(1);
         if routed.hops > self.config.max_hops {
             self.metrics.chord.dropped_hop_limit += 1;
@@ -1508,7 +1615,7 @@ impl Node {
 
     /// Sends a routed message one hop on (or handles it here when it is for this node).
     /// Returns false when no open link leads on.
-    fn route(&mut self, routed: Routed) -> bool {
+    pub(crate) fn route(&mut self, routed: Routed) -> bool {
         if matches!(routed.dest, Dest::Peer { id, .. } if id == self.id) {
             self.deliver(routed);
             return true;
@@ -1545,7 +1652,7 @@ impl Node {
 
     // ----- plumbing -----------------------------------------------------------------------
 
-    fn send(&mut self, to: PeerId, message: &Message) {
+    pub(crate) fn send(&mut self, to: PeerId, message: &Message) {
         match wire::encode(message) {
             Some(bytes) => {
                 self.metrics.chord.frames_out += 1;
@@ -1557,18 +1664,21 @@ impl Node {
         }
     }
 
-    fn new_op(&mut self) -> OpId {
+    pub(crate) fn new_op(&mut self) -> OpId {
         let op = OpId(self.next_op);
         self.next_op += 1;
         op
     }
 
-    fn done(&mut self, op: OpId, result: Result<OpOutcome, OpError>) {
+    pub(crate) fn done(&mut self, op: OpId, result: Result<OpOutcome, OpError>) {
         self.out
             .push_back(Output::Event(Event::OpDone { op, result }));
     }
 
     fn fail_pending_ops(&mut self) {
+        for (op, _) in std::mem::take(&mut self.kv_ops) {
+            self.done(op, Err(OpError::NotJoined));
+        }
         let pending = std::mem::take(&mut self.lookups);
         self.op_timers.clear();
         for (op, lookup) in pending {

@@ -41,6 +41,8 @@
 //!   after which a peer is still allowed to rejoin with its old data.
 //! - **Merkle index.** The store maintains the anti-entropy tree of [`crate::merkle`]
 //!   incrementally (O(depth) per change), so it can never drift from the data it summarises.
+//!   The tree is allocated on the first entry and released when the store becomes empty, so an
+//!   idle store costs no tree memory.
 
 use crate::merkle::{self, Digest, MerkleError, MerkleTree, NodeRef, RangeTree};
 use serde::{Deserialize, Serialize};
@@ -350,7 +352,8 @@ impl Default for Store {
 }
 
 impl Store {
-    /// An empty store with a Merkle index of [`merkle::DEFAULT_DEPTH`].
+    /// An empty store with a Merkle index of [`merkle::DEFAULT_DEPTH`]. The index allocates its
+    /// memory (128 KiB at the default depth) when the first entry is applied, not here.
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
@@ -571,7 +574,12 @@ impl Store {
 
     fn remove_slot(&mut self, slot_key: &SlotKey) -> Option<Entry> {
         let slot = self.entries.remove(slot_key)?;
-        self.merkle.remove(slot_key.0, slot.digest);
+        if self.entries.is_empty() {
+            // The tree of nothing is all zeros: give its memory back (handoff of a whole range).
+            self.merkle.clear();
+        } else {
+            self.merkle.remove(slot_key.0, slot.digest);
+        }
         self.tombstones -= usize::from(slot.entry.is_tombstone());
         Some(slot.entry)
     }
@@ -635,6 +643,19 @@ mod tests {
         assert!(RingRange::new(9, 5).contains(0));
         assert!(!RingRange::new(9, 5).contains(9));
         assert!(RingRange::new(9, 5).contains(5));
+    }
+
+    #[test]
+    fn merkle_memory_is_lazy() {
+        let mut store = Store::default();
+        assert_eq!(store.merkle().allocated_bytes(), 0);
+        assert!(store.range_tree(RingRange::new(3, 9)).root().is_zero());
+        assert_eq!(store, Store::default());
+        store.apply("a", Entry::live("1", 1, "w"), 0).unwrap();
+        assert_eq!(store.merkle().allocated_bytes(), 16 * ((1 << 13) - 1));
+        store.remove("a");
+        assert_eq!(store.merkle().allocated_bytes(), 0);
+        assert_eq!(store.merkle(), Store::default().merkle());
     }
 
     #[test]

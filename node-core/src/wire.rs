@@ -9,7 +9,9 @@
 //! unfragmented (webrtc-rs' SCTP default; Chromium accepts 256 KiB). Keys and values are bounded
 //! by the store below that, so the largest value always fits in one frame.
 
+use crate::election::ElectionMsg;
 use crate::id::Id;
+use crate::replication::{KvMsg, KvReply, KvRequest};
 use serde::{Deserialize, Serialize};
 
 /// Version carried by every frame; a peer speaking another version is refused.
@@ -64,6 +66,10 @@ pub enum Message {
     Close,
     /// A message routed over the ring.
     Route(Routed),
+    /// Between members of a replica set (replication, reads, read-repair).
+    Kv(KvMsg),
+    /// Bully election of a replica set's leader.
+    Election(ElectionMsg),
 }
 
 /// A message forwarded hop by hop over live links.
@@ -105,6 +111,14 @@ pub enum Body {
     FoundSuccessor { op: u64, owner: Id, hops: u8 },
     /// Overlay signaling (opaque to the core: SDP offers/answers, ICE candidates).
     Signal { payload: String },
+    /// A client request on its way to the key's owner and leader.
+    Kv(KvRequest),
+    /// The leader's answer to the request's origin.
+    KvReply(KvReply),
+    /// A replica-set message to a member this node holds no link to.
+    KvDirect(KvMsg),
+    /// An election message to a member this node holds no link to.
+    Election(ElectionMsg),
 }
 
 #[derive(Serialize)]
