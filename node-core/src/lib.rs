@@ -3,7 +3,7 @@
 //! The driver owns sockets, timers and the clock; this crate owns every protocol decision. Feed
 //! it [`Input`]s with the current time in milliseconds, then drain [`Node::poll_output`] until it
 //! returns [`Output::Timeout`] (the str0m / quinn-proto shape). Same seed + same inputs = same
-//! outputs, which is what lets the simulator ([`sim`], feature `sim`) replay any run.
+//! outputs, which is what lets the simulator (module `sim`, feature `sim`) replay any run.
 //!
 //! # Layout
 //! - [`id`]: 32-bit SHA-1 ring ids and wrap-around interval math.
@@ -19,7 +19,7 @@
 //! - [`replication`]: put/get/delete through the key's leader with quorums and read-repair.
 //! - [`election`]: per-replica-set Bully elections.
 //! - [`flood`]: Gnutella-style flooding, the unstructured-search baseline.
-//! - [`sim`]: deterministic network simulator and experiments (feature `sim`).
+//! - `sim`: deterministic network simulator and experiments (feature `sim`).
 #![forbid(unsafe_code)]
 
 pub mod clock;

@@ -18,17 +18,42 @@
 //!    sends its hashes for the node's descendants `expand_levels` further down, or, at a leaf or
 //!    when one side's subtree is empty, marks the node for exchange. Messages carry range and
 //!    depth, so a step needs no session state. A side replies only when the step produced
-//!    something; the responder to an opening SHOULD always reply (an empty reply means "in sync").
+//!    something, except that the responder to an opening always answers.
 //! 4. **Exchange.** For each node to exchange, the side that found it sends
-//!    [`summarize`]d `(key, version, digest)` lists; the other side calls [`compare_summary`] and
-//!    sends back the entries the summariser lacks or holds older (`send`), plus the keys it wants
-//!    (`want`), which the summariser answers with entries. Entries are applied with
-//!    [`Store::apply`], which keeps the LWW winner.
+//!    [`summarize`]d `(key, version, digest)` lists (or, when the peer's subtree is empty, its
+//!    entries straight away); the other side calls [`compare_summary`] and sends back the
+//!    entries the summariser lacks or holds older (`send`), plus the keys it wants (`want`),
+//!    which the summariser answers with entries. Entries are applied with [`Store::apply`],
+//!    which keeps the LWW winner.
 //!
-//! Cost: an in-sync round is two small messages ([`in_sync_round_bytes`], 174 bytes whatever
-//! the key count). With `d` differing keys the descent sends at most
-//! `1 + d * 2^e * ceil(depth / e)` hashes for `e = expand_levels` (about `2 * d * depth` for
-//! `e` = 1 or 2).
+//! # Session API
+//!
+//! [`open_round`] and [`handle`] run the protocol above as messages ([`SyncMsg`]) without
+//! exposing its steps; the node only moves messages between two replicas of a range:
+//!
+//! ```text
+//! initiator                                 responder
+//!   open_round(range) -- Hashes[root] ------->  handle: roots equal -> Equal   (in_sync)
+//!   handle(Equal) -> no replies (in_sync)  <--  ... round over: 2 messages
+//!
+//!   open_round(range) -- Hashes[root] ------->  handle -> Hashes[children]
+//!   handle -> Hashes[grandchildren]       <--   ... descends until leaves or empty subtrees:
+//!   ... -> Summaries / Entries              -->  handle -> Entries (what I lack) + Want
+//!   handle(Entries) -> applies; Want -> Entries  handle(Entries) -> applies, no reply
+//! ```
+//!
+//! A round is over when neither side has a reply left: every message is answered by messages
+//! that are strictly further along (deeper hashes, then summaries, then entries or wants, then
+//! entries, which need no answer), so a round between honest peers ends after at most
+//! `depth / expand_levels + 4` exchanges. No state survives between messages; lost messages
+//! only leave differences for the next round.
+//!
+//! Cost: an in-sync round is two small messages ([`in_sync_round_bytes`], under 220 bytes
+//! whatever the key count, about 280 with the wire envelope). With `d` differing keys the
+//! descent sends at most `1 + d * 2^e * ceil(depth / e)` hashes for `e = expand_levels` (about
+//! `2 * d * depth` for `e` = 1 or 2), in O(depth / e) messages, plus one summary of each
+//! differing leaf and the differing entries, packed into messages of at most
+//! [`MAX_SYNC_MESSAGE_BYTES`].
 //!
 //! # Deviations
 //!
@@ -530,6 +555,11 @@ impl SyncHashes {
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
+
+    /// Whether this is an opening: the root's hash and nothing else.
+    pub fn is_opening(&self) -> bool {
+        matches!(self.nodes.as_slice(), [only] if only.node == NodeRef::ROOT)
+    }
 }
 
 /// Tuning of [`diff_step`].
@@ -540,7 +570,9 @@ pub struct StepOptions {
     pub expand_levels: u8,
     /// Most hashes in one reply (at most [`MAX_NODES_PER_MESSAGE`]).
     pub max_reply_nodes: usize,
-    /// Most nodes marked for exchange per step.
+    /// Most nodes marked for exchange per step (each costs a summary or an entry list). The
+    /// default exchanges every differing node a message names, so one round repairs everything;
+    /// lower it to bound the work one message can cause, and leave the rest to later rounds.
     pub max_exchange: usize,
 }
 
@@ -549,7 +581,7 @@ impl Default for StepOptions {
         Self {
             expand_levels: 2,
             max_reply_nodes: MAX_NODES_PER_MESSAGE,
-            max_exchange: 64,
+            max_exchange: MAX_NODES_PER_MESSAGE,
         }
     }
 }
@@ -585,6 +617,8 @@ pub enum SyncError {
     InvalidNode { level: u8, index: u32, depth: u8 },
     #[error("{len} items exceed the per-message limit of {max}")]
     TooManyItems { len: usize, max: usize },
+    #[error("node (level {level}, index {index}) holds no id of the compared range")]
+    NodeOutsideRange { level: u8, index: u32 },
 }
 
 /// One descent step: compares the peer's hashes with `mine` (built for the message's range) and
@@ -867,27 +901,476 @@ pub fn compare_summary(store: &Store, summary: &NodeSummary) -> Result<Compariso
     Ok(comparison)
 }
 
-/// JSON bytes of one in-sync round over `range` (an opening with the root, and the empty
-/// reply), excluding the wire envelope (`{"v":1,"m":{"t":..}}` and routing, a few dozen bytes).
-/// Independent of the number of keys: at most 174 bytes.
+/// Largest serialized [`SyncMsg`] that [`handle`] and [`open_round`] produce, framed as
+/// `{"v":1,"m":{"t":"sync","c":<SyncMsg>}}`, as long as entries respect [`Limits::default`](crate::store::Limits::default)
+/// (60 KiB: under the 64 KiB frame with room for a longer envelope).
+pub const MAX_SYNC_MESSAGE_BYTES: usize = 60 * 1024;
+/// Most entries accepted in one [`SyncMsg::Entries`].
+pub const MAX_ENTRIES_PER_MESSAGE: usize = 2048;
+/// Most keys accepted in one [`SyncMsg::Want`].
+pub const MAX_WANT_KEYS: usize = 4096;
+/// JSON bytes of payload packed into one message; the rest of [`MAX_SYNC_MESSAGE_BYTES`] is
+/// for the message's own fields and the envelope. One maximal entry (about 50 KiB under the
+/// default limits) fits alone.
+const PACK_BUDGET_BYTES: usize = 56 * 1024;
+
+/// A sync chunk as carried in [`SyncMsg::Summaries`]: a [`NodeSummary`] without the range,
+/// which the message carries once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryChunk {
+    pub node: NodeRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
+    pub items: Vec<SummaryItem>,
+}
+
+impl SummaryChunk {
+    /// The chunk as the [`NodeSummary`] of `range`.
+    pub fn into_summary(self, range: RingRange) -> NodeSummary {
+        NodeSummary {
+            range,
+            node: self.node,
+            after: self.after,
+            through: self.through,
+            items: self.items,
+        }
+    }
+}
+
+impl From<NodeSummary> for SummaryChunk {
+    fn from(summary: NodeSummary) -> Self {
+        Self {
+            node: summary.node,
+            after: summary.after,
+            through: summary.through,
+            items: summary.items,
+        }
+    }
+}
+
+/// Every message of an anti-entropy round (see the module docs for the flow). Each one names
+/// the range and tree depth it is about, so [`handle`] needs no session state.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "s", content = "c", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SyncMsg {
+    /// Descent: the sender's digests of some tree nodes. The opening holds just the root.
+    Hashes(SyncHashes),
+    /// "Your opening's root equals mine": the round is over, the replicas agree.
+    Equal { range: RingRange, depth: u8 },
+    /// The sender's `(key, version, digest)` lists of nodes that differ; answer with the
+    /// entries the sender lacks ([`SyncMsg::Entries`]) and the keys it holds newer
+    /// ([`SyncMsg::Want`]).
+    Summaries {
+        range: RingRange,
+        depth: u8,
+        chunks: Vec<SummaryChunk>,
+    },
+    /// Entries to merge under LWW. Needs no answer.
+    Entries {
+        range: RingRange,
+        depth: u8,
+        entries: Vec<(String, Entry)>,
+    },
+    /// Keys whose entries the sender asks for; answered with [`SyncMsg::Entries`].
+    Want {
+        range: RingRange,
+        depth: u8,
+        keys: Vec<String>,
+    },
+}
+
+impl SyncMsg {
+    /// The ring range this message is about.
+    pub const fn range(&self) -> RingRange {
+        match self {
+            Self::Hashes(hashes) => hashes.range,
+            Self::Equal { range, .. }
+            | Self::Summaries { range, .. }
+            | Self::Entries { range, .. }
+            | Self::Want { range, .. } => *range,
+        }
+    }
+
+    /// The tree depth the sender uses.
+    pub const fn depth(&self) -> u8 {
+        match self {
+            Self::Hashes(hashes) => hashes.depth,
+            Self::Equal { depth, .. }
+            | Self::Summaries { depth, .. }
+            | Self::Entries { depth, .. }
+            | Self::Want { depth, .. } => *depth,
+        }
+    }
+
+    /// A short name of the variant, for metrics and logs.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Hashes(_) => "hashes",
+            Self::Equal { .. } => "equal",
+            Self::Summaries { .. } => "summaries",
+            Self::Entries { .. } => "entries",
+            Self::Want { .. } => "want",
+        }
+    }
+
+    /// Whether this is the first message of a round ([`open_round`]): hashes of the root only.
+    pub fn is_opening(&self) -> bool {
+        matches!(self, Self::Hashes(hashes) if hashes.is_opening())
+    }
+}
+
+/// What [`handle`] did with one message.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Handled {
+    /// Messages to send back to the peer that sent the handled one, in order.
+    pub replies: Vec<SyncMsg>,
+    /// Entries that changed the store (inserted or replaced): `stored.len()`.
+    pub applied: usize,
+    /// Those entries, `(key, entry)`, as now stored (e.g. for persistence or events).
+    pub stored: Vec<(String, Entry)>,
+    /// The round found the replicas equal: set on the responder when it answers an opening
+    /// with [`SyncMsg::Equal`], and on the initiator when it receives that answer.
+    pub in_sync: bool,
+    /// Items of the message that were dropped: entries or wanted keys outside the message's
+    /// range, entries the store's limits refuse, summary items outside their chunk. Always 0
+    /// between honest peers; count it like other garbage.
+    pub dropped: usize,
+    /// Some differing nodes were left out ([`StepOptions::max_exchange`]); a later round
+    /// repairs them.
+    pub truncated: bool,
+}
+
+/// The initiator's first message of a round over `range`: the root of its range tree.
+pub fn open_round(store: &Store, range: RingRange) -> SyncMsg {
+    SyncMsg::Hashes(SyncHashes::opening(&store.range_tree(range)))
+}
+
+/// One side's whole reaction to one message of a round: checks it, merges received entries
+/// into `store` under LWW (stamping new tombstones with `now`) and returns the messages to send
+/// back. Both sides run this same function; a round is over when neither has replies left.
+///
+/// Every reply serializes, framed, under [`MAX_SYNC_MESSAGE_BYTES`] (given entries within
+/// [`Limits::default`](crate::store::Limits::default)). The replies are bounded by the
+/// message handled: its (at most [`MAX_NODES_PER_MESSAGE`]) nodes expand to at most
+/// `2^expand_levels` hashes each, cut into messages of `max_reply_nodes`, plus one summary or
+/// entry list per differing node, packed.
+///
+/// The caller MUST check that `msg.range()` is a range it replicates together with the sender:
+/// this function trusts it, and merges whatever entries of that range it receives.
+///
+/// # Errors
+/// A message that no honest peer sends (other tree depth, too many items, nodes not in the tree
+/// or not in the range); drop it and count.
+pub fn handle(
+    store: &mut Store,
+    msg: SyncMsg,
+    now: u64,
+    opts: &StepOptions,
+) -> Result<Handled, SyncError> {
+    let depth = store.merkle().depth();
+    if msg.depth() != depth {
+        return Err(SyncError::DepthMismatch {
+            mine: depth,
+            theirs: msg.depth(),
+        });
+    }
+    match msg {
+        SyncMsg::Hashes(hashes) => on_hashes(store, &hashes, opts),
+        SyncMsg::Equal { .. } => Ok(Handled {
+            in_sync: true,
+            ..Handled::default()
+        }),
+        SyncMsg::Summaries { range, chunks, .. } => on_summaries(store, range, chunks),
+        SyncMsg::Entries { range, entries, .. } => on_entries(store, range, entries, now),
+        SyncMsg::Want { range, keys, .. } => on_want(store, range, keys),
+    }
+}
+
+fn on_hashes(store: &Store, hashes: &SyncHashes, opts: &StepOptions) -> Result<Handled, SyncError> {
+    let range = hashes.range;
+    let depth = store.merkle().depth();
+    let tree = store.range_tree(range);
+    let descent = descend(&tree, hashes, opts, usize::MAX)?;
+    let mut handled = Handled {
+        truncated: descent.truncated,
+        ..Handled::default()
+    };
+    if descent.hashes.is_empty() && descent.exchange.is_empty() {
+        // Nothing differs below what the peer sent. Only an opening gets an answer: the peer
+        // is waiting to learn whether the round is over.
+        if hashes.is_opening() {
+            handled.in_sync = true;
+            handled.replies.push(SyncMsg::Equal { range, depth });
+        }
+        return Ok(handled);
+    }
+    let per_message = opts.max_reply_nodes.clamp(1, MAX_NODES_PER_MESSAGE);
+    for nodes in descent.hashes.chunks(per_message) {
+        handled.replies.push(SyncMsg::Hashes(SyncHashes {
+            range,
+            depth,
+            nodes: nodes.to_vec(),
+        }));
+    }
+    let mut chunks = Vec::new();
+    let mut entries = Vec::new();
+    for (node, their_hash) in descent.exchange {
+        if their_hash.is_zero() {
+            // The peer holds nothing here: a summary would only come back as a want for all.
+            entries.extend(
+                store
+                    .node_entries(range, node)
+                    .map(|record| (record.key.to_owned(), record.entry.clone())),
+            );
+        } else {
+            chunks.extend(
+                summarize(store, range, node, SUMMARY_BUDGET_BYTES)
+                    .into_iter()
+                    .map(SummaryChunk::from),
+            );
+        }
+    }
+    for chunks in pack(
+        chunks,
+        chunk_json_bound,
+        MAX_NODES_PER_MESSAGE,
+        MAX_SUMMARY_ITEMS,
+    ) {
+        handled.replies.push(SyncMsg::Summaries {
+            range,
+            depth,
+            chunks,
+        });
+    }
+    push_entries(&mut handled.replies, range, depth, entries);
+    Ok(handled)
+}
+
+fn on_summaries(
+    store: &Store,
+    range: RingRange,
+    chunks: Vec<SummaryChunk>,
+) -> Result<Handled, SyncError> {
+    let depth = store.merkle().depth();
+    if chunks.len() > MAX_NODES_PER_MESSAGE {
+        return Err(SyncError::TooManyItems {
+            len: chunks.len(),
+            max: MAX_NODES_PER_MESSAGE,
+        });
+    }
+    let items: usize = chunks.iter().map(|chunk| chunk.items.len()).sum();
+    if items > MAX_SUMMARY_ITEMS {
+        return Err(SyncError::TooManyItems {
+            len: items,
+            max: MAX_SUMMARY_ITEMS,
+        });
+    }
+    let mut handled = Handled::default();
+    let mut send = Vec::new();
+    let mut want = BTreeSet::new();
+    for chunk in chunks {
+        if chunk.node.is_valid(depth) && !overlaps(range, chunk.node) {
+            return Err(SyncError::NodeOutsideRange {
+                level: chunk.node.level,
+                index: chunk.node.index,
+            });
+        }
+        let comparison = compare_summary(store, &chunk.into_summary(range))?;
+        handled.dropped += comparison.misplaced;
+        send.extend(comparison.send);
+        want.extend(comparison.want);
+    }
+    push_entries(&mut handled.replies, range, depth, send);
+    for keys in pack(
+        want,
+        |key| crate::store::json_escaped_len(key) + 3,
+        MAX_WANT_KEYS,
+        MAX_WANT_KEYS,
+    ) {
+        handled.replies.push(SyncMsg::Want { range, depth, keys });
+    }
+    Ok(handled)
+}
+
+fn on_entries(
+    store: &mut Store,
+    range: RingRange,
+    entries: Vec<(String, Entry)>,
+    now: u64,
+) -> Result<Handled, SyncError> {
+    if entries.len() > MAX_ENTRIES_PER_MESSAGE {
+        return Err(SyncError::TooManyItems {
+            len: entries.len(),
+            max: MAX_ENTRIES_PER_MESSAGE,
+        });
+    }
+    let mut handled = Handled::default();
+    for (key, entry) in entries {
+        if !range.contains(key_id(&key)) {
+            handled.dropped += 1;
+            continue;
+        }
+        match store.apply(&key, entry, now) {
+            Ok(outcome) if outcome.changed() => {
+                if let Some(entry) = store.get(&key) {
+                    handled.stored.push((key, entry.clone()));
+                }
+            }
+            Ok(_) => {}
+            Err(_) => handled.dropped += 1,
+        }
+    }
+    handled.applied = handled.stored.len();
+    Ok(handled)
+}
+
+fn on_want(store: &Store, range: RingRange, keys: Vec<String>) -> Result<Handled, SyncError> {
+    if keys.len() > MAX_WANT_KEYS {
+        return Err(SyncError::TooManyItems {
+            len: keys.len(),
+            max: MAX_WANT_KEYS,
+        });
+    }
+    let mut handled = Handled::default();
+    let mut entries = Vec::new();
+    let keys: BTreeSet<String> = keys.into_iter().collect();
+    for key in keys {
+        if !range.contains(key_id(&key)) {
+            handled.dropped += 1;
+            continue;
+        }
+        // A key removed since the peer's summary is simply not sent.
+        if let Some(entry) = store.get(&key) {
+            let entry = entry.clone();
+            entries.push((key, entry));
+        }
+    }
+    push_entries(&mut handled.replies, range, store.merkle().depth(), entries);
+    Ok(handled)
+}
+
+fn push_entries(
+    replies: &mut Vec<SyncMsg>,
+    range: RingRange,
+    depth: u8,
+    entries: Vec<(String, Entry)>,
+) {
+    for entries in pack(
+        entries,
+        |(key, entry)| entry_json_bound(key, entry),
+        MAX_ENTRIES_PER_MESSAGE,
+        MAX_ENTRIES_PER_MESSAGE,
+    ) {
+        replies.push(SyncMsg::Entries {
+            range,
+            depth,
+            entries,
+        });
+    }
+}
+
+/// Cuts `items` into messages of at most [`PACK_BUDGET_BYTES`] of estimated JSON, at most
+/// `max_items` items and at most `max_weight` summed weight each (an item heavier than the
+/// budget travels alone). Nothing in, nothing out.
+fn pack<T: Weighed>(
+    items: impl IntoIterator<Item = T>,
+    cost: impl Fn(&T) -> usize,
+    max_items: usize,
+    max_weight: usize,
+) -> Vec<Vec<T>> {
+    let mut messages = Vec::new();
+    let mut current = Vec::new();
+    let (mut used, mut weight) = (0, 0);
+    for item in items {
+        let (item_cost, item_weight) = (cost(&item), item.weight());
+        if !current.is_empty()
+            && (used + item_cost > PACK_BUDGET_BYTES
+                || current.len() == max_items
+                || weight + item_weight > max_weight)
+        {
+            messages.push(std::mem::take(&mut current));
+            (used, weight) = (0, 0);
+        }
+        used += item_cost;
+        weight += item_weight;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        messages.push(current);
+    }
+    messages
+}
+
+/// How much of a per-message item limit a packed item uses.
+trait Weighed {
+    fn weight(&self) -> usize {
+        1
+    }
+}
+
+impl Weighed for String {}
+
+impl Weighed for (String, Entry) {}
+
+impl Weighed for SummaryChunk {
+    /// Summary items are limited per message, not chunks.
+    fn weight(&self) -> usize {
+        self.items.len()
+    }
+}
+
+/// Upper bound on the JSON of `["key",{"value":"..","version":{"ts":..,"writer":".."}}],`.
+fn entry_json_bound(key: &str, entry: &Entry) -> usize {
+    use crate::store::json_escaped_len;
+    let value = entry
+        .value
+        .as_deref()
+        .map_or(4, |value| json_escaped_len(value) + 2);
+    json_escaped_len(key) + json_escaped_len(&entry.version.writer) + value + 72
+}
+
+/// Upper bound on the JSON of one [`SummaryChunk`], with its comma.
+fn chunk_json_bound(chunk: &SummaryChunk) -> usize {
+    use crate::store::json_escaped_len;
+    let bound = |key: &Option<String>| key.as_deref().map_or(0, json_escaped_len) + 16;
+    let items: usize = chunk
+        .items
+        .iter()
+        .map(|item| {
+            json_escaped_len(&item.key) + json_escaped_len(&item.version.writer) + 20 + 34 + 9
+        })
+        .sum();
+    64 + bound(&chunk.after) + bound(&chunk.through) + items
+}
+
+/// Whether `node`'s id span shares an id with `range`.
+fn overlaps(range: RingRange, node: NodeRef) -> bool {
+    let (lo, hi) = node.span();
+    // Either the span starts inside the range, or the range starts inside the span.
+    range.contains(lo) || (lo <= range.from && range.from < hi)
+}
+
+/// JSON bytes of one in-sync round over `range` ([`open_round`] and the [`SyncMsg::Equal`]
+/// answer), excluding the wire envelope (`{"v":1,"m":{"t":"sync","c":..}}`, 28 bytes each, and
+/// any routing). Independent of the number of keys: at most 216 bytes.
 pub fn in_sync_round_bytes(range: RingRange, depth: u8) -> usize {
-    let opening = SyncHashes {
+    let opening = SyncMsg::Hashes(SyncHashes {
         range,
         depth,
         nodes: vec![NodeHash {
             node: NodeRef::ROOT,
             hash: Digest(u128::MAX),
         }],
-    };
-    let reply = SyncHashes {
-        range,
-        depth,
-        nodes: Vec::new(),
-    };
+    });
+    let reply = SyncMsg::Equal { range, depth };
     json_len(&opening) + json_len(&reply)
 }
 
-fn json_len(message: &SyncHashes) -> usize {
+fn json_len(message: &SyncMsg) -> usize {
     serde_json::to_vec(message).map_or(0, |bytes| bytes.len())
 }
 

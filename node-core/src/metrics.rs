@@ -126,12 +126,21 @@ pub struct KvMetrics {
     pub failed: u64,
     pub retries: u64,
     pub read_repairs: u64,
+    /// Replicate frames sent again to members that did not acknowledge a write.
+    pub replicate_retries: u64,
     pub quorum_failures: u64,
     pub dropped_requests: u64,
     pub rejected_entries: u64,
     pub elections_started: u64,
     pub elections_won: u64,
     pub keys_stored: usize,
+    /// Anti-entropy rounds this node opened, and the bytes of every anti-entropy frame it sent.
+    pub anti_entropy_rounds: u64,
+    pub anti_entropy_bytes: u64,
+    /// Entries applied from anti-entropy exchanges (repairs and handoffs).
+    pub anti_entropy_applied: u64,
+    /// Anti-entropy messages refused (a range the pair does not share, or a malformed step).
+    pub anti_entropy_refused: u64,
 }
 
 /// A snapshot of everything the node counts.
@@ -140,6 +149,7 @@ pub struct KvMetrics {
 pub struct Metrics {
     pub chord: ChordMetrics,
     pub kv: KvMetrics,
+    pub gnutella: crate::flood::FloodStats,
     /// Open links now.
     pub links_up: usize,
 }
@@ -159,5 +169,116 @@ mod tests {
         assert_eq!(h.percentile(0.99), 99);
         assert_eq!(h.percentile(1.0), 100);
         assert!((h.mean() - 50.5).abs() < 1e-9);
+    }
+}
+
+/// Percentiles of a histogram.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl From<&Histogram> for Percentiles {
+    fn from(h: &Histogram) -> Self {
+        Self {
+            count: h.total(),
+            mean: h.mean(),
+            p50: h.percentile(0.5),
+            p90: h.percentile(0.9),
+            p99: h.percentile(0.99),
+            max: h.percentile(1.0),
+        }
+    }
+}
+
+/// The original project's `GET /metrics` shape (sections `kv`, `chord`, `gnutella`, same field
+/// names) plus percentiles and the repair counters.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Summary {
+    pub kv: KvSummary,
+    pub chord: ChordSummary,
+    pub gnutella: GnutellaSummary,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct KvSummary {
+    pub total_puts: u64,
+    pub total_gets: u64,
+    pub total_get_hits: u64,
+    pub total_get_misses: u64,
+    pub avg_put_latency_sec: f64,
+    pub avg_get_latency_sec: f64,
+    pub put_latency_ms: Percentiles,
+    pub get_latency_ms: Percentiles,
+    pub failed: u64,
+    pub read_repairs: u64,
+    pub quorum_failures: u64,
+    pub elections_started: u64,
+    pub elections_won: u64,
+    pub keys_stored: usize,
+    pub anti_entropy_rounds: u64,
+    pub anti_entropy_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ChordSummary {
+    pub total_lookups: u64,
+    pub avg_hops: f64,
+    pub hops: Percentiles,
+    pub lookups_failed: u64,
+    pub links_up: usize,
+    pub bad_frames: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct GnutellaSummary {
+    pub total_queries: u64,
+    pub avg_forwarded: f64,
+    pub duplicates_dropped: u64,
+}
+
+impl Metrics {
+    /// The snapshot in the original project's shape, with percentiles.
+    pub fn summary(&self) -> Summary {
+        let kv = &self.kv;
+        let c = &self.chord;
+        Summary {
+            kv: KvSummary {
+                total_puts: kv.total_puts,
+                total_gets: kv.total_gets,
+                total_get_hits: kv.total_get_hits,
+                total_get_misses: kv.total_get_misses,
+                avg_put_latency_sec: kv.put_latency_ms.mean() / 1_000.0,
+                avg_get_latency_sec: kv.get_latency_ms.mean() / 1_000.0,
+                put_latency_ms: (&kv.put_latency_ms).into(),
+                get_latency_ms: (&kv.get_latency_ms).into(),
+                failed: kv.failed,
+                read_repairs: kv.read_repairs,
+                quorum_failures: kv.quorum_failures,
+                elections_started: kv.elections_started,
+                elections_won: kv.elections_won,
+                keys_stored: kv.keys_stored,
+                anti_entropy_rounds: kv.anti_entropy_rounds,
+                anti_entropy_bytes: kv.anti_entropy_bytes,
+            },
+            chord: ChordSummary {
+                total_lookups: c.total_lookups,
+                avg_hops: c.hops.mean(),
+                hops: (&c.hops).into(),
+                lookups_failed: c.lookups_failed,
+                links_up: self.links_up,
+                bad_frames: c.bad_frames + c.oversize_frames + c.bad_version_frames,
+            },
+            gnutella: GnutellaSummary {
+                total_queries: self.gnutella.total_queries,
+                avg_forwarded: self.gnutella.avg_forwarded(),
+                duplicates_dropped: self.gnutella.duplicates_dropped,
+            },
+        }
     }
 }

@@ -28,14 +28,16 @@
 use crate::Time;
 use crate::clock::LamportClock;
 use crate::election::{ElectionConfig, Elections};
+use crate::flood::{FloodConfig, FloodError, FloodResult, Flooder, QueryId};
 use crate::id::{ID_BITS, Id, PeerId};
 use crate::links::{LinkState, Links};
+use crate::merkle::{self, StepOptions, SyncMsg};
 use crate::metrics::Metrics;
 use crate::replication::{Coordination, OriginOp, Parked};
 use crate::ring::{Changed, RingState};
 use crate::rng::Rng;
 use crate::routing;
-use crate::store::{Entry, LimitError, Limits, Store};
+use crate::store::{Entry, LimitError, Limits, RingRange, Store};
 use crate::wire::{self, Body, DecodeError, Dest, Message, Routed};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -75,6 +77,12 @@ pub struct Config {
     /// Key, value and writer bounds (see [`crate::store::Limits`]).
     pub limits: Limits,
     pub election: ElectionConfig,
+    pub flood: FloodConfig,
+    /// Anti-entropy pacing with the successors that replicate this node's range: starts at the
+    /// minimum after a ring change or a round that repaired something, doubles while rounds
+    /// find the replicas in sync.
+    pub anti_entropy_min_interval_ms: u64,
+    pub anti_entropy_max_interval_ms: u64,
     /// Self-check (look up our own id from the far side of the ring) pacing: starts at the
     /// minimum after any ring change and doubles while checks find nothing. 0 disables.
     pub self_check_min_interval_ms: u64,
@@ -110,6 +118,9 @@ impl Default for Config {
             write_quorum: 2,
             limits: Limits::default(),
             election: ElectionConfig::default(),
+            flood: FloodConfig::default(),
+            anti_entropy_min_interval_ms: 2_000,
+            anti_entropy_max_interval_ms: 32_000,
             self_check_min_interval_ms: 4_000,
             self_check_max_interval_ms: 64_000,
             probe_interval_ms: 5_000,
@@ -224,6 +235,8 @@ pub enum OpOutcome {
         writer: String,
     },
     NotFound,
+    /// A flood query's time is up: who answered, and how far away.
+    Flooded(FloodResult),
 }
 
 /// Why a command failed, with context.
@@ -252,6 +265,8 @@ pub enum OpError {
     Rejected(LimitError),
     #[error("request for key {key:?} got no answer after {attempts} attempts")]
     KvTimeout { key: String, attempts: u32 },
+    #[error("flood query refused: {0}")]
+    FloodRefused(FloodError),
 }
 
 /// A node's view of the ring, for tools, tests and the page.
@@ -330,6 +345,10 @@ pub struct Node {
     pub(crate) coordinations: BTreeMap<u64, Coordination>,
     pub(crate) parked: Vec<Parked>,
     pub(crate) next_req: u64,
+    flooder: Flooder,
+    next_anti_entropy: Time,
+    anti_entropy_interval: u64,
+    anti_entropy_cursor: usize,
     next_stabilize: Time,
     next_heartbeat: Time,
     next_fix: Time,
@@ -352,6 +371,9 @@ pub struct Node {
 const MAX_VIA_HINTS: usize = 256;
 const MAX_LOST: usize = 16;
 const MAX_NOTIFIERS: usize = 32;
+/// A remote timestamp further ahead of our clock than this is not observed (a hostile or broken
+/// peer must not push every clock to the ceiling).
+pub(crate) const MAX_CLOCK_JUMP: u64 = 1 << 40;
 const MAX_NOTIFIERS_SHARED: usize = 16;
 /// Largest overlay signaling payload (SDP with candidates is a few KiB).
 pub const MAX_SIGNAL_BYTES: usize = 16 * 1024;
@@ -361,6 +383,10 @@ impl Node {
 
     pub fn new(config: Config, id: Id, now: Time) -> Self {
         let ring = RingState::new(id, config.successor_list_len);
+        let mut rng = Rng::new(config.seed);
+        // Operation ids start at a random point so two incarnations of a peer (a restart)
+        // never hand out the same id: a late answer to the old one cannot complete a new op.
+        let first_op = 1 + (rng.next_u64() >> 24);
         Self {
             store: Store::new(config.limits),
             clock: LamportClock::new(),
@@ -369,8 +395,12 @@ impl Node {
             coordinations: BTreeMap::new(),
             parked: Vec::new(),
             next_req: 1,
+            flooder: Flooder::new(config.flood),
+            next_anti_entropy: Time::MAX,
+            anti_entropy_interval: config.anti_entropy_min_interval_ms,
+            anti_entropy_cursor: 0,
             id,
-            rng: Rng::new(config.seed),
+            rng,
             fix_interval: config.fix_fingers_min_interval_ms,
             stabilize_interval: config.stabilize_interval_ms,
             config,
@@ -380,7 +410,7 @@ impl Node {
             links: Links::default(),
             lookups: BTreeMap::new(),
             op_timers: BTreeSet::new(),
-            next_op: 1,
+            next_op: first_op,
             out: VecDeque::new(),
             metrics: Metrics::default(),
             next_stabilize: Time::MAX,
@@ -431,6 +461,7 @@ impl Node {
         m.kv.elections_started = self.elections.started;
         m.kv.elections_won = self.elections.won;
         m.kv.keys_stored = self.store.len();
+        m.gnutella = self.flooder.stats().clone();
         m
     }
 
@@ -542,6 +573,122 @@ impl Node {
         op
     }
 
+    /// Floods a query for `key` over the current links with `ttl` (the unstructured-search
+    /// baseline); `OpDone` after the flood timeout carries who holds it and how far away.
+    pub fn flood(&mut self, key: &str, ttl: u8, now: Time) -> OpId {
+        self.advance(now);
+        let op = self.new_op();
+        let id = QueryId(self.rng.next_u128());
+        let neighbors: Vec<Id> = self.links.up_peers().collect();
+        let have = self.store.get(key).is_some_and(|e| !e.is_tombstone());
+        match self
+            .flooder
+            .start(op.0, id, key, ttl, self.id, &neighbors, have, now)
+        {
+            Ok(msgs) => {
+                for (to, msg) in msgs {
+                    self.send(to, &Message::Flood(msg));
+                }
+            }
+            Err(e) => self.done(op, Err(OpError::FloodRefused(e))),
+        }
+        op
+    }
+
+    pub(crate) fn reset_anti_entropy(&mut self) {
+        self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
+        self.next_anti_entropy = self
+            .next_anti_entropy
+            .min(self.now + self.anti_entropy_interval);
+    }
+
+    /// Opens one anti-entropy round over this node's primary range `(predecessor, self]` with
+    /// the next of the successors that replicate it (round-robin).
+    fn anti_entropy_round(&mut self) {
+        self.next_anti_entropy = self.now + self.anti_entropy_interval;
+        // Rounds that find everything in sync slow the pace (see `on_sync`).
+        self.anti_entropy_interval =
+            (self.anti_entropy_interval * 2).min(self.config.anti_entropy_max_interval_ms);
+        let Some(pred) = self.ring.predecessor().filter(|_| self.is_joined()) else {
+            return;
+        };
+        let replicas: Vec<Id> = self
+            .ring
+            .successors()
+            .iter()
+            .copied()
+            .take(self.config.replicas.saturating_sub(1))
+            .collect();
+        if replicas.is_empty() {
+            return;
+        }
+        let target = replicas[self.anti_entropy_cursor % replicas.len()];
+        self.anti_entropy_cursor = self.anti_entropy_cursor.wrapping_add(1);
+        if !self.links.is_up(target) {
+            return;
+        }
+        self.metrics.kv.anti_entropy_rounds += 1;
+        let range = RingRange::new(pred.0, self.id.0);
+        let opening = merkle::open_round(&self.store, range);
+        self.send(target, &Message::Sync(opening));
+    }
+
+    fn on_sync(&mut self, from: PeerId, msg: SyncMsg) {
+        // `merkle::handle` merges whatever entries of the message's range it gets, so only two
+        // ranges are accepted: ours, `(predecessor, self]` (answers within a round we opened),
+        // and the sender's own primary range, which must lie behind us and not span our
+        // predecessor unless the sender is our predecessor (we replicate it).
+        let range = msg.range();
+        let pred = self.ring.predecessor();
+        let ours = range.to == self.id.0 && pred.map(|p| p.0) == Some(range.from);
+        let theirs = range.to == from.0
+            && !range.contains(self.id.0)
+            && pred.is_none_or(|p| p == from || !range.contains(p.0));
+        if !(ours || theirs) {
+            self.metrics.kv.anti_entropy_refused += 1;
+            return;
+        }
+        if let SyncMsg::Entries { entries, .. } = &msg {
+            for (_, entry) in entries {
+                if self.clock.accepts(entry.version.ts, MAX_CLOCK_JUMP) {
+                    self.clock.observe(entry.version.ts);
+                }
+            }
+        }
+        match merkle::handle(&mut self.store, msg, self.now, &StepOptions::default()) {
+            Ok(handled) => {
+                self.metrics.kv.anti_entropy_applied += handled.applied as u64;
+                if handled.applied > 0 {
+                    self.reset_anti_entropy();
+                }
+                for (key, entry) in handled.stored {
+                    self.out
+                        .push_back(Output::Event(Event::Stored { key, entry }));
+                }
+                for reply in handled.replies {
+                    self.send(from, &Message::Sync(reply));
+                }
+            }
+            Err(_) => self.metrics.kv.anti_entropy_refused += 1,
+        }
+    }
+
+    fn on_flood(&mut self, from: PeerId, msg: crate::flood::FloodMsg) {
+        let neighbors: Vec<Id> = self.links.up_peers().collect();
+        let store = &self.store;
+        let msgs = self.flooder.on_message(
+            self.id,
+            from,
+            msg,
+            |key| store.get(key).is_some_and(|e| !e.is_tombstone()),
+            &neighbors,
+            self.now,
+        );
+        for (to, msg) in msgs {
+            self.send(to, &Message::Flood(msg));
+        }
+    }
+
     /// Leaves the ring gracefully: hands the neighbours to each other and closes every link.
     pub fn leave(&mut self, now: Time) -> OpId {
         self.advance(now);
@@ -576,6 +723,7 @@ impl Node {
         self.next_heartbeat = Time::MAX;
         self.next_probe = Time::MAX;
         self.next_self_check = Time::MAX;
+        self.next_anti_entropy = Time::MAX;
         self.done(op, Ok(OpOutcome::Left));
         op
     }
@@ -626,7 +774,10 @@ impl Node {
         if let Some(at) = self.elections.next_timeout() {
             t = t.min(at);
         }
-        t
+        if let Some(at) = self.flooder.next_timeout() {
+            t = t.min(at);
+        }
+        t.min(self.next_anti_entropy)
     }
 
     pub(crate) fn advance(&mut self, now: Time) {
@@ -773,6 +924,8 @@ impl Node {
             }
             Message::Keep => self.links.set_peer_needs(from, true),
             Message::Kv(msg) => self.on_kv_msg(from, msg),
+            Message::Flood(msg) => self.on_flood(from, msg),
+            Message::Sync(msg) => self.on_sync(from, msg),
             Message::Election(msg) => self.on_election_msg(from, msg),
             Message::Close => {
                 // Closed for budget, not dead: keep pointing at it, retry the link later.
@@ -827,6 +980,12 @@ impl Node {
         self.check_stalled_finger();
         self.expire_coordinations();
         self.election_timeouts();
+        if now >= self.next_anti_entropy {
+            self.anti_entropy_round();
+        }
+        for (op, result) in self.flooder.poll_done(now) {
+            self.done(OpId(op), Ok(OpOutcome::Flooded(result)));
+        }
         if now >= self.next_probe {
             self.next_probe = now + self.config.probe_interval_ms;
             self.probe_lost_peer();
@@ -859,6 +1018,7 @@ impl Node {
         };
         self.fix_interval = self.config.fix_fingers_min_interval_ms;
         self.reset_self_check();
+        self.reset_anti_entropy();
         let peers: Vec<Id> = self.links.up_peers().collect();
         for peer in peers {
             self.send(peer, &Message::Hello { joined: true });
@@ -1148,6 +1308,7 @@ impl Node {
             // rarely moves a finger, and refreshing them all on every local change is what
             // costs the most messages while a large ring forms.
             self.reset_self_check();
+            self.reset_anti_entropy();
             self.stabilize_interval = self.config.stabilize_interval_ms;
             self.next_stabilize = self.next_stabilize.min(self.now + self.stabilize_interval);
         }
@@ -1655,6 +1816,9 @@ impl Node {
     pub(crate) fn send(&mut self, to: PeerId, message: &Message) {
         match wire::encode(message) {
             Some(bytes) => {
+                if matches!(message, Message::Sync(_)) {
+                    self.metrics.kv.anti_entropy_bytes += bytes.len() as u64;
+                }
                 self.metrics.chord.frames_out += 1;
                 self.metrics.chord.bytes_out += bytes.len() as u64;
                 self.links.used(to, self.now);

@@ -21,11 +21,11 @@
 use crate::Time;
 use crate::election::{ElectionOutcome, set_of};
 use crate::id::{Id, PeerId};
-use crate::node::{Event, Node, OpError, OpId, OpOutcome, Output};
+use crate::node::{Event, MAX_CLOCK_JUMP, Node, OpError, OpId, OpOutcome, Output};
 use crate::store::Entry;
 use crate::wire::{Body, Dest, Message, Routed};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A client request travelling from the origin to the key's leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,7 +125,7 @@ pub(crate) struct Coordination {
 enum CoordKind {
     Write {
         entry: Entry,
-        acks: usize,
+        acked: BTreeSet<Id>,
     },
     Read {
         replies: BTreeMap<Id, Option<Entry>>,
@@ -465,13 +465,18 @@ impl Node {
                 },
             );
         }
-        CoordKind::Write { entry, acks: 1 }
+        CoordKind::Write {
+            entry,
+            acked: BTreeSet::from([self.id]),
+        }
     }
 
     /// Applies an entry to the local store (LWW) and tells the driver (persistence).
     pub(crate) fn store_entry(&mut self, key: &str, entry: Entry) -> bool {
         match self.store.apply(key, entry.clone(), self.now) {
             Ok(outcome) if outcome.changed() => {
+                // New data: compare with the replicas soon rather than at a backed-off pace.
+                self.reset_anti_entropy();
                 self.out.push_back(Output::Event(Event::Stored {
                     key: key.to_string(),
                     entry,
@@ -496,10 +501,11 @@ impl Node {
         let n = c.set.len();
         let result =
             match &c.kind {
-                CoordKind::Write { entry, acks } => (*acks >= self.config.write_quorum.min(n))
-                    .then_some(KvResult::Stored {
+                CoordKind::Write { entry, acked } => {
+                    (acked.len() >= self.config.write_quorum.min(n)).then_some(KvResult::Stored {
                         ts: entry.version.ts,
-                    }),
+                    })
+                }
                 CoordKind::Read { replies } => (replies.len() >= self.config.read_quorum.min(n))
                     .then(|| match replies.values().flatten().max() {
                         Some(Entry {
@@ -594,6 +600,30 @@ impl Node {
             .map(|(r, _)| *r)
             .collect();
         for req in due {
+            // Members that never acknowledged a write get it once more (a lost frame, a slow
+            // link): a write acknowledged by W replicas should reach all k soon, not only at
+            // the next anti-entropy round.
+            if let Some(Coordination {
+                key,
+                set,
+                kind: CoordKind::Write { entry, acked },
+                ..
+            }) = self.coordinations.get(&req)
+            {
+                let missing: Vec<Id> = set.iter().copied().filter(|m| !acked.contains(m)).collect();
+                let (key, entry) = (key.clone(), entry.clone());
+                for peer in missing {
+                    self.metrics.kv.replicate_retries += 1;
+                    self.send_kv(
+                        peer,
+                        KvMsg::Replicate {
+                            req: 0,
+                            key: key.clone(),
+                            entry: entry.clone(),
+                        },
+                    );
+                }
+            }
             let answered = self.coordinations.get(&req).is_some_and(|c| c.answered);
             if !answered {
                 self.metrics.kv.quorum_failures += 1;
@@ -617,6 +647,10 @@ impl Node {
     pub(crate) fn on_kv_msg(&mut self, from: PeerId, msg: KvMsg) {
         match msg {
             KvMsg::Replicate { req, key, entry } => {
+                if !self.clock.accepts(entry.version.ts, MAX_CLOCK_JUMP) {
+                    self.metrics.kv.rejected_entries += 1;
+                    return;
+                }
                 self.clock.observe(entry.version.ts);
                 self.store_entry(&key, entry);
                 if req != 0 {
@@ -625,13 +659,13 @@ impl Node {
             }
             KvMsg::ReplicateAck { req } => {
                 if let Some(Coordination {
-                    kind: CoordKind::Write { acks, .. },
+                    kind: CoordKind::Write { acked, .. },
                     set,
                     ..
                 }) = self.coordinations.get_mut(&req)
                     && set.contains(&from)
                 {
-                    *acks += 1;
+                    acked.insert(from);
                     self.check_quorum(req);
                 }
             }
@@ -640,7 +674,9 @@ impl Node {
                 self.send_kv(from, KvMsg::ReadReply { req, entry });
             }
             KvMsg::ReadReply { req, entry } => {
-                if let Some(entry) = &entry {
+                if let Some(entry) = &entry
+                    && self.clock.accepts(entry.version.ts, MAX_CLOCK_JUMP)
+                {
                     self.clock.observe(entry.version.ts);
                 }
                 let answered = match self.coordinations.get_mut(&req) {

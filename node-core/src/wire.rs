@@ -70,6 +70,10 @@ pub enum Message {
     Kv(KvMsg),
     /// Bully election of a replica set's leader.
     Election(ElectionMsg),
+    /// Gnutella-style flooding (query / hit).
+    Flood(crate::flood::FloodMsg),
+    /// Anti-entropy between replicas (Merkle descent, summaries, entries).
+    Sync(crate::merkle::SyncMsg),
 }
 
 /// A message forwarded hop by hop over live links.

@@ -8,7 +8,10 @@
 //! - [`progress`]: an `indicatif` bar on stderr fed by the simulator's progress callback; it
 //!   stays hidden for short runs and when stderr is not a terminal.
 //! - [`plot`]: SVG charts of experiment rows (`plotters`, text left to the SVG viewer).
+//! - [`antientropy`]: the `sim-antientropy` experiment (one Merkle anti-entropy round between
+//!   two in-process stores, measured in framed bytes and messages).
 
+pub mod antientropy;
 pub mod plot;
 pub mod progress;
 pub mod report;

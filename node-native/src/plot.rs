@@ -10,6 +10,7 @@ use std::error::Error;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use crate::antientropy::AntiEntropyRow;
 use node_core::sim::experiments::HopsRow;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
@@ -146,8 +147,183 @@ fn draw_hops_vs_nodes(
     Ok(())
 }
 
+/// Bytes of one anti-entropy round against the number of divergent keys (x at log10(1 + d),
+/// ticks at the measured d; y log10), one solid line per key count, the same key count's
+/// whole-map baseline as a dashed line in the same colour, and the 1 KiB in-sync target. Lines
+/// are labelled at their right end, so the legend only explains the line styles.
+pub fn antientropy_bytes(
+    path: &Path,
+    rows: &[AntiEntropyRow],
+    caption: &str,
+) -> Result<(), PlotError> {
+    if rows.is_empty() {
+        return Err(PlotError::NoRows);
+    }
+    draw_antientropy_bytes(path, rows, caption).map_err(|source| PlotError::Draw {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Distinguishable on white and for the common colour-vision deficiencies (matplotlib's
+/// "tab10" start); further series fall back to plotters' palette.
+const SERIES_COLOURS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+];
+
+fn series_colour(index: usize) -> RGBAColor {
+    SERIES_COLOURS.get(index).map_or_else(
+        || Palette99::pick(index).to_rgba(),
+        |colour| colour.to_rgba(),
+    )
+}
+
+fn draw_antientropy_bytes(
+    path: &Path,
+    rows: &[AntiEntropyRow],
+    caption: &str,
+) -> Result<(), Box<dyn Error + Send + Sync>> {
+    const TARGET_BYTES: f64 = 1024.0;
+    let position = |divergent: usize| (1.0 + divergent as f64).log10();
+    let mut ticks: Vec<f64> = rows.iter().map(|row| position(row.divergent)).collect();
+    ticks.sort_by(f64::total_cmp);
+    ticks.dedup();
+    let (first, last) = (ticks[0], ticks[ticks.len() - 1]);
+    let span = (last - first).max(1.0);
+    // Room on the right for the line labels.
+    let (x_min, x_max) = (first - 0.05 * span, last + 0.3 * span);
+    let smallest = rows
+        .iter()
+        .map(|row| row.bytes_per_round.min(row.baseline_bytes) as f64)
+        .fold(TARGET_BYTES, f64::min);
+    let largest = rows
+        .iter()
+        .map(|row| row.bytes_per_round.max(row.baseline_bytes) as f64)
+        .fold(TARGET_BYTES, f64::max);
+
+    let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, (FONT, 22))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(80)
+        .build_cartesian_2d(
+            Log2Axis {
+                linear: (x_min..x_max).into(),
+                ticks,
+            },
+            // Headroom above the highest line for the legend.
+            (smallest / 2.0..largest * 20.0).log_scale(),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("divergent keys d (log scale, 0 included)")
+        .y_desc("bytes per round (log scale)")
+        .x_label_formatter(&|&x| format!("{}", (10f64.powf(x) - 1.0).round()))
+        .y_label_formatter(&|&y| si_bytes(y))
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 17))
+        .draw()?;
+
+    let target = BLACK.mix(0.55).stroke_width(1);
+    chart
+        .draw_series(DashedLineSeries::new(
+            vec![(x_min, TARGET_BYTES), (last, TARGET_BYTES)],
+            4,
+            4,
+            target,
+        ))?
+        .label("1 KiB: in-sync target")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], target));
+
+    let mut key_counts: Vec<usize> = rows.iter().map(|row| row.keys).collect();
+    key_counts.sort_unstable();
+    key_counts.dedup();
+    let label_font = |colour: RGBAColor| {
+        (FONT, 14)
+            .into_font()
+            .color(&colour)
+            .pos(Pos::new(HPos::Left, VPos::Center))
+    };
+    // (end point, text, colour) of each line's label, placed after all lines are drawn.
+    let mut labels = Vec::new();
+    for (index, &keys) in key_counts.iter().enumerate() {
+        let colour = series_colour(index);
+        let mut series: Vec<&AntiEntropyRow> = rows.iter().filter(|row| row.keys == keys).collect();
+        series.sort_by_key(|row| row.divergent);
+        let merkle: Vec<(f64, f64)> = series
+            .iter()
+            .map(|row| (position(row.divergent), row.bytes_per_round as f64))
+            .collect();
+        let baseline: Vec<(f64, f64)> = series
+            .iter()
+            .map(|row| (position(row.divergent), row.baseline_bytes as f64))
+            .collect();
+        let line = colour.stroke_width(2);
+        chart.draw_series(LineSeries::new(merkle.clone(), line).point_size(4))?;
+        chart.draw_series(DashedLineSeries::new(baseline.clone(), 8, 5, line))?;
+        for end in [merkle.last(), baseline.last()].into_iter().flatten() {
+            labels.push((*end, format!("{keys} keys"), colour));
+        }
+    }
+    // Labels of lines that end close together are pushed apart vertically, top to bottom.
+    const LABEL_GAP_PX: i32 = 15;
+    labels.sort_by_key(|(end, _, _)| chart.backend_coord(end).1);
+    let mut next_free = i32::MIN;
+    let mut placed = Vec::with_capacity(labels.len());
+    for (end, text, colour) in labels {
+        let natural = chart.backend_coord(&end).1;
+        let at = natural.max(next_free);
+        next_free = at + LABEL_GAP_PX;
+        placed
+            .push(EmptyElement::at(end) + Text::new(text, (10, at - natural), label_font(colour)));
+    }
+    chart.draw_series(placed)?;
+
+    // The legend explains the styles; the colours are labelled on the lines.
+    let style = BLACK.mix(0.8).stroke_width(2);
+    chart
+        .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
+        .label("Merkle round (this project)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+    chart
+        .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
+        .label("whole map every round (original)")
+        .legend(move |(x, y)| {
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(0, 0), (10, 0)], style)
+                + PathElement::new(vec![(14, 0), (24, 0)], style)
+        });
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// `12000` -> `12 kB`: byte counts in decimal units, which is where a log10 axis puts its ticks.
+fn si_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{} {}", (value * 10.0).round() / 10.0, UNITS[unit])
+}
+
 /// The x axis of "something vs N": linear in log2 N, with one tick at each measured N (plotters'
 /// own ticks would land on round values of log2 N, which are rarely the sizes that were run).
+/// Any transformed x works the same way (`antientropy_bytes` uses log10(1 + d)).
 struct Log2Axis {
     linear: RangedCoordf64,
     ticks: Vec<f64>,

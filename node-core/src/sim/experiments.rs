@@ -132,3 +132,257 @@ pub fn form_ring(sim: &mut Sim, nodes: usize, progress: &mut dyn FnMut(Progress)
         s.is_converged()
     })
 }
+
+/// One row of `--mode sim-flood`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FloodRow {
+    pub nodes: usize,
+    pub ttl: u8,
+    pub queries: usize,
+    /// Share of queries that found at least one holder.
+    pub success_rate: f64,
+    /// Flood frames sent per query (all peers).
+    pub messages_per_query: f64,
+    /// Copies of a query dropped as duplicates, per query.
+    pub duplicates_per_query: f64,
+    /// Distinct peers that processed the query, per query.
+    pub peers_reached_per_query: f64,
+    /// Mean links to the first holder that answered (successful queries).
+    pub hops_to_first_hit: f64,
+    /// Frames a Chord lookup of the same keys costs (request forwards + answer), for comparison.
+    pub chord_messages_per_lookup: f64,
+    pub chord_success_rate: f64,
+}
+
+/// Flooding against Chord lookups on one ring: for each TTL, `queries` floods for stored keys
+/// (each held by its k replicas) from random peers, and as many Chord lookups of the same keys.
+pub fn sim_flood(
+    nodes: usize,
+    ttls: &[u8],
+    queries: usize,
+    seed: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Vec<FloodRow> {
+    let mut sim = Sim::new(SimConfig::new(seed));
+    form_ring(&mut sim, nodes, progress);
+    sim.count_kinds = true;
+    let keys: Vec<String> = (0..200).map(|i| format!("flood-key-{i}")).collect();
+    for key in &keys {
+        let at = random_member(&mut sim);
+        sim.with_node(at, |n, now| n.put(key, "v", "flood", now));
+        sim.run_for(10);
+    }
+    sim.run_for(5_000);
+
+    // Chord: one batch of lookups, counted by frame kind.
+    let before =
+        kind_count(&sim, "route/find_successor") + kind_count(&sim, "route/found_successor");
+    let mut ops = Vec::new();
+    for i in 0..queries {
+        let at = random_member(&mut sim);
+        let key = Id::of_key(&keys[i % keys.len()]);
+        if let Some(op) = sim.lookup(at, key) {
+            ops.push((at, op, key));
+        }
+        sim.run_for(5);
+    }
+    sim.run_for(12_000);
+    let after =
+        kind_count(&sim, "route/find_successor") + kind_count(&sim, "route/found_successor");
+    let chord_ok = ops
+        .iter()
+        .filter(|(at, op, key)| {
+            matches!(sim.result(*at, *op), Some(Ok(OpOutcome::Lookup { owner, .. })) if Some(*owner) == sim.true_owner(*key))
+        })
+        .count();
+    let chord_messages_per_lookup = (after - before) as f64 / ops.len().max(1) as f64;
+    let chord_success_rate = chord_ok as f64 / ops.len().max(1) as f64;
+
+    let mut rows = Vec::new();
+    for (t, &ttl) in ttls.iter().enumerate() {
+        let stats_before = flood_totals(&sim);
+        let mut ops = Vec::new();
+        for i in 0..queries {
+            let at = random_member(&mut sim);
+            let key = keys[i % keys.len()].clone();
+            let op = sim.with_node(at, |n, now| n.flood(&key, ttl, now));
+            if let Some(op) = op {
+                ops.push((at, op));
+            }
+            sim.run_for(20);
+        }
+        sim.run_for(5_000);
+        let stats_after = flood_totals(&sim);
+        let mut found = 0;
+        let mut hops = Histogram::default();
+        for (at, op) in &ops {
+            if let Some(Ok(OpOutcome::Flooded(result))) = sim.take_result(*at, *op)
+                && !result.matches.is_empty()
+            {
+                found += 1;
+                if let Some(h) = result.hops_to_first_hit {
+                    hops.record(u64::from(h));
+                }
+            }
+        }
+        let q = ops.len().max(1) as f64;
+        rows.push(FloodRow {
+            nodes,
+            ttl,
+            queries: ops.len(),
+            success_rate: found as f64 / q,
+            messages_per_query: (stats_after.0 - stats_before.0) as f64 / q,
+            duplicates_per_query: (stats_after.1 - stats_before.1) as f64 / q,
+            peers_reached_per_query: (stats_after.2 - stats_before.2) as f64 / q,
+            hops_to_first_hit: hops.mean(),
+            chord_messages_per_lookup,
+            chord_success_rate,
+        });
+        progress(Progress {
+            phase: "flood",
+            done: t as u64 + 1,
+            total: ttls.len() as u64,
+        });
+    }
+    rows
+}
+
+fn random_member(sim: &mut Sim) -> Id {
+    let ids = sim.truth();
+    ids[sim.rng().below(ids.len() as u64) as usize]
+}
+
+fn kind_count(sim: &Sim, kind: &str) -> u64 {
+    sim.stats.by_kind.get(kind).copied().unwrap_or(0)
+}
+
+/// (flood frames sent, duplicates dropped, distinct queries processed) summed over live peers.
+fn flood_totals(sim: &Sim) -> (u64, u64, u64) {
+    sim.truth().iter().fold((0, 0, 0), |acc, id| {
+        let s = sim.node(*id).expect("live").metrics().gnutella;
+        (
+            acc.0 + s.query_messages_sent + s.hits_sent + s.hits_relayed,
+            acc.1 + s.duplicates_dropped,
+            acc.2 + s.queries_processed,
+        )
+    })
+}
+
+/// One row of `--mode sim-churn`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChurnRow {
+    pub nodes: usize,
+    /// Joins plus failures per second during the workload.
+    pub rate: f64,
+    pub seconds: u64,
+    /// Joins and failures that happened.
+    pub events: usize,
+    pub lookups: usize,
+    /// Lookups that ended in an error (no answer before their deadline, retries included).
+    pub lookup_failure_rate: f64,
+    pub mean_hops: f64,
+    /// Puts acknowledged to their writer during the churn.
+    pub acked_writes: usize,
+    /// Acknowledged writes not read back (with the acknowledged value) after the churn stopped
+    /// and repair ran.
+    pub acked_writes_lost: usize,
+}
+
+/// Churn like the Chord paper's Fig. 12 / ToN Table II: on a ring of `nodes`, peers join and
+/// crash at `rate` events per second (half each, a crashed peer never returns) for `seconds`,
+/// while every second 10 lookups and 10 puts of fresh keys start from random peers. Afterwards
+/// the ring rests `rest_ms` (repair), then every acknowledged key is read back.
+pub fn sim_churn(
+    nodes: usize,
+    rate: f64,
+    seconds: u64,
+    seed: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> ChurnRow {
+    let mut sim = Sim::new(SimConfig::new(seed));
+    form_ring(&mut sim, nodes, progress);
+    let mut events = 0;
+    let mut debt = 0.0;
+    let mut lookups = Vec::new();
+    let mut puts = Vec::new();
+    let mut key_no = 0u64;
+    for second in 0..seconds {
+        debt += rate;
+        while debt >= 1.0 {
+            debt -= 1.0;
+            events += 1;
+            if sim.rng().chance(0.5) {
+                let id = sim.fresh_id();
+                sim.add_node(id);
+            } else if sim.alive_count() > 8 {
+                let victim = random_member(&mut sim);
+                sim.crash(victim);
+            }
+        }
+        for i in 0..10 {
+            let at = random_member(&mut sim);
+            let key = Id(sim.rng().next_u32());
+            if let Some(op) = sim.lookup(at, key) {
+                lookups.push((at, op, key));
+            }
+            let at = random_member(&mut sim);
+            let name = format!("churn-{seed}-{key_no}");
+            key_no += 1;
+            if let Some(op) = sim.with_node(at, |n, now| n.put(&name, &name, "churn", now)) {
+                puts.push((at, op, name));
+            }
+            sim.run_for(100 - 10 * (i % 2));
+        }
+        progress(Progress {
+            phase: "churn",
+            done: second + 1,
+            total: seconds,
+        });
+    }
+    let rest_ms = 60_000;
+    sim.run_for(rest_ms);
+    let (mut failed_lookups, mut hops) = (0, Histogram::default());
+    for (at, op, _) in &lookups {
+        match sim.take_result(*at, *op) {
+            Some(Ok(OpOutcome::Lookup { hops: h, .. })) => hops.record(u64::from(h)),
+            _ => failed_lookups += 1,
+        }
+    }
+    let acked: Vec<String> = puts
+        .iter()
+        .filter(|(at, op, _)| {
+            matches!(
+                sim.take_result(*at, *op),
+                Some(Ok(OpOutcome::Stored { .. }))
+            )
+        })
+        .map(|(_, _, k)| k.clone())
+        .collect();
+    let mut reads = Vec::new();
+    for key in &acked {
+        let at = random_member(&mut sim);
+        if let Some(op) = sim.with_node(at, |n, now| n.get(key, now)) {
+            reads.push((at, op, key.clone()));
+        }
+        sim.run_for(2);
+    }
+    sim.run_for(15_000);
+    let lost = reads
+        .iter()
+        .filter(|(at, op, key)| {
+            !matches!(sim.result(*at, *op), Some(Ok(OpOutcome::Found { value, .. })) if value == key)
+        })
+        .count()
+        + (acked.len() - reads.len());
+    ChurnRow {
+        nodes,
+        rate,
+        seconds,
+        events,
+        lookups: lookups.len(),
+        lookup_failure_rate: failed_lookups as f64 / lookups.len().max(1) as f64,
+        mean_hops: hops.mean(),
+        acked_writes: acked.len(),
+        acked_writes_lost: lost,
+    }
+}

@@ -8,6 +8,8 @@
 //! ```text
 //! chord-experiment --mode sim-hops --nodes 64,256,1024,4096,16384 --lookups 10000 --seed 1 \
 //!     [--json] [--plot target/sim-hops.svg]
+//! chord-experiment --mode sim-antientropy --keys 1000,10000,100000 --divergent 0,1,10,100 \
+//!     --seed 1 [--json] [--plot target/sim-antientropy.svg]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -15,10 +17,11 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use node_core::merkle::{self, StepOptions};
 use node_core::sim::experiments::{HopsRow, sim_hops};
-use node_native::plot;
 use node_native::progress::ProgressDisplay;
 use node_native::report::{Table, json_line};
+use node_native::{antientropy, plot};
 use serde::Serialize;
 
 #[derive(Debug, Parser)]
@@ -42,6 +45,26 @@ struct Cli {
     /// Lookups per ring size, from random peers for random keys.
     #[arg(long, value_parser = parse_positive, default_value = "10000")]
     lookups: usize,
+    /// Keys per replica (sim-antientropy), comma-separated; each one is a fresh pair of stores.
+    #[arg(
+        long,
+        value_name = "K,K,...",
+        value_delimiter = ',',
+        value_parser = parse_positive,
+        default_value = "1000,10000,100000"
+    )]
+    keys: Vec<usize>,
+    /// Divergent writes applied to one replica before the round (sim-antientropy).
+    #[arg(
+        long,
+        value_name = "D,D,...",
+        value_delimiter = ',',
+        default_value = "0,1,10,100"
+    )]
+    divergent: Vec<usize>,
+    /// Merkle tree depth of both replicas (sim-antientropy); all peers of a ring share it.
+    #[arg(long, default_value_t = merkle::DEFAULT_DEPTH, value_parser = clap::value_parser!(u8).range(0..=i64::from(merkle::MAX_DEPTH)))]
+    depth: u8,
     /// Seed of the simulation; the same seed replays the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -57,6 +80,9 @@ struct Cli {
 enum Mode {
     /// Lookup path length (mean, p1, p99) against ring size, in the simulator.
     SimHops,
+    /// Bytes and messages of one Merkle anti-entropy round between two replicas, against the
+    /// number of divergent keys, next to the whole-map baseline.
+    SimAntientropy,
 }
 
 impl Mode {
@@ -73,6 +99,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.mode {
         Mode::SimHops => run_sim_hops(&cli),
+        Mode::SimAntientropy => run_sim_antientropy(&cli),
     }
 }
 
@@ -132,6 +159,70 @@ fn run_sim_hops(cli: &Cli) -> anyhow::Result<()> {
         let hops: Vec<HopsRow> = rows.iter().map(|row| row.hops.clone()).collect();
         prepare_output(path)?;
         plot::hops_vs_nodes(path, &hops, &caption)?;
+        println!("plot: {}", path.display());
+    }
+    finish(cli, &rows)
+}
+
+/// `--mode sim-antientropy`: for each key count and divergence, one anti-entropy round between
+/// two in-process stores through `merkle::handle`, every message measured as framed JSON.
+fn run_sim_antientropy(cli: &Cli) -> anyhow::Result<()> {
+    let options = StepOptions::default();
+    let table = Table::new(&[
+        ("keys", 7),
+        ("divergent", 0),
+        ("messages", 0),
+        ("bytes per round", 0),
+        ("KiB", 9),
+        ("baseline KiB", 0),
+        ("saving", 7),
+        ("largest msg", 0),
+        ("converged", 0),
+    ]);
+    println!("{}", table.header());
+    let mut rows = Vec::with_capacity(cli.keys.len() * cli.divergent.len());
+    for &keys in &cli.keys {
+        let base = antientropy::random_store(keys, cli.depth, cli.seed);
+        for &divergent in &cli.divergent {
+            let row = antientropy::measure_round(&base, divergent, cli.seed, &options)
+                .with_context(|| format!("{keys} keys, {divergent} divergent"))?;
+            println!(
+                "{}",
+                table.row(&[
+                    row.keys.to_string(),
+                    row.divergent.to_string(),
+                    row.messages.to_string(),
+                    row.bytes_per_round.to_string(),
+                    format!("{:.2}", row.kib_per_round()),
+                    format!("{:.1}", row.baseline_kib()),
+                    format!(
+                        "{:.0}x",
+                        row.baseline_bytes as f64 / row.bytes_per_round.max(1) as f64
+                    ),
+                    row.largest_message_bytes.to_string(),
+                    row.converged.to_string(),
+                ])
+            );
+            rows.push(row);
+        }
+    }
+    let in_sync_worst = rows
+        .iter()
+        .filter(|row| row.divergent == 0)
+        .map(|row| row.bytes_per_round)
+        .max();
+    if let Some(bytes) = in_sync_worst {
+        let verdict = if bytes < 1024 { "under" } else { "OVER" };
+        println!("in-sync round: at most {bytes} bytes, {verdict} the 1 KiB target");
+    }
+
+    if let Some(path) = &cli.plot {
+        let caption = format!(
+            "Anti-entropy bytes per round vs divergent keys (depth {}, seed {})",
+            cli.depth, cli.seed
+        );
+        prepare_output(path)?;
+        plot::antientropy_bytes(path, &rows, &caption)?;
         println!("plot: {}", path.display());
     }
     finish(cli, &rows)
