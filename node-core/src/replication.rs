@@ -703,22 +703,28 @@ impl Node {
 
     /// Sends a replica message over the link, or routes it when there is none.
     fn send_kv(&mut self, to: PeerId, msg: KvMsg) {
+        self.send_to_member(to, Message::Kv(msg.clone()), Body::KvDirect(msg));
+    }
+
+    /// Sends to another member of a replica set: over the link when one is open, else routed
+    /// through the ring (a member we hold no link to yet, right after a membership change).
+    fn send_to_member(&mut self, to: PeerId, direct: Message, routed_body: Body) {
         if to == self.id {
             return;
         }
         if self.links.is_up(to) {
-            self.send(to, &Message::Kv(msg));
-        } else {
-            let routed = Routed {
-                dest: Dest::Peer { id: to, via: None },
-                origin: self.id,
-                origin_via: self.origin_via(),
-                hops: 0,
-                body: Body::KvDirect(msg),
-            };
-            if !self.route(routed) {
-                self.metrics.chord.dropped_no_route += 1;
-            }
+            self.send(to, &direct);
+            return;
+        }
+        let routed = Routed {
+            dest: Dest::Peer { id: to, via: None },
+            origin: self.id,
+            origin_via: self.origin_via(),
+            hops: 0,
+            body: routed_body,
+        };
+        if !self.route(routed) {
+            self.metrics.chord.dropped_no_route += 1;
         }
     }
 
@@ -764,20 +770,7 @@ impl Node {
 
     pub(crate) fn send_election(&mut self, msgs: Vec<(Id, crate::election::ElectionMsg)>) {
         for (to, msg) in msgs {
-            if self.links.is_up(to) {
-                self.send(to, &Message::Election(msg));
-            } else {
-                let routed = Routed {
-                    dest: Dest::Peer { id: to, via: None },
-                    origin: self.id,
-                    origin_via: self.origin_via(),
-                    hops: 0,
-                    body: Body::Election(msg),
-                };
-                if !self.route(routed) {
-                    self.metrics.chord.dropped_no_route += 1;
-                }
-            }
+            self.send_to_member(to, Message::Election(msg.clone()), Body::Election(msg));
         }
     }
 

@@ -4,25 +4,14 @@
 
 mod common;
 
-use common::{assert_seed, check_lookups, pick, seeds};
+use common::{assert_seed, check_lookups, converged_ring, pick, seeds};
 use node_core::sim::{JoinPattern, Sim, SimConfig};
 
 fn crash_quarter(seed: u64) {
     let n = pick(seed, 4, 40, 300) as usize;
     println!("seed {seed}: {n} peers, 25% crash");
-    let mut sim = Sim::new(SimConfig::new(seed));
-    let ids = sim.join_nodes(
-        n,
-        JoinPattern::RandomTimes {
-            window_ms: n as u64 * 100,
-        },
-    );
-    assert_seed(
-        sim.run_until_converged(900_000),
-        seed,
-        "crash_recovery",
-        "ring did not converge",
-    );
+    let mut sim = converged_ring(seed, n, "crash_recovery");
+    let ids = sim.truth();
 
     let mut victims = ids.clone();
     // Fisher-Yates on the sim's own RNG keeps the choice replayable.

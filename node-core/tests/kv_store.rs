@@ -4,26 +4,13 @@
 
 mod common;
 
-use common::{assert_seed, pick, seeds};
+use common::{assert_seed, converged_ring, pick, seeds};
 use node_core::node::{OpId, OpOutcome};
-use node_core::sim::{JoinPattern, Sim, SimConfig};
+use node_core::sim::Sim;
 use node_core::{Id, Node};
 
 fn ring(seed: u64, n: usize) -> Sim {
-    let mut sim = Sim::new(SimConfig::new(seed));
-    sim.join_nodes(
-        n,
-        JoinPattern::RandomTimes {
-            window_ms: n as u64 * 100,
-        },
-    );
-    assert_seed(
-        sim.run_until_converged(900_000),
-        seed,
-        "kv_store",
-        "ring did not converge",
-    );
-    sim
+    converged_ring(seed, n, "kv_store")
 }
 
 fn random_peer(sim: &mut Sim) -> Id {

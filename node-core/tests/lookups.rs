@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_seed, check_lookups, pick, seeds};
+use common::{assert_seed, check_lookups, converged_ring, pick, seeds};
 use node_core::metrics::Histogram;
 use node_core::sim::{JoinPattern, Sim, SimConfig};
 
@@ -12,19 +12,7 @@ fn lookups_end_at_the_true_owner() {
     for seed in seeds(1_000, 12) {
         let n = pick(seed, 3, 2, 400) as usize;
         println!("seed {seed}: {n} peers");
-        let mut sim = Sim::new(SimConfig::new(seed));
-        sim.join_nodes(
-            n,
-            JoinPattern::RandomTimes {
-                window_ms: n as u64 * 100,
-            },
-        );
-        assert_seed(
-            sim.run_until_converged(900_000),
-            seed,
-            "lookups",
-            "ring did not converge",
-        );
+        let mut sim = converged_ring(seed, n, "lookups");
         let (wrong, failed) = check_lookups(&mut sim, 300);
         assert_seed(
             wrong == 0 && failed == 0,

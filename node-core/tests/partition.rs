@@ -4,28 +4,15 @@
 
 mod common;
 
-use common::{assert_seed, check_lookups, pick, seeds};
+use common::{assert_seed, check_lookups, converged_ring, pick, seeds};
 use node_core::Id;
-use node_core::sim::{JoinPattern, Sim, SimConfig};
 
 #[test]
 fn partition_heals_into_one_ring() {
     for seed in seeds(4_000, 8) {
         let n = pick(seed, 5, 20, 150) as usize;
         println!("seed {seed}: {n} peers, partition then heal");
-        let mut sim = Sim::new(SimConfig::new(seed));
-        sim.join_nodes(
-            n,
-            JoinPattern::RandomTimes {
-                window_ms: n as u64 * 100,
-            },
-        );
-        assert_seed(
-            sim.run_until_converged(900_000),
-            seed,
-            "partition",
-            "ring did not converge",
-        );
+        let mut sim = converged_ring(seed, n, "partition");
 
         // About a third of the ids (by hash, so both sides interleave around the ring).
         let side = |id: Id| u8::from(id.0.wrapping_mul(0x9E37_79B9) % 3 == 0);

@@ -349,3 +349,112 @@ impl Ranged for Log2Axis {
         self.linear.range()
     }
 }
+
+/// One named line of a [`lines`] chart; `dashed` draws it as a reference line.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    pub dashed: bool,
+}
+
+/// A plain line chart: x linear, y linear or log10, one legend entry per series.
+pub fn lines(
+    path: &Path,
+    caption: &str,
+    (x_desc, y_desc): (&str, &str),
+    series: &[Series],
+    log_y: bool,
+) -> Result<(), PlotError> {
+    if series.iter().all(|s| s.points.is_empty()) {
+        return Err(PlotError::NoRows);
+    }
+    draw_lines(path, caption, (x_desc, y_desc), series, log_y).map_err(|source| PlotError::Draw {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn draw_lines(
+    path: &Path,
+    caption: &str,
+    (x_desc, y_desc): (&str, &str),
+    series: &[Series],
+    log_y: bool,
+) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let points = series.iter().flat_map(|s| s.points.iter().copied());
+    let (mut x_min, mut x_max, mut y_min, mut y_max) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for (x, y) in points {
+        x_min = x_min.min(x);
+        x_max = x_max.max(x);
+        y_min = y_min.min(y);
+        y_max = y_max.max(y);
+    }
+    if x_max <= x_min {
+        x_max = x_min + 1.0;
+    }
+    let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    macro_rules! finish {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc(y_desc)
+                .label_style((FONT, 15))
+                .axis_desc_style((FONT, 17))
+                .draw()?;
+            for (index, s) in series.iter().enumerate() {
+                let colour = series_colour(index);
+                let style = colour.stroke_width(2);
+                if s.dashed {
+                    chart
+                        .draw_series(DashedLineSeries::new(s.points.clone(), 6, 4, style))?
+                        .label(s.name.clone())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(s.points.clone(), style))?
+                        .label(s.name.clone())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+                    chart.draw_series(
+                        s.points
+                            .iter()
+                            .map(|p| Circle::new(*p, 4, colour.stroke_width(2))),
+                    )?;
+                }
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK.mix(0.3))
+                .label_font((FONT, 15))
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()?;
+        }};
+    }
+    if log_y {
+        let lo = (y_min.max(1e-3)) / 2.0;
+        finish!(
+            ChartBuilder::on(&root)
+                .caption(caption, (FONT, 22))
+                .margin(20)
+                .x_label_area_size(55)
+                .y_label_area_size(80)
+                .build_cartesian_2d(x_min..x_max, (lo..y_max * 3.0).log_scale())?
+        );
+    } else {
+        let top = if y_max > 0.0 { y_max * 1.15 } else { 1.0 };
+        finish!(
+            ChartBuilder::on(&root)
+                .caption(caption, (FONT, 22))
+                .margin(20)
+                .x_label_area_size(55)
+                .y_label_area_size(80)
+                .build_cartesian_2d(x_min..x_max, 0.0..top)?
+        );
+    }
+    root.present()?;
+    Ok(())
+}

@@ -4,7 +4,7 @@
 use node_core::Id;
 use node_core::node::OpOutcome;
 use node_core::rng::splitmix64;
-use node_core::sim::Sim;
+use node_core::sim::{JoinPattern, Sim, SimConfig};
 
 /// The seeds a randomized test runs: `SIM_SEED=<n>` replays exactly one; otherwise
 /// `SIM_SEEDS=<count>` (default `default_count`) seeds starting at `offset`.
@@ -59,4 +59,31 @@ pub fn check_lookups(sim: &mut Sim, count: usize) -> (usize, usize) {
         }
     }
     (wrong, failed)
+}
+
+/// A ring of `n` peers joined at random times over `n * 100` ms, run until every pointer
+/// matches the truth (asserted, with the seed in the message).
+pub fn converged_ring(seed: u64, n: usize, test: &str) -> Sim {
+    converged_ring_with(
+        SimConfig::new(seed),
+        n,
+        JoinPattern::RandomTimes {
+            window_ms: n as u64 * 100,
+        },
+        test,
+    )
+}
+
+/// Like [`converged_ring`] with a given network model and join pattern.
+pub fn converged_ring_with(config: SimConfig, n: usize, pattern: JoinPattern, test: &str) -> Sim {
+    let seed = config.seed;
+    let mut sim = Sim::new(config);
+    sim.join_nodes(n, pattern);
+    assert_seed(
+        sim.run_until_converged(900_000),
+        seed,
+        test,
+        format!("ring of {n} did not converge"),
+    );
+    sim
 }

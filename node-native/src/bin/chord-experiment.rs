@@ -10,6 +10,8 @@
 //!     [--json] [--plot target/sim-hops.svg]
 //! chord-experiment --mode sim-antientropy --keys 1000,10000,100000 --divergent 0,1,10,100 \
 //!     --seed 1 [--json] [--plot target/sim-antientropy.svg]
+//! chord-experiment --mode sim-flood --nodes 1024 --ttls 1,2,3,4,5,6,7,8 --queries 200 --seed 1
+//! chord-experiment --mode sim-churn --nodes 500 --rates 0.5,1,2,4 --seconds 120 --seed 1
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -18,7 +20,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use node_core::merkle::{self, StepOptions};
-use node_core::sim::experiments::{HopsRow, sim_hops};
+use node_core::sim::experiments::{HopsRow, sim_churn, sim_flood, sim_hops};
+use node_native::plot::Series;
 use node_native::progress::ProgressDisplay;
 use node_native::report::{Table, json_line};
 use node_native::{antientropy, plot};
@@ -65,6 +68,28 @@ struct Cli {
     /// Merkle tree depth of both replicas (sim-antientropy); all peers of a ring share it.
     #[arg(long, default_value_t = merkle::DEFAULT_DEPTH, value_parser = clap::value_parser!(u8).range(0..=i64::from(merkle::MAX_DEPTH)))]
     depth: u8,
+    /// Flood TTLs to compare with Chord lookups (sim-flood).
+    #[arg(
+        long,
+        value_name = "T,T,...",
+        value_delimiter = ',',
+        default_value = "1,2,3,4,5,6,7,8"
+    )]
+    ttls: Vec<u8>,
+    /// Flood queries (and as many Chord lookups) per TTL (sim-flood).
+    #[arg(long, value_parser = parse_positive, default_value = "200")]
+    queries: usize,
+    /// Joins plus failures per second (sim-churn), comma-separated.
+    #[arg(
+        long,
+        value_name = "R,R,...",
+        value_delimiter = ',',
+        default_value = "0.5,1,2,4"
+    )]
+    rates: Vec<f64>,
+    /// Seconds of churn per rate (sim-churn).
+    #[arg(long, default_value_t = 120)]
+    seconds: u64,
     /// Seed of the simulation; the same seed replays the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -77,12 +102,19 @@ struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[allow(clippy::enum_variant_names)] // the live-peer modes (scale, churn) come with the native peer
 enum Mode {
     /// Lookup path length (mean, p1, p99) against ring size, in the simulator.
     SimHops,
     /// Bytes and messages of one Merkle anti-entropy round between two replicas, against the
     /// number of divergent keys, next to the whole-map baseline.
     SimAntientropy,
+    /// Gnutella flooding against Chord lookups on one ring, for each TTL: success rate and
+    /// messages per query.
+    SimFlood,
+    /// Peers join and crash during a workload of lookups and puts: lookup failures, hops and
+    /// acknowledged writes lost.
+    SimChurn,
 }
 
 impl Mode {
@@ -100,6 +132,8 @@ fn main() -> anyhow::Result<()> {
     match cli.mode {
         Mode::SimHops => run_sim_hops(&cli),
         Mode::SimAntientropy => run_sim_antientropy(&cli),
+        Mode::SimFlood => run_sim_flood(&cli),
+        Mode::SimChurn => run_sim_churn(&cli),
     }
 }
 
@@ -223,6 +257,165 @@ fn run_sim_antientropy(cli: &Cli) -> anyhow::Result<()> {
         );
         prepare_output(path)?;
         plot::antientropy_bytes(path, &rows, &caption)?;
+        println!("plot: {}", path.display());
+    }
+    finish(cli, &rows)
+}
+
+/// `--mode sim-flood`: flooding's cost and reach for each TTL next to Chord's lookup cost, on a
+/// ring of the first `--nodes` size.
+fn run_sim_flood(cli: &Cli) -> anyhow::Result<()> {
+    let nodes = cli.nodes[0];
+    let mut progress = ProgressDisplay::new(format!("N={nodes}"));
+    let started = Instant::now();
+    let rows = sim_flood(nodes, &cli.ttls, cli.queries, cli.seed, &mut |step| {
+        progress.update(step)
+    });
+    progress.finish();
+    let table = Table::new(&[
+        ("ttl", 4),
+        ("success", 0),
+        ("msgs/query", 0),
+        ("dups/query", 0),
+        ("peers reached", 0),
+        ("hops to hit", 0),
+        ("chord msgs/lookup", 0),
+        ("chord success", 0),
+    ]);
+    println!(
+        "N = {nodes}, {} queries per TTL, seed {}",
+        cli.queries, cli.seed
+    );
+    println!("{}", table.header());
+    for r in &rows {
+        println!(
+            "{}",
+            table.row(&[
+                r.ttl.to_string(),
+                format!("{:.1}%", 100.0 * r.success_rate),
+                format!("{:.1}", r.messages_per_query),
+                format!("{:.1}", r.duplicates_per_query),
+                format!("{:.1}", r.peers_reached_per_query),
+                format!("{:.2}", r.hops_to_first_hit),
+                format!("{:.1}", r.chord_messages_per_lookup),
+                format!("{:.1}%", 100.0 * r.chord_success_rate),
+            ])
+        );
+    }
+    println!("wall seconds: {:.2}", started.elapsed().as_secs_f64());
+    if let Some(path) = &cli.plot {
+        let series = vec![
+            Series {
+                name: "flood: messages per query".into(),
+                points: rows
+                    .iter()
+                    .map(|r| (f64::from(r.ttl), r.messages_per_query.max(1e-3)))
+                    .collect(),
+                dashed: false,
+            },
+            Series {
+                name: "Chord: messages per lookup".into(),
+                points: rows
+                    .iter()
+                    .map(|r| (f64::from(r.ttl), r.chord_messages_per_lookup))
+                    .collect(),
+                dashed: true,
+            },
+            Series {
+                name: "flood: success rate x 100".into(),
+                points: rows
+                    .iter()
+                    .map(|r| (f64::from(r.ttl), (100.0 * r.success_rate).max(1e-3)))
+                    .collect(),
+                dashed: false,
+            },
+        ];
+        prepare_output(path)?;
+        plot::lines(
+            path,
+            &format!("Flooding vs Chord at N = {nodes} (seed {})", cli.seed),
+            ("flood TTL", "messages (log scale)"),
+            &series,
+            true,
+        )?;
+        println!("plot: {}", path.display());
+    }
+    finish(cli, &rows)
+}
+
+/// `--mode sim-churn`: for each churn rate, a fresh ring under joins, crashes and a workload.
+fn run_sim_churn(cli: &Cli) -> anyhow::Result<()> {
+    let nodes = cli.nodes[0];
+    let table = Table::new(&[
+        ("rate/s", 6),
+        ("events", 0),
+        ("lookups", 0),
+        ("lookup failures", 0),
+        ("mean hops", 0),
+        ("acked writes", 0),
+        ("acked lost", 0),
+        ("wall seconds", 0),
+    ]);
+    println!(
+        "N = {nodes}, {} s of churn per rate, seed {}",
+        cli.seconds, cli.seed
+    );
+    println!("{}", table.header());
+    let mut rows = Vec::new();
+    for &rate in &cli.rates {
+        let mut progress = ProgressDisplay::new(format!("rate={rate}"));
+        let started = Instant::now();
+        let row = sim_churn(nodes, rate, cli.seconds, cli.seed, &mut |step| {
+            progress.update(step)
+        });
+        progress.finish();
+        println!(
+            "{}",
+            table.row(&[
+                format!("{rate}"),
+                row.events.to_string(),
+                row.lookups.to_string(),
+                format!("{:.2}%", 100.0 * row.lookup_failure_rate),
+                format!("{:.2}", row.mean_hops),
+                row.acked_writes.to_string(),
+                row.acked_writes_lost.to_string(),
+                format!("{:.1}", started.elapsed().as_secs_f64()),
+            ])
+        );
+        rows.push(row);
+    }
+    if let Some(path) = &cli.plot {
+        let series = vec![
+            Series {
+                name: "lookup failures (%)".into(),
+                points: rows
+                    .iter()
+                    .map(|r| (r.rate, 100.0 * r.lookup_failure_rate))
+                    .collect(),
+                dashed: false,
+            },
+            Series {
+                name: "acknowledged writes lost".into(),
+                points: rows
+                    .iter()
+                    .map(|r| (r.rate, r.acked_writes_lost as f64))
+                    .collect(),
+                dashed: false,
+            },
+            Series {
+                name: "mean hops".into(),
+                points: rows.iter().map(|r| (r.rate, r.mean_hops)).collect(),
+                dashed: true,
+            },
+        ];
+        prepare_output(path)?;
+        plot::lines(
+            path,
+            &format!("Churn on N = {nodes} (seed {})", cli.seed),
+            ("joins + failures per second", "value"),
+            &series,
+            false,
+        )?;
         println!("plot: {}", path.display());
     }
     finish(cli, &rows)
