@@ -1,0 +1,135 @@
+//! `chord-node`: one native chord-kv peer.
+//!
+//! ```text
+//! chord-node --host 127.0.0.1 --port 5001 --bootstrap 127.0.0.1:5000
+//! ```
+//! `--port` serves the HTTP API of the original project and the introducer WebSocket (`/ws`),
+//! so other peers (native or browser) can bootstrap through this one. `--bootstrap` names any
+//! introducer: the `signaling` server or another native peer. Without it the peer starts a new
+//! ring.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::Parser;
+use node_core::node::Config;
+use node_core::{Id, rng::splitmix64};
+use node_native::driver::{self, DriverConfig};
+use node_native::http::{self, Api};
+use node_native::rtc::RtcConfig;
+use signaling::{PeerId as SigPeer, SignalingConfig, SignalingState};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "A native chord-kv peer: Chord ring over WebRTC, replicated KV store, HTTP API"
+)]
+struct Cli {
+    /// Address to serve the HTTP API and the introducer WebSocket on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 5000)]
+    port: u16,
+    /// An introducer to join through: `host:port` of the signaling server or of any native
+    /// peer (or a full `ws://host:port/ws` URL). Omit to start a new ring.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// Ring id: 8 hex digits, or any text (hashed with SHA-1). Default: SHA-1 of host:port.
+    #[arg(long)]
+    id: Option<String>,
+    /// Replicas per key (k).
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// Versions a read waits for (R).
+    #[arg(long, default_value_t = 2)]
+    read_quorum: usize,
+    /// Stores a write waits for (W).
+    #[arg(long, default_value_t = 2)]
+    write_quorum: usize,
+    /// ICE server for WebRTC, e.g. `stun:stun.example.org:3478` (repeatable; none by default).
+    #[arg(long = "ice-server")]
+    ice_servers: Vec<String>,
+    /// Local UDP address for WebRTC (e.g. 127.0.0.1:0 on a loopback-only host).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    udp_addr: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `node_native=debug`.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn parse_id(text: &str) -> Id {
+    if text.len() == 8
+        && let Ok(raw) = u32::from_str_radix(text, 16)
+    {
+        return Id(raw);
+    }
+    Id::of(text.as_bytes())
+}
+
+fn bootstrap_url(text: &str) -> String {
+    if text.starts_with("ws://") || text.starts_with("wss://") {
+        text.to_string()
+    } else {
+        format!("ws://{text}/ws")
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .init();
+    let addr: SocketAddr = format!("{}:{}", cli.host, cli.port)
+        .parse()
+        .with_context(|| format!("bad --host/--port {}:{}", cli.host, cli.port))?;
+    let id = cli.id.as_deref().map_or_else(
+        || Id::of(format!("{}:{}", cli.host, cli.port).as_bytes()),
+        parse_id,
+    );
+
+    let mut seed = u64::from(id.0) ^ std::process::id() as u64;
+    let now_nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    seed ^= now_nanos;
+    let mut node = Config::with_seed(splitmix64(&mut seed));
+    node.replicas = cli.replicas;
+    node.read_quorum = cli.read_quorum;
+    node.write_quorum = cli.write_quorum;
+
+    let introducer = SignalingState::new(SignalingConfig::default());
+    let local = introducer
+        .local_session(SigPeer::new(id.0))
+        .context("cannot register this peer on its own introducer")?;
+    let rtc = RtcConfig {
+        ice_servers: cli.ice_servers.clone(),
+        udp_addrs: vec![cli.udp_addr.clone()],
+        ..RtcConfig::default()
+    };
+    let peer = driver::spawn(
+        DriverConfig {
+            id,
+            node,
+            rtc,
+            bootstrap: cli.bootstrap.as_deref().map(bootstrap_url),
+        },
+        Some(local),
+    );
+
+    let app = http::router(Api::new(peer)).merge(signaling::router(introducer.clone()));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(%id, %addr, "chord-node serving HTTP API and introducer");
+    println!("chord-node {id} listening on http://{addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            introducer.shutdown();
+        })
+        .await
+        .context("HTTP server failed")?;
+    Ok(())
+}

@@ -1,0 +1,488 @@
+//! The native peer's driver: one tokio task that owns the sans-IO [`Node`] and feeds it.
+//!
+//! A select loop over (the node's next deadline, WebRTC link events, the introducer WebSocket,
+//! signals that reach this peer through its own mounted introducer, commands from the HTTP
+//! API) that hands every input to the core and carries out every output (STYLE.md habit 5).
+//! Protocol decisions stay in `node-core`; this file only moves bytes and keeps time.
+//!
+//! Signaling paths: an SDP payload for a peer goes through the ring (`Node::signal`) once this
+//! peer is a ring member, else through the remote introducer (the `--bootstrap` WebSocket).
+//! Answers go back the way the offer came (ring, remote introducer, or this peer's own
+//! introducer for a newcomer that bootstrapped here). Links negotiated through the ring are
+//! counted (`overlay_links`) so a test can see the introducer is no longer needed.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use node_core::node::{Config, Event, Input, OpError, OpId, OpOutcome, Output};
+use node_core::{Id, Node};
+use serde::Serialize;
+use signaling::{ClientMessage, LocalReceiver, LocalSender, PeerId as SigPeer, ServerMessage};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::rtc::{Rtc, RtcConfig, RtcEvent};
+
+/// A request from the HTTP API (or a test) to the node.
+#[derive(Debug)]
+pub enum Command {
+    Put {
+        key: String,
+        value: String,
+        writer: String,
+    },
+    Delete {
+        key: String,
+        writer: String,
+    },
+    Get {
+        key: String,
+    },
+    Flood {
+        key: String,
+        ttl: u8,
+    },
+    Lookup {
+        key: u32,
+    },
+}
+
+/// What the driver answers a [`Command`] with.
+pub type Reply = Result<OpOutcome, OpError>;
+
+/// A snapshot for `GET /ring` and `GET /metrics`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub ring: node_core::RingView,
+    pub metrics: node_core::metrics::Summary,
+    pub raw: node_core::Metrics,
+    pub driver: DriverStats,
+}
+
+/// Counters of the driver itself.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DriverStats {
+    /// Links whose SDP went through the ring (no introducer involved).
+    pub overlay_links: u64,
+    /// Links whose SDP went through an introducer (the first one, or a fallback).
+    pub introducer_links: u64,
+    pub signals_via_ring: u64,
+    pub signals_via_introducer: u64,
+    pub introducer_connected: bool,
+    pub introducer_errors: u64,
+}
+
+/// Handle to a running driver.
+#[derive(Debug, Clone)]
+pub struct PeerHandle {
+    id: Id,
+    commands: mpsc::Sender<(Command, oneshot::Sender<Reply>)>,
+    status: mpsc::Sender<oneshot::Sender<Status>>,
+}
+
+impl PeerHandle {
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    /// Runs one command to completion (the core bounds every operation with a deadline).
+    pub async fn call(&self, command: Command) -> Option<Reply> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send((command, tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn status(&self) -> Option<Status> {
+        let (tx, rx) = oneshot::channel();
+        self.status.send(tx).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// How to start a peer.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub id: Id,
+    pub node: Config,
+    pub rtc: RtcConfig,
+    /// `ws://host:port/ws` of an introducer; `None` starts a new ring.
+    pub bootstrap: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Ring,
+    Remote,
+    Local,
+}
+
+/// Starts the driver task. `local` is this peer's session on its own mounted introducer.
+pub fn spawn(config: DriverConfig, local: Option<(LocalSender, LocalReceiver)>) -> PeerHandle {
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (status_tx, status_rx) = mpsc::channel(16);
+    let handle = PeerHandle {
+        id: config.id,
+        commands: cmd_tx,
+        status: status_tx,
+    };
+    tokio::spawn(run(config, local, cmd_rx, status_rx));
+    handle
+}
+
+struct Driver {
+    node: Node,
+    rtc: Rtc,
+    started: Instant,
+    pending: HashMap<OpId, oneshot::Sender<Reply>>,
+    /// How the last signal from a peer reached us: answers go back the same way.
+    path: HashMap<u32, Path>,
+    /// Peers whose link we asked for and whose SDP went through the ring.
+    via_ring: HashSet<u32>,
+    /// Peers with an open data channel.
+    open: HashSet<u32>,
+    ws_out: Option<mpsc::UnboundedSender<String>>,
+    local_out: Option<LocalSender>,
+    stats: DriverStats,
+    join_pending: bool,
+    /// Ring-routed signals in flight: when the ring has no route, the introducer takes over.
+    signal_ops: HashMap<OpId, (u32, String)>,
+}
+
+async fn run(
+    config: DriverConfig,
+    local: Option<(LocalSender, LocalReceiver)>,
+    mut commands: mpsc::Receiver<(Command, oneshot::Sender<Reply>)>,
+    mut status: mpsc::Receiver<oneshot::Sender<Status>>,
+) {
+    let (rtc_tx, mut rtc_rx) = mpsc::unbounded_channel();
+    let rtc = Rtc::new(config.id.0, config.rtc.clone(), rtc_tx);
+    let started = Instant::now();
+    let (local_out, mut local_in) = match local {
+        Some((tx, rx)) => (Some(tx), Some(rx)),
+        None => (None, None),
+    };
+    let mut d = Driver {
+        node: Node::new(config.node.clone(), config.id, 0),
+        rtc,
+        started,
+        pending: HashMap::new(),
+        path: HashMap::new(),
+        via_ring: HashSet::new(),
+        open: HashSet::new(),
+        ws_out: None,
+        local_out,
+        stats: DriverStats::default(),
+        join_pending: false,
+        signal_ops: HashMap::new(),
+    };
+
+    // The introducer session: a task turns the WebSocket into two channels.
+    let (ws_in_tx, mut ws_in) = mpsc::unbounded_channel::<ServerMessage>();
+    match &config.bootstrap {
+        Some(url) => {
+            let (out_tx, out_rx) = mpsc::unbounded_channel::<String>();
+            d.ws_out = Some(out_tx);
+            tokio::spawn(introducer_session(url.clone(), config.id, out_rx, ws_in_tx));
+            d.join_pending = true;
+        }
+        None => {
+            let now = d.now();
+            d.node.create_ring(now);
+            drop(ws_in_tx);
+        }
+    }
+    d.drain().await;
+
+    loop {
+        let deadline = d.deadline();
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {
+                let now = d.now();
+                d.node.handle_input(now, Input::Timeout);
+            }
+            Some(event) = rtc_rx.recv() => d.on_rtc(event),
+            Some(msg) = ws_in.recv() => d.on_introducer(msg),
+            Some(signal) = recv_local(&mut local_in) => {
+                let from = signal.from.as_u32();
+                d.path.insert(from, Path::Local);
+                d.rtc.on_signal(from, &signal.payload).await;
+            }
+            Some((command, reply)) = commands.recv() => d.on_command(command, reply),
+            Some(reply) = status.recv() => {
+                let _ = reply.send(d.status());
+            }
+            else => break,
+        }
+        d.drain().await;
+    }
+}
+
+async fn recv_local(local: &mut Option<LocalReceiver>) -> Option<signaling::Signal> {
+    match local {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn deadline(&mut self) -> Instant {
+        let at = self.node.next_timeout();
+        if at == u64::MAX {
+            return Instant::now() + Duration::from_secs(3600);
+        }
+        self.started + Duration::from_millis(at)
+    }
+
+    fn on_rtc(&mut self, event: RtcEvent) {
+        let now = self.now();
+        match event {
+            RtcEvent::Signal { peer, payload } => self.send_signal(peer, payload),
+            RtcEvent::Open { peer } => {
+                self.open.insert(peer);
+                if self.via_ring.remove(&peer) {
+                    self.stats.overlay_links += 1;
+                } else {
+                    self.stats.introducer_links += 1;
+                }
+                self.node
+                    .handle_input(now, Input::PeerUp { peer: Id(peer) });
+            }
+            RtcEvent::Message { peer, bytes } => self.node.handle_input(
+                now,
+                Input::Receive {
+                    from: Id(peer),
+                    bytes: &bytes,
+                },
+            ),
+            RtcEvent::Closed { peer } => {
+                self.open.remove(&peer);
+                self.via_ring.remove(&peer);
+                self.node
+                    .handle_input(now, Input::PeerDown { peer: Id(peer) });
+            }
+        }
+    }
+
+    /// Sends an SDP payload to `peer` the way its last signal came, or through the ring when we
+    /// are a member, or through the remote introducer.
+    fn send_signal(&mut self, peer: u32, payload: String) {
+        // Through the ring as soon as we hold any link (a joining peer reaches the ring through
+        // its bootstrap); the introducer only for the very first link, or when the ring has no
+        // route (see the `signal_ops` fallback).
+        let path = self
+            .path
+            .get(&peer)
+            .copied()
+            .unwrap_or(if self.open.is_empty() {
+                Path::Remote
+            } else {
+                Path::Ring
+            });
+        match path {
+            Path::Ring => {
+                self.stats.signals_via_ring += 1;
+                self.signal_through_ring(peer, payload);
+            }
+            Path::Local => {
+                self.stats.signals_via_introducer += 1;
+                if let Some(local) = &self.local_out {
+                    let _ = local.send(SigPeer::new(peer), payload);
+                }
+            }
+            Path::Remote => match self.ws_out.clone() {
+                Some(out) => {
+                    self.stats.signals_via_introducer += 1;
+                    let frame = ClientMessage::Signal {
+                        to: SigPeer::new(peer),
+                        payload,
+                    };
+                    let _ = out.send(frame.to_json());
+                }
+                // No introducer at all: the ring is the only way.
+                None => self.signal_through_ring(peer, payload),
+            },
+        }
+    }
+
+    fn signal_through_ring(&mut self, peer: u32, payload: String) {
+        self.via_ring.insert(peer);
+        let now = self.now();
+        let op = self.node.signal(Id(peer), payload.clone(), now);
+        self.signal_ops.insert(op, (peer, payload));
+    }
+
+    fn on_introducer(&mut self, msg: ServerMessage) {
+        match msg {
+            ServerMessage::Welcome { peers } => {
+                self.stats.introducer_connected = true;
+                if !self.join_pending {
+                    return;
+                }
+                self.join_pending = false;
+                let now = self.now();
+                let others: Vec<u32> = peers
+                    .iter()
+                    .map(|p| p.as_u32())
+                    .filter(|p| *p != self.node.id().0)
+                    .collect();
+                match others.first() {
+                    Some(first) => {
+                        self.path.insert(*first, Path::Remote);
+                        self.node.join(Id(*first), now);
+                    }
+                    None => self.node.create_ring(now),
+                }
+            }
+            ServerMessage::Signal { from, payload } => {
+                let from = from.as_u32();
+                self.path.insert(from, Path::Remote);
+                let rtc = self.rtc.clone();
+                tokio::spawn(async move { rtc.on_signal(from, &payload).await });
+            }
+            ServerMessage::Error { code, reason } => {
+                self.stats.introducer_errors += 1;
+                tracing::warn!(%code, %reason, "introducer error");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_command(&mut self, command: Command, reply: oneshot::Sender<Reply>) {
+        let now = self.now();
+        let op = match command {
+            Command::Put { key, value, writer } => self.node.put(&key, &value, &writer, now),
+            Command::Delete { key, writer } => self.node.delete(&key, &writer, now),
+            Command::Get { key } => self.node.get(&key, now),
+            Command::Flood { key, ttl } => self.node.flood(&key, ttl, now),
+            Command::Lookup { key } => self.node.lookup(Id(key), now),
+        };
+        self.pending.insert(op, reply);
+    }
+
+    fn status(&self) -> Status {
+        let raw = self.node.metrics();
+        Status {
+            ring: self.node.ring_view(),
+            metrics: raw.summary(),
+            raw,
+            driver: self.stats.clone(),
+        }
+    }
+
+    /// Carries out every output of the core until it only asks to be woken later.
+    async fn drain(&mut self) {
+        loop {
+            match self.node.poll_output() {
+                Output::Timeout(_) => return,
+                Output::Send { to, bytes } => {
+                    self.rtc.send(to.0, bytes);
+                }
+                Output::Connect(peer) => {
+                    let rtc = self.rtc.clone();
+                    tokio::spawn(async move { rtc.connect(peer.0).await });
+                }
+                Output::Disconnect(peer) => {
+                    self.path.remove(&peer.0);
+                    let rtc = self.rtc.clone();
+                    tokio::spawn(async move { rtc.close(peer.0).await });
+                }
+                Output::Event(event) => self.on_event(event),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::OpDone { op, result } => {
+                if let Some((peer, payload)) = self.signal_ops.remove(&op) {
+                    if result.is_err() && self.ws_out.is_some() {
+                        self.via_ring.remove(&peer);
+                        self.path.insert(peer, Path::Remote);
+                        self.send_signal(peer, payload);
+                    }
+                } else if let Some(reply) = self.pending.remove(&op) {
+                    let _ = reply.send(result);
+                } else if let Err(e) = result {
+                    tracing::debug!(?op, %e, "internal operation failed");
+                }
+            }
+            Event::Signal { from, payload } => {
+                self.path.insert(from.0, Path::Ring);
+                let rtc = self.rtc.clone();
+                tokio::spawn(async move { rtc.on_signal(from.0, &payload).await });
+            }
+            Event::SuccessorChanged { successor } => {
+                tracing::info!(%successor, "successor changed");
+            }
+            Event::PredecessorChanged { predecessor } => {
+                tracing::info!(?predecessor, "predecessor changed");
+            }
+            Event::PeerFailed { peer } => tracing::info!(%peer, "peer failed"),
+            Event::LeaderElected { set, leader } => {
+                tracing::debug!(?set, %leader, "leader elected");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One WebSocket session with the remote introducer: sends `hello`, then relays frames both
+/// ways until either side closes.
+async fn introducer_session(
+    url: String,
+    me: Id,
+    mut out: mpsc::UnboundedReceiver<String>,
+    into_driver: mpsc::UnboundedSender<ServerMessage>,
+) {
+    let stream = match tokio_tungstenite::connect_async(url.as_str()).await {
+        Ok((stream, _)) => stream,
+        Err(e) => {
+            tracing::error!(%url, %e, "cannot reach the introducer");
+            return;
+        }
+    };
+    let (mut sink, mut source) = stream.split();
+    let hello = ClientMessage::Hello {
+        peer: SigPeer::new(me.0),
+    }
+    .to_json();
+    if sink.send(WsMessage::text(hello)).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            frame = out.recv() => match frame {
+                Some(text) => {
+                    if sink.send(WsMessage::text(text)).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            incoming = source.next() => match incoming {
+                Some(Ok(WsMessage::Text(text))) => {
+                    match serde_json::from_str::<ServerMessage>(text.as_str()) {
+                        Ok(msg) => {
+                            if into_driver.send(msg).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(%e, "bad frame from the introducer"),
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    tracing::warn!("introducer session closed");
+                    return;
+                }
+            },
+        }
+    }
+}

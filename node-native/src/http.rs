@@ -1,0 +1,351 @@
+//! The HTTP API, compatible with the original project's `run_node.py`:
+//! `POST /put {key, value, writer_id}` -> `{ok, ts}`; `POST /get {key}` ->
+//! `{found, value, ts, writer_id}`; `POST /delete {key, writer_id}`; `POST /g_start_query
+//! {key, ttl}` -> `{matches, stats}`; `GET /metrics` (the original's `kv` / `chord` /
+//! `gnutella` sections plus percentiles); `GET /metrics/prometheus`; `GET /ring`.
+//!
+//! Every bad request gets a 4xx with a JSON body `{"error": {"code", "message"}}` and is
+//! counted; a request that the ring could not serve in time gets a 503/504 with the same shape.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use node_core::node::{OpError, OpOutcome};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::driver::{Command, PeerHandle};
+
+/// Shared by the handlers.
+#[derive(Debug, Clone)]
+pub struct Api {
+    peer: PeerHandle,
+    bad_requests: Arc<AtomicU64>,
+}
+
+impl Api {
+    pub fn new(peer: PeerHandle) -> Self {
+        Self {
+            peer,
+            bad_requests: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// The API routes (merge them with the signaling routes on one port).
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/put", post(put))
+        .route("/get", post(get_key))
+        .route("/delete", post(delete))
+        .route("/g_start_query", post(flood))
+        .route("/metrics", get(metrics))
+        .route("/metrics/prometheus", get(prometheus))
+        .route("/ring", get(ring))
+        .fallback(not_found)
+        .with_state(api)
+}
+
+/// A JSON error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        let (status, code) = match &e {
+            OpError::Rejected(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            OpError::NotJoined => (StatusCode::SERVICE_UNAVAILABLE, "not_joined"),
+            OpError::TooManyPendingOps { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            OpError::FloodRefused(_) => (StatusCode::BAD_REQUEST, "flood_refused"),
+            _ => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        };
+        Self {
+            status,
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    key: String,
+    value: Value,
+    #[serde(default = "default_writer")]
+    writer_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetBody {
+    key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteBody {
+    key: String,
+    #[serde(default = "default_writer")]
+    writer_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FloodBody {
+    key: String,
+    #[serde(default = "default_ttl")]
+    ttl: u8,
+}
+
+fn default_writer() -> String {
+    "anonymous".to_string()
+}
+
+const fn default_ttl() -> u8 {
+    4
+}
+
+/// Parses a JSON body, turning every rejection into a counted 400 with a JSON error.
+fn body<T>(api: &Api, body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|rejection| {
+        api.bad_requests.fetch_add(1, Ordering::Relaxed);
+        let code = match &rejection {
+            JsonRejection::JsonSyntaxError(_) => "bad_json",
+            JsonRejection::JsonDataError(_) => "bad_fields",
+            JsonRejection::MissingJsonContentType(_) => "not_json",
+            _ => "bad_body",
+        };
+        ApiError::bad(code, rejection.body_text())
+    })
+}
+
+async fn call(api: &Api, command: Command) -> Result<OpOutcome, ApiError> {
+    match api.peer.call(command).await {
+        Some(Ok(outcome)) => Ok(outcome),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "stopped",
+            message: "the peer is shutting down".into(),
+        }),
+    }
+}
+
+async fn put(
+    State(api): State<Api>,
+    raw: Result<Json<PutBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = body(&api, raw)?;
+    // The original accepted any JSON value; strings are stored as they are, others as JSON text.
+    let value = match b.value {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let outcome = call(
+        &api,
+        Command::Put {
+            key: b.key,
+            value,
+            writer: b.writer_id,
+        },
+    )
+    .await?;
+    match outcome {
+        OpOutcome::Stored { ts } => Ok(Json(json!({"ok": true, "ts": ts}))),
+        other => Ok(Json(json!({"ok": false, "detail": format!("{other:?}")}))),
+    }
+}
+
+async fn get_key(
+    State(api): State<Api>,
+    raw: Result<Json<GetBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = body(&api, raw)?;
+    match call(&api, Command::Get { key: b.key }).await? {
+        OpOutcome::Found { value, ts, writer } => Ok(Json(
+            json!({"found": true, "value": value, "ts": ts, "writer_id": writer}),
+        )),
+        _ => Ok(Json(
+            json!({"found": false, "value": null, "ts": null, "writer_id": null}),
+        )),
+    }
+}
+
+async fn delete(
+    State(api): State<Api>,
+    raw: Result<Json<DeleteBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = body(&api, raw)?;
+    match call(
+        &api,
+        Command::Delete {
+            key: b.key,
+            writer: b.writer_id,
+        },
+    )
+    .await?
+    {
+        OpOutcome::Stored { ts } => Ok(Json(json!({"ok": true, "ts": ts}))),
+        other => Ok(Json(json!({"ok": false, "detail": format!("{other:?}")}))),
+    }
+}
+
+async fn flood(
+    State(api): State<Api>,
+    raw: Result<Json<FloodBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = body(&api, raw)?;
+    match call(
+        &api,
+        Command::Flood {
+            key: b.key,
+            ttl: b.ttl,
+        },
+    )
+    .await?
+    {
+        OpOutcome::Flooded(result) => {
+            let matches: Vec<String> = result.matches.iter().map(ToString::to_string).collect();
+            Ok(Json(json!({
+                "matches": matches,
+                "stats": {
+                    "ttl": result.ttl,
+                    "hits_received": result.hits_received,
+                    "hops_to_first_hit": result.hops_to_first_hit,
+                    "ms_to_first_hit": result.ms_to_first_hit,
+                    "forwarded": result.neighbors_asked,
+                },
+            })))
+        }
+        other => Ok(Json(json!({"matches": [], "detail": format!("{other:?}")}))),
+    }
+}
+
+async fn metrics(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    let status = api.peer.status().await.ok_or(ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "stopped",
+        message: "the peer is shutting down".into(),
+    })?;
+    let mut value = serde_json::to_value(&status.metrics).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "driver".into(),
+            serde_json::to_value(&status.driver).unwrap_or_default(),
+        );
+        map.insert(
+            "http".into(),
+            json!({"bad_requests": api.bad_requests.load(Ordering::Relaxed)}),
+        );
+        map.insert(
+            "node".into(),
+            serde_json::to_value(&status.raw).unwrap_or_default(),
+        );
+    }
+    Ok(Json(value))
+}
+
+async fn prometheus(State(api): State<Api>) -> Result<String, ApiError> {
+    let status = api.peer.status().await.ok_or(ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "stopped",
+        message: "the peer is shutting down".into(),
+    })?;
+    let m = &status.metrics;
+    let lines = [
+        ("chordkv_puts_total", m.kv.total_puts as f64),
+        ("chordkv_gets_total", m.kv.total_gets as f64),
+        ("chordkv_get_hits_total", m.kv.total_get_hits as f64),
+        ("chordkv_get_misses_total", m.kv.total_get_misses as f64),
+        ("chordkv_put_latency_seconds_avg", m.kv.avg_put_latency_sec),
+        ("chordkv_get_latency_seconds_avg", m.kv.avg_get_latency_sec),
+        ("chordkv_get_latency_ms_p99", m.kv.get_latency_ms.p99 as f64),
+        ("chordkv_read_repairs_total", m.kv.read_repairs as f64),
+        ("chordkv_elections_total", m.kv.elections_started as f64),
+        (
+            "chordkv_anti_entropy_rounds_total",
+            m.kv.anti_entropy_rounds as f64,
+        ),
+        (
+            "chordkv_anti_entropy_bytes_total",
+            m.kv.anti_entropy_bytes as f64,
+        ),
+        ("chordkv_keys", m.kv.keys_stored as f64),
+        ("chordkv_lookups_total", m.chord.total_lookups as f64),
+        ("chordkv_lookup_hops_avg", m.chord.avg_hops),
+        ("chordkv_links_up", m.chord.links_up as f64),
+        ("chordkv_bad_frames_total", m.chord.bad_frames as f64),
+        (
+            "chordkv_flood_queries_total",
+            m.gnutella.total_queries as f64,
+        ),
+        (
+            "chordkv_overlay_links_total",
+            status.driver.overlay_links as f64,
+        ),
+        (
+            "chordkv_http_bad_requests_total",
+            api.bad_requests.load(Ordering::Relaxed) as f64,
+        ),
+    ];
+    let mut text = String::new();
+    for (name, value) in lines {
+        text.push_str(&format!("# TYPE {name} gauge\n{name} {value}\n"));
+    }
+    Ok(text)
+}
+
+async fn ring(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    let status = api.peer.status().await.ok_or(ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "stopped",
+        message: "the peer is shutting down".into(),
+    })?;
+    let r = &status.ring;
+    Ok(Json(json!({
+        "id": r.id.to_string(),
+        "joined": r.joined,
+        "predecessor": r.predecessor.map(|p| p.to_string()),
+        "successors": r.successors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "fingers": r.fingers.iter().map(|f| f.map(|f| f.to_string())).collect::<Vec<_>>(),
+        "links": r.links.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })))
+}
+
+async fn not_found(State(api): State<Api>) -> ApiError {
+    api.bad_requests.fetch_add(1, Ordering::Relaxed);
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found",
+        message: "no such route; see README for the API".into(),
+    }
+}

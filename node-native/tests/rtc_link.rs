@@ -1,0 +1,423 @@
+//! Two `Rtc` link managers in one process, linked by real WebRTC data channels inside a private
+//! network namespace (see `node_native::netns`). The test plays the signalling server: every
+//! `Signal` event is handed to the other side's `on_signal`.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use node_native::netns;
+use node_native::rtc::{Rtc, RtcConfig, RtcEvent};
+use tokio::sync::mpsc;
+
+/// The lower id: it keeps its offer in glare.
+const A: u32 = 0x1111_0000;
+const B: u32 = 0xeeee_0000;
+
+/// Generous: a link opens in well under a second here; the bound only stops a hung test.
+const OPEN_BOUND: Duration = Duration::from_secs(20);
+
+fn config() -> RtcConfig {
+    RtcConfig {
+        udp_addrs: vec![format!("{}:0", netns::VETH_ADDR)],
+        ..RtcConfig::default()
+    }
+}
+
+/// Runs `body` on a fresh two-thread tokio runtime. `RUST_LOG=node_native=debug` shows the
+/// links' progress.
+fn run(body: impl Future<Output = ()>) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(body);
+}
+
+/// What one side has seen.
+struct Side {
+    id: u32,
+    rtc: Rtc,
+    events: mpsc::UnboundedReceiver<RtcEvent>,
+    opens: usize,
+    closes: usize,
+    messages: Vec<Vec<u8>>,
+    /// The last payload this side received through signalling.
+    last_signal_in: Option<String>,
+}
+
+impl Side {
+    fn new(id: u32, config: RtcConfig) -> Self {
+        let (tx, events) = mpsc::unbounded_channel();
+        Self {
+            id,
+            rtc: Rtc::new(id, config, tx),
+            events,
+            opens: 0,
+            closes: 0,
+            messages: Vec::new(),
+            last_signal_in: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    A,
+    B,
+}
+
+/// Two sides and the signalling between them.
+struct Pair {
+    a: Side,
+    b: Side,
+    /// When false, `Signal` events are dropped (an unreachable peer).
+    deliver_signals: bool,
+    /// B sends every message it receives straight back.
+    echo_at_b: bool,
+}
+
+impl Pair {
+    fn new(config: RtcConfig) -> Self {
+        Self {
+            a: Side::new(A, config.clone()),
+            b: Side::new(B, config),
+            deliver_signals: true,
+            echo_at_b: false,
+        }
+    }
+
+    async fn open(config: RtcConfig) -> Self {
+        let mut pair = Self::new(config);
+        let started = Instant::now();
+        pair.a.rtc.connect(B).await;
+        pair.run_until("link open", OPEN_BOUND, |p| {
+            p.a.opens == 1 && p.b.opens == 1
+        })
+        .await;
+        println!("rtc_link: link open in {:?}", started.elapsed());
+        pair
+    }
+
+    /// Handles events until `done` holds; panics with what each side saw after `bound`.
+    async fn run_until(&mut self, what: &str, bound: Duration, done: impl Fn(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + bound;
+        while !done(self) {
+            tokio::select! {
+                Some(event) = self.a.events.recv() => self.handle(Which::A, event).await,
+                Some(event) = self.b.events.recv() => self.handle(Which::B, event).await,
+                () = tokio::time::sleep_until(deadline) => panic!(
+                    "not reached within {bound:?}: {what}; A opens {} closes {} messages {} {:?}; \
+                     B opens {} closes {} messages {} {:?}",
+                    self.a.opens, self.a.closes, self.a.messages.len(), self.a.rtc.stats(),
+                    self.b.opens, self.b.closes, self.b.messages.len(), self.b.rtc.stats(),
+                ),
+            }
+        }
+    }
+
+    /// Handles events for `period`, to show that nothing more happens.
+    async fn run_for(&mut self, period: Duration) {
+        let deadline = tokio::time::Instant::now() + period;
+        loop {
+            tokio::select! {
+                Some(event) = self.a.events.recv() => self.handle(Which::A, event).await,
+                Some(event) = self.b.events.recv() => self.handle(Which::B, event).await,
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    async fn handle(&mut self, which: Which, event: RtcEvent) {
+        let (side, other) = match which {
+            Which::A => (&mut self.a, &mut self.b),
+            Which::B => (&mut self.b, &mut self.a),
+        };
+        match event {
+            RtcEvent::Signal { peer, payload } => {
+                assert_eq!(peer, other.id, "signal addressed to the wrong peer");
+                if self.deliver_signals {
+                    other.last_signal_in = Some(payload.clone());
+                    other.rtc.on_signal(side.id, &payload).await;
+                }
+            }
+            RtcEvent::Open { peer } => {
+                assert_eq!(peer, other.id);
+                side.opens += 1;
+            }
+            RtcEvent::Message { peer, bytes } => {
+                assert_eq!(peer, other.id);
+                if self.echo_at_b && matches!(which, Which::B) {
+                    assert!(side.rtc.send(peer, bytes), "echo refused");
+                } else {
+                    side.messages.push(bytes);
+                }
+            }
+            RtcEvent::Closed { peer } => {
+                assert_eq!(peer, other.id);
+                side.closes += 1;
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+
+    /// One frame each way arrives: the link works.
+    async fn exchange_one_frame(&mut self) {
+        let (a_had, b_had) = (self.a.messages.len(), self.b.messages.len());
+        assert!(self.a.rtc.send(B, b"from a".to_vec()));
+        assert!(self.b.rtc.send(A, b"from b".to_vec()));
+        self.run_until("one frame each way", OPEN_BOUND, |p| {
+            p.a.messages.len() == a_had + 1 && p.b.messages.len() == b_had + 1
+        })
+        .await;
+        assert_eq!(
+            self.a.messages.last().map(Vec::as_slice),
+            Some(&b"from b"[..])
+        );
+        assert_eq!(
+            self.b.messages.last().map(Vec::as_slice),
+            Some(&b"from a"[..])
+        );
+    }
+}
+
+/// Frame `i` of a stream: its index, then a pattern of varying length; one frame is the largest
+/// size allowed (64 KiB).
+fn frame(sender: u8, i: u32) -> Vec<u8> {
+    let len = if i == 500 {
+        64 * 1024
+    } else {
+        8 + (i as usize * 37) % 1500
+    };
+    let mut bytes = Vec::with_capacity(len);
+    bytes.push(sender);
+    bytes.extend_from_slice(&i.to_be_bytes());
+    bytes.extend((bytes.len()..len).map(|k| (k as u32 ^ i) as u8));
+    bytes
+}
+
+#[test]
+fn thousand_frames_each_way_arrive_in_order_and_intact() {
+    if !netns::enter_private_netns("thousand_frames_each_way_arrive_in_order_and_intact") {
+        return;
+    }
+    run(async {
+        let mut pair = Pair::open(config()).await;
+        const FRAMES: u32 = 1000;
+        let started = Instant::now();
+        for i in 0..FRAMES {
+            assert!(pair.a.rtc.send(B, frame(b'a', i)), "a refused frame {i}");
+            assert!(pair.b.rtc.send(A, frame(b'b', i)), "b refused frame {i}");
+        }
+        pair.run_until("1000 frames each way", OPEN_BOUND, |p| {
+            p.a.messages.len() == FRAMES as usize && p.b.messages.len() == FRAMES as usize
+        })
+        .await;
+        let bytes: usize = pair.b.messages.iter().map(Vec::len).sum();
+        println!(
+            "rtc_link: {FRAMES} frames ({bytes} bytes) each way in {:?}",
+            started.elapsed()
+        );
+        for i in 0..FRAMES {
+            assert!(
+                pair.b.messages[i as usize] == frame(b'a', i),
+                "a->b frame {i} differs"
+            );
+            assert!(
+                pair.a.messages[i as usize] == frame(b'b', i),
+                "b->a frame {i} differs"
+            );
+        }
+
+        // Over the size limit: refused, counted, and the link is unharmed.
+        assert!(!pair.a.rtc.send(B, vec![0; 64 * 1024 + 1]));
+        assert!(
+            !pair.a.rtc.send(0x4242_4242, vec![1]),
+            "no link to that peer"
+        );
+        pair.exchange_one_frame().await;
+
+        let (a, b) = (pair.a.rtc.stats(), pair.b.rtc.stats());
+        assert_eq!((a.links_open, a.opened, a.failures), (1, 1, 0));
+        assert_eq!((b.links_open, b.opened, b.failures), (1, 1, 0));
+        assert_eq!(a.frames_out, u64::from(FRAMES) + 1);
+        assert_eq!(a.frames_dropped, 2);
+        assert_eq!(b.frames_in, u64::from(FRAMES) + 1);
+        assert_eq!(b.bytes_in, a.bytes_out);
+        assert_eq!((pair.a.closes, pair.b.closes), (0, 0));
+        pair.a.rtc.close_all().await;
+        pair.b.rtc.close_all().await;
+    });
+}
+
+/// A benchmark number, printed, not asserted (house style: tests never assert on time).
+#[test]
+fn small_frame_round_trip() {
+    if !netns::enter_private_netns("small_frame_round_trip") {
+        return;
+    }
+    run(async {
+        let mut pair = Pair::open(config()).await;
+        pair.echo_at_b = true;
+        const PINGS: usize = 1000;
+        let mut round_trips = Vec::with_capacity(PINGS);
+        for i in 0..PINGS {
+            let ping = format!("ping {i:08}").into_bytes();
+            let sent = Instant::now();
+            assert!(pair.a.rtc.send(B, ping.clone()));
+            pair.run_until("echo", OPEN_BOUND, |p| p.a.messages.len() == i + 1)
+                .await;
+            round_trips.push(sent.elapsed());
+            assert_eq!(pair.a.messages[i], ping);
+        }
+        round_trips.sort_unstable();
+        let at = |q: usize| round_trips[(PINGS * q / 100).min(PINGS - 1)].as_secs_f64() * 1e3;
+        println!(
+            "rtc_link: round trip of a {}-byte frame over {PINGS} pings: \
+             p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            "ping 00000000".len(),
+            at(50),
+            at(99),
+            round_trips[PINGS - 1].as_secs_f64() * 1e3,
+        );
+        pair.a.rtc.close_all().await;
+        pair.b.rtc.close_all().await;
+    });
+}
+
+#[test]
+fn glare_ends_in_one_link_per_side() {
+    if !netns::enter_private_netns("glare_ends_in_one_link_per_side") {
+        return;
+    }
+    run(async {
+        let mut pair = Pair::new(config());
+        // Both offer before either offer is delivered.
+        pair.a.rtc.connect(B).await;
+        pair.b.rtc.connect(A).await;
+        pair.run_until("link open after glare", OPEN_BOUND, |p| {
+            p.a.opens >= 1 && p.b.opens >= 1
+        })
+        .await;
+        // Nothing more: no second link, no link dropped.
+        pair.run_for(Duration::from_secs(1)).await;
+        assert_eq!((pair.a.opens, pair.b.opens), (1, 1));
+        assert_eq!((pair.a.closes, pair.b.closes), (0, 0));
+        let (a, b) = (pair.a.rtc.stats(), pair.b.rtc.stats());
+        assert_eq!((a.links_open, b.links_open), (1, 1));
+        // The lower id kept its offer and ignored B's; B dropped its own and answered.
+        // (B's offer may never leave B if A's arrives first.)
+        assert!(a.ignored_signals <= 1, "{a:?}");
+        assert_eq!((a.attempts, b.attempts), (1, 2));
+        pair.exchange_one_frame().await;
+        pair.a.rtc.close_all().await;
+        pair.b.rtc.close_all().await;
+    });
+}
+
+#[test]
+fn close_reports_closed_on_the_far_side() {
+    if !netns::enter_private_netns("close_reports_closed_on_the_far_side") {
+        return;
+    }
+    run(async {
+        let mut pair = Pair::open(config()).await;
+        let started = Instant::now();
+        pair.a.rtc.close(B).await;
+        assert!(!pair.a.rtc.send(B, b"after close".to_vec()));
+        pair.run_until("Closed at B", OPEN_BOUND, |p| p.b.closes == 1)
+            .await;
+        println!(
+            "rtc_link: far side saw Closed {:?} after close",
+            started.elapsed()
+        );
+        pair.run_for(Duration::from_millis(200)).await;
+        // An explicit close reports nothing locally.
+        assert_eq!((pair.a.closes, pair.b.closes), (0, 1));
+        assert!(!pair.b.rtc.send(A, b"after close".to_vec()));
+        let (a, b) = (pair.a.rtc.stats(), pair.b.rtc.stats());
+        assert_eq!((a.links_open, b.links_open), (0, 0));
+        assert_eq!((a.failures, b.failures), (0, 1));
+
+        // The pair can link again afterwards.
+        pair.b.rtc.connect(A).await;
+        pair.run_until("link reopened", OPEN_BOUND, |p| {
+            p.a.opens == 2 && p.b.opens == 2
+        })
+        .await;
+        pair.exchange_one_frame().await;
+        pair.a.rtc.close_all().await;
+        pair.b.rtc.close_all().await;
+    });
+}
+
+#[test]
+fn garbage_signals_are_counted_not_fatal() {
+    if !netns::enter_private_netns("garbage_signals_are_counted_not_fatal") {
+        return;
+    }
+    run(async {
+        let mut pair = Pair::new(config());
+        for garbage in [
+            "",
+            "not json",
+            r#"{"type":"offer"}"#,
+            r#"{"type":"offer","sdp":"v=garbage"}"#,
+            r#"{"type":"rollback","sdp":""}"#,
+            "{\"type\":\"answer\",\"sdp\":\"\u{0}\u{ffff}\"}",
+        ] {
+            pair.a.rtc.on_signal(B, garbage).await;
+        }
+        assert_eq!(pair.a.rtc.stats().bad_signals, 6);
+        assert_eq!(pair.a.rtc.stats().attempts, 0);
+
+        // A real link still opens, and a replayed answer is ignored without harm.
+        pair.a.rtc.connect(B).await;
+        pair.run_until("link open", OPEN_BOUND, |p| {
+            p.a.opens == 1 && p.b.opens == 1
+        })
+        .await;
+        let answer = pair.a.last_signal_in.clone().expect("A received an answer");
+        pair.a.rtc.on_signal(B, &answer).await;
+        pair.a.rtc.on_signal(B, "{]").await;
+        pair.exchange_one_frame().await;
+        let a = pair.a.rtc.stats();
+        assert_eq!((a.bad_signals, a.ignored_signals, a.links_open), (7, 1, 1));
+        assert_eq!((pair.a.closes, pair.b.closes), (0, 0));
+        pair.a.rtc.close_all().await;
+        pair.b.rtc.close_all().await;
+    });
+}
+
+#[test]
+fn unanswered_connect_times_out_as_closed() {
+    if !netns::enter_private_netns("unanswered_connect_times_out_as_closed") {
+        return;
+    }
+    run(async {
+        let mut pair = Pair::new(RtcConfig {
+            connect_timeout: Duration::from_secs(1),
+            ..config()
+        });
+        pair.deliver_signals = false;
+        pair.a.rtc.connect(B).await;
+        pair.a.rtc.connect(B).await; // a no-op while the attempt exists
+        pair.run_until("attempt closed", Duration::from_secs(10), |p| {
+            p.a.closes == 1
+        })
+        .await;
+        let a = pair.a.rtc.stats();
+        assert_eq!(
+            (a.attempts, a.opened, a.failures, a.links_open),
+            (1, 0, 1, 0)
+        );
+        assert_eq!(pair.a.opens, 0);
+        assert_eq!(pair.b.rtc.stats().attempts, 0);
+    });
+}

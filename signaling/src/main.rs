@@ -1,0 +1,99 @@
+//! `signaling`: the standalone chord-kv introducer.
+//!
+//! Serves the introducer WebSocket at `/ws`, `/healthz`, and optionally a directory (the web
+//! page and its wasm package) at `/`. Logs with `RUST_LOG` (default `info`) to stderr. Ctrl-C
+//! closes every session with a close frame and stops.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use signaling::{SignalingConfig, SignalingState, router};
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+/// The chord-kv introducer: relays WebRTC signaling between peers that have no link yet.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one; the log says which).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Directory served at `/` (e.g. the web page and its wasm package).
+    #[arg(long, value_name = "DIR")]
+    static_dir: Option<PathBuf>,
+    /// Most WebSocket sessions open at once.
+    #[arg(long, default_value_t = SignalingConfig::default().max_sessions)]
+    max_sessions: usize,
+    /// Longest accepted frame, in bytes.
+    #[arg(long, default_value_t = SignalingConfig::default().max_frame_bytes)]
+    max_frame_bytes: usize,
+    /// Sustained frames per second per session (0: unlimited).
+    #[arg(long, default_value_t = SignalingConfig::default().max_msgs_per_sec)]
+    max_msgs_per_sec: u32,
+    /// Frames a session may send in a burst.
+    #[arg(long, default_value_t = SignalingConfig::default().rate_burst)]
+    rate_burst: u32,
+    /// Most peer ids listed in a welcome.
+    #[arg(long, default_value_t = SignalingConfig::default().welcome_peers)]
+    welcome_peers: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let state = SignalingState::new(SignalingConfig {
+        max_sessions: args.max_sessions,
+        max_frame_bytes: args.max_frame_bytes,
+        max_msgs_per_sec: args.max_msgs_per_sec,
+        rate_burst: args.rate_burst,
+        welcome_peers: args.welcome_peers,
+    });
+    let mut app = router(state.clone());
+    if let Some(dir) = &args.static_dir {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "--static-dir {} is not a directory",
+            dir.display()
+        );
+        app = app.fallback_service(ServeDir::new(dir));
+    }
+    let app = app.layer(TraceLayer::new_for_http());
+
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let addr = listener.local_addr()?;
+    info!(%addr, static_dir = ?args.static_dir, "listening on http://{addr}");
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => info!("ctrl-c: shutting down"),
+                // Without a signal handler there is no way to be asked to stop; run on.
+                Err(err) => {
+                    tracing::error!(%err, "cannot listen for ctrl-c");
+                    std::future::pending::<()>().await;
+                }
+            }
+            state.shutdown();
+        })
+        .await
+        .context("server failed")?;
+    info!("stopped");
+    Ok(())
+}
