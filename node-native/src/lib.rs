@@ -10,6 +10,7 @@
 //!   stays hidden for short runs and when stderr is not a terminal.
 //! - [`plot`]: SVG charts of experiment rows (`plotters`, text left to the SVG viewer).
 //! - [`driver`]: the select loop that owns the `Node` and carries out its outputs.
+//! - [`live`]: real `chord-node`/`signaling` processes on loopback (e2e tests, live experiments).
 //! - [`http`]: the HTTP API (`/put`, `/get`, `/delete`, `/g_start_query`, `/metrics`, `/ring`).
 //! - [`antientropy`]: the `sim-antientropy` experiment (one Merkle anti-entropy round between
 //!   two in-process stores, measured in framed bytes and messages).
@@ -17,6 +18,7 @@
 pub mod antientropy;
 pub mod driver;
 pub mod http;
+pub mod live;
 pub mod netns;
 pub mod plot;
 pub mod progress;

@@ -6,7 +6,8 @@
 //! and a default route, `v1` is its idle peer end, so there is a non-loopback interface to
 //! gather candidates on (Chromium gathers none on a loopback-only host) and no way out.
 //! `cargo test` stays one command: the outer test process re-execs the test binary with
-//! `--exact <test name>` inside the namespace and fails if that run fails.
+//! `--exact <test name>` inside the namespace and fails if that run fails. The inner run's output
+//! goes through the outer test's capture (printed on failure, or with `--nocapture`).
 //!
 //! Inside, bind servers (HTTP, signalling) to 127.0.0.1 and let WebRTC use [`VETH_ADDR`]
 //! (`RtcConfig::udp_addrs = ["10.77.0.1:0"]`, or `0.0.0.0:0`, which finds only `v0`).
@@ -83,16 +84,25 @@ pub fn enter_private_netns(test_name: &str) -> bool {
         test_name.replace("::", "-")
     ));
     let _ = std::fs::remove_file(&proof);
-    let status = Command::new("unshare")
+    let output = Command::new("unshare")
         .args(["-rn", "sh", "-c", SETUP_SCRIPT, "sh"])
         .arg(&exe)
         .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
         .env(MARKER_ENV, &proof)
-        .status();
-    let status = match status {
-        Ok(status) => status,
+        .output();
+    let output = match output {
+        Ok(output) => output,
         Err(e) => panic!("netns: cannot run `unshare`: {e}"),
     };
+    // Through the outer harness's capture: shown on failure or with `--nocapture`. The inner
+    // harness's own summary lines are left out so that only the outer run's are counted.
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        if !(line.starts_with("running ") || line.starts_with("test result:") || line.is_empty()) {
+            println!("{line}");
+        }
+    }
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    let status = output.status;
     let ran = proof_exists_and_remove(&proof);
     assert!(
         status.success(),

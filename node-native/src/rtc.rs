@@ -41,6 +41,15 @@
 //! ICE failure, bad remote description) yields `Closed` without `Open`. An explicit
 //! [`Rtc::close`] emits nothing. `Signal` events may come at any time.
 //!
+//! # What the driver MUST do
+//! - Call [`Rtc::connect`], [`Rtc::on_signal`], [`Rtc::close`] and [`Rtc::close_all`] from
+//!   inside a tokio runtime (they spawn tasks); [`Rtc::send`] and [`Rtc::stats`] may be called
+//!   from anywhere, any thread.
+//! - Drain the event channel promptly: it is unbounded, and received frames queue there.
+//! - Carry each `Signal` payload verbatim to its peer, whose `on_signal` gets it with our id.
+//! - Treat `Closed` as "peer down" whether or not an `Open` came first.
+//! - Call [`Rtc::close_all`] before exiting: links live on in their tasks otherwise.
+//!
 //! # Tasks
 //! Each link is run by one supervisor task (builds the peer connection, applies descriptions,
 //! waits for gathering, enforces the timeout, closes everything at the end), one reader task
@@ -147,9 +156,13 @@ pub struct RtcStats {
     pub opened: u64,
     /// Links that ended in `Closed` (failed, timed out, closed by the remote).
     pub failures: u64,
+    /// Frames delivered as `Message` events.
     pub frames_in: u64,
+    /// Frames [`Rtc::send`] accepted.
     pub frames_out: u64,
+    /// Payload bytes of `frames_in`.
     pub bytes_in: u64,
+    /// Payload bytes of `frames_out`.
     pub bytes_out: u64,
     /// Frames [`Rtc::send`] refused: no open link, queue full, or larger than the max.
     pub frames_dropped: u64,
@@ -302,6 +315,7 @@ impl Rtc {
         peers
     }
 
+    /// The counters, and the links open now.
     pub fn stats(&self) -> RtcStats {
         let c = &self.inner.counters;
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -679,6 +693,12 @@ impl Supervisor {
         self.teardown().await;
         if let Some(done) = done {
             let _ = done.send(());
+        }
+        // A `close` that raced with a failure waits for its own acknowledgement.
+        while let Ok(control) = self.control_rx.try_recv() {
+            if let Control::Stop(Some(done)) = control {
+                let _ = done.send(());
+            }
         }
     }
 

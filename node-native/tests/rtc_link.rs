@@ -358,6 +358,31 @@ fn close_reports_closed_on_the_far_side() {
 }
 
 #[test]
+fn offer_from_a_restarted_peer_replaces_the_link() {
+    if !netns::enter_private_netns("offer_from_a_restarted_peer_replaces_the_link") {
+        return;
+    }
+    run(async {
+        let mut pair = Pair::open(config()).await;
+        // A loses all state (a restart under the same id) while B still holds the old link.
+        let old_a = std::mem::replace(&mut pair.a, Side::new(A, config()));
+        pair.a.rtc.connect(B).await;
+        pair.run_until("new link open", OPEN_BOUND, |p| {
+            p.a.opens == 1 && p.b.opens == 2
+        })
+        .await;
+        // B reported the old link down before the new one up.
+        assert_eq!(pair.b.closes, 1);
+        pair.exchange_one_frame().await;
+        let b = pair.b.rtc.stats();
+        assert_eq!((b.links_open, b.attempts, b.opened), (1, 2, 2));
+        old_a.rtc.close_all().await;
+        pair.a.rtc.close_all().await;
+        pair.b.rtc.close_all().await;
+    });
+}
+
+#[test]
 fn garbage_signals_are_counted_not_fatal() {
     if !netns::enter_private_netns("garbage_signals_are_counted_not_fatal") {
         return;

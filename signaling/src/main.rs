@@ -15,6 +15,9 @@ use tower_http::trace::TraceLayer;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
+/// How long Ctrl-C waits for open sessions to say goodbye.
+const SESSION_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The chord-kv introducer: relays WebRTC signaling between peers that have no link yet.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -91,6 +94,14 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             state.shutdown();
+            // Upgraded connections are not tracked by the HTTP server's graceful shutdown; wait
+            // (briefly) for the sessions to send their close frames before the runtime stops.
+            if tokio::time::timeout(SESSION_CLOSE_WAIT, state.sessions_closed())
+                .await
+                .is_err()
+            {
+                tracing::warn!("some sessions did not close in time");
+            }
         })
         .await
         .context("server failed")?;

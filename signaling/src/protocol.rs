@@ -184,7 +184,7 @@ impl ServerMessage {
         serde_json::to_string(self).expect("server message serializes")
     }
 
-    pub(crate) fn error(code: ErrorCode, reason: impl Into<String>) -> Self {
+    pub fn error(code: ErrorCode, reason: impl Into<String>) -> Self {
         Self::Error {
             code,
             reason: reason.into(),

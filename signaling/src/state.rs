@@ -10,7 +10,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::protocol::{ErrorCode, PeerId};
 
@@ -113,6 +113,8 @@ struct Inner {
     relayed: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
     shutdown: watch::Sender<bool>,
+    /// Woken whenever a session ends, for [`SignalingState::sessions_closed`].
+    session_ended: Notify,
 }
 
 #[derive(Debug)]
@@ -147,6 +149,7 @@ impl SignalingState {
                 relayed: AtomicU64::new(0),
                 errors: Default::default(),
                 shutdown: watch::Sender::new(false),
+                session_ended: Notify::new(),
             }),
         }
     }
@@ -202,6 +205,20 @@ impl SignalingState {
         self.inner.shutdown.send_replace(true);
         // Dropping the senders ends every local receiver; sessions also watch the flag.
         registry.peers.clear();
+    }
+
+    /// Resolves once no WebSocket session is open. After [`Self::shutdown`], awaiting this
+    /// (with a timeout of your choice) lets every session flush its close frame before the
+    /// process exits.
+    pub async fn sessions_closed(&self) {
+        loop {
+            // Registered before the check, so a session ending in between still wakes us.
+            let ended = self.inner.session_ended.notified();
+            if self.inner.sessions_now.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            ended.await;
+        }
     }
 
     pub(crate) fn is_shut_down(&self) -> bool {
@@ -341,6 +358,7 @@ impl SessionSlot {
 impl Drop for SessionSlot {
     fn drop(&mut self) {
         self.state.inner.sessions_now.fetch_sub(1, Ordering::AcqRel);
+        self.state.inner.session_ended.notify_waiters();
     }
 }
 

@@ -89,9 +89,9 @@ async fn shutdown_closes_sessions_and_ends_local_receivers() {
         server.state.local_session(PeerId::new(0x200)).err(),
         Some(SignalingError::ShutDown)
     );
-    server
-        .wait_for("sessions to end", |s| {
-            s.sessions_now == 0 && s.peers_now == 0
-        })
-        .await;
+    tokio::time::timeout(WAIT, server.state.sessions_closed())
+        .await
+        .expect("sessions did not close");
+    let stats = server.state.stats();
+    assert_eq!((stats.sessions_now, stats.peers_now), (0, 0));
 }

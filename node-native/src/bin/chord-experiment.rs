@@ -12,6 +12,7 @@
 //!     --seed 1 [--json] [--plot target/sim-antientropy.svg]
 //! chord-experiment --mode sim-flood --nodes 1024 --ttls 1,2,3,4,5,6,7,8 --queries 200 --seed 1
 //! chord-experiment --mode sim-churn --nodes 500 --rates 0.5,1,2,4 --seconds 120 --seed 1
+//! chord-experiment --mode scale --num-nodes 5 --num-ops 500 --clients 8
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -90,6 +91,18 @@ struct Cli {
     /// Seconds of churn per rate (sim-churn).
     #[arg(long, default_value_t = 120)]
     seconds: u64,
+    /// Native peers to start (scale): real `chord-node` processes over WebRTC on loopback.
+    #[arg(long, value_parser = parse_positive, default_value = "5")]
+    num_nodes: usize,
+    /// Distinct keys written and read (scale).
+    #[arg(long, value_parser = parse_positive, default_value = "100")]
+    num_ops: usize,
+    /// Concurrent HTTP clients of the last scale phase.
+    #[arg(long, value_parser = parse_positive, default_value = "8")]
+    clients: usize,
+    /// First port of the live ring (scale).
+    #[arg(long, default_value_t = 7600)]
+    base_port: u16,
     /// Seed of the simulation; the same seed replays the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -115,6 +128,9 @@ enum Mode {
     /// Peers join and crash during a workload of lookups and puts: lookup failures, hops and
     /// acknowledged writes lost.
     SimChurn,
+    /// The original harness's workload on real native peers (separate processes, WebRTC on
+    /// loopback) through one entry peer: throughput, latency percentiles, read correctness.
+    Scale,
 }
 
 impl Mode {
@@ -134,6 +150,7 @@ fn main() -> anyhow::Result<()> {
         Mode::SimAntientropy => run_sim_antientropy(&cli),
         Mode::SimFlood => run_sim_flood(&cli),
         Mode::SimChurn => run_sim_churn(&cli),
+        Mode::Scale => run_scale(&cli),
     }
 }
 
@@ -418,6 +435,98 @@ fn run_sim_churn(cli: &Cli) -> anyhow::Result<()> {
         )?;
         println!("plot: {}", path.display());
     }
+    finish(cli, &rows)
+}
+
+/// `--mode scale`: a live ring of `--num-nodes` chord-node processes and the original's
+/// workload through one entry peer, next to the original Python implementation's numbers.
+fn run_scale(cli: &Cli) -> anyhow::Result<()> {
+    println!(
+        "starting {} chord-node processes (WebRTC on 127.0.0.1) ...",
+        cli.num_nodes
+    );
+    let ring = node_native::live::LiveRing::start(cli.num_nodes, cli.base_port, cli.seed)
+        .map_err(anyhow::Error::msg)?;
+    let rows = node_native::live::scale_workload(&ring, cli.num_ops, cli.clients);
+    let table = Table::new(&[
+        ("phase", 17),
+        ("clients", 0),
+        ("ops", 5),
+        ("ops/s", 8),
+        ("p50 ms", 7),
+        ("p99 ms", 7),
+        ("correct reads", 0),
+        ("wrong", 0),
+        ("failed", 0),
+    ]);
+    println!("{}", table.header());
+    for r in &rows {
+        println!(
+            "{}",
+            table.row(&[
+                r.phase.clone(),
+                r.clients.to_string(),
+                r.ops.to_string(),
+                format!("{:.0}", r.ops_per_sec),
+                format!("{:.2}", r.p50_ms),
+                format!("{:.2}", r.p99_ms),
+                r.correct_reads.to_string(),
+                r.wrong_reads.to_string(),
+                r.failed.to_string(),
+            ])
+        );
+    }
+    println!(
+        "baseline (original Python, same workload on this machine, from the issue): puts 35-49 ops/s \
+         (median 16-29 ms, p99 40-78 ms), gets 37-53 ops/s (median 15-28 ms), 8 clients 65-111 ops/s"
+    );
+    let hops: Vec<f64> = ring
+        .ports()
+        .iter()
+        .filter_map(|(port, _)| node_native::live::json(*port, "GET", "/metrics", None))
+        .filter_map(|(_, v)| v["chord"]["avg_hops"].as_f64())
+        .collect();
+    if !hops.is_empty() {
+        println!(
+            "mean lookup hops over peers: {:.2}",
+            hops.iter().sum::<f64>() / hops.len() as f64
+        );
+    }
+    if let Some(path) = &cli.plot {
+        let series = vec![
+            Series {
+                name: "p50 ms".into(),
+                points: rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (i as f64, r.p50_ms))
+                    .collect(),
+                dashed: false,
+            },
+            Series {
+                name: "p99 ms".into(),
+                points: rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (i as f64, r.p99_ms))
+                    .collect(),
+                dashed: false,
+            },
+        ];
+        prepare_output(path)?;
+        plot::lines(
+            path,
+            &format!(
+                "Latency by phase (0 put, 1 get, 2 {} clients), {} native peers",
+                cli.clients, cli.num_nodes
+            ),
+            ("phase", "milliseconds"),
+            &series,
+            false,
+        )?;
+        println!("plot: {}", path.display());
+    }
+    drop(ring);
     finish(cli, &rows)
 }
 

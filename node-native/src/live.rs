@@ -1,0 +1,394 @@
+//! Live rings of real processes: start `chord-node` and `signaling` on loopback, talk to their
+//! HTTP API with plain HTTP/1.1 over TCP, and clean up. Used by the end-to-end tests (`tests/`)
+//! and by `chord-experiment --mode scale|churn`.
+//!
+//! The binaries are looked up next to the running executable (`target/<profile>`, where
+//! `cargo build`/`cargo test --workspace` put them), or in `CHORD_KV_BIN_DIR`.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The directory holding the workspace's binaries (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// A child process killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn spawn(name: &str, program: &str, args: &[String], port: u16) -> Self {
+        let path = bin_dir().join(program);
+        assert!(
+            path.exists(),
+            "{} not built: run the tests with `cargo test --workspace`",
+            path.display()
+        );
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("e2e-{name}.log")))
+            .expect("log file");
+        let child = Command::new(&path)
+            .args(args)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+        Self {
+            name: name.to_string(),
+            port,
+            child: Some(child),
+        }
+    }
+
+    /// `chord-node` on 127.0.0.1:`port` with ring id `id` (8 hex digits).
+    pub fn peer(port: u16, id: u32, bootstrap: Option<u16>) -> Self {
+        Self::peer_with(port, id, bootstrap, &[])
+    }
+
+    /// [`Proc::peer`] with extra command-line arguments (e.g. `--udp-addr 127.0.0.1:0`).
+    pub fn peer_with(port: u16, id: u32, bootstrap: Option<u16>, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--id".into(),
+            format!("{id:08x}"),
+            "--log".into(),
+            "warn".into(),
+        ];
+        if let Some(b) = bootstrap {
+            args.push("--bootstrap".into());
+            args.push(format!("127.0.0.1:{b}"));
+        }
+        args.extend(extra.iter().map(|a| (*a).to_string()));
+        Self::spawn(&format!("peer-{port}"), "chord-node", &args, port)
+    }
+
+    /// The signaling introducer on 127.0.0.1:`port`.
+    pub fn signaling(port: u16) -> Self {
+        let args = vec![
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+        ];
+        Self::spawn("signaling", "signaling", &args, port)
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns (status, body).
+pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .ok()?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    // Chunked bodies (axum streams JSON with a length, but be tolerant).
+    Some((status, dechunk(&body)))
+}
+
+fn dechunk(body: &str) -> String {
+    let trimmed = body.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') || trimmed.is_empty() {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `http` + JSON parse.
+pub fn json(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u16, Value)> {
+    let (status, text) = http(port, method, path, body)?;
+    Some((status, serde_json::from_str(&text).ok()?))
+}
+
+/// Polls `f` every 200 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    f()
+}
+
+/// Whether every peer's `/ring` successor is the next live id (and it is joined).
+pub fn ring_converged(peers: &[(u16, u32)]) -> bool {
+    let mut ids: Vec<u32> = peers.iter().map(|(_, id)| *id).collect();
+    ids.sort_unstable();
+    peers.iter().all(|(port, id)| {
+        let i = ids.iter().position(|x| x == id).expect("listed");
+        let expected = format!("{:08x}", ids[(i + 1) % ids.len()]);
+        json(*port, "GET", "/ring", None).is_some_and(|(_, v)| {
+            v["joined"] == Value::Bool(true) && v["successors"][0] == Value::String(expected)
+        })
+    })
+}
+
+/// One phase of `chord-experiment --mode scale`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScaleRow {
+    pub phase: String,
+    pub nodes: usize,
+    pub clients: usize,
+    pub ops: usize,
+    pub ops_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Reads that returned the value written (gets only).
+    pub correct_reads: usize,
+    /// Reads that returned another value or nothing.
+    pub wrong_reads: usize,
+    /// Requests that failed (HTTP error or no answer).
+    pub failed: usize,
+    pub seconds: f64,
+}
+
+/// Ports of a live experiment ring: `base`, `base+1`, ...
+#[derive(Debug)]
+pub struct LiveRing {
+    pub peers: Vec<(Proc, u32)>,
+}
+
+impl LiveRing {
+    /// Starts `n` native peers on loopback (WebRTC bound to 127.0.0.1, so nothing leaves the
+    /// machine), the first one the introducer of the others, and waits until the ring is right.
+    pub fn start(n: usize, base_port: u16, seed: u64) -> Result<Self, String> {
+        let mut state = seed ^ 0x5CA1E;
+        let mut peers: Vec<(Proc, u32)> = Vec::with_capacity(n);
+        for i in 0..n {
+            let id = node_core::rng::splitmix64(&mut state) as u32;
+            let port = base_port + i as u16;
+            let bootstrap = (i > 0).then_some(base_port);
+            peers.push((
+                Proc::peer_with(port, id, bootstrap, &["--udp-addr", "127.0.0.1:0"]),
+                id,
+            ));
+            if i == 0 {
+                if !wait_until(Duration::from_secs(10), || {
+                    http(port, "GET", "/ring", None).is_some()
+                }) {
+                    return Err(format!("peer on port {port} did not start"));
+                }
+            } else {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let ring = Self { peers };
+        let ports = ring.ports();
+        if !wait_until(Duration::from_secs(90), || ring_converged(&ports)) {
+            return Err("the ring did not converge within 90 s".into());
+        }
+        Ok(ring)
+    }
+
+    pub fn ports(&self) -> Vec<(u16, u32)> {
+        self.peers.iter().map(|(p, id)| (p.port, *id)).collect()
+    }
+}
+
+fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64() * 1_000.0
+}
+
+fn put_request(port: u16, key: &str, value: &str) -> bool {
+    let body = format!(r#"{{"key":"{key}","value":"{value}","writer_id":"bench"}}"#);
+    json(port, "POST", "/put", Some(&body)).is_some_and(|(s, v)| s == 200 && v["ok"] == true)
+}
+
+fn get_request(port: u16, key: &str) -> Option<Option<String>> {
+    let body = format!(r#"{{"key":"{key}"}}"#);
+    let (s, v) = json(port, "POST", "/get", Some(&body))?;
+    (s == 200).then(|| v["value"].as_str().map(str::to_string))
+}
+
+/// The original harness's workload through one entry peer: `ops` sequential puts of distinct
+/// keys, `ops` sequential gets of them (checked), then `clients` threads doing puts and gets
+/// of their own keys at once. One TCP connection per request, as the original's client did.
+pub fn scale_workload(ring: &LiveRing, ops: usize, clients: usize) -> Vec<ScaleRow> {
+    let entry = ring.peers[0].0.port;
+    let nodes = ring.peers.len();
+    let mut rows = Vec::new();
+
+    let mut latencies = Vec::with_capacity(ops);
+    let mut failed = 0;
+    let started = Instant::now();
+    for k in 0..ops {
+        let t = Instant::now();
+        if !put_request(entry, &format!("scale-{k}"), &format!("v{k}")) {
+            failed += 1;
+        }
+        latencies.push(t.elapsed());
+    }
+    rows.push(summarize(
+        "put-sequential",
+        nodes,
+        1,
+        &mut latencies,
+        started,
+        failed,
+        0,
+        0,
+    ));
+
+    let (mut correct, mut wrong) = (0, 0);
+    let mut latencies = Vec::with_capacity(ops);
+    let mut failed = 0;
+    let started = Instant::now();
+    for k in 0..ops {
+        let t = Instant::now();
+        match get_request(entry, &format!("scale-{k}")) {
+            Some(Some(v)) if v == format!("v{k}") => correct += 1,
+            Some(_) => wrong += 1,
+            None => failed += 1,
+        }
+        latencies.push(t.elapsed());
+    }
+    rows.push(summarize(
+        "get-sequential",
+        nodes,
+        1,
+        &mut latencies,
+        started,
+        failed,
+        correct,
+        wrong,
+    ));
+
+    let started = Instant::now();
+    let per_client = ops.div_ceil(clients);
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(2 * per_client);
+                let (mut ok, mut bad, mut failed) = (0, 0, 0);
+                for k in 0..per_client {
+                    let key = format!("scale-c{c}-{k}");
+                    let t = Instant::now();
+                    if !put_request(entry, &key, "x") {
+                        failed += 1;
+                    }
+                    lat.push(t.elapsed());
+                    let t = Instant::now();
+                    match get_request(entry, &key) {
+                        Some(Some(v)) if v == "x" => ok += 1,
+                        Some(_) => bad += 1,
+                        None => failed += 1,
+                    }
+                    lat.push(t.elapsed());
+                }
+                (lat, ok, bad, failed)
+            })
+        })
+        .collect();
+    let (mut latencies, mut ok, mut bad, mut failed) = (Vec::new(), 0, 0, 0);
+    for h in handles {
+        if let Ok((l, o, b, f)) = h.join() {
+            latencies.extend(l);
+            ok += o;
+            bad += b;
+            failed += f;
+        }
+    }
+    rows.push(summarize(
+        "mixed-concurrent",
+        nodes,
+        clients,
+        &mut latencies,
+        started,
+        failed,
+        ok,
+        bad,
+    ));
+    rows
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    phase: &str,
+    nodes: usize,
+    clients: usize,
+    latencies: &mut [Duration],
+    started: Instant,
+    failed: usize,
+    correct_reads: usize,
+    wrong_reads: usize,
+) -> ScaleRow {
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    ScaleRow {
+        phase: phase.to_string(),
+        nodes,
+        clients,
+        ops: latencies.len(),
+        ops_per_sec: latencies.len() as f64 / seconds.max(1e-9),
+        p50_ms: percentile_ms(latencies, 0.5),
+        p99_ms: percentile_ms(latencies, 0.99),
+        correct_reads,
+        wrong_reads,
+        failed,
+        seconds,
+    }
+}
