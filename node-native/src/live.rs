@@ -13,14 +13,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The directory holding the workspace's binaries (`target/<profile>`).
+/// The directory holding the workspace's binaries (`target/<profile>`), or `CHORD_KV_BIN_DIR`.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .to_path_buf()
+    if let Some(dir) = std::env::var_os("CHORD_KV_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable dir");
+    // Test executables live in target/<profile>/deps, binaries in target/<profile>.
+    if dir.ends_with("deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// A child process killed (SIGKILL) when dropped.
@@ -36,7 +41,7 @@ impl Proc {
         let path = bin_dir().join(program);
         assert!(
             path.exists(),
-            "{} not built: run the tests with `cargo test --workspace`",
+            "{} not built: `cargo build --workspace` (or run the tests with `cargo test --workspace`)",
             path.display()
         );
         let log = std::fs::File::create(std::env::temp_dir().join(format!("e2e-{name}.log")))
@@ -390,5 +395,94 @@ fn summarize(
         wrong_reads,
         failed,
         seconds,
+    }
+}
+
+/// The result of `chord-experiment --mode churn` on real processes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveChurnRow {
+    pub nodes: usize,
+    /// Peers killed (-9) and restarted empty during the run.
+    pub restarts: usize,
+    pub seconds: f64,
+    pub puts: usize,
+    pub puts_acked: usize,
+    pub gets: usize,
+    pub gets_failed: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Acknowledged keys not read back (with their value) after the churn.
+    pub acked_writes_lost: usize,
+}
+
+/// Live churn: while one client writes and reads through random surviving peers, every
+/// `period` one peer (never the first, the clients' fallback) is killed with SIGKILL and
+/// restarted empty with the same id a moment later. Afterwards every acknowledged key is read.
+pub fn churn_workload(ring: &mut LiveRing, restarts: usize, period: Duration) -> LiveChurnRow {
+    let started = Instant::now();
+    let nodes = ring.peers.len();
+    let mut latencies = Vec::new();
+    let (mut puts, mut acked, mut gets, mut gets_failed) = (0, Vec::new(), 0, 0);
+    let mut key_no = 0usize;
+    let mut state = 0x00C0_FFEE_u64;
+    for round in 0..restarts {
+        let victim = 1 + (node_core::rng::splitmix64(&mut state) as usize) % (nodes - 1);
+        let (port, id) = (ring.peers[victim].0.port, ring.peers[victim].1);
+        ring.peers[victim].0.kill();
+        let phase_end = Instant::now() + period;
+        while Instant::now() < phase_end {
+            let alive: Vec<u16> = ring
+                .peers
+                .iter_mut()
+                .filter(|(p, _)| p.port != port)
+                .map(|(p, _)| p.port)
+                .collect();
+            let at = alive[key_no % alive.len()];
+            let key = format!("churn-{key_no}");
+            key_no += 1;
+            let t = Instant::now();
+            puts += 1;
+            if put_request(at, &key, &key) {
+                acked.push(key.clone());
+            }
+            latencies.push(t.elapsed());
+            let t = Instant::now();
+            gets += 1;
+            if get_request(alive[(key_no + 1) % alive.len()], &key).is_none() {
+                gets_failed += 1;
+            }
+            latencies.push(t.elapsed());
+        }
+        // Back, empty, with the same id: it rejoins and anti-entropy refills it.
+        let bootstrap = ring.peers[0].0.port;
+        ring.peers[victim].0 =
+            Proc::peer_with(port, id, Some(bootstrap), &["--udp-addr", "127.0.0.1:0"]);
+        std::thread::sleep(period / 2);
+        let _ = round;
+    }
+    // Let repair run, then read back everything acknowledged.
+    let ports = ring.ports();
+    let _ = wait_until(Duration::from_secs(60), || ring_converged(&ports));
+    std::thread::sleep(Duration::from_secs(5));
+    let lost = acked
+        .iter()
+        .enumerate()
+        .filter(|(i, key)| {
+            let at = ports[i % ports.len()].0;
+            get_request(at, key).flatten().as_deref() != Some(key.as_str())
+        })
+        .count();
+    latencies.sort_unstable();
+    LiveChurnRow {
+        nodes,
+        restarts,
+        seconds: started.elapsed().as_secs_f64(),
+        puts,
+        puts_acked: acked.len(),
+        gets,
+        gets_failed,
+        p50_ms: percentile_ms(&latencies, 0.5),
+        p99_ms: percentile_ms(&latencies, 0.99),
+        acked_writes_lost: lost,
     }
 }

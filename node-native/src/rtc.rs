@@ -818,10 +818,14 @@ impl Supervisor {
                 }
                 Control::ConnectionState(state) => {
                     debug!(me = %Hex(self.inner.me), peer = %Hex(self.peer), link = self.id, %state, "rtc: connection state");
-                    // `Disconnected` may recover; ICE turns it into `Failed` if it does not.
+                    // `Disconnected` could recover, but ICE only calls it `Failed` 25 s later:
+                    // far too long for a ring whose requests route through this link. The ring
+                    // reconnects a peer it still needs, so a flapping link costs one re-offer.
                     if matches!(
                         state,
-                        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                        RTCPeerConnectionState::Failed
+                            | RTCPeerConnectionState::Closed
+                            | RTCPeerConnectionState::Disconnected
                     ) {
                         return Exit::Failed(format!("connection {state}"));
                     }

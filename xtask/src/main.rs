@@ -16,7 +16,9 @@ usage: cargo xtask <task>
 
 tasks:
   test    fmt check, clippy, all tests, node-core wasm32 build and clippy (what CI runs)
-  demo    run the sim-hops experiment at moderate size and plot it to target/sim-hops.svg
+  demo    build the native peer and run scripts/demo.sh: 4 chord-node processes on loopback
+          (put, get, crash, restart, flood, metrics), as the original project's demo did
+  sim     run the sim-hops experiment at moderate size and plot it to target/sim-hops.svg
   bench   run the full sim-hops experiment (up to 16384 nodes) and plot it
 ";
 
@@ -34,7 +36,8 @@ fn main() -> ExitCode {
 fn run(task: Option<&str>) -> anyhow::Result<()> {
     match task {
         Some("test") => test(),
-        Some("demo") => sim_hops("demo", "64,256,1024,4096"),
+        Some("demo") => demo(),
+        Some("sim") => sim_hops("sim", "64,256,1024,4096"),
         Some("bench") => sim_hops("bench", "64,256,1024,4096,16384"),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
@@ -135,6 +138,32 @@ fn node_core_wasm_is_bindgen_free() -> anyhow::Result<()> {
 }
 
 /// The sim-hops experiment in release mode, plotted to `target/sim-hops.svg`.
+/// The live demo: release build of the peer, then the demo script (WebRTC on 127.0.0.1 only).
+fn demo() -> anyhow::Result<()> {
+    run_step(
+        "demo: build chord-node (release)",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "node-native",
+            "--bin",
+            "chord-node",
+        ],
+    )?;
+    step("demo: scripts/demo.sh", || {
+        let status = Command::new("bash")
+            .arg(project_root().join("scripts/demo.sh"))
+            .current_dir(project_root())
+            .status()
+            .context("cannot run bash scripts/demo.sh")?;
+        if !status.success() {
+            bail!("scripts/demo.sh failed ({status})");
+        }
+        Ok(())
+    })
+}
+
 fn sim_hops(task: &str, nodes: &str) -> anyhow::Result<()> {
     let plot = "target/sim-hops.svg";
     run_step(

@@ -13,6 +13,7 @@
 //! chord-experiment --mode sim-flood --nodes 1024 --ttls 1,2,3,4,5,6,7,8 --queries 200 --seed 1
 //! chord-experiment --mode sim-churn --nodes 500 --rates 0.5,1,2,4 --seconds 120 --seed 1
 //! chord-experiment --mode scale --num-nodes 5 --num-ops 500 --clients 8
+//! chord-experiment --mode churn --num-nodes 8 --restarts 5
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -100,6 +101,11 @@ struct Cli {
     /// Concurrent HTTP clients of the last scale phase.
     #[arg(long, value_parser = parse_positive, default_value = "8")]
     clients: usize,
+    /// Peers killed and restarted during `--mode churn`, one every `--period-ms`.
+    #[arg(long, default_value_t = 5)]
+    restarts: usize,
+    #[arg(long, default_value_t = 4_000)]
+    period_ms: u64,
     /// First port of the live ring (scale).
     #[arg(long, default_value_t = 7600)]
     base_port: u16,
@@ -131,6 +137,9 @@ enum Mode {
     /// The original harness's workload on real native peers (separate processes, WebRTC on
     /// loopback) through one entry peer: throughput, latency percentiles, read correctness.
     Scale,
+    /// Real native peers killed (-9) and restarted empty during a workload: failures,
+    /// latency, acknowledged writes lost.
+    Churn,
 }
 
 impl Mode {
@@ -151,6 +160,7 @@ fn main() -> anyhow::Result<()> {
         Mode::SimFlood => run_sim_flood(&cli),
         Mode::SimChurn => run_sim_churn(&cli),
         Mode::Scale => run_scale(&cli),
+        Mode::Churn => run_churn(&cli),
     }
 }
 
@@ -528,6 +538,50 @@ fn run_scale(cli: &Cli) -> anyhow::Result<()> {
     }
     drop(ring);
     finish(cli, &rows)
+}
+
+/// `--mode churn`: a live ring where peers crash and come back empty during the workload.
+fn run_churn(cli: &Cli) -> anyhow::Result<()> {
+    println!(
+        "starting {} chord-node processes (WebRTC on 127.0.0.1) ...",
+        cli.num_nodes
+    );
+    anyhow::ensure!(cli.num_nodes >= 2, "churn needs at least 2 peers");
+    let mut ring = node_native::live::LiveRing::start(cli.num_nodes, cli.base_port, cli.seed)
+        .map_err(anyhow::Error::msg)?;
+    let row = node_native::live::churn_workload(
+        &mut ring,
+        cli.restarts,
+        std::time::Duration::from_millis(cli.period_ms),
+    );
+    let table = Table::new(&[
+        ("nodes", 5),
+        ("restarts", 0),
+        ("puts", 5),
+        ("acked", 5),
+        ("gets", 5),
+        ("gets failed", 0),
+        ("p50 ms", 7),
+        ("p99 ms", 7),
+        ("acked lost", 0),
+    ]);
+    println!("{}", table.header());
+    println!(
+        "{}",
+        table.row(&[
+            row.nodes.to_string(),
+            row.restarts.to_string(),
+            row.puts.to_string(),
+            row.puts_acked.to_string(),
+            row.gets.to_string(),
+            row.gets_failed.to_string(),
+            format!("{:.2}", row.p50_ms),
+            format!("{:.2}", row.p99_ms),
+            row.acked_writes_lost.to_string(),
+        ])
+    );
+    drop(ring);
+    finish(cli, &[row])
 }
 
 /// Makes sure the directory of an output file exists, so `--plot target/x.svg` works on a fresh
