@@ -13,7 +13,7 @@
 //! chord-experiment --mode sim-flood --nodes 1024 --ttls 1,2,3,4,5,6,7,8 --queries 200 --seed 1
 //! chord-experiment --mode sim-churn --nodes 500 --rates 0.5,1,2,4 --seconds 120 --seed 1
 //! chord-experiment --mode scale --num-nodes 5 --num-ops 500 --clients 8
-//! chord-experiment --mode churn --num-nodes 8 --restarts 5
+//! chord-experiment --mode churn --num-nodes 6 --restarts 4 --period-ms 10000
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -104,7 +104,9 @@ struct Cli {
     /// Peers killed and restarted during `--mode churn`, one every `--period-ms`.
     #[arg(long, default_value_t = 5)]
     restarts: usize,
-    #[arg(long, default_value_t = 4_000)]
+    /// Kills come one repair window apart (the fault model: at most k-1 replicas of a set lost
+    /// between repair rounds).
+    #[arg(long, default_value_t = 10_000)]
     period_ms: u64,
     /// First port of the live ring (scale).
     #[arg(long, default_value_t = 7600)]
