@@ -148,16 +148,24 @@ fn body<T>(api: &Api, body: Result<Json<T>, JsonRejection>) -> Result<T, ApiErro
     })
 }
 
+fn stopped() -> ApiError {
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "stopped",
+        message: "the peer is shutting down".into(),
+    }
+}
+
 async fn call(api: &Api, command: Command) -> Result<OpOutcome, ApiError> {
     match api.peer.call(command).await {
         Some(Ok(outcome)) => Ok(outcome),
         Some(Err(e)) => Err(e.into()),
-        None => Err(ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "stopped",
-            message: "the peer is shutting down".into(),
-        }),
+        None => Err(stopped()),
     }
+}
+
+async fn status_of(api: &Api) -> Result<crate::driver::Status, ApiError> {
+    api.peer.status().await.ok_or_else(stopped)
 }
 
 async fn put(
@@ -251,11 +259,7 @@ async fn flood(
 }
 
 async fn metrics(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
-    let status = api.peer.status().await.ok_or(ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        code: "stopped",
-        message: "the peer is shutting down".into(),
-    })?;
+    let status = status_of(&api).await?;
     let mut value = serde_json::to_value(&status.metrics).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
         map.insert(
@@ -275,11 +279,7 @@ async fn metrics(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
 }
 
 async fn prometheus(State(api): State<Api>) -> Result<String, ApiError> {
-    let status = api.peer.status().await.ok_or(ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        code: "stopped",
-        message: "the peer is shutting down".into(),
-    })?;
+    let status = status_of(&api).await?;
     let m = &status.metrics;
     let lines = [
         ("chordkv_puts_total", m.kv.total_puts as f64),
@@ -325,11 +325,7 @@ async fn prometheus(State(api): State<Api>) -> Result<String, ApiError> {
 }
 
 async fn ring(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
-    let status = api.peer.status().await.ok_or(ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        code: "stopped",
-        message: "the peer is shutting down".into(),
-    })?;
+    let status = status_of(&api).await?;
     let r = &status.ring;
     Ok(Json(json!({
         "id": r.id.to_string(),
