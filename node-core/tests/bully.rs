@@ -11,7 +11,7 @@ use node_core::sim::{JoinPattern, Sim, SimConfig};
 
 #[test]
 fn leader_crash_elects_the_next_highest() {
-    for seed in seeds(6_000, 6) {
+    for seed in seeds(6_000, 200) {
         println!("seed {seed}");
         let mut sim = Sim::new(SimConfig::new(seed));
         sim.join_nodes(20, JoinPattern::Sequential);

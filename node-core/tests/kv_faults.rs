@@ -202,5 +202,7 @@ fn no_acknowledged_write_lost_seeds_100_to_199() {
 
 #[test]
 fn partition_heals_to_one_state() {
-    seeds(7_500, 60).into_iter().for_each(|s| run_seed(s, true));
+    seeds(7_500, 200)
+        .into_iter()
+        .for_each(|s| run_seed(s, true));
 }

@@ -100,7 +100,7 @@ fn deletes_hide_values_and_later_writes_win() {
 
 #[test]
 fn concurrent_writers_agree_on_one_winner() {
-    for seed in seeds(5_200, 5) {
+    for seed in seeds(5_200, 200) {
         println!("seed {seed}");
         let mut sim = ring(seed, 24);
         // Ten peers write the same key at the same instant.
