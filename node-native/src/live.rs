@@ -272,6 +272,7 @@ fn get_request(port: u16, key: &str) -> Option<Option<String>> {
 /// The original harness's workload through one entry peer: `ops` sequential puts of distinct
 /// keys, `ops` sequential gets of them (checked), then `clients` threads doing puts and gets
 /// of their own keys at once. One TCP connection per request, as the original's client did.
+/// With `CHORD_KV_TRACE_SLOW` set, puts slower than 100 ms are named on stderr.
 pub fn scale_workload(ring: &LiveRing, ops: usize, clients: usize) -> Vec<ScaleRow> {
     let entry = ring.peers[0].0.port;
     let nodes = ring.peers.len();
@@ -285,7 +286,11 @@ pub fn scale_workload(ring: &LiveRing, ops: usize, clients: usize) -> Vec<ScaleR
         if !put_request(entry, &format!("scale-{k}"), &format!("v{k}")) {
             failed += 1;
         }
-        latencies.push(t.elapsed());
+        let took = t.elapsed();
+        if took > Duration::from_millis(100) && std::env::var_os("CHORD_KV_TRACE_SLOW").is_some() {
+            eprintln!("slow put scale-{k}: {took:?}");
+        }
+        latencies.push(took);
     }
     rows.push(summarize(
         "put-sequential",
