@@ -72,6 +72,8 @@ pub struct DriverStats {
     pub signals_via_introducer: u64,
     pub introducer_connected: bool,
     pub introducer_errors: u64,
+    /// Frames the core sent to a peer whose data channel was not open (dropped).
+    pub frames_without_channel: u64,
 }
 
 /// Handle to a running driver.
@@ -381,7 +383,9 @@ impl Driver {
             match self.node.poll_output() {
                 Output::Timeout(_) => return,
                 Output::Send { to, bytes } => {
-                    self.rtc.send(to.0, bytes);
+                    if !self.rtc.send(to.0, bytes) {
+                        self.stats.frames_without_channel += 1;
+                    }
                 }
                 Output::Connect(peer) => {
                     let rtc = self.rtc.clone();
