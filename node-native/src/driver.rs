@@ -382,11 +382,7 @@ impl Driver {
         loop {
             match self.node.poll_output() {
                 Output::Timeout(_) => return,
-                Output::Send { to, bytes } => {
-                    if !self.rtc.send(to.0, bytes) {
-                        self.stats.frames_without_channel += 1;
-                    }
-                }
+                Output::Send { to, bytes } => self.send_frame(to.0, bytes),
                 Output::Connect(peer) => {
                     let rtc = self.rtc.clone();
                     tokio::spawn(async move { rtc.connect(peer.0).await });
@@ -399,6 +395,12 @@ impl Driver {
                 Output::Event(event) => self.on_event(event),
                 _ => {}
             }
+        }
+    }
+
+    fn send_frame(&mut self, to: u32, bytes: Vec<u8>) {
+        if !self.rtc.send(to, bytes) {
+            self.stats.frames_without_channel += 1;
         }
     }
 
