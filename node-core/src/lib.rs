@@ -18,6 +18,7 @@
 //! - [`clock`], [`store`], [`merkle`]: Lamport clock, LWW store, Merkle anti-entropy.
 //! - [`replication`]: put/get/delete through the key's leader with quorums and read-repair.
 //! - [`election`]: per-replica-set Bully elections.
+//! - [`walk`]: asking any peer for its ring pointers (to draw the whole ring).
 //! - [`flood`]: Gnutella-style flooding, the unstructured-search baseline.
 //! - `sim`: deterministic network simulator and experiments (feature `sim`).
 #![forbid(unsafe_code)]
@@ -35,6 +36,7 @@ pub mod ring;
 pub mod rng;
 pub mod routing;
 pub mod store;
+pub mod walk;
 pub mod wire;
 
 #[cfg(feature = "sim")]

@@ -122,6 +122,8 @@ pub struct KvMetrics {
     /// Origin-side latency of completed puts/deletes and gets, in milliseconds.
     pub put_latency_ms: Histogram,
     pub get_latency_ms: Histogram,
+    /// Hops of completed requests from the origin to the key's leader.
+    pub hops: Histogram,
     /// Requests that ran out of time at the origin.
     pub failed: u64,
     pub retries: u64,
@@ -215,6 +217,7 @@ pub struct KvSummary {
     pub avg_get_latency_sec: f64,
     pub put_latency_ms: Percentiles,
     pub get_latency_ms: Percentiles,
+    pub hops: Percentiles,
     pub failed: u64,
     pub read_repairs: u64,
     pub quorum_failures: u64,
@@ -257,6 +260,7 @@ impl Metrics {
                 avg_get_latency_sec: kv.get_latency_ms.mean() / 1_000.0,
                 put_latency_ms: (&kv.put_latency_ms).into(),
                 get_latency_ms: (&kv.get_latency_ms).into(),
+                hops: (&kv.hops).into(),
                 failed: kv.failed,
                 read_repairs: kv.read_repairs,
                 quorum_failures: kv.quorum_failures,

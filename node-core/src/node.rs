@@ -225,16 +225,23 @@ pub enum OpOutcome {
     },
     SignalSent,
     Left,
-    /// A put or delete reached its write quorum; `ts` is its Lamport timestamp.
+    /// A put or delete reached its write quorum; `ts` is its Lamport timestamp. `hops` counts
+    /// the request's hops from this node to the key's leader (the last attempt's).
     Stored {
         ts: u64,
+        hops: u32,
     },
     Found {
         value: String,
         ts: u64,
         writer: String,
+        hops: u32,
     },
-    NotFound,
+    NotFound {
+        hops: u32,
+    },
+    /// Another peer's ring pointers, as it answered a [`Node::peer_view`].
+    View(crate::walk::PeerView),
     /// A flood query's time is up: who answered, and how far away.
     Flooded(FloodResult),
 }
@@ -333,6 +340,7 @@ pub struct Node {
     pub(crate) ring: RingState,
     pub(crate) links: Links,
     lookups: BTreeMap<OpId, LookupOp>,
+    pub(crate) views: crate::walk::PendingViews,
     /// (wake time, op) for pending lookups and requests; stale entries are skipped.
     pub(crate) op_timers: BTreeSet<(Time, OpId)>,
     next_op: u64,
@@ -409,6 +417,7 @@ impl Node {
             ring,
             links: Links::default(),
             lookups: BTreeMap::new(),
+            views: BTreeMap::new(),
             op_timers: BTreeSet::new(),
             next_op: first_op,
             out: VecDeque::new(),
@@ -1527,7 +1536,7 @@ impl Node {
     }
 
     fn on_op_timer(&mut self, op: OpId, at: Time) {
-        if self.on_kv_timer(op, at) {
+        if self.on_kv_timer(op, at) || self.on_view_timer(op, at) {
             return;
         }
         let Some(lookup) = self.lookups.get(&op) else {
@@ -1642,7 +1651,7 @@ impl Node {
         self.via_hints.insert(peer, via);
     }
 
-    fn via_hint(&self, peer: PeerId) -> Option<PeerId> {
+    pub(crate) fn via_hint(&self, peer: PeerId) -> Option<PeerId> {
         self.via_hints
             .get(&peer)
             .or_else(|| self.via_hints_old.get(&peer))
@@ -1758,6 +1767,13 @@ impl Node {
             Body::KvReply(reply) => self.on_kv_reply(reply),
             Body::KvDirect(msg) => self.on_kv_msg(routed.origin, msg),
             Body::Election(msg) => self.on_election_msg(routed.origin, msg),
+            Body::GetView { op } => self.on_view_request(&routed, op),
+            Body::View {
+                op,
+                predecessor,
+                successors,
+                hops,
+            } => self.on_view_reply(routed.origin, op, predecessor, successors, hops),
             _ => self.metrics.chord.unexpected_messages += 1,
         }
     }
@@ -1841,6 +1857,9 @@ impl Node {
 
     fn fail_pending_ops(&mut self) {
         for (op, _) in std::mem::take(&mut self.kv_ops) {
+            self.done(op, Err(OpError::NotJoined));
+        }
+        for (op, _) in std::mem::take(&mut self.views) {
             self.done(op, Err(OpError::NotJoined));
         }
         let pending = std::mem::take(&mut self.lookups);

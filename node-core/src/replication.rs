@@ -53,6 +53,9 @@ pub enum KvAction {
 pub struct KvReply {
     pub op: u64,
     pub result: KvResult,
+    /// Hops the request took from its origin to the leader (shown to users next to latency).
+    #[serde(default)]
+    pub hops: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +117,8 @@ pub(crate) struct Coordination {
     origin: PeerId,
     origin_via: Option<PeerId>,
     op: u64,
+    /// Hops of the request from its origin to this leader.
+    hops: u8,
     key: String,
     set: Vec<Id>,
     deadline: Time,
@@ -427,6 +432,7 @@ impl Node {
                 origin: routed.origin,
                 origin_via: routed.origin_via,
                 op: request.op,
+                hops: routed.hops,
                 key: request.key,
                 set,
                 deadline: self.now + self.config.lookup_attempt_timeout_ms,
@@ -583,7 +589,11 @@ impl Node {
             origin: self.id,
             origin_via: None,
             hops: 0,
-            body: Body::KvReply(KvReply { op: c.op, result }),
+            body: Body::KvReply(KvReply {
+                op: c.op,
+                result,
+                hops: c.hops,
+            }),
         };
         if !self.route(reply) {
             self.metrics.chord.dropped_no_route += 1;
@@ -737,12 +747,19 @@ impl Node {
         };
         let latency = self.now.saturating_sub(pending.started);
         let is_get = matches!(pending.action, KvAction::Get);
+        let hops = u32::from(reply.hops);
         let outcome = match reply.result {
             KvResult::Failed { .. } => return, // let the retry timer try again
-            KvResult::Stored { ts } => OpOutcome::Stored { ts },
-            KvResult::Found { value, ts, writer } => OpOutcome::Found { value, ts, writer },
-            KvResult::NotFound => OpOutcome::NotFound,
+            KvResult::Stored { ts } => OpOutcome::Stored { ts, hops },
+            KvResult::Found { value, ts, writer } => OpOutcome::Found {
+                value,
+                ts,
+                writer,
+                hops,
+            },
+            KvResult::NotFound => OpOutcome::NotFound { hops },
         };
+        self.metrics.kv.hops.record(u64::from(hops));
         self.kv_ops.remove(&op);
         if is_get {
             self.metrics.kv.get_latency_ms.record(latency);

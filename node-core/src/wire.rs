@@ -123,6 +123,15 @@ pub enum Body {
     KvDirect(KvMsg),
     /// An election message to a member this node holds no link to.
     Election(ElectionMsg),
+    /// Ask the destination peer for its ring pointers ([`crate::walk`]).
+    GetView { op: u64 },
+    /// The answer; `hops` is how many hops the `GetView` took.
+    View {
+        op: u64,
+        predecessor: Option<Id>,
+        successors: Vec<Id>,
+        hops: u8,
+    },
 }
 
 #[derive(Serialize)]
@@ -198,6 +207,12 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         Message::Leaving { succs, .. } if succs.len() > MAX_LIST_LEN => {
             Err(DecodeError::ListTooLong { len: succs.len() })
         }
+        Message::Route(Routed {
+            body: Body::View { successors, .. },
+            ..
+        }) if successors.len() > MAX_LIST_LEN => Err(DecodeError::ListTooLong {
+            len: successors.len(),
+        }),
         _ => Ok(frame.m),
     }
 }

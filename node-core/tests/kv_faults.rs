@@ -109,7 +109,7 @@ fn run_seed(seed: u64, partition: bool) {
     // Newest acknowledged version per key.
     let mut newest_acked: BTreeMap<String, (u64, String)> = BTreeMap::new();
     for w in &issued {
-        if let Some(Ok(OpOutcome::Stored { ts })) = sim.result(w.at, w.op) {
+        if let Some(Ok(OpOutcome::Stored { ts, .. })) = sim.result(w.at, w.op) {
             let v = (*ts, w.writer.clone());
             let e = newest_acked.entry(w.key.clone()).or_insert(v.clone());
             if v > *e {
@@ -174,7 +174,7 @@ fn run_seed(seed: u64, partition: bool) {
             (Some(Entry { value: Some(v), .. }), Some(Ok(OpOutcome::Found { value, .. }))) => {
                 v == value
             }
-            (Some(Entry { value: None, .. }), Some(Ok(OpOutcome::NotFound))) => true,
+            (Some(Entry { value: None, .. }), Some(Ok(OpOutcome::NotFound { .. }))) => true,
             _ => false,
         };
         assert_seed(

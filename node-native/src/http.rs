@@ -69,6 +69,14 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    fn internal(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: message.into(),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -188,7 +196,7 @@ async fn put(
     )
     .await?;
     match outcome {
-        OpOutcome::Stored { ts } => Ok(Json(json!({"ok": true, "ts": ts}))),
+        OpOutcome::Stored { ts, hops } => Ok(Json(json!({"ok": true, "ts": ts, "hops": hops}))),
         other => Ok(Json(json!({"ok": false, "detail": format!("{other:?}")}))),
     }
 }
@@ -199,12 +207,18 @@ async fn get_key(
 ) -> Result<Json<Value>, ApiError> {
     let b = body(&api, raw)?;
     match call(&api, Command::Get { key: b.key }).await? {
-        OpOutcome::Found { value, ts, writer } => Ok(Json(
-            json!({"found": true, "value": value, "ts": ts, "writer_id": writer}),
+        OpOutcome::Found {
+            value,
+            ts,
+            writer,
+            hops,
+        } => Ok(Json(
+            json!({"found": true, "value": value, "ts": ts, "writer_id": writer, "hops": hops}),
         )),
-        _ => Ok(Json(
-            json!({"found": false, "value": null, "ts": null, "writer_id": null}),
+        OpOutcome::NotFound { hops } => Ok(Json(
+            json!({"found": false, "value": null, "ts": null, "writer_id": null, "hops": hops}),
         )),
+        other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
     }
 }
 
@@ -222,7 +236,7 @@ async fn delete(
     )
     .await?
     {
-        OpOutcome::Stored { ts } => Ok(Json(json!({"ok": true, "ts": ts}))),
+        OpOutcome::Stored { ts, hops } => Ok(Json(json!({"ok": true, "ts": ts, "hops": hops}))),
         other => Ok(Json(json!({"ok": false, "detail": format!("{other:?}")}))),
     }
 }
