@@ -1,0 +1,679 @@
+//! The browser driver: owns the sans-IO [`Node`], feeds it inputs and carries out its outputs.
+//!
+//! JavaScript is single-threaded and event-driven, so the driver is a [`Shared`] cell that every
+//! callback (data channel, WebSocket, timer, API call) enters through [`with_driver`]: borrow,
+//! hand the input to the core, drain the core's outputs, re-arm the one `setTimeout` at the
+//! core's next deadline, release, then deliver queued application events. No callback into
+//! user code runs while the driver is borrowed, so a user's `onEvent` handler may call back into
+//! the peer.
+//!
+//! Signaling paths are the native driver's (node-native/src/driver.rs): an SDP payload goes
+//! through the ring (`Node::signal`) as soon as this peer holds any open link, through the
+//! introducer only for the first link or when the ring reports no route; answers go back the
+//! way the offer came.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::rc::{Rc, Weak};
+
+use futures_channel::oneshot;
+use node_core::node::{Config, Event, Input, OpId, OpOutcome, Output};
+use node_core::{Id, Node, Time};
+use serde_json::{Value, json};
+use signaling::{ClientMessage, PeerId as SigPeer, ServerMessage};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+
+use crate::introducer::Introducer;
+use crate::js;
+use crate::links::Links;
+
+/// What a command resolves to: the outcome or a JS `Error`.
+pub type Reply = Result<OpOutcome, JsValue>;
+
+/// Why `start` failed: (code, message).
+pub type StartError = (&'static str, String);
+
+/// Parsed `ChordPeer.start` options.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    pub introducer: String,
+    pub ice_servers: Vec<String>,
+    pub id: Option<Id>,
+    pub replicas: Option<usize>,
+    pub read_quorum: Option<usize>,
+    pub write_quorum: Option<usize>,
+}
+
+impl StartOptions {
+    pub fn from_js(options: &JsValue) -> Result<Self, String> {
+        let text = js_sys::JSON::stringify(options)
+            .ok()
+            .and_then(|s| s.as_string())
+            .ok_or("options must be an object")?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| format!("bad options: {e}"))?;
+        let introducer = v["introducer"]
+            .as_str()
+            .ok_or("options.introducer is required (ws://host:port/ws or page:<room>)")?
+            .to_string();
+        if !(introducer.starts_with("ws://")
+            || introducer.starts_with("wss://")
+            || introducer.starts_with("page:"))
+        {
+            return Err(format!(
+                "introducer {introducer:?} must start with ws://, wss:// or page:"
+            ));
+        }
+        let ice_servers = match &v["iceServers"] {
+            Value::Null => Vec::new(),
+            Value::Array(list) => list
+                .iter()
+                .map(|s| {
+                    s.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| "iceServers must be a list of URL strings".to_string())
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err("iceServers must be a list of URL strings".into()),
+        };
+        let id =
+            match &v["id"] {
+                Value::Null => None,
+                Value::String(s) if s.len() == 8 => Some(Id(u32::from_str_radix(s, 16)
+                    .map_err(|_| format!("id {s:?} is not 8 hex digits"))?)),
+                other => return Err(format!("id {other} is not 8 hex digits")),
+            };
+        let count = |name: &str| -> Result<Option<usize>, String> {
+            match &v[name] {
+                Value::Null => Ok(None),
+                x => x
+                    .as_u64()
+                    .filter(|n| (1..=16).contains(n))
+                    .map(|n| Some(n as usize))
+                    .ok_or_else(|| format!("{name} must be a number from 1 to 16")),
+            }
+        };
+        Ok(Self {
+            introducer,
+            ice_servers,
+            id,
+            replicas: count("replicas")?,
+            read_quorum: count("readQuorum")?,
+            write_quorum: count("writeQuorum")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Ring,
+    Introducer,
+}
+
+/// Counters of the driver itself (the native driver's, plus browser-only ones).
+#[derive(Debug, Clone, Default)]
+pub struct DriverStats {
+    pub overlay_links: u64,
+    pub introducer_links: u64,
+    pub signals_via_ring: u64,
+    pub signals_via_introducer: u64,
+    pub introducer_connected: bool,
+    pub introducer_errors: u64,
+    pub frames_without_channel: u64,
+    pub links_failed: u64,
+}
+
+/// The cell every callback enters through.
+pub struct Shared {
+    id: Id,
+    driver: RefCell<Driver>,
+    events: RefCell<VecDeque<Value>>,
+    callback: RefCell<Option<js_sys::Function>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shared({})", self.id)
+    }
+}
+
+pub type Handle = Rc<Shared>;
+
+impl Shared {
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    pub fn set_callback(&self, callback: js_sys::Function) {
+        *self.callback.borrow_mut() = Some(callback);
+    }
+
+    /// Delivers queued events to the user's callback (never while the driver is borrowed).
+    fn flush_events(&self) {
+        loop {
+            let Some(event) = self.events.borrow_mut().pop_front() else {
+                return;
+            };
+            let callback = self.callback.borrow().clone();
+            if let Some(callback) = callback {
+                let _ = callback.call1(&JsValue::NULL, &js::value(&event));
+            }
+        }
+    }
+}
+
+/// The driver's state; only [`with_driver`] touches it.
+pub struct Driver {
+    pub node: Node,
+    origin_ms: f64,
+    me: Weak<Shared>,
+    pub links: Links,
+    introducer: Option<Introducer>,
+    introducer_url: String,
+    pending: HashMap<OpId, oneshot::Sender<Reply>>,
+    /// How the last signal from a peer reached us: answers go back the same way.
+    path: HashMap<u32, Path>,
+    /// Peers whose link SDP went through the ring.
+    via_ring: HashSet<u32>,
+    /// Ring-routed signals in flight: when the ring has no route, the introducer takes over.
+    signal_ops: HashMap<OpId, (u32, String)>,
+    started: Option<oneshot::Sender<Result<(), StartError>>>,
+    join_op: Option<OpId>,
+    waiting_welcome: bool,
+    timer: Option<(i32, Time)>,
+    timer_callback: Closure<dyn FnMut()>,
+    stats: DriverStats,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Driver({})", self.node.id())
+    }
+}
+
+/// Milliseconds from `performance.now()` (monotonic).
+pub fn performance_now() -> f64 {
+    js_sys::Reflect::get(&js_sys::global(), &"performance".into())
+        .ok()
+        .and_then(|p| p.dyn_into::<web_sys::Performance>().ok())
+        .map_or_else(js_sys::Date::now, |p| p.now())
+}
+
+/// 64 random bits from `crypto.getRandomValues`.
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    let crypto = js_sys::Reflect::get(&js_sys::global(), &"crypto".into())
+        .ok()
+        .and_then(|c| c.dyn_into::<web_sys::Crypto>().ok());
+    match crypto {
+        Some(crypto) if crypto.get_random_values_with_u8_array(&mut bytes).is_ok() => {
+            u64::from_le_bytes(bytes)
+        }
+        // No Web Crypto: fall back to the clock (ids only need to differ between tabs).
+        _ => (js_sys::Math::random() * 2f64.powi(53)) as u64 ^ performance_now().to_bits(),
+    }
+}
+
+/// Creates the peer and starts its introducer session; the receiver says when it joined.
+pub fn start(options: StartOptions) -> (Handle, oneshot::Receiver<Result<(), StartError>>) {
+    let seed = random_u64();
+    let id = options.id.unwrap_or(Id((seed >> 32) as u32));
+    let mut config = Config::with_seed(seed);
+    if let Some(k) = options.replicas {
+        config.replicas = k;
+    }
+    if let Some(r) = options.read_quorum {
+        config.read_quorum = r;
+    }
+    if let Some(w) = options.write_quorum {
+        config.write_quorum = w;
+    }
+    let (started_tx, started_rx) = oneshot::channel();
+    let origin_ms = performance_now();
+    let shared = Rc::new_cyclic(|me: &Weak<Shared>| {
+        let timer_me = me.clone();
+        let timer_callback = Closure::<dyn FnMut()>::new(move || {
+            if let Some(shared) = timer_me.upgrade() {
+                with_driver(&shared, |d, _| {
+                    d.timer = None;
+                    let now = d.now();
+                    d.node.handle_input(now, Input::Timeout);
+                });
+            }
+        });
+        Shared {
+            id,
+            driver: RefCell::new(Driver {
+                node: Node::new(config, id, 0),
+                origin_ms,
+                me: me.clone(),
+                links: Links::new(id.0, options.ice_servers.clone()),
+                introducer: None,
+                introducer_url: options.introducer.clone(),
+                pending: HashMap::new(),
+                path: HashMap::new(),
+                via_ring: HashSet::new(),
+                signal_ops: HashMap::new(),
+                started: Some(started_tx),
+                join_op: None,
+                waiting_welcome: true,
+                timer: None,
+                timer_callback,
+                stats: DriverStats::default(),
+                stopped: false,
+            }),
+            events: RefCell::new(VecDeque::new()),
+            callback: RefCell::new(None),
+        }
+    });
+    with_driver(&shared, |d, h| {
+        d.introducer = Some(Introducer::open(h, &options.introducer));
+    });
+    (shared, started_rx)
+}
+
+/// Runs `f` on the driver, then drains the core, re-arms the timer and delivers events.
+pub fn with_driver<R>(shared: &Handle, f: impl FnOnce(&mut Driver, &Handle) -> R) -> R {
+    let result = {
+        let mut d = shared.driver.borrow_mut();
+        let result = f(&mut d, shared);
+        d.drain(shared);
+        d.arm_timer();
+        result
+    };
+    shared.flush_events();
+    result
+}
+
+/// Runs `f` on the driver of a peer held weakly (callbacks hold weak references so a stopped,
+/// dropped peer is freed).
+pub fn with_weak(me: &Weak<Shared>, f: impl FnOnce(&mut Driver, &Handle)) {
+    if let Some(shared) = me.upgrade() {
+        with_driver(&shared, f);
+    }
+}
+
+/// Starts a command and waits for its result; returns (result, latency in ms).
+pub async fn command(shared: &Handle, f: impl FnOnce(&mut Node, Time) -> OpId) -> (Reply, f64) {
+    let begin = performance_now();
+    let (tx, rx) = oneshot::channel();
+    with_driver(shared, |d, _| {
+        if d.stopped {
+            let _ = tx.send(Err(js::error("stopped", "this peer was stopped")));
+            return;
+        }
+        let now = d.now();
+        let op = f(&mut d.node, now);
+        d.pending.insert(op, tx);
+    });
+    let reply = rx
+        .await
+        .unwrap_or_else(|_| Err(js::error("stopped", "this peer was stopped")));
+    let ms = ((performance_now() - begin) * 1000.0).round() / 1000.0;
+    (reply, ms)
+}
+
+/// Walks successor pointers from this peer; stops at the start, a failure, or `limit` peers.
+pub async fn walk(shared: &Handle, limit: usize) -> Vec<Value> {
+    let me = shared.id();
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut at = me;
+    while out.len() < limit && seen.insert(at) {
+        let (reply, _) = command(shared, |n, now| n.peer_view(at, now)).await;
+        let Ok(OpOutcome::View(view)) = reply else {
+            break;
+        };
+        out.push(js::peer_view(&view));
+        match view.successors.iter().find(|s| !seen.contains(*s)) {
+            Some(next) if *next != me => at = *next,
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Leaves the ring, closes every link and the introducer; pending commands fail `stopped`.
+pub fn stop(shared: &Handle) {
+    with_driver(shared, |d, _| {
+        if d.stopped {
+            return;
+        }
+        let now = d.now();
+        if d.node.is_joined() {
+            d.node.leave(now);
+        }
+        // Let the core's `Leaving` frames out before closing the channels.
+        d.drain_frames_only();
+        d.stopped = true;
+        d.links.close_all();
+        if let Some(introducer) = d.introducer.take() {
+            introducer.close();
+        }
+        for (_, tx) in d.pending.drain() {
+            let _ = tx.send(Err(js::error("stopped", "this peer was stopped")));
+        }
+        if let Some((handle, _)) = d.timer.take()
+            && let Some(window) = web_sys::window()
+        {
+            window.clear_timeout_with_handle(handle);
+        }
+    });
+}
+
+impl Driver {
+    pub fn now(&self) -> Time {
+        (performance_now() - self.origin_ms).max(0.0) as Time
+    }
+
+    fn emit(&self, event: Value) {
+        if let Some(shared) = self.me.upgrade() {
+            let mut event = event;
+            event["at_ms"] = json!(self.now());
+            shared.events.borrow_mut().push_back(event);
+        }
+    }
+
+    /// Carries out every output of the core until it only asks to be woken later.
+    fn drain(&mut self, shared: &Handle) {
+        if self.stopped {
+            // Nothing leaves a stopped peer; its core is only drained to free the queue.
+            while !matches!(self.node.poll_output(), Output::Timeout(_)) {}
+            return;
+        }
+        loop {
+            match self.node.poll_output() {
+                Output::Timeout(_) => return,
+                Output::Send { to, bytes } => {
+                    let sent = self.links.send(to.0, &bytes);
+                    self.stats.frames_without_channel += u64::from(!sent);
+                }
+                Output::Connect(peer) => self.links.connect(shared, peer.0),
+                Output::Disconnect(peer) => {
+                    self.path.remove(&peer.0);
+                    self.via_ring.remove(&peer.0);
+                    self.links.close(peer.0);
+                }
+                Output::Event(event) => self.on_event(event),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends the frames the core has queued (a leave's goodbyes) and nothing else.
+    fn drain_frames_only(&mut self) {
+        loop {
+            match self.node.poll_output() {
+                Output::Timeout(_) => return,
+                Output::Send { to, bytes } => {
+                    self.links.send(to.0, &bytes);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn arm_timer(&mut self) {
+        if self.stopped {
+            return;
+        }
+        let at = self.node.next_timeout();
+        if let Some((handle, armed_at)) = self.timer {
+            if armed_at == at {
+                return;
+            }
+            if let Some(window) = web_sys::window() {
+                window.clear_timeout_with_handle(handle);
+            }
+            self.timer = None;
+        }
+        if at == Time::MAX {
+            return;
+        }
+        let delay = at.saturating_sub(self.now()).min(i32::MAX as u64) as i32;
+        if let Some(window) = web_sys::window()
+            && let Ok(handle) = window.set_timeout_with_callback_and_timeout_and_arguments_0(
+                self.timer_callback.as_ref().unchecked_ref(),
+                delay,
+            )
+        {
+            self.timer = Some((handle, at));
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::OpDone { op, result } => {
+                if let Some((peer, payload)) = self.signal_ops.remove(&op) {
+                    if result.is_err() && self.introducer.is_some() {
+                        self.via_ring.remove(&peer);
+                        self.path.insert(peer, Path::Introducer);
+                        self.send_signal(peer, payload);
+                    }
+                } else if Some(op) == self.join_op {
+                    self.join_op = None;
+                    match result {
+                        Ok(OpOutcome::Joined { successor }) => {
+                            self.emit(
+                                json!({"type": "joined", "successor": successor.to_string()}),
+                            );
+                            self.finish_start(Ok(()));
+                        }
+                        Ok(other) => self.finish_start(Err((
+                            "join_timeout",
+                            format!("unexpected join outcome {other:?}"),
+                        ))),
+                        Err(e) => self.finish_start(Err(("join_timeout", e.to_string()))),
+                    }
+                } else if let Some(tx) = self.pending.remove(&op) {
+                    let reply =
+                        result.map_err(|e| js::error(crate::error_code(&e), &e.to_string()));
+                    let _ = tx.send(reply);
+                }
+            }
+            Event::Signal { from, payload } => self.incoming_signal(from.0, &payload, Path::Ring),
+            Event::SuccessorChanged { successor } => {
+                self.emit(json!({"type": "successor", "successor": successor.to_string()}));
+            }
+            Event::PredecessorChanged { predecessor } => {
+                self.emit(json!({
+                    "type": "predecessor",
+                    "predecessor": predecessor.map(|p| p.to_string()),
+                }));
+            }
+            Event::PeerFailed { peer } => {
+                self.emit(json!({"type": "peer_failed", "peer": peer.to_string()}));
+            }
+            Event::LeaderElected { set, leader } => {
+                self.emit(json!({
+                    "type": "leader",
+                    "set": set.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "leader": leader.to_string(),
+                }));
+            }
+            Event::Stored { key, entry } => {
+                self.emit(json!({
+                    "type": "stored",
+                    "key": key,
+                    "ts": entry.version.ts,
+                    "writer_id": entry.version.writer,
+                    "deleted": entry.value.is_none(),
+                }));
+            }
+            _ => {}
+        }
+    }
+
+    fn finish_start(&mut self, result: Result<(), StartError>) {
+        if let Some(tx) = self.started.take() {
+            let _ = tx.send(result);
+        }
+    }
+
+    // ----- links ----------------------------------------------------------------------------
+
+    /// An SDP payload for `peer` from [`Links`]: send it the way the peer's last signal came,
+    /// else through the ring when we hold a link, else through the introducer.
+    pub fn send_signal(&mut self, peer: u32, payload: String) {
+        let path = self
+            .path
+            .get(&peer)
+            .copied()
+            .unwrap_or(if self.links.any_open() {
+                Path::Ring
+            } else {
+                Path::Introducer
+            });
+        match (path, &self.introducer) {
+            (Path::Introducer, Some(introducer)) => {
+                self.stats.signals_via_introducer += 1;
+                introducer.send(&ClientMessage::Signal {
+                    to: SigPeer::new(peer),
+                    payload,
+                });
+            }
+            // The ring, or no introducer any more: the ring is the only way.
+            _ => {
+                self.stats.signals_via_ring += 1;
+                self.via_ring.insert(peer);
+                let now = self.now();
+                let op = self.node.signal(Id(peer), payload.clone(), now);
+                self.signal_ops.insert(op, (peer, payload));
+            }
+        }
+    }
+
+    /// A signalling payload from `peer` that came by `path` (answers go back the same way).
+    fn incoming_signal(&mut self, peer: u32, payload: &str, path: Path) {
+        let Some(shared) = self.me.upgrade() else {
+            return;
+        };
+        if self.links.on_signal(&shared, peer, payload) {
+            self.link_closed(peer, true, "replaced by a new offer (the peer restarted)");
+        }
+        self.path.insert(peer, path);
+    }
+
+    pub fn link_opened(&mut self, peer: u32) {
+        let via = if self.via_ring.remove(&peer) {
+            self.stats.overlay_links += 1;
+            "ring"
+        } else {
+            self.stats.introducer_links += 1;
+            "introducer"
+        };
+        self.emit(json!({"type": "link_up", "peer": format!("{peer:08x}"), "via": via}));
+        let now = self.now();
+        self.node
+            .handle_input(now, Input::PeerUp { peer: Id(peer) });
+    }
+
+    pub fn link_frame(&mut self, peer: u32, bytes: &[u8]) {
+        let now = self.now();
+        self.node.handle_input(
+            now,
+            Input::Receive {
+                from: Id(peer),
+                bytes,
+            },
+        );
+    }
+
+    /// A link closed or failed to open (whichever side started it).
+    pub fn link_closed(&mut self, peer: u32, was_open: bool, reason: &str) {
+        self.via_ring.remove(&peer);
+        self.path.remove(&peer);
+        if !was_open {
+            self.stats.links_failed += 1;
+        }
+        self.emit(json!({
+            "type": "link_down", "peer": format!("{peer:08x}"), "reason": reason,
+        }));
+        let now = self.now();
+        self.node
+            .handle_input(now, Input::PeerDown { peer: Id(peer) });
+    }
+
+    // ----- introducer -----------------------------------------------------------------------
+
+    pub fn on_introducer(&mut self, message: ServerMessage) {
+        match message {
+            ServerMessage::Welcome { peers } => {
+                self.stats.introducer_connected = true;
+                self.emit(json!({"type": "introducer", "state": "connected"}));
+                if !std::mem::take(&mut self.waiting_welcome) {
+                    return;
+                }
+                let now = self.now();
+                let me = self.node.id().0;
+                match peers.iter().map(|p| p.as_u32()).find(|p| *p != me) {
+                    Some(first) => {
+                        self.path.insert(first, Path::Introducer);
+                        self.join_op = Some(self.node.join(Id(first), now));
+                    }
+                    None => {
+                        self.node.create_ring(now);
+                        self.emit(
+                            json!({"type": "joined", "successor": self.node.id().to_string()}),
+                        );
+                        self.finish_start(Ok(()));
+                    }
+                }
+            }
+            ServerMessage::Signal { from, payload } => {
+                self.incoming_signal(from.as_u32(), &payload, Path::Introducer);
+            }
+            ServerMessage::Error { code, reason } => {
+                self.stats.introducer_errors += 1;
+                self.emit(json!({
+                    "type": "introducer", "state": "error", "code": code.as_str(), "reason": reason,
+                }));
+                if self.waiting_welcome {
+                    self.finish_start(Err(("introducer_error", format!("{code}: {reason}"))));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The introducer session ended (or never opened).
+    pub fn on_introducer_closed(&mut self, reason: &str) {
+        self.introducer = None;
+        self.stats.introducer_connected = false;
+        self.emit(json!({"type": "introducer", "state": "closed", "reason": reason}));
+        if self.waiting_welcome {
+            self.finish_start(Err((
+                "introducer_unreachable",
+                format!(
+                    "cannot reach the introducer at {} ({reason}); is it running \
+                     (`cargo xtask demo`) and is the URL right?",
+                    self.introducer_url
+                ),
+            )));
+        }
+    }
+
+    pub fn metrics_json(&self) -> Value {
+        let raw = self.node.metrics();
+        let mut summary = serde_json::to_value(raw.summary()).unwrap_or_default();
+        summary["chord"]["hop_histogram"] = js::histogram(&raw.chord.hops);
+        summary["kv"]["hop_histogram"] = js::histogram(&raw.kv.hops);
+        summary["kv"]["keys_stored"] = json!(self.node.store().len());
+        let s = &self.stats;
+        summary["driver"] = json!({
+            "links": self.links.open_count(),
+            "overlay_links": s.overlay_links,
+            "introducer_links": s.introducer_links,
+            "signals_via_ring": s.signals_via_ring,
+            "signals_via_introducer": s.signals_via_introducer,
+            "introducer_connected": s.introducer_connected,
+            "introducer_errors": s.introducer_errors,
+            "frames_without_channel": s.frames_without_channel,
+            "links_failed": s.links_failed,
+            "frames_bad": raw.chord.bad_frames + raw.chord.oversize_frames
+                + raw.chord.bad_version_frames,
+        });
+        summary
+    }
+}

@@ -1,0 +1,259 @@
+//! chord-kv's browser peer: the sans-IO `node-core` driven by the browser's RTCPeerConnection,
+//! WebSocket, `setTimeout`, `performance.now()` and `crypto.getRandomValues`.
+//!
+//! The same protocol code as the native peer runs here; this crate only moves bytes and keeps
+//! time (STYLE.md habit 5). A tab is one peer. Its first link comes through an introducer (the
+//! `signaling` server or any native peer's `/ws`); every later link is negotiated through the
+//! ring (overlay signaling), exactly as the native peer does, so browsers and native peers
+//! interoperate both ways.
+//!
+//! # JavaScript API
+//! ```js
+//! import init, { ChordPeer } from './pkg/node_wasm.js';
+//! await init();
+//! const peer = await ChordPeer.start({ introducer: 'ws://127.0.0.1:8080/ws', iceServers: [] });
+//! peer.onEvent(e => console.log(e.type, e));
+//! await peer.put('k', 'v');          // {ok, ts, hops, latency_ms}
+//! await peer.get('k');               // {found, value, ts, writer_id, hops, latency_ms}
+//! await peer.delete('k');            // {ok, ts, hops, latency_ms}
+//! await peer.flood('k', 4);          // {matches: [{peer}], stats: {...}, latency_ms}
+//! peer.ring(); peer.metrics(); await peer.walk(64); peer.localKeys(); peer.keyId('k');
+//! peer.stop();
+//! ```
+//! Failed operations reject with an `Error` whose `code` is one of `too_large`, `bad_input`,
+//! `timeout`, `not_joined`, `no_route`, `busy`, `stopped`; `start` rejects with
+//! `introducer_unreachable`, `introducer_error`, `join_timeout` or `bad_config`.
+//!
+//! `introducer: 'page:<room>'` uses an in-page introducer instead of a WebSocket: several peers
+//! in one page find each other (the wasm-bindgen tests use it; links are real RTCPeerConnections).
+//!
+//! # Layout
+//! - [`driver`]: the event loop glue: owns the [`node_core::Node`], feeds it and carries out its
+//!   outputs; chooses the signaling path (ring or introducer) like the native driver.
+//! - [`links`]: one RTCPeerConnection with one data channel per peer; non-trickle SDP in the
+//!   `{type, sdp}` shape, glare settled by the lower id (the native peer's rules).
+//! - [`introducer`]: the introducer session, over a WebSocket or in-page.
+//! - [`js`]: conversions to JavaScript values and errors.
+
+pub mod driver;
+pub mod introducer;
+pub mod js;
+pub mod links;
+
+use std::rc::Rc;
+
+use js_sys::Promise;
+use node_core::Id;
+use node_core::node::{OpError, OpOutcome};
+use node_core::store::LimitError;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::driver::{Handle, StartOptions};
+
+/// One browser peer of the ring.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct ChordPeer {
+    handle: Handle,
+}
+
+#[wasm_bindgen]
+impl ChordPeer {
+    /// Starts a peer: `{introducer, iceServers?, id?, replicas?, readQuorum?, writeQuorum?}`.
+    /// Resolves once the peer is a ring member (joined, or the first peer of a new ring).
+    pub async fn start(options: JsValue) -> Result<Self, JsValue> {
+        let options = StartOptions::from_js(&options).map_err(|m| js::error("bad_config", &m))?;
+        let (handle, started) = driver::start(options);
+        match started.await {
+            Ok(Ok(())) => Ok(Self { handle }),
+            Ok(Err((code, message))) => {
+                driver::stop(&handle);
+                Err(js::error(code, &message))
+            }
+            Err(_) => Err(js::error("stopped", "the peer stopped while starting")),
+        }
+    }
+
+    /// This peer's ring id (8 hex digits).
+    #[wasm_bindgen(getter)]
+    pub fn id(&self) -> String {
+        self.handle.id().to_string()
+    }
+
+    /// Replication factor k (replica set = the key's owner and its next k-1 successors).
+    #[wasm_bindgen(getter)]
+    pub fn replicas(&self) -> usize {
+        driver::with_driver(&self.handle, |d, _| d.node.config().replicas)
+    }
+
+    /// `cb(event)` for every event: `{type, at_ms, ...}` (see the crate docs).
+    #[wasm_bindgen(js_name = onEvent)]
+    pub fn on_event(&self, callback: js_sys::Function) {
+        self.handle.set_callback(callback);
+    }
+
+    /// `put(key, value, writerId?)` -> `{ok, ts, hops, latency_ms}`; `writerId` defaults to the
+    /// peer id.
+    pub fn put(&self, key: String, value: String, writer: Option<String>) -> Promise {
+        let writer = writer.unwrap_or_else(|| self.id());
+        let handle = Rc::clone(&self.handle);
+        future_to_promise(async move {
+            let (reply, ms) =
+                driver::command(&handle, |n, now| n.put(&key, &value, &writer, now)).await;
+            stored(reply, ms)
+        })
+    }
+
+    /// `delete(key, writerId?)` -> `{ok, ts, hops, latency_ms}` (a tombstone).
+    pub fn delete(&self, key: String, writer: Option<String>) -> Promise {
+        let writer = writer.unwrap_or_else(|| self.id());
+        let handle = Rc::clone(&self.handle);
+        future_to_promise(async move {
+            let (reply, ms) = driver::command(&handle, |n, now| n.delete(&key, &writer, now)).await;
+            stored(reply, ms)
+        })
+    }
+
+    /// `get(key)` -> `{found, value, ts, writer_id, hops, latency_ms}`.
+    pub fn get(&self, key: String) -> Promise {
+        let handle = Rc::clone(&self.handle);
+        future_to_promise(async move {
+            let (reply, ms) = driver::command(&handle, |n, now| n.get(&key, now)).await;
+            match reply? {
+                OpOutcome::Found {
+                    value,
+                    ts,
+                    writer,
+                    hops,
+                } => Ok(js::value(&serde_json::json!({
+                    "found": true, "value": value, "ts": ts, "writer_id": writer,
+                    "hops": hops, "latency_ms": ms,
+                }))),
+                OpOutcome::NotFound { hops } => Ok(js::value(&serde_json::json!({
+                    "found": false, "value": null, "ts": null, "writer_id": null,
+                    "hops": hops, "latency_ms": ms,
+                }))),
+                other => Err(unexpected(&other)),
+            }
+        })
+    }
+
+    /// Gnutella-style flood for `key` with `ttl` (the unstructured-search baseline):
+    /// `{matches: [{peer}], stats, latency_ms}`.
+    pub fn flood(&self, key: String, ttl: u8) -> Promise {
+        let handle = Rc::clone(&self.handle);
+        future_to_promise(async move {
+            let (reply, ms) = driver::command(&handle, |n, now| n.flood(&key, ttl, now)).await;
+            match reply? {
+                OpOutcome::Flooded(result) => Ok(js::value(&js::flood_result(&result, ms))),
+                other => Err(unexpected(&other)),
+            }
+        })
+    }
+
+    /// Owner of `key`'s id, as a routed Chord lookup finds it: `{key_id, owner, hops}`.
+    pub fn lookup(&self, key: String) -> Promise {
+        let handle = Rc::clone(&self.handle);
+        future_to_promise(async move {
+            let id = Id::of_key(&key);
+            let (reply, ms) = driver::command(&handle, |n, now| n.lookup(id, now)).await;
+            match reply? {
+                OpOutcome::Lookup { key, owner, hops } => Ok(js::value(&serde_json::json!({
+                    "key_id": key.to_string(), "owner": owner.to_string(), "hops": hops,
+                    "latency_ms": ms,
+                }))),
+                other => Err(unexpected(&other)),
+            }
+        })
+    }
+
+    /// This peer's pointers: `{id, joined, predecessor, successors, fingers, links}`.
+    pub fn ring(&self) -> JsValue {
+        js::value(&driver::with_driver(&self.handle, |d, _| {
+            js::ring_view(&d.node.ring_view())
+        }))
+    }
+
+    /// The whole ring as far as successor pointers lead from here (at most `limit` peers,
+    /// default 64): `[{id, predecessor, successors, hops}]`, starting with this peer.
+    pub fn walk(&self, limit: Option<usize>) -> Promise {
+        let handle = Rc::clone(&self.handle);
+        future_to_promise(async move {
+            let views = driver::walk(&handle, limit.unwrap_or(64).clamp(1, 1024)).await;
+            Ok(js::value(&serde_json::Value::Array(views)))
+        })
+    }
+
+    /// Counters: the native `/metrics` shape (`kv`, `chord`, `gnutella` with percentiles), the
+    /// hop histograms and the driver's own counters.
+    pub fn metrics(&self) -> JsValue {
+        js::value(&driver::with_driver(&self.handle, |d, _| d.metrics_json()))
+    }
+
+    /// This peer's store (at most 1000 entries): `[{key, key_id, value, ts, writer_id, deleted}]`.
+    #[wasm_bindgen(js_name = localKeys)]
+    pub fn local_keys(&self) -> JsValue {
+        js::value(&driver::with_driver(&self.handle, |d, _| {
+            js::local_keys(d.node.store(), 1000)
+        }))
+    }
+
+    /// The ring id of `key` (SHA-1, first 32 bits), 8 hex digits.
+    #[wasm_bindgen(js_name = keyId)]
+    pub fn key_id(&self, key: &str) -> String {
+        Id::of_key(key).to_string()
+    }
+
+    /// Sends raw bytes on the data channel to `peer` (8 hex digits), bypassing the codec. For
+    /// tests of how peers treat malformed frames; returns false when no channel is open.
+    #[wasm_bindgen(js_name = sendRawFrame)]
+    pub fn send_raw_frame(&self, peer: &str, bytes: &[u8]) -> bool {
+        let Ok(peer) = u32::from_str_radix(peer, 16) else {
+            return false;
+        };
+        driver::with_driver(&self.handle, |d, _| d.links.send(peer, bytes))
+    }
+
+    /// Leaves the ring gracefully, closes every link and the introducer session.
+    pub fn stop(&self) {
+        driver::stop(&self.handle);
+    }
+}
+
+impl Drop for ChordPeer {
+    fn drop(&mut self) {
+        // A JS wrapper freed (`peer.free()`): nothing else may hold the peer alive.
+        if Rc::strong_count(&self.handle) <= 1 {
+            driver::stop(&self.handle);
+        }
+    }
+}
+
+fn stored(reply: Result<OpOutcome, JsValue>, ms: f64) -> Result<JsValue, JsValue> {
+    match reply? {
+        OpOutcome::Stored { ts, hops } => Ok(js::value(&serde_json::json!({
+            "ok": true, "ts": ts, "hops": hops, "latency_ms": ms,
+        }))),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(outcome: &OpOutcome) -> JsValue {
+    js::error("internal", &format!("unexpected outcome {outcome:?}"))
+}
+
+/// The error code JavaScript sees for a failed operation.
+pub fn error_code(error: &OpError) -> &'static str {
+    match error {
+        OpError::Rejected(LimitError::EmptyWriter) => "bad_input",
+        OpError::Rejected(_) | OpError::PayloadTooLarge { .. } => "too_large",
+        OpError::LookupTimeout { .. } | OpError::KvTimeout { .. } | OpError::JoinTimeout { .. } => {
+            "timeout"
+        }
+        OpError::NotJoined | OpError::AlreadyJoined => "not_joined",
+        OpError::NoRoute { .. } | OpError::BootstrapLost { .. } => "no_route",
+        OpError::TooManyPendingOps { .. } => "busy",
+        _ => "bad_input",
+    }
+}

@@ -1,0 +1,512 @@
+//! WebRTC links in the browser: one RTCPeerConnection with one data channel per remote peer.
+//!
+//! The rules are the native peer's (node-native/src/rtc.rs), so a tab and a native process
+//! link either way:
+//! - one ordered, reliable data channel labelled `chord`, created by the offerer; binary frames;
+//! - **non-trickle ICE**: a description is signalled once ICE gathering is complete, as JSON
+//!   `{"type":"offer"|"answer","sdp":"..."}`; no candidate messages;
+//! - **glare**: when both sides offer at once, the lower id keeps its offer and ignores the
+//!   remote one; the higher id drops its own attempt (silently) and answers;
+//! - **re-offers**: an offer for a peer we hold a link with means the remote lost it (it
+//!   restarted): the old link is closed (reported down if it was open) and the offer answered,
+//!   except on the lower-id side holding an open link it offered, which cannot tell a restart
+//!   from a late glare offer and ignores it (counted);
+//! - a link not open within [`CONNECT_TIMEOUT_MS`] is closed and reported down.
+//!
+//! Every callback carries the link's generation, and acts only if that link is still the
+//! current one for its peer, so events of a replaced link never reach the core.
+
+use std::collections::HashMap;
+use std::rc::Weak;
+
+use js_sys::Uint8Array;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{JsFuture, spawn_local};
+use web_sys::{
+    RtcDataChannel, RtcDataChannelEvent, RtcDataChannelState, RtcDataChannelType,
+    RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState, RtcSdpType,
+    RtcSessionDescriptionInit,
+};
+
+use crate::driver::{Driver, Handle, Shared, with_weak};
+
+/// The label of the one data channel per link (the native peer's `CHANNEL_LABEL`).
+pub const CHANNEL_LABEL: &str = "chord";
+
+/// A link that has not opened this long after it started is closed and reported down.
+pub const CONNECT_TIMEOUT_MS: i32 = 15_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Offerer,
+    Answerer,
+}
+
+type Callback = Closure<dyn FnMut(JsValue)>;
+
+struct Link {
+    generation: u64,
+    role: Role,
+    pc: RtcPeerConnection,
+    dc: Option<RtcDataChannel>,
+    open: bool,
+    signalled: bool,
+    /// The offer this answerer answers (to ignore an identical duplicate).
+    remote_offer: Option<String>,
+    /// The offerer applied an answer already.
+    answered: bool,
+    callbacks: Vec<Callback>,
+    timeout: Option<i32>,
+}
+
+impl Link {
+    /// Detaches every handler and closes the connection. The closures are dropped in a later
+    /// task: this may run inside one of them.
+    fn teardown(self) {
+        self.pc.set_onicecandidate(None);
+        self.pc.set_onicegatheringstatechange(None);
+        self.pc.set_onconnectionstatechange(None);
+        self.pc.set_ondatachannel(None);
+        if let Some(dc) = &self.dc {
+            dc.set_onopen(None);
+            dc.set_onmessage(None);
+            dc.set_onclose(None);
+            dc.close();
+        }
+        self.pc.close();
+        if let (Some(handle), Some(window)) = (self.timeout, web_sys::window()) {
+            window.clear_timeout_with_handle(handle);
+        }
+        let callbacks = self.callbacks;
+        spawn_local(async move { drop(callbacks) });
+    }
+}
+
+/// Counters of the link layer.
+#[derive(Debug, Clone, Default)]
+pub struct LinkStats {
+    pub ignored_signals: u64,
+    pub bad_signals: u64,
+}
+
+/// Every link of one peer.
+pub struct Links {
+    me: u32,
+    ice_servers: Vec<String>,
+    table: HashMap<u32, Link>,
+    next_generation: u64,
+    pub stats: LinkStats,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links")
+            .field("me", &self.me)
+            .field("peers", &self.table.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+enum Description {
+    Offer(String),
+    Answer(String),
+}
+
+fn parse_description(payload: &str) -> Option<Description> {
+    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let sdp = v["sdp"].as_str()?.to_string();
+    match v["type"].as_str()? {
+        "offer" => Some(Description::Offer(sdp)),
+        "answer" => Some(Description::Answer(sdp)),
+        _ => None,
+    }
+}
+
+impl Links {
+    pub fn new(me: u32, ice_servers: Vec<String>) -> Self {
+        Self {
+            me,
+            ice_servers,
+            table: HashMap::new(),
+            next_generation: 1,
+            stats: LinkStats::default(),
+        }
+    }
+
+    pub fn any_open(&self) -> bool {
+        self.table.values().any(|l| l.open)
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.table.values().filter(|l| l.open).count()
+    }
+
+    /// Sends one frame; false when no open channel leads to `peer` (the frame is dropped).
+    pub fn send(&self, peer: u32, bytes: &[u8]) -> bool {
+        match self.table.get(&peer) {
+            Some(Link {
+                open: true,
+                dc: Some(dc),
+                ..
+            }) => dc.send_with_u8_array(bytes).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Closes the link to `peer` without reporting it (the core asked for it).
+    pub fn close(&mut self, peer: u32) {
+        if let Some(link) = self.table.remove(&peer) {
+            link.teardown();
+        }
+    }
+
+    pub fn close_all(&mut self) {
+        for (_, link) in self.table.drain() {
+            link.teardown();
+        }
+    }
+
+    fn is_current(&self, peer: u32, generation: u64) -> bool {
+        self.table
+            .get(&peer)
+            .is_some_and(|l| l.generation == generation)
+    }
+
+    /// Marks the link open; true if it is the current link and was not open yet.
+    fn mark_open(&mut self, peer: u32, generation: u64) -> bool {
+        match self.table.get_mut(&peer) {
+            Some(link) if link.generation == generation && !link.open => {
+                link.open = true;
+                if let (Some(handle), Some(window)) = (link.timeout.take(), web_sys::window()) {
+                    window.clear_timeout_with_handle(handle);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes a failed current link; `Some(was_open)` when it was the current one.
+    fn fail(&mut self, peer: u32, generation: u64) -> Option<bool> {
+        if !self.is_current(peer, generation) {
+            return None;
+        }
+        let link = self.table.remove(&peer)?;
+        let was_open = link.open;
+        link.teardown();
+        Some(was_open)
+    }
+
+    /// Starts a link to `peer` as the offerer (nothing if one exists or is being made).
+    pub fn connect(&mut self, shared: &Handle, peer: u32) {
+        if peer == self.me || self.table.contains_key(&peer) {
+            return;
+        }
+        let Some(mut link) = self.new_link(shared, peer, Role::Offerer, None) else {
+            return;
+        };
+        // The W3C defaults: ordered and reliable.
+        let dc = link.pc.create_data_channel(CHANNEL_LABEL);
+        attach_channel(&mut link, &dc, Rc::downgrade(shared), peer);
+        let pc = link.pc.clone();
+        let generation = link.generation;
+        self.table.insert(peer, link);
+        let me = Rc::downgrade(shared);
+        spawn_local(async move {
+            let result = async {
+                let offer = JsFuture::from(pc.create_offer()).await?;
+                let offer: RtcSessionDescriptionInit = offer.unchecked_into();
+                JsFuture::from(pc.set_local_description(&offer)).await?;
+                Ok::<_, JsValue>(())
+            }
+            .await;
+            after_local_description(&me, peer, generation, result, "creating the offer");
+        });
+    }
+
+    /// Handles a signalling payload from `peer` (an offer is answered, an answer applied).
+    /// Returns true when an open link to `peer` was replaced (the driver reports it down).
+    pub fn on_signal(&mut self, shared: &Handle, peer: u32, payload: &str) -> bool {
+        let Some(description) = parse_description(payload) else {
+            self.stats.bad_signals += 1;
+            return false;
+        };
+        match description {
+            Description::Answer(sdp) => {
+                match self.table.get_mut(&peer) {
+                    Some(link) if link.role == Role::Offerer && !link.answered => {
+                        link.answered = true;
+                        let pc = link.pc.clone();
+                        let generation = link.generation;
+                        let me = Rc::downgrade(shared);
+                        spawn_local(async move {
+                            let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+                            init.set_sdp(&sdp);
+                            if let Err(e) = JsFuture::from(pc.set_remote_description(&init)).await {
+                                fail_link(
+                                    &me,
+                                    peer,
+                                    generation,
+                                    &describe("applying the answer", &e),
+                                );
+                            }
+                        });
+                    }
+                    _ => self.stats.ignored_signals += 1,
+                }
+                false
+            }
+            Description::Offer(sdp) => {
+                let mut replaced_open = false;
+                if let Some(link) = self.table.get(&peer) {
+                    let keep_ours = match (link.role, link.open) {
+                        // Glare: the lower id keeps its offer.
+                        (Role::Offerer, false) => self.me < peer,
+                        // Ambiguous: a restart or a late glare offer; keep the open link.
+                        (Role::Offerer, true) => self.me < peer,
+                        (Role::Answerer, _) => link.remote_offer.as_deref() == Some(sdp.as_str()),
+                    };
+                    if keep_ours {
+                        self.stats.ignored_signals += 1;
+                        return false;
+                    }
+                    let old = self.table.remove(&peer).expect("present");
+                    replaced_open = old.open;
+                    old.teardown();
+                }
+                self.answer(shared, peer, sdp);
+                replaced_open
+            }
+        }
+    }
+
+    fn answer(&mut self, shared: &Handle, peer: u32, sdp: String) {
+        let Some(mut link) = self.new_link(shared, peer, Role::Answerer, Some(sdp.clone())) else {
+            return;
+        };
+        let me = Rc::downgrade(shared);
+        let generation = link.generation;
+        let on_channel = {
+            let me = me.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                let event: RtcDataChannelEvent = event.unchecked_into();
+                let dc = event.channel();
+                with_weak(&me, |d, h| d.links.adopt_channel(h, peer, generation, dc));
+            })
+        };
+        link.pc
+            .set_ondatachannel(Some(on_channel.as_ref().unchecked_ref()));
+        link.callbacks.push(on_channel);
+        let pc = link.pc.clone();
+        self.table.insert(peer, link);
+        spawn_local(async move {
+            let result = async {
+                let offer = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+                offer.set_sdp(&sdp);
+                JsFuture::from(pc.set_remote_description(&offer)).await?;
+                let answer = JsFuture::from(pc.create_answer()).await?;
+                let answer: RtcSessionDescriptionInit = answer.unchecked_into();
+                JsFuture::from(pc.set_local_description(&answer)).await?;
+                Ok::<_, JsValue>(())
+            }
+            .await;
+            after_local_description(&me, peer, generation, result, "answering the offer");
+        });
+    }
+
+    /// The answerer got the offerer's channel.
+    fn adopt_channel(&mut self, shared: &Handle, peer: u32, generation: u64, dc: RtcDataChannel) {
+        let Some(link) = self.table.get_mut(&peer) else {
+            dc.close();
+            return;
+        };
+        if link.generation != generation || link.dc.is_some() || dc.label() != CHANNEL_LABEL {
+            dc.close();
+            return;
+        }
+        attach_channel(link, &dc, Rc::downgrade(shared), peer);
+        if dc.ready_state() == RtcDataChannelState::Open {
+            // Already open: no `open` event will come.
+            let me = Rc::downgrade(shared);
+            spawn_local(async move { channel_opened(&me, peer, generation) });
+        }
+    }
+
+    fn new_link(
+        &mut self,
+        shared: &Handle,
+        peer: u32,
+        role: Role,
+        remote_offer: Option<String>,
+    ) -> Option<Link> {
+        let config = web_sys::RtcConfiguration::new();
+        let servers = js_sys::Array::new();
+        if !self.ice_servers.is_empty() {
+            let server = js_sys::Object::new();
+            let urls: js_sys::Array = self.ice_servers.iter().map(JsValue::from).collect();
+            let _ = js_sys::Reflect::set(&server, &"urls".into(), &urls);
+            servers.push(&server);
+        }
+        let _ = js_sys::Reflect::set(&config, &"iceServers".into(), &servers);
+        let pc = RtcPeerConnection::new_with_configuration(&config).ok()?;
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let me = Rc::downgrade(shared);
+        let mut callbacks = Vec::new();
+
+        let gathering = {
+            let me = me.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |_| {
+                with_weak(&me, |d, _| maybe_signal(d, peer, generation));
+            })
+        };
+        pc.set_onicegatheringstatechange(Some(gathering.as_ref().unchecked_ref()));
+        pc.set_onicecandidate(Some(gathering.as_ref().unchecked_ref()));
+        callbacks.push(gathering);
+
+        let state = {
+            let me = me.clone();
+            let pc = pc.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |_| {
+                let state = pc.connection_state();
+                if matches!(
+                    state,
+                    RtcPeerConnectionState::Failed
+                        | RtcPeerConnectionState::Closed
+                        | RtcPeerConnectionState::Disconnected
+                ) {
+                    fail_link(&me, peer, generation, &format!("connection {state:?}"));
+                }
+            })
+        };
+        pc.set_onconnectionstatechange(Some(state.as_ref().unchecked_ref()));
+        callbacks.push(state);
+
+        let timeout_callback = {
+            let me = me.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |_| {
+                fail_link(&me, peer, generation, "not open within the connect timeout");
+            })
+        };
+        let timeout = web_sys::window().and_then(|w| {
+            w.set_timeout_with_callback_and_timeout_and_arguments_0(
+                timeout_callback.as_ref().unchecked_ref(),
+                CONNECT_TIMEOUT_MS,
+            )
+            .ok()
+        });
+        callbacks.push(timeout_callback);
+
+        Some(Link {
+            generation,
+            role,
+            pc,
+            dc: None,
+            open: false,
+            signalled: false,
+            remote_offer,
+            answered: false,
+            callbacks,
+            timeout,
+        })
+    }
+}
+
+use std::rc::Rc;
+
+/// Wires a data channel's events to the driver.
+fn attach_channel(link: &mut Link, dc: &RtcDataChannel, me: Weak<Shared>, peer: u32) {
+    let generation = link.generation;
+    dc.set_binary_type(RtcDataChannelType::Arraybuffer);
+    let on_open = {
+        let me = me.clone();
+        Closure::<dyn FnMut(JsValue)>::new(move |_| channel_opened(&me, peer, generation))
+    };
+    let on_message = {
+        let me = me.clone();
+        Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+            let event: web_sys::MessageEvent = event.unchecked_into();
+            let data = event.data();
+            let bytes = if let Some(text) = data.as_string() {
+                text.into_bytes()
+            } else {
+                Uint8Array::new(&data).to_vec()
+            };
+            with_weak(&me, |d, _| {
+                if d.links.is_current(peer, generation) {
+                    d.link_frame(peer, &bytes);
+                }
+            });
+        })
+    };
+    let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        fail_link(&me, peer, generation, "data channel closed");
+    });
+    dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    link.callbacks.extend([on_open, on_message, on_close]);
+    link.dc = Some(dc.clone());
+}
+
+fn channel_opened(me: &Weak<Shared>, peer: u32, generation: u64) {
+    with_weak(me, |d, _| {
+        if d.links.mark_open(peer, generation) {
+            d.link_opened(peer);
+        }
+    });
+}
+
+fn fail_link(me: &Weak<Shared>, peer: u32, generation: u64, reason: &str) {
+    with_weak(me, |d, _| {
+        if let Some(was_open) = d.links.fail(peer, generation) {
+            d.link_closed(peer, was_open, reason);
+        }
+    });
+}
+
+fn after_local_description(
+    me: &Weak<Shared>,
+    peer: u32,
+    generation: u64,
+    result: Result<(), JsValue>,
+    step: &str,
+) {
+    match result {
+        Ok(()) => with_weak(me, |d, _| maybe_signal(d, peer, generation)),
+        Err(e) => fail_link(me, peer, generation, &describe(step, &e)),
+    }
+}
+
+/// Signals the local description once gathering is complete (non-trickle), exactly once.
+fn maybe_signal(d: &mut Driver, peer: u32, generation: u64) {
+    let Some(link) = d.links.table.get_mut(&peer) else {
+        return;
+    };
+    if link.generation != generation
+        || link.signalled
+        || link.pc.ice_gathering_state() != RtcIceGatheringState::Complete
+    {
+        return;
+    }
+    let Some(local) = link.pc.local_description() else {
+        return;
+    };
+    link.signalled = true;
+    let kind = match local.type_() {
+        RtcSdpType::Offer => "offer",
+        _ => "answer",
+    };
+    let payload = serde_json::json!({"type": kind, "sdp": local.sdp()}).to_string();
+    d.send_signal(peer, payload);
+}
+
+fn describe(step: &str, error: &JsValue) -> String {
+    let detail = error
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| error.as_string())
+        .unwrap_or_else(|| format!("{error:?}"));
+    format!("{step}: {detail}")
+}

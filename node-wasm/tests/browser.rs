@@ -1,0 +1,238 @@
+//! In-page peers over real RTCPeerConnections in headless Chromium (wasm-bindgen-test).
+//!
+//! Run: `cargo xtask wasm-test` (inside a private network namespace), or by hand inside one:
+//! `CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+//!  cargo test -p node-wasm --target wasm32-unknown-unknown`, or `wasm-pack test --headless
+//! --chrome node-wasm`. Peers find each other through the in-page introducer (`page:<room>`);
+//! everything after that (links, ring, store) is the real browser driver.
+#![cfg(target_arch = "wasm32")]
+
+use js_sys::{Promise, Reflect};
+use node_wasm::ChordPeer;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn options(introducer: &str, id: &str) -> JsValue {
+    js_sys::JSON::parse(&format!(
+        r#"{{"introducer": "{introducer}", "iceServers": [], "id": "{id}"}}"#
+    ))
+    .unwrap()
+}
+
+async fn sleep(ms: i32) {
+    let promise = Promise::new(&mut |resolve, _| {
+        web_sys::window()
+            .unwrap()
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
+            .unwrap();
+    });
+    JsFuture::from(promise).await.unwrap();
+}
+
+fn field(value: &JsValue, name: &str) -> JsValue {
+    Reflect::get(value, &name.into()).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn text(value: &JsValue, name: &str) -> Option<String> {
+    field(value, name).as_string()
+}
+
+fn number(value: &JsValue, name: &str) -> f64 {
+    field(value, name).as_f64().unwrap_or(f64::NAN)
+}
+
+async fn start(room: &str, id: &str) -> ChordPeer {
+    match ChordPeer::start(options(&format!("page:{room}"), id)).await {
+        Ok(peer) => peer,
+        Err(e) => panic!("peer {id} did not start: {e:?}"),
+    }
+}
+
+/// The first successor each peer should have, for ids given in ring order.
+fn expected_successors(ids: &[&str]) -> Vec<String> {
+    let mut sorted: Vec<&str> = ids.to_vec();
+    sorted.sort_unstable();
+    ids.iter()
+        .map(|id| {
+            let i = sorted.iter().position(|s| s == id).unwrap();
+            sorted[(i + 1) % sorted.len()].to_string()
+        })
+        .collect()
+}
+
+fn successor(peer: &ChordPeer) -> Option<String> {
+    let ring = peer.ring();
+    let successors: js_sys::Array = field(&ring, "successors").into();
+    successors.get(0).as_string()
+}
+
+/// Waits (bounded) until every peer's first successor is the true one.
+async fn converge(peers: &[&ChordPeer], ids: &[&str]) {
+    let want = expected_successors(ids);
+    for _ in 0..300 {
+        let have: Vec<Option<String>> = peers.iter().map(|p| successor(p)).collect();
+        if have
+            .iter()
+            .zip(&want)
+            .all(|(h, w)| h.as_deref() == Some(w.as_str()))
+        {
+            return;
+        }
+        sleep(100).await;
+    }
+    let have: Vec<Option<String>> = peers.iter().map(|p| successor(p)).collect();
+    panic!("ring did not converge in 30 s: successors {have:?}, want {want:?}");
+}
+
+async fn call(promise: Promise) -> Result<JsValue, JsValue> {
+    JsFuture::from(promise).await
+}
+
+#[wasm_bindgen_test]
+async fn three_peers_form_a_ring_and_read_each_others_writes() {
+    let ids = ["20000000", "70000000", "c0000000"];
+    let a = start("ring3", ids[0]).await;
+    let b = start("ring3", ids[1]).await;
+    let c = start("ring3", ids[2]).await;
+    converge(&[&a, &b, &c], &ids).await;
+
+    // Every write is read back through every other peer.
+    for (i, writer) in [&a, &b, &c].iter().enumerate() {
+        let key = format!("key-{i}");
+        let put = call(writer.put(key.clone(), format!("value-{i}"), None))
+            .await
+            .expect("put");
+        assert_eq!(field(&put, "ok").as_bool(), Some(true), "{put:?}");
+        assert!(number(&put, "ts") > 0.0);
+        for reader in [&a, &b, &c] {
+            let got = call(reader.get(key.clone())).await.expect("get");
+            assert_eq!(field(&got, "found").as_bool(), Some(true), "{got:?}");
+            assert_eq!(
+                text(&got, "value").as_deref(),
+                Some(format!("value-{i}").as_str())
+            );
+            assert_eq!(text(&got, "writer_id").as_deref(), Some(ids[i]));
+        }
+    }
+
+    // A delete is seen by the others; a later write wins over it.
+    call(b.delete("key-0".into(), None)).await.expect("delete");
+    let gone = call(c.get("key-0".into())).await.expect("get");
+    assert_eq!(field(&gone, "found").as_bool(), Some(false), "{gone:?}");
+
+    // The walk from any peer lists the whole ring, in order.
+    let walk: js_sys::Array = call(c.walk(Some(16))).await.expect("walk").into();
+    let walked: Vec<String> = walk.iter().filter_map(|v| text(&v, "id")).collect();
+    assert_eq!(walked, vec![ids[2], ids[0], ids[1]]);
+
+    // Links were negotiated through the ring once the first one stood.
+    let metrics = c.metrics();
+    let driver = field(&metrics, "driver");
+    assert!(number(&driver, "links") >= 2.0, "{driver:?}");
+    for peer in [a, b, c] {
+        peer.stop();
+    }
+}
+
+#[wasm_bindgen_test]
+async fn bad_frames_are_counted_and_the_peer_keeps_working() {
+    let ids = ["30000000", "b0000000"];
+    let a = start("bad", ids[0]).await;
+    let b = start("bad", ids[1]).await;
+    converge(&[&a, &b], &ids).await;
+
+    assert!(a.send_raw_frame(ids[1], b"not json at all"));
+    assert!(a.send_raw_frame(ids[1], br#"{"v":9,"m":{"t":"notify"}}"#));
+    assert!(a.send_raw_frame(ids[1], &vec![b'x'; 70 * 1024]));
+    let mut bad = 0.0;
+    for _ in 0..50 {
+        bad = number(&field(&b.metrics(), "driver"), "frames_bad");
+        if bad >= 3.0 {
+            break;
+        }
+        sleep(100).await;
+    }
+    assert_eq!(bad, 3.0, "every malformed frame is counted once");
+
+    call(a.put("after".into(), "garbage".into(), None))
+        .await
+        .expect("put after garbage");
+    let got = call(b.get("after".into()))
+        .await
+        .expect("get after garbage");
+    assert_eq!(text(&got, "value").as_deref(), Some("garbage"));
+    assert_eq!(successor(&b).as_deref(), Some(ids[0]), "the link survived");
+    a.stop();
+    b.stop();
+}
+
+#[wasm_bindgen_test]
+async fn bad_requests_reject_with_a_code() {
+    let a = start("limits", "40000000").await;
+    let err = call(a.put("big".into(), "x".repeat(60 * 1024), None))
+        .await
+        .expect_err("oversize value");
+    assert_eq!(text(&err, "code").as_deref(), Some("too_large"), "{err:?}");
+    assert!(text(&err, "message").unwrap().contains("exceeds"));
+
+    // A lone peer is its own ring: its writes work.
+    call(a.put("solo".into(), "1".into(), None))
+        .await
+        .expect("put");
+    let got = call(a.get("solo".into())).await.expect("get");
+    assert_eq!(text(&got, "value").as_deref(), Some("1"));
+    a.stop();
+    let err = call(a.get("solo".into())).await.expect_err("stopped");
+    assert_eq!(text(&err, "code").as_deref(), Some("stopped"));
+}
+
+#[wasm_bindgen_test]
+async fn an_unreachable_introducer_is_a_clear_error() {
+    let err = ChordPeer::start(options("ws://127.0.0.1:9/ws", "50000000"))
+        .await
+        .expect_err("nothing listens on port 9");
+    assert_eq!(
+        text(&err, "code").as_deref(),
+        Some("introducer_unreachable"),
+        "{err:?}"
+    );
+    let err = ChordPeer::start(options("http://x", "50000000"))
+        .await
+        .expect_err("not a ws URL");
+    assert_eq!(text(&err, "code").as_deref(), Some("bad_config"));
+}
+
+#[wasm_bindgen_test]
+async fn a_stopped_peer_loses_no_acknowledged_write() {
+    let ids = ["10000000", "50000000", "90000000", "d0000000"];
+    let mut peers = Vec::new();
+    for id in ids {
+        peers.push(start("leave", id).await);
+    }
+    let refs: Vec<&ChordPeer> = peers.iter().collect();
+    converge(&refs, &ids).await;
+    for i in 0..20 {
+        call(peers[i % 4].put(format!("k{i}"), format!("v{i}"), None))
+            .await
+            .expect("put");
+    }
+    let gone = peers.remove(1);
+    gone.stop();
+    let rest = ["10000000", "90000000", "d0000000"];
+    let refs: Vec<&ChordPeer> = peers.iter().collect();
+    converge(&refs, &rest).await;
+    for i in 0..20 {
+        let got = call(peers[i % 3].get(format!("k{i}"))).await.expect("get");
+        assert_eq!(
+            text(&got, "value").as_deref(),
+            Some(format!("v{i}").as_str()),
+            "key k{i} after a peer left"
+        );
+    }
+    for peer in peers {
+        peer.stop();
+    }
+}
