@@ -41,6 +41,23 @@ impl Api {
 
 /// The API routes (merge them with the signaling routes on one port).
 pub fn router(api: Api) -> Router {
+    routes().fallback(not_found).with_state(api)
+}
+
+/// The API routes plus the browser page from `static_dir` (`/`, `/pkg/...`): a path that is
+/// neither a route nor a file still gets the API's JSON 404.
+pub fn router_with_page(api: Api, static_dir: &std::path::Path) -> Router {
+    use axum::handler::HandlerWithoutStateExt as _;
+    let not_found = {
+        let api = api.clone();
+        move || not_found(State(api))
+    };
+    let files =
+        tower_http::services::ServeDir::new(static_dir).not_found_service(not_found.into_service());
+    routes().fallback_service(files).with_state(api)
+}
+
+fn routes() -> Router<Api> {
     Router::new()
         .route("/put", post(put))
         .route("/get", post(get_key))
@@ -49,8 +66,6 @@ pub fn router(api: Api) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics/prometheus", get(prometheus))
         .route("/ring", get(ring))
-        .fallback(not_found)
-        .with_state(api)
 }
 
 /// A JSON error response.

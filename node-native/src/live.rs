@@ -87,12 +87,18 @@ impl Proc {
 
     /// The signaling introducer on 127.0.0.1:`port`.
     pub fn signaling(port: u16) -> Self {
-        let args = vec![
+        Self::signaling_with(port, &[])
+    }
+
+    /// [`Proc::signaling`] with extra arguments (e.g. `--static-dir web`).
+    pub fn signaling_with(port: u16, extra: &[&str]) -> Self {
+        let mut args = vec![
             "--host".into(),
             "127.0.0.1".into(),
             "--port".into(),
             port.to_string(),
         ];
+        args.extend(extra.iter().map(|a| (*a).to_string()));
         Self::spawn("signaling", "signaling", &args, port)
     }
 

@@ -15,15 +15,23 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  test    fmt check, clippy, all tests, node-core wasm32 build and clippy (what CI runs)
-  demo    build the native peer and run scripts/demo.sh: 4 chord-node processes on loopback
-          (put, get, crash, restart, flood, metrics), as the original project's demo did
+  test         fmt check, clippy, the wasm package, all native tests, node-core/node-wasm wasm32
+               checks, the browser tests in headless Chromium (what CI runs)
+  demo         the main job: build the page's wasm package and the peers, start the introducer
+               serving the page on http://127.0.0.1:8080 plus 2 native peers, and wait (Ctrl-C
+               stops); open the URL in several tabs. `cargo xtask demo --port 9000` moves it.
+  demo-script  build the native peer and run scripts/demo.sh: 4 chord-node processes on loopback
+               (put, get, crash, restart, flood, metrics), as the original project's demo did
+  wasm         build the browser peer's package into web/pkg (release; wasm-opt when npm's
+               binaryen is installed) and print its size
+  wasm-test    the node-wasm tests in headless Chromium, inside a private network namespace
   sim     run the sim-hops experiment at moderate size and plot it to target/sim-hops.svg
   bench   run the full sim-hops experiment (up to 16384 nodes) and plot it
 ";
 
 fn main() -> ExitCode {
-    match run(env::args().nth(1).as_deref()) {
+    let args: Vec<String> = env::args().skip(1).collect();
+    match run(args.first().map(String::as_str), &args[args.len().min(1)..]) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One line with the whole cause chain; a backtrace of xtask itself helps nobody.
@@ -33,10 +41,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(task: Option<&str>) -> anyhow::Result<()> {
+fn run(task: Option<&str>, rest: &[String]) -> anyhow::Result<()> {
     match task {
         Some("test") => test(),
-        Some("demo") => demo(),
+        Some("demo") => demo(rest),
+        Some("demo-script") => demo_script(),
+        Some("wasm") => wasm_package().map(drop),
+        Some("wasm-test") => wasm_test(),
         Some("sim") => sim_hops("sim", "64,256,1024,4096"),
         Some("bench") => sim_hops("bench", "64,256,1024,4096,16384"),
         Some("help" | "-h" | "--help") => {
@@ -69,6 +80,8 @@ fn test() -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
+    // The browser end-to-end tests (tests/tests/browser_ring.rs) load the page's wasm package.
+    wasm_package()?;
     run_step("tests", &["test", "--workspace", "--all-features"])?;
     // The browser peer depends on node-core compiling to plain wasm32: no wasm-bindgen, no
     // OS services. Building it for that target (and linting it there) keeps that true.
@@ -93,6 +106,21 @@ fn test() -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
+    run_step(
+        "node-wasm wasm32 clippy",
+        &[
+            "clippy",
+            "-p",
+            "node-wasm",
+            "--target",
+            WASM_TARGET,
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    wasm_test()?;
     println!("xtask test: all passed in {}", seconds(started));
     Ok(())
 }
@@ -137,9 +165,9 @@ fn node_core_wasm_is_bindgen_free() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The sim-hops experiment in release mode, plotted to `target/sim-hops.svg`.
-/// The live demo: release build of the peer, then the demo script (WebRTC on 127.0.0.1 only).
-fn demo() -> anyhow::Result<()> {
+/// The original project's demo on real processes: release build of the peer, then the script
+/// (WebRTC on 127.0.0.1 only).
+fn demo_script() -> anyhow::Result<()> {
     run_step(
         "demo: build chord-node (release)",
         &[
@@ -164,6 +192,169 @@ fn demo() -> anyhow::Result<()> {
     })
 }
 
+/// The main job: the page and its wasm package served by the introducer, two native peers in
+/// the ring, running until Ctrl-C.
+fn demo(args: &[String]) -> anyhow::Result<()> {
+    let port: u16 = match args {
+        [] => 8080,
+        [flag, port] if flag == "--port" => port.parse().context("--port takes a number")?,
+        _ => bail!("usage: cargo xtask demo [--port N]"),
+    };
+    wasm_package()?;
+    run_step(
+        "demo: build signaling and chord-node (release)",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "signaling",
+            "-p",
+            "node-native",
+            "--bin",
+            "signaling",
+            "--bin",
+            "chord-node",
+        ],
+    )?;
+    let root = project_root();
+    let status = Command::new("bash")
+        .arg(root.join("scripts/serve-demo.sh"))
+        .arg(port.to_string())
+        .current_dir(&root)
+        .status()
+        .context("cannot run bash scripts/serve-demo.sh")?;
+    if !status.success() {
+        bail!("scripts/serve-demo.sh failed ({status})");
+    }
+    Ok(())
+}
+
+/// Builds `web/pkg` (the browser peer: release wasm, wasm-bindgen's `--target web` glue, and
+/// wasm-opt when a good one is installed); returns the path of the `.wasm` it wrote.
+fn wasm_package() -> anyhow::Result<PathBuf> {
+    run_step(
+        "wasm: build node-wasm (wasm-release profile, wasm32)",
+        &[
+            "build",
+            "--profile",
+            "wasm-release",
+            "-p",
+            "node-wasm",
+            "--lib",
+            "--target",
+            WASM_TARGET,
+        ],
+    )?;
+    let root = project_root();
+    let out = root.join("web/pkg");
+    let wasm = out.join("node_wasm_bg.wasm");
+    step("wasm: wasm-bindgen --target web", || {
+        let input = root.join("target/wasm32-unknown-unknown/wasm-release/node_wasm.wasm");
+        let status = Command::new("wasm-bindgen")
+            .args(["--target", "web", "--no-typescript", "--out-dir"])
+            .arg(&out)
+            .arg(&input)
+            .status()
+            .context(
+                "cannot run wasm-bindgen; install it at the version of the wasm-bindgen crate in \
+                 Cargo.lock: cargo install wasm-bindgen-cli --version <that version> \
+                 (.ci/run does this)",
+            )?;
+        if !status.success() {
+            bail!("wasm-bindgen failed ({status}); is wasm-bindgen-cli the Cargo.lock version?");
+        }
+        Ok(())
+    })?;
+    match wasm_opt() {
+        Some(tool) => step("wasm: wasm-opt -Oz", || {
+            let status = Command::new(&tool)
+                .args([
+                    "-Oz",
+                    "--enable-bulk-memory",
+                    "--enable-nontrapping-float-to-int",
+                ])
+                .arg(&wasm)
+                .arg("-o")
+                .arg(&wasm)
+                .status()
+                .with_context(|| format!("cannot run {}", tool.display()))?;
+            if !status.success() {
+                bail!("{} failed ({status})", tool.display());
+            }
+            Ok(())
+        })?,
+        None => println!(
+            "wasm: no usable wasm-opt (npm's binaryen >= 116; Debian's 108 breaks the module), \
+             skipped; install with: npm install --prefix target/tools binaryen"
+        ),
+    }
+    let raw = std::fs::metadata(&wasm)
+        .with_context(|| format!("{} was not written", wasm.display()))?
+        .len();
+    let gzipped = Command::new("gzip")
+        .args(["-9", "-c"])
+        .arg(&wasm)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| o.stdout.len());
+    match gzipped {
+        Some(gz) => println!(
+            "wasm: {} is {:.1} KiB, {:.1} KiB gzipped",
+            wasm.display(),
+            raw as f64 / 1024.0,
+            gz as f64 / 1024.0
+        ),
+        None => println!("wasm: {} is {:.1} KiB", wasm.display(), raw as f64 / 1024.0),
+    }
+    Ok(wasm)
+}
+
+/// npm's wasm-opt (binaryen >= 116) from `target/tools` or PATH; Debian's binaryen 108 writes
+/// modules that fail to load (`WebAssembly.Table.set(): Argument 1 is invalid for table`).
+fn wasm_opt() -> Option<PathBuf> {
+    let local = project_root().join("target/tools/node_modules/.bin/wasm-opt");
+    let candidates = [local, PathBuf::from("wasm-opt")];
+    candidates.into_iter().find(|tool| {
+        let Ok(output) = Command::new(tool).arg("--version").output() else {
+            return false;
+        };
+        // "wasm-opt version 132 (version_132)"
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|v| v >= 116)
+    })
+}
+
+/// node-wasm's wasm-bindgen tests in headless Chromium, inside a private network namespace.
+fn wasm_test() -> anyhow::Result<()> {
+    step(
+        "node-wasm tests in headless Chromium (private netns)",
+        || {
+            let status = Command::new(project_root().join("scripts/in-netns.sh"))
+                .arg(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .args(["test", "-p", "node-wasm", "--target", WASM_TARGET])
+                .env(
+                    "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+                    "wasm-bindgen-test-runner",
+                )
+                .current_dir(project_root())
+                .status()
+                .context("cannot run scripts/in-netns.sh (needs unshare and ip)")?;
+            if !status.success() {
+                bail!(
+                    "node-wasm browser tests failed ({status}); they need chromium, chromedriver and \
+                 wasm-bindgen-test-runner on PATH (.ci/run installs them)"
+                );
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The sim-hops experiment in release mode, plotted to `target/sim-hops.svg`.
 fn sim_hops(task: &str, nodes: &str) -> anyhow::Result<()> {
     let plot = "target/sim-hops.svg";
     run_step(

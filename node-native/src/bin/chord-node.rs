@@ -52,6 +52,10 @@ struct Cli {
     /// Local UDP address for WebRTC (e.g. 127.0.0.1:0 on a loopback-only host).
     #[arg(long, default_value = "0.0.0.0:0")]
     udp_addr: String,
+    /// Serve the browser page from this directory (`web/`, with the wasm package built into
+    /// `web/pkg` by `cargo xtask wasm`), so browsers can open this peer's URL and join the ring.
+    #[arg(long)]
+    static_dir: Option<std::path::PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `node_native=debug`.
     #[arg(long, default_value = "info")]
     log: String,
@@ -118,7 +122,19 @@ async fn main() -> anyhow::Result<()> {
         Some(local),
     );
 
-    let app = http::router(Api::new(peer)).merge(signaling::router(introducer.clone()));
+    let api = Api::new(peer);
+    let api_routes = match &cli.static_dir {
+        Some(dir) => {
+            anyhow::ensure!(
+                dir.is_dir(),
+                "--static-dir {} is not a directory",
+                dir.display()
+            );
+            http::router_with_page(api, dir)
+        }
+        None => http::router(api),
+    };
+    let app = api_routes.merge(signaling::router(introducer.clone()));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

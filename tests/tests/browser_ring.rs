@@ -1,0 +1,288 @@
+//! One ring of browser tabs and native peers, inside a private network namespace: the signaling
+//! server serves the page, 4 headless-Chromium tabs (each a wasm peer) and 2 `chord-node`
+//! processes form one ring over real WebRTC; writes cross between tabs and native peers both
+//! ways; a closed tab loses no acknowledged key; with the introducer gone the tabs keep serving.
+//! The page with the ring drawn is saved as `target/e2e-browser-ring.png`.
+//!
+//! Needs the page's wasm package (`cargo xtask wasm`; `cargo xtask test` builds it first),
+//! Chromium at /usr/bin/chromium, and the release or debug `signaling`/`chord-node` binaries.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use e2e::browser::{Browser, LaunchOptions, Tab};
+use e2e::{Proc, http, json, wait_until};
+use serde_json::Value;
+use tokio::runtime::Runtime;
+
+const SIGNALING: u16 = 7500;
+const NATIVE: [(u16, u32); 2] = [(7501, 0x2000_0000), (7502, 0xa000_0000)];
+const TABS: [u32; 4] = [0x4000_0000, 0x6000_0000, 0xc000_0000, 0xe000_0000];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn hex(id: u32) -> String {
+    format!("{id:08x}")
+}
+
+/// Every id from `start` around the ring, in order.
+fn ring_order(ids: &[u32], start: u32) -> Vec<String> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    let at = sorted.iter().position(|i| *i == start).expect("member");
+    sorted.rotate_left(at);
+    sorted.into_iter().map(hex).collect()
+}
+
+fn successor_of(ids: &[u32], id: u32) -> String {
+    ring_order(ids, id)
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| hex(id))
+}
+
+struct Page<'a> {
+    rt: &'a Runtime,
+    tab: Tab,
+    id: u32,
+}
+
+impl Page<'_> {
+    fn eval(&self, js: &str) -> Value {
+        match self.rt.block_on(self.tab.eval(js)) {
+            Ok(v) => v,
+            Err(e) => panic!(
+                "tab {}: `{js}` failed: {e:#}\nconsole:\n{}",
+                hex(self.id),
+                self.tab.console_log().join("\n")
+            ),
+        }
+    }
+
+    fn try_eval(&self, js: &str) -> anyhow::Result<Value> {
+        self.rt.block_on(self.tab.eval(js))
+    }
+
+    fn put(&self, key: &str, value: &str) {
+        let v = self.eval(&format!(
+            "window.chord.peer.put({}, {}, undefined)",
+            Value::from(key),
+            Value::from(value)
+        ));
+        assert_eq!(v["ok"], true, "put {key} from tab {}: {v}", hex(self.id));
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        let v = self.eval(&format!("window.chord.peer.get({})", Value::from(key)));
+        v["value"].as_str().map(str::to_string)
+    }
+
+    /// The ids this tab's ring walk finds, in walk order.
+    fn walk(&self) -> Vec<String> {
+        self.try_eval("window.chord.peer.walk(64).then(w => w.map(v => v.id))")
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default()
+    }
+
+    fn successor(&self) -> Option<String> {
+        self.try_eval("window.chord.peer.ring().successors[0] ?? null")
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+    }
+}
+
+fn native_put(port: u16, key: &str, value: &str) -> bool {
+    let body = serde_json::json!({"key": key, "value": value, "writer_id": "native"}).to_string();
+    json(port, "POST", "/put", Some(&body)).is_some_and(|(s, v)| s == 200 && v["ok"] == true)
+}
+
+fn native_get(port: u16, key: &str) -> Option<String> {
+    let body = serde_json::json!({"key": key}).to_string();
+    let (status, v) = json(port, "POST", "/get", Some(&body))?;
+    (status == 200 && v["found"] == true).then(|| v["value"].as_str().unwrap_or("").to_string())
+}
+
+fn native_successor(port: u16) -> Option<String> {
+    let (_, v) = json(port, "GET", "/ring", None)?;
+    (v["joined"] == true)
+        .then(|| v["successors"][0].as_str().map(str::to_string))
+        .flatten()
+}
+
+/// Every tab's walk lists the whole ring in order and every peer's successor is the true one.
+fn converged(pages: &[Page<'_>], natives: &[(u16, u32)], ids: &[u32]) -> bool {
+    pages.iter().all(|p| {
+        p.successor().as_deref() == Some(successor_of(ids, p.id).as_str())
+            && p.walk() == ring_order(ids, p.id)
+    }) && natives.iter().all(|(port, id)| {
+        native_successor(*port).as_deref() == Some(successor_of(ids, *id).as_str())
+    })
+}
+
+#[test]
+fn tabs_and_native_peers_form_one_ring() {
+    if !node_native::netns::enter_private_netns("tabs_and_native_peers_form_one_ring") {
+        return;
+    }
+    let web = root().join("web");
+    assert!(
+        web.join("pkg/node_wasm.js").exists(),
+        "{} is missing: build the page's wasm package first (`cargo xtask wasm`)",
+        web.join("pkg").display()
+    );
+    let web_dir = web.to_string_lossy().to_string();
+    let mut signaling = Proc::signaling_with(SIGNALING, &["--static-dir", &web_dir]);
+    assert!(wait_until(Duration::from_secs(10), || http(
+        SIGNALING, "GET", "/healthz", None
+    )
+    .is_some()));
+    let natives: Vec<Proc> = NATIVE
+        .iter()
+        .map(|(port, id)| {
+            let p = Proc::peer(*port, *id, Some(SIGNALING));
+            std::thread::sleep(Duration::from_millis(300));
+            p
+        })
+        .collect();
+    let native_ids: Vec<u32> = NATIVE.iter().map(|(_, id)| *id).collect();
+    assert!(
+        wait_until(Duration::from_secs(30), || NATIVE.iter().all(
+            |(port, id)| {
+                native_successor(*port).as_deref() == Some(successor_of(&native_ids, *id).as_str())
+            }
+        )),
+        "the two native peers did not form a ring"
+    );
+
+    let rt = Runtime::new().expect("tokio runtime");
+    let profiles = root().join("target/e2e-chromium");
+    let browser = rt
+        .block_on(Browser::launch(
+            LaunchOptions::new(&profiles).arg("--window-size=1280,900"),
+        ))
+        .expect("launch headless Chromium");
+    let mut pages: Vec<Page<'_>> = TABS
+        .iter()
+        .map(|id| {
+            let url = format!("http://127.0.0.1:{SIGNALING}/?id={}", hex(*id));
+            let tab = rt.block_on(browser.open_tab(&url)).expect("open tab");
+            let page = Page {
+                rt: &rt,
+                tab,
+                id: *id,
+            };
+            let ready = page.try_eval("window.chord.ready.then(p => p.id)");
+            assert_eq!(
+                ready.as_ref().ok().and_then(|v| v.as_str()),
+                Some(hex(*id).as_str()),
+                "tab {} did not start: {ready:?}\nconsole:\n{}",
+                hex(*id),
+                page.tab.console_log().join("\n")
+            );
+            page
+        })
+        .collect();
+
+    // One ring of 6: each tab's walk lists all 6 in ring order; every successor is right.
+    let mut all: Vec<u32> = native_ids.clone();
+    all.extend(TABS);
+    assert!(
+        wait_until(Duration::from_secs(60), || converged(&pages, &NATIVE, &all)),
+        "tabs and native peers did not converge to one ring: walks {:?}",
+        pages.iter().map(Page::walk).collect::<Vec<_>>()
+    );
+
+    // A put from tab 1 is read from a native peer and from tab 4; a put from a native peer is
+    // read from a tab.
+    pages[0].put("from-tab-1", "hello from a tab");
+    assert_eq!(
+        native_get(NATIVE[0].0, "from-tab-1").as_deref(),
+        Some("hello from a tab")
+    );
+    assert_eq!(
+        pages[3].get("from-tab-1").as_deref(),
+        Some("hello from a tab")
+    );
+    assert!(native_put(
+        NATIVE[1].0,
+        "from-native",
+        "hello from a process"
+    ));
+    assert_eq!(
+        pages[1].get("from-native").as_deref(),
+        Some("hello from a process")
+    );
+
+    // The page draws all 6 peers; keep a screenshot for people to look at.
+    let drawn = pages[0].eval("window.chord.refresh()");
+    assert_eq!(drawn, 6, "peers drawn on the page");
+    pages[0].eval("document.querySelector('#kv-key').value = 'from-tab-1'; document.querySelector('#btn-get').click(); true");
+    std::thread::sleep(Duration::from_millis(500));
+    let shot = root().join("target/e2e-browser-ring.png");
+    rt.block_on(pages[0].tab.screenshot_png(&shot))
+        .expect("screenshot");
+    println!("screenshot: {}", shot.display());
+
+    // Tab 3 writes 20 keys, then closes: every one stays readable, and the ring repairs.
+    for k in 0..20 {
+        pages[2].put(&format!("tab3-{k}"), &format!("v{k}"));
+    }
+    let closed = pages.remove(2);
+    rt.block_on(closed.tab.close()).expect("close tab 3");
+    let rest: Vec<u32> = all.iter().copied().filter(|i| *i != closed.id).collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || converged(
+            &pages, &NATIVE, &rest
+        )),
+        "the ring did not repair after tab {} closed",
+        hex(closed.id)
+    );
+    for k in 0..20 {
+        let key = format!("tab3-{k}");
+        let want = format!("v{k}");
+        assert_eq!(
+            pages[k % 3].get(&key).as_deref(),
+            Some(want.as_str()),
+            "{key} from a tab"
+        );
+        assert_eq!(
+            native_get(NATIVE[k % 2].0, &key).as_deref(),
+            Some(want.as_str()),
+            "{key} from a native peer"
+        );
+    }
+
+    // The introducer stops: tabs keep answering puts and gets.
+    signaling.kill();
+    for k in 0..10 {
+        let key = format!("late-{k}");
+        pages[k % 3].put(&key, "after the introducer");
+        assert_eq!(
+            pages[(k + 1) % 3].get(&key).as_deref(),
+            Some("after the introducer")
+        );
+        assert_eq!(
+            native_get(NATIVE[k % 2].0, &key).as_deref(),
+            Some("after the introducer")
+        );
+    }
+    let errors: Vec<String> = pages
+        .iter()
+        .flat_map(|p| p.tab.console_log())
+        .filter(|l| l.starts_with("[exception]"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "uncaught exceptions in the pages: {errors:?}"
+    );
+
+    drop(pages);
+    rt.block_on(browser.close()).expect("close Chromium");
+    drop(natives);
+}
