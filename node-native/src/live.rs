@@ -20,8 +20,9 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("executable path");
     let dir = exe.parent().expect("executable dir");
-    // Test executables live in target/<profile>/deps, binaries in target/<profile>.
-    if dir.ends_with("deps") {
+    // Test executables live in target/<profile>/deps, examples in target/<profile>/examples,
+    // binaries in target/<profile>.
+    if dir.ends_with("deps") || dir.ends_with("examples") {
         dir.parent().expect("target dir").to_path_buf()
     } else {
         dir.to_path_buf()

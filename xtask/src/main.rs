@@ -25,6 +25,8 @@ tasks:
   wasm         build the browser peer's package into web/pkg (release; wasm-opt when npm's
                binaryen is installed) and print its size
   wasm-test    the node-wasm tests in headless Chromium, inside a private network namespace
+  browser-bench  8 headless tabs + 1 native peer (private netns): time to ready, time to a
+               converged ring, tab-to-tab get latency percentiles
   sim     run the sim-hops experiment at moderate size and plot it to target/sim-hops.svg
   bench   run the full sim-hops experiment (up to 16384 nodes) and plot it
 ";
@@ -48,6 +50,7 @@ fn run(task: Option<&str>, rest: &[String]) -> anyhow::Result<()> {
         Some("demo-script") => demo_script(),
         Some("wasm") => wasm_package().map(drop),
         Some("wasm-test") => wasm_test(),
+        Some("browser-bench") => browser_bench(rest),
         Some("sim") => sim_hops("sim", "64,256,1024,4096"),
         Some("bench") => sim_hops("bench", "64,256,1024,4096,16384"),
         Some("help" | "-h" | "--help") => {
@@ -325,6 +328,47 @@ fn wasm_opt() -> Option<PathBuf> {
             .nth(2)
             .and_then(|v| v.parse::<u32>().ok())
             .is_some_and(|v| v >= 116)
+    })
+}
+
+/// The browser-ring benchmark (tests/examples/browser_bench.rs) inside a private netns.
+fn browser_bench(args: &[String]) -> anyhow::Result<()> {
+    wasm_package()?;
+    run_step(
+        "browser-bench: build signaling and chord-node (release)",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "signaling",
+            "-p",
+            "node-native",
+            "--bin",
+            "signaling",
+            "--bin",
+            "chord-node",
+        ],
+    )?;
+    step("browser-bench (private netns)", || {
+        let status = Command::new(project_root().join("scripts/in-netns.sh"))
+            .arg(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args([
+                "run",
+                "--release",
+                "-p",
+                "e2e",
+                "--example",
+                "browser_bench",
+                "--",
+            ])
+            .args(args)
+            .current_dir(project_root())
+            .status()
+            .context("cannot run scripts/in-netns.sh (needs unshare and ip)")?;
+        if !status.success() {
+            bail!("browser_bench failed ({status})");
+        }
+        Ok(())
     })
 }
 
