@@ -312,7 +312,7 @@ impl Node {
             return;
         }
         let key = Id::of_key(&request.key);
-        if self.ring.known_owner(key, false) != Some(self.id) {
+        if !self.accepts_ownership(key) {
             // We were told we own it, but our pointers disagree (the ring moved): route again.
             let mut routed = routed;
             routed.dest = Dest::Owner { key };
@@ -339,6 +339,21 @@ impl Node {
                     self.on_election_outcome(outcome);
                 }
             }
+        }
+    }
+
+    /// Whether this node takes a request addressed to it as the owner of `key`. The peer that
+    /// resolved the owner did so from its successor pointer, so only contrary evidence here
+    /// sends the request on: a predecessor after which the key does not fall, or a successor
+    /// that owns it. Without a predecessor (joined, not yet notified by the peer that already
+    /// points here) nothing contradicts the resolver; Chord's `notify` treats a nil
+    /// predecessor the same way. Routing the request on instead would send it back to the
+    /// resolver, which sends it here again, until the hop limit drops it and only the origin's
+    /// retry recovers the operation.
+    fn accepts_ownership(&self, key: Id) -> bool {
+        match self.ring.known_owner(key, false) {
+            Some(owner) => owner == self.id,
+            None => self.ring.predecessor().is_none(),
         }
     }
 

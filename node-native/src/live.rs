@@ -425,6 +425,89 @@ pub struct LiveChurnRow {
     pub p99_ms: f64,
     /// Acknowledged keys not read back (with their value) after the churn.
     pub acked_writes_lost: usize,
+    /// Length of one of `slices`: a tenth of the kill period.
+    pub slice_ms: u64,
+    /// The workload in time slices, for a timeline (`--plot`).
+    pub slices: Vec<ChurnSlice>,
+    /// When each peer was killed and restarted, on the slices' clock.
+    pub events: Vec<ChurnEvent>,
+}
+
+/// The workload of one time slice of a live churn run. Slices without requests (while a
+/// restarted peer rejoins, the client waits) are left out.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChurnSlice {
+    /// Seconds from the start of the run to the start of the slice.
+    pub start_s: f64,
+    pub puts: usize,
+    pub puts_failed: usize,
+    pub gets: usize,
+    pub gets_failed: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// A kill or restart of one peer during a live churn run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChurnEvent {
+    /// Seconds from the start of the run.
+    pub at_s: f64,
+    pub kind: ChurnEventKind,
+    /// The HTTP port of the peer.
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ChurnEventKind {
+    /// SIGKILL, like a crash.
+    Kill,
+    /// Started again, empty, with the same id.
+    Restart,
+}
+
+/// One request of the churn workload: when it started, how long it took, what and whether it
+/// succeeded.
+#[derive(Debug, Clone, Copy)]
+struct ChurnSample {
+    at: Duration,
+    took: Duration,
+    put: bool,
+    ok: bool,
+}
+
+/// Cuts the samples (in start order) into slices `width` long (not zero).
+fn churn_slices(samples: &[ChurnSample], width: Duration) -> Vec<ChurnSlice> {
+    let mut slices = Vec::new();
+    let mut rest = samples;
+    while let Some(first) = rest.first() {
+        let index = first.at.as_nanos() / width.as_nanos();
+        let end = rest
+            .iter()
+            .position(|s| s.at.as_nanos() / width.as_nanos() != index)
+            .unwrap_or(rest.len());
+        let (slice, after) = rest.split_at(end);
+        rest = after;
+        let mut latencies: Vec<Duration> = slice.iter().map(|s| s.took).collect();
+        latencies.sort_unstable();
+        let count = |put: bool, ok: Option<bool>| {
+            slice
+                .iter()
+                .filter(|s| s.put == put && ok.is_none_or(|ok| s.ok == ok))
+                .count()
+        };
+        slices.push(ChurnSlice {
+            start_s: width.as_secs_f64() * index as f64,
+            puts: count(true, None),
+            puts_failed: count(true, Some(false)),
+            gets: count(false, None),
+            gets_failed: count(false, Some(false)),
+            p50_ms: percentile_ms(&latencies, 0.5),
+            p99_ms: percentile_ms(&latencies, 0.99),
+        });
+    }
+    slices
 }
 
 /// Live churn: while one client writes and reads through random surviving peers, every
@@ -433,14 +516,19 @@ pub struct LiveChurnRow {
 pub fn churn_workload(ring: &mut LiveRing, restarts: usize, period: Duration) -> LiveChurnRow {
     let started = Instant::now();
     let nodes = ring.peers.len();
-    let mut latencies = Vec::new();
     let (mut puts, mut acked, mut gets, mut gets_failed) = (0, Vec::new(), 0, 0);
     let mut key_no = 0usize;
     let mut state = 0x00C0_FFEE_u64;
+    let (mut samples, mut events) = (Vec::new(), Vec::new());
     for round in 0..restarts {
         let victim = 1 + (node_core::rng::splitmix64(&mut state) as usize) % (nodes - 1);
         let (port, id) = (ring.peers[victim].0.port, ring.peers[victim].1);
         ring.peers[victim].0.kill();
+        events.push(ChurnEvent {
+            at_s: started.elapsed().as_secs_f64(),
+            kind: ChurnEventKind::Kill,
+            port,
+        });
         let phase_end = Instant::now() + period;
         // Clients use the peers that are ring members now (a restarted peer that is still
         // rejoining answers 503 and would only measure the client's choice).
@@ -457,21 +545,38 @@ pub fn churn_workload(ring: &mut LiveRing, restarts: usize, period: Duration) ->
             key_no += 1;
             let t = Instant::now();
             puts += 1;
-            if put_request(at, &key, &key) {
+            let ok = put_request(at, &key, &key);
+            if ok {
                 acked.push(key.clone());
             }
-            latencies.push(t.elapsed());
+            samples.push(ChurnSample {
+                at: t - started,
+                took: t.elapsed(),
+                put: true,
+                ok,
+            });
             let t = Instant::now();
             gets += 1;
-            if get_request(alive[(key_no + 1) % alive.len()], &key).is_none() {
+            let ok = get_request(alive[(key_no + 1) % alive.len()], &key).is_some();
+            if !ok {
                 gets_failed += 1;
             }
-            latencies.push(t.elapsed());
+            samples.push(ChurnSample {
+                at: t - started,
+                took: t.elapsed(),
+                put: false,
+                ok,
+            });
         }
         // Back, empty, with the same id: it rejoins and anti-entropy refills it.
         let bootstrap = ring.peers[0].0.port;
         ring.peers[victim].0 =
             Proc::peer_with(port, id, Some(bootstrap), &["--udp-addr", "127.0.0.1:0"]);
+        events.push(ChurnEvent {
+            at_s: started.elapsed().as_secs_f64(),
+            kind: ChurnEventKind::Restart,
+            port,
+        });
         std::thread::sleep(period / 2);
         let _ = round;
     }
@@ -491,7 +596,9 @@ pub fn churn_workload(ring: &mut LiveRing, restarts: usize, period: Duration) ->
             })
         })
         .count();
+    let mut latencies: Vec<Duration> = samples.iter().map(|s| s.took).collect();
     latencies.sort_unstable();
+    let slice = (period / 10).max(Duration::from_millis(1));
     LiveChurnRow {
         nodes,
         restarts,
@@ -503,5 +610,8 @@ pub fn churn_workload(ring: &mut LiveRing, restarts: usize, period: Duration) ->
         p50_ms: percentile_ms(&latencies, 0.5),
         p99_ms: percentile_ms(&latencies, 0.99),
         acked_writes_lost: lost,
+        slice_ms: slice.as_millis() as u64,
+        slices: churn_slices(&samples, slice),
+        events,
     }
 }

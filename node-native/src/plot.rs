@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::antientropy::AntiEntropyRow;
+use crate::live::{ChurnEventKind, ChurnSlice, LiveChurnRow};
 use node_core::sim::experiments::HopsRow;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
@@ -455,6 +456,192 @@ fn draw_lines(
                 .build_cartesian_2d(x_min..x_max, 0.0..top)?
         );
     }
+    root.present()?;
+    Ok(())
+}
+
+/// The timeline of a live churn run: above, request latency p50 and p99 per slice (log10 y);
+/// below, requests and failed requests per slice. Kills (red) and restarts (green) are
+/// vertical lines in both panels, so a latency spike or a burst of failures can be read
+/// against the event that caused it. Lines break where slices had no request (the client
+/// waited on one slow request, or on a restarted peer).
+pub fn churn_timeline(path: &Path, caption: &str, row: &LiveChurnRow) -> Result<(), PlotError> {
+    if row.slices.is_empty() {
+        return Err(PlotError::NoRows);
+    }
+    draw_churn_timeline(path, caption, row).map_err(|source| PlotError::Draw {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The slices cut into runs of adjacent ones.
+fn contiguous_runs(slices: &[ChurnSlice], slice_s: f64) -> Vec<&[ChurnSlice]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=slices.len() {
+        if i == slices.len() || slices[i].start_s - slices[i - 1].start_s > 1.5 * slice_s {
+            runs.push(&slices[start..i]);
+            start = i;
+        }
+    }
+    runs
+}
+
+/// `1000` -> `1000`, `0.5` -> `0.5`: no trailing `.0` on round tick values.
+fn plain_number(value: f64) -> String {
+    if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value}")
+    }
+}
+
+fn draw_churn_timeline(
+    path: &Path,
+    caption: &str,
+    row: &LiveChurnRow,
+) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let (slices, events) = (&row.slices, &row.events);
+    let slice_s = row.slice_ms as f64 / 1_000.0;
+    let runs = contiguous_runs(slices, slice_s);
+    let x_max = slices
+        .iter()
+        .map(|s| s.start_s + slice_s)
+        .chain(events.iter().map(|e| e.at_s))
+        .fold(1.0, f64::max)
+        * 1.02;
+    let (lat_min, lat_max) = slices
+        .iter()
+        .flat_map(|s| [s.p50_ms, s.p99_ms])
+        .fold((f64::MAX, f64::MIN), |(lo, hi), ms| {
+            (lo.min(ms), hi.max(ms))
+        });
+    let (lat_lo, lat_hi) = (lat_min.max(1e-2) / 2.0, lat_max.max(1e-2) * 8.0);
+    let ops_hi = slices
+        .iter()
+        .map(|s| (s.puts + s.gets) as f64)
+        .fold(1.0, f64::max)
+        * 1.3;
+    let event_style = |kind: ChurnEventKind| match kind {
+        ChurnEventKind::Kill => series_colour(1).stroke_width(1),
+        _ => series_colour(2).stroke_width(1),
+    };
+
+    let root = SVGBackend::new(path, (960, 720)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(caption, (FONT, 22))?;
+    let (upper, lower) = root.split_vertically(440);
+
+    let mut latency = ChartBuilder::on(&upper)
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_max, (lat_lo..lat_hi).log_scale())?;
+    latency
+        .configure_mesh()
+        .y_desc("request latency, ms (log scale)")
+        .x_label_formatter(&|x| plain_number(*x))
+        .y_label_formatter(&|y| plain_number(*y))
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 17))
+        .draw()?;
+    for event in events {
+        latency.draw_series(DashedLineSeries::new(
+            vec![(event.at_s, lat_lo), (event.at_s, lat_hi)],
+            5,
+            4,
+            event_style(event.kind),
+        ))?;
+    }
+    type Percentile = (&'static str, fn(&ChurnSlice) -> f64, RGBAColor);
+    let percentiles: [Percentile; 2] = [
+        ("p50 per slice", |s| s.p50_ms, series_colour(0)),
+        ("p99 per slice", |s| s.p99_ms, series_colour(3)),
+    ];
+    for (name, value, colour) in percentiles {
+        let style = colour.stroke_width(2);
+        for run in &runs {
+            let points = run.iter().map(|s| (s.start_s, value(s).max(lat_lo)));
+            latency.draw_series(LineSeries::new(points, style).point_size(2))?;
+        }
+        latency
+            .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+    }
+    for (kind, name) in [
+        (ChurnEventKind::Kill, "peer killed (-9)"),
+        (ChurnEventKind::Restart, "peer restarted empty"),
+    ] {
+        let style = event_style(kind);
+        latency
+            .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x + 12, y - 7), (x + 12, y + 7)], style));
+    }
+    latency
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
+
+    let mut requests = ChartBuilder::on(&lower)
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_max, 0.0..ops_hi)?;
+    requests
+        .configure_mesh()
+        .x_desc("seconds since the first kill")
+        .y_desc("requests per slice")
+        .x_label_formatter(&|x| plain_number(*x))
+        .y_label_formatter(&|y| plain_number(*y))
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 17))
+        .draw()?;
+    for event in events {
+        requests.draw_series(DashedLineSeries::new(
+            vec![(event.at_s, 0.0), (event.at_s, ops_hi)],
+            5,
+            4,
+            event_style(event.kind),
+        ))?;
+    }
+    let total = series_colour(0).stroke_width(2);
+    for run in &runs {
+        let points = run.iter().map(|s| (s.start_s, (s.puts + s.gets) as f64));
+        requests.draw_series(LineSeries::new(points, total).point_size(2))?;
+    }
+    requests
+        .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
+        .label("requests (puts + gets)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], total));
+    let failed = series_colour(1);
+    requests
+        .draw_series(
+            slices
+                .iter()
+                .filter(|s| s.puts_failed + s.gets_failed > 0)
+                .map(|s| {
+                    Circle::new(
+                        (s.start_s, (s.puts_failed + s.gets_failed) as f64),
+                        4,
+                        failed.filled(),
+                    )
+                }),
+        )?
+        .label("failed requests (slices with any)")
+        .legend(move |(x, y)| Circle::new((x + 12, y), 4, failed.filled()));
+    requests
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
     root.present()?;
     Ok(())
 }

@@ -13,7 +13,8 @@
 //! chord-experiment --mode sim-flood --nodes 1024 --ttls 1,2,3,4,5,6,7,8 --queries 200 --seed 1
 //! chord-experiment --mode sim-churn --nodes 500 --rates 0.5,1,2,4 --seconds 120 --seed 1
 //! chord-experiment --mode scale --num-nodes 5 --num-ops 500 --clients 8
-//! chord-experiment --mode churn --num-nodes 6 --restarts 4 --period-ms 10000
+//! chord-experiment --mode churn --num-nodes 6 --restarts 4 --period-ms 10000 \
+//!     [--json] [--plot target/churn.svg]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -583,6 +584,18 @@ fn run_churn(cli: &Cli) -> anyhow::Result<()> {
         ])
     );
     drop(ring);
+    if let Some(path) = &cli.plot {
+        prepare_output(path)?;
+        plot::churn_timeline(
+            path,
+            &format!(
+                "Live churn: {} native peers, {} kills one per {} ms, slices of {} ms",
+                cli.num_nodes, cli.restarts, cli.period_ms, row.slice_ms
+            ),
+            &row,
+        )?;
+        println!("plot: {}", path.display());
+    }
     finish(cli, &[row])
 }
 
