@@ -18,6 +18,7 @@
 //! - [`clock`], [`store`], [`merkle`]: Lamport clock, LWW store, Merkle anti-entropy.
 //! - [`replication`]: put/get/delete through the key's leader with quorums and read-repair.
 //! - [`election`]: per-replica-set Bully elections.
+//! - [`persist`]: the persistence contract (`Event::Stored` out, `Node::restore` in).
 //! - [`walk`]: asking any peer for its ring pointers (to draw the whole ring).
 //! - [`flood`]: Gnutella-style flooding, the unstructured-search baseline.
 //! - `sim`: deterministic network simulator and experiments (feature `sim`).
@@ -31,6 +32,7 @@ pub mod links;
 pub mod merkle;
 pub mod metrics;
 pub mod node;
+pub mod persist;
 pub mod replication;
 pub mod ring;
 pub mod rng;

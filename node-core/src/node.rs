@@ -289,7 +289,7 @@ pub struct RingView {
 }
 
 #[derive(Debug, Clone)]
-enum Phase {
+pub(crate) enum Phase {
     Idle,
     Joining {
         op: OpId,
@@ -336,7 +336,7 @@ pub struct Node {
     pub(crate) config: Config,
     rng: Rng,
     pub(crate) now: Time,
-    phase: Phase,
+    pub(crate) phase: Phase,
     pub(crate) ring: RingState,
     pub(crate) links: Links,
     lookups: BTreeMap<OpId, LookupOp>,
@@ -374,6 +374,11 @@ pub struct Node {
     lost: BTreeMap<PeerId, (Time, Time)>,
     /// Peers that sent `Notify` (shared in `Neighbors.preds`).
     notifiers: BTreeSet<PeerId>,
+    /// The predecessor as last seen, to notice our primary range shrinking.
+    last_predecessor: Option<PeerId>,
+    /// Start of a range we owned and no longer do (a predecessor came back or joined between):
+    /// `(start, predecessor]` is handed back to the predecessor at the next anti-entropy round.
+    handback_from: Option<Id>,
 }
 
 const MAX_VIA_HINTS: usize = 256;
@@ -434,6 +439,8 @@ impl Node {
             via_hints_old: BTreeMap::new(),
             lost: BTreeMap::new(),
             notifiers: BTreeSet::new(),
+            last_predecessor: None,
+            handback_from: None,
         }
     }
 
@@ -631,6 +638,7 @@ impl Node {
         if replicas.is_empty() {
             return;
         }
+        self.hand_back(pred);
         let target = replicas[self.anti_entropy_cursor % replicas.len()];
         self.anti_entropy_cursor = self.anti_entropy_cursor.wrapping_add(1);
         if !self.links.is_up(target) {
@@ -640,6 +648,27 @@ impl Node {
         let range = RingRange::new(pred.0, self.id.0);
         let opening = merkle::open_round(&self.store, range);
         self.send(target, &Message::Sync(opening));
+    }
+
+    /// Hands the part of our old primary range that a new predecessor now owns, `(start, pred]`,
+    /// back to it. Without this, writes a peer took while the range's replicas were all down
+    /// would stay with it alone once they return (it is no longer in the range's replica set,
+    /// and anti-entropy only runs within replica sets).
+    fn hand_back(&mut self, pred: PeerId) {
+        let Some(start) = self.handback_from else {
+            return;
+        };
+        if !pred.in_open(start, self.id) {
+            self.handback_from = None; // our range grew back: nothing to hand
+            return;
+        }
+        if !self.links.is_up(pred) {
+            return; // next round
+        }
+        self.handback_from = None;
+        self.metrics.kv.anti_entropy_rounds += 1;
+        let opening = merkle::open_round(&self.store, RingRange::new(start.0, pred.0));
+        self.send(pred, &Message::Sync(opening));
     }
 
     fn on_sync(&mut self, from: PeerId, msg: SyncMsg) {
@@ -653,7 +682,9 @@ impl Node {
         let theirs = range.to == from.0
             && !range.contains(self.id.0)
             && pred.is_none_or(|p| p == from || !range.contains(p.0));
-        if !(ours || theirs) {
+        // Our successor handing back a range that ends at us (see `hand_back`).
+        let handed_back = range.to == self.id.0 && self.ring.successor() == from;
+        if !(ours || theirs || handed_back) {
             self.metrics.kv.anti_entropy_refused += 1;
             return;
         }
@@ -1305,6 +1336,13 @@ impl Node {
         if changed.predecessor {
             self.metrics.chord.predecessor_changes += 1;
             let predecessor = self.ring.predecessor();
+            if let (Some(old), Some(new)) = (self.last_predecessor, predecessor)
+                && self.is_joined()
+                && new.in_open(old, self.id)
+            {
+                self.handback_from = self.handback_from.or(Some(old));
+            }
+            self.last_predecessor = predecessor;
             if let Some(p) = predecessor {
                 self.ensure_link(p, true);
             }

@@ -25,6 +25,7 @@ use crate::Time;
 use crate::id::{ID_BITS, Id, successor_in};
 use crate::node::{Config, Event, Input, Node, OpError, OpId, OpOutcome, Output};
 use crate::rng::{Rng, splitmix64};
+use crate::store::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Network model and node template.
@@ -184,6 +185,9 @@ struct SimNode {
     join_op: Option<OpId>,
     bootstrap: Option<Id>,
     incarnation: u64,
+    /// What a durable driver would have on disk: the last `Event::Stored` per key (a crash keeps
+    /// it; [`Sim::restart`] throws it away, [`Sim::restart_with_disk`] restores from it).
+    disk: BTreeMap<String, Entry>,
 }
 
 /// The simulator.
@@ -306,8 +310,16 @@ impl Sim {
     /// Adds a node and joins it through a random live member (the introducer's choice); the
     /// first node creates the ring. Failed joins are retried by the simulated driver.
     pub fn add_node(&mut self, id: Id) {
+        self.add_node_with_disk(id, BTreeMap::new());
+    }
+
+    fn add_node_with_disk(&mut self, id: Id, disk: BTreeMap<String, Entry>) {
         let incarnation = self.nodes.get(&id).map_or(0, |n| n.incarnation + 1);
-        let node = Node::new(self.node_config(id, incarnation), id, self.now);
+        let mut node = Node::new(self.node_config(id, incarnation), id, self.now);
+        if !disk.is_empty() {
+            node.restore(disk.clone(), 0, self.now)
+                .expect("a fresh node accepts a restore");
+        }
         self.nodes.insert(
             id,
             SimNode {
@@ -317,6 +329,7 @@ impl Sim {
                 join_op: None,
                 bootstrap: None,
                 incarnation,
+                disk,
             },
         );
         self.start_join(id);
@@ -423,13 +436,30 @@ impl Sim {
         }
     }
 
-    /// Brings a crashed node back as a fresh incarnation (empty state) that joins again.
+    /// Brings a crashed node back as a fresh incarnation (empty state: its disk is lost) that
+    /// joins again.
     pub fn restart(&mut self, id: Id) {
         if self.nodes.get(&id).is_none_or(|n| n.alive) {
             return;
         }
         self.links.retain(|(a, b), _| *a != id && *b != id);
         self.add_node(id);
+    }
+
+    /// Brings a crashed node back with what it had persisted (every `Event::Stored` it emitted
+    /// before the crash: the strict-durability model), restored before it joins again.
+    pub fn restart_with_disk(&mut self, id: Id) {
+        let Some(n) = self.nodes.get_mut(&id).filter(|n| !n.alive) else {
+            return;
+        };
+        let disk = std::mem::take(&mut n.disk);
+        self.links.retain(|(a, b), _| *a != id && *b != id);
+        self.add_node_with_disk(id, disk);
+    }
+
+    /// Entries on a node's simulated disk.
+    pub fn disk_len(&self, id: Id) -> usize {
+        self.nodes.get(&id).map_or(0, |n| n.disk.len())
     }
 
     /// Graceful leave.
@@ -886,6 +916,11 @@ impl Sim {
                 }
                 if !matches!(result, Ok(OpOutcome::SignalSent)) {
                     self.results.insert((id, op), result);
+                }
+            }
+            Event::Stored { key, entry } => {
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.disk.insert(key, entry);
                 }
             }
             Event::Signal { from, payload } => {
