@@ -40,6 +40,8 @@ pub struct StartOptions {
     pub introducer: String,
     pub ice_servers: Vec<String>,
     pub id: Option<Id>,
+    /// Persist the store in IndexedDB (default) or keep it in memory only.
+    pub persist: bool,
     pub replicas: Option<usize>,
     pub read_quorum: Option<usize>,
     pub write_quorum: Option<usize>,
@@ -83,6 +85,15 @@ impl StartOptions {
                     .map_err(|_| format!("id {s:?} is not 8 hex digits"))?)),
                 other => return Err(format!("id {other} is not 8 hex digits")),
             };
+        let persist = match v["storage"].as_str() {
+            None | Some("indexeddb") => true,
+            Some("memory") => false,
+            Some(other) => {
+                return Err(format!(
+                    "storage {other:?} must be \"indexeddb\" or \"memory\""
+                ));
+            }
+        };
         let count = |name: &str| -> Result<Option<usize>, String> {
             match &v[name] {
                 Value::Null => Ok(None),
@@ -97,6 +108,7 @@ impl StartOptions {
             introducer,
             ice_servers,
             id,
+            persist,
             replicas: count("replicas")?,
             read_quorum: count("readQuorum")?,
             write_quorum: count("writeQuorum")?,
@@ -121,6 +133,11 @@ pub struct DriverStats {
     pub introducer_errors: u64,
     pub frames_without_channel: u64,
     pub links_failed: u64,
+    pub restored_entries: usize,
+    pub restore_ms: f64,
+    pub storage_transactions: u64,
+    pub storage_entries_written: u64,
+    pub storage_errors: u64,
 }
 
 /// The cell every callback enters through.
@@ -184,6 +201,9 @@ pub struct Driver {
     timer_callback: Closure<dyn FnMut()>,
     stats: DriverStats,
     stopped: bool,
+    storage: Option<crate::storage::Storage>,
+    /// `Event::Stored` entries of the current drain, written in one transaction after it.
+    unwritten: Vec<(String, node_core::store::Entry)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -215,10 +235,22 @@ fn random_u64() -> u64 {
     }
 }
 
-/// Creates the peer and starts its introducer session; the receiver says when it joined.
-pub fn start(options: StartOptions) -> (Handle, oneshot::Receiver<Result<(), StartError>>) {
+/// Creates the peer, restores its store, starts its introducer session and waits until it is
+/// a ring member.
+pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
     let seed = random_u64();
-    let id = options.id.unwrap_or(Id((seed >> 32) as u32));
+    let remembered = if options.persist {
+        crate::storage::session_peer_id()
+    } else {
+        None
+    };
+    let id = options
+        .id
+        .or(remembered.map(Id))
+        .unwrap_or(Id((seed >> 32) as u32));
+    if options.persist && options.id.is_none() {
+        crate::storage::remember_session_peer_id(id.0);
+    }
     let mut config = Config::with_seed(seed);
     if let Some(k) = options.replicas {
         config.replicas = k;
@@ -262,15 +294,42 @@ pub fn start(options: StartOptions) -> (Handle, oneshot::Receiver<Result<(), Sta
                 timer_callback,
                 stats: DriverStats::default(),
                 stopped: false,
+                storage: None,
+                unwritten: Vec::new(),
             }),
             events: RefCell::new(VecDeque::new()),
             callback: RefCell::new(None),
         }
     });
+    if options.persist {
+        let began = performance_now();
+        let storage = crate::storage::Storage::open(id.0)
+            .await
+            .map_err(|e| ("storage_error", e))?;
+        let loaded = storage.load().await.map_err(|e| ("storage_error", e))?;
+        with_driver(&shared, |d, _| {
+            let now = d.now();
+            let restored = d
+                .node
+                .restore(loaded.entries, loaded.lamport, now)
+                .map_err(|e| ("storage_error", e.to_string()))?;
+            d.stats.restored_entries = restored.entries;
+            d.stats.restore_ms = performance_now() - began;
+            d.storage = Some(storage);
+            Ok::<_, StartError>(())
+        })?;
+    }
     with_driver(&shared, |d, h| {
         d.introducer = Some(Introducer::open(h, &options.introducer));
     });
-    (shared, started_rx)
+    match started_rx.await {
+        Ok(Ok(())) => Ok(shared),
+        Ok(Err(e)) => {
+            stop(&shared);
+            Err(e)
+        }
+        Err(_) => Err(("stopped", "the peer stopped while starting".to_string())),
+    }
 }
 
 /// Runs `f` on the driver, then drains the core, re-arms the timer and delivers events.
@@ -279,6 +338,7 @@ pub fn with_driver<R>(shared: &Handle, f: impl FnOnce(&mut Driver, &Handle) -> R
         let mut d = shared.driver.borrow_mut();
         let result = f(&mut d, shared);
         d.drain(shared);
+        d.persist();
         d.arm_timer();
         result
     };
@@ -350,6 +410,10 @@ pub fn stop(shared: &Handle) {
         d.links.close_all();
         if let Some(introducer) = d.introducer.take() {
             introducer.close();
+        }
+        d.persist();
+        if let Some(storage) = d.storage.take() {
+            storage.close();
         }
         for (_, tx) in d.pending.drain() {
             let _ = tx.send(Err(js::error("stopped", "this peer was stopped")));
@@ -493,6 +557,9 @@ impl Driver {
                 }));
             }
             Event::Stored { key, entry } => {
+                if self.storage.is_some() {
+                    self.unwritten.push((key.clone(), entry.clone()));
+                }
                 self.emit(json!({
                     "type": "stored",
                     "key": key,
@@ -502,6 +569,23 @@ impl Driver {
                 }));
             }
             _ => {}
+        }
+    }
+
+    /// Writes the drain's stored entries to IndexedDB in one transaction (relaxed durability,
+    /// see [`crate::storage`]).
+    fn persist(&mut self) {
+        if self.unwritten.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.unwritten);
+        if let Some(storage) = &self.storage {
+            self.stats.storage_transactions += 1;
+            if storage.write(&entries, self.node.lamport()) {
+                self.stats.storage_entries_written += entries.len() as u64;
+            } else {
+                self.stats.storage_errors += 1;
+            }
         }
     }
 
@@ -671,6 +755,14 @@ impl Driver {
             "introducer_errors": s.introducer_errors,
             "frames_without_channel": s.frames_without_channel,
             "links_failed": s.links_failed,
+            "storage": {
+                "database": self.storage.as_ref().map(|st| st.name().to_string()),
+                "restored_entries": s.restored_entries,
+                "restore_ms": s.restore_ms,
+                "transactions": s.storage_transactions,
+                "entries_written": s.storage_entries_written,
+                "errors": s.storage_errors,
+            },
             "frames_bad": raw.chord.bad_frames + raw.chord.oversize_frames
                 + raw.chord.bad_version_frames,
         });

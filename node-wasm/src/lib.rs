@@ -33,12 +33,14 @@
 //! - [`links`]: one RTCPeerConnection with one data channel per peer; non-trickle SDP in the
 //!   `{type, sdp}` shape, glare settled by the lower id (the native peer's rules).
 //! - [`introducer`]: the introducer session, over a WebSocket or in-page.
+//! - [`storage`]: the tab's IndexedDB database (one per peer id) and its `sessionStorage` id.
 //! - [`js`]: conversions to JavaScript values and errors.
 
 pub mod driver;
 pub mod introducer;
 pub mod js;
 pub mod links;
+pub mod storage;
 
 use std::rc::Rc;
 
@@ -60,18 +62,16 @@ pub struct ChordPeer {
 
 #[wasm_bindgen]
 impl ChordPeer {
-    /// Starts a peer: `{introducer, iceServers?, id?, replicas?, readQuorum?, writeQuorum?}`.
-    /// Resolves once the peer is a ring member (joined, or the first peer of a new ring).
+    /// Starts a peer: `{introducer, iceServers?, id?, storage?, replicas?, readQuorum?,
+    /// writeQuorum?}`. Resolves once the peer is a ring member (joined, or the first peer of a
+    /// new ring). Without `id` the tab's id from `sessionStorage` is reused (a reload is the same
+    /// peer), else a random one. `storage: 'indexeddb'` (default) restores and persists the
+    /// store in IndexedDB; `'memory'` keeps nothing.
     pub async fn start(options: JsValue) -> Result<Self, JsValue> {
         let options = StartOptions::from_js(&options).map_err(|m| js::error("bad_config", &m))?;
-        let (handle, started) = driver::start(options);
-        match started.await {
-            Ok(Ok(())) => Ok(Self { handle }),
-            Ok(Err((code, message))) => {
-                driver::stop(&handle);
-                Err(js::error(code, &message))
-            }
-            Err(_) => Err(js::error("stopped", "the peer stopped while starting")),
+        match driver::start(options).await {
+            Ok(handle) => Ok(Self { handle }),
+            Err((code, message)) => Err(js::error(code, &message)),
         }
     }
 

@@ -17,6 +17,14 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 fn options(introducer: &str, id: &str) -> JsValue {
     js_sys::JSON::parse(&format!(
+        r#"{{"introducer": "{introducer}", "iceServers": [], "id": "{id}", "storage": "memory"}}"#
+    ))
+    .unwrap()
+}
+
+/// Options for a peer that keeps its store in IndexedDB.
+fn durable(introducer: &str, id: &str) -> JsValue {
+    js_sys::JSON::parse(&format!(
         r#"{{"introducer": "{introducer}", "iceServers": [], "id": "{id}"}}"#
     ))
     .unwrap()
@@ -235,4 +243,94 @@ async fn a_stopped_peer_loses_no_acknowledged_write() {
     for peer in peers {
         peer.stop();
     }
+}
+
+#[wasm_bindgen_test]
+async fn a_restarted_peer_comes_back_with_its_store_from_indexeddb() {
+    let id = "60000000";
+    let first = ChordPeer::start(durable("page:persist-1", id))
+        .await
+        .expect("start");
+    for i in 0..5 {
+        call(first.put(format!("kept-{i}"), format!("v{i}"), None))
+            .await
+            .expect("put");
+    }
+    let ts_before = number(
+        &call(first.put("clock".into(), "a".into(), None))
+            .await
+            .unwrap(),
+        "ts",
+    );
+    first.stop();
+    drop(first);
+    sleep(200).await;
+
+    let again = ChordPeer::start(durable("page:persist-2", id))
+        .await
+        .expect("restart");
+    let storage = field(&field(&again.metrics(), "driver"), "storage");
+    assert_eq!(number(&storage, "restored_entries"), 6.0, "{storage:?}");
+    let keys: js_sys::Array = again.local_keys().into();
+    assert_eq!(
+        keys.length(),
+        6,
+        "the store is back before any peer sent anything"
+    );
+    for i in 0..5 {
+        let got = call(again.get(format!("kept-{i}"))).await.expect("get");
+        assert_eq!(
+            text(&got, "value").as_deref(),
+            Some(format!("v{i}").as_str())
+        );
+    }
+    // The Lamport clock came back too: a new write never reuses a timestamp.
+    let after = call(again.put("clock".into(), "b".into(), None))
+        .await
+        .unwrap();
+    assert!(number(&after, "ts") > ts_before, "{after:?} vs {ts_before}");
+    let got = call(again.get("clock".into())).await.unwrap();
+    assert_eq!(text(&got, "value").as_deref(), Some("b"));
+    again.stop();
+}
+
+#[wasm_bindgen_test]
+async fn a_malformed_record_in_indexeddb_is_a_clear_error() {
+    let id = "61000000";
+    // Create the database, then corrupt one record behind the peer's back.
+    let storage = node_wasm::storage::Storage::open(0x6100_0000)
+        .await
+        .expect("open");
+    storage.close();
+    let factory = web_sys::window().unwrap().indexed_db().unwrap().unwrap();
+    let request = factory.open("chord-kv-61000000").unwrap();
+    let db: web_sys::IdbDatabase = loop {
+        if let Ok(result) = request.result() {
+            break result.into();
+        }
+        sleep(20).await;
+    };
+    let tx = db
+        .transaction_with_str_and_mode("entries", web_sys::IdbTransactionMode::Readwrite)
+        .unwrap();
+    tx.object_store("entries")
+        .unwrap()
+        .put_with_key(&"not an entry".into(), &"broken".into())
+        .unwrap();
+    sleep(100).await;
+    db.close();
+
+    let err = ChordPeer::start(durable("page:corrupt", id))
+        .await
+        .expect_err("a malformed record must not start an empty peer");
+    assert_eq!(
+        text(&err, "code").as_deref(),
+        Some("storage_error"),
+        "{err:?}"
+    );
+    let message = text(&err, "message").unwrap();
+    assert!(
+        message.contains("chord-kv-61000000") && message.contains("broken"),
+        "{message}"
+    );
 }

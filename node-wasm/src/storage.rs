@@ -1,0 +1,187 @@
+//! A tab's durable store: IndexedDB, one database per peer id (`chord-kv-<id>`).
+//!
+//! Follows node-core's persistence contract (node-core/src/persist.rs): every `Event::Stored`
+//! is written, the last version per key, and a restarted peer (a reloaded tab: its id is kept in
+//! `sessionStorage`, so a reload is the same peer and a new tab a new one) is restored from them
+//! before it joins.
+//!
+//! Durability is *relaxed*: IndexedDB is asynchronous, so the driver queues each drain's
+//! entries into one readwrite transaction and carries on; a write acknowledged in the very
+//! milliseconds before a tab dies may be missing from that tab's database (its other replicas
+//! have it, and anti-entropy brings it back). Native peers offer the strict mode.
+//!
+//! An unreadable database or a malformed record fails the peer's start with an error that names
+//! the database and the key: a silently empty store would look like lost data.
+
+use js_sys::{Array, Promise};
+use node_core::store::Entry;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{IdbDatabase, IdbOpenDbRequest, IdbRequest, IdbTransactionMode};
+
+const ENTRIES: &str = "entries";
+const META: &str = "meta";
+const SESSION_KEY: &str = "chord-kv-peer-id";
+
+/// The database of one peer.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    name: String,
+    db: IdbDatabase,
+}
+
+/// What the database held at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub entries: Vec<(String, Entry)>,
+    pub lamport: u64,
+}
+
+/// The peer id this tab used before (a reload), from `sessionStorage`.
+pub fn session_peer_id() -> Option<u32> {
+    let storage = web_sys::window()?.session_storage().ok()??;
+    let text = storage.get_item(SESSION_KEY).ok()??;
+    u32::from_str_radix(&text, 16)
+        .ok()
+        .filter(|_| text.len() == 8)
+}
+
+pub fn remember_session_peer_id(id: u32) {
+    if let Some(Ok(Some(storage))) = web_sys::window().map(|w| w.session_storage()) {
+        let _ = storage.set_item(SESSION_KEY, &format!("{id:08x}"));
+    }
+}
+
+/// Resolves when `request` succeeds (to its result) or rejects with its error.
+async fn done(request: &IdbRequest) -> Result<JsValue, JsValue> {
+    let promise = Promise::new(&mut |resolve, reject| {
+        request.set_onsuccess(Some(&resolve));
+        request.set_onerror(Some(&reject));
+    });
+    JsFuture::from(promise).await?;
+    request.result()
+}
+
+fn describe(error: &JsValue) -> String {
+    error
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| error.as_string())
+        .unwrap_or_else(|| format!("{error:?}"))
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database of peer `id`.
+    pub async fn open(id: u32) -> Result<Self, String> {
+        let name = format!("chord-kv-{id:08x}");
+        let factory = web_sys::window()
+            .and_then(|w| w.indexed_db().ok().flatten())
+            .ok_or_else(|| format!("IndexedDB is not available here (database {name})"))?;
+        let request: IdbOpenDbRequest = factory
+            .open_with_u32(&name, 1)
+            .map_err(|e| format!("cannot open IndexedDB database {name}: {}", describe(&e)))?;
+        let upgrade = {
+            let request = request.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |_| {
+                if let Ok(db) = request.result().and_then(|r| r.dyn_into::<IdbDatabase>()) {
+                    let _ = db.create_object_store(ENTRIES);
+                    let _ = db.create_object_store(META);
+                }
+            })
+        };
+        request.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
+        let db = done(&request)
+            .await
+            .map_err(|e| format!("cannot open IndexedDB database {name}: {}", describe(&e)))?;
+        request.set_onupgradeneeded(None);
+        drop(upgrade);
+        let db: IdbDatabase = db
+            .dyn_into()
+            .map_err(|_| format!("IndexedDB database {name} did not open"))?;
+        Ok(Self { name, db })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Everything stored, for `Node::restore`. A record that does not parse is an error.
+    pub async fn load(&self) -> Result<Loaded, String> {
+        let name = &self.name;
+        let fail = |what: &str, e: &JsValue| {
+            format!(
+                "cannot read {what} of IndexedDB database {name}: {}",
+                describe(e)
+            )
+        };
+        let transaction = self
+            .db
+            .transaction_with_str_sequence(&Array::of2(&ENTRIES.into(), &META.into()))
+            .map_err(|e| fail("a transaction", &e))?;
+        let entries = transaction
+            .object_store(ENTRIES)
+            .map_err(|e| fail("entries", &e))?;
+        let keys = entries.get_all_keys().map_err(|e| fail("keys", &e))?;
+        let values = entries.get_all().map_err(|e| fail("entries", &e))?;
+        let lamport = transaction
+            .object_store(META)
+            .and_then(|meta| meta.get(&"lamport".into()))
+            .map_err(|e| fail("the clock", &e))?;
+        let keys: Array = done(&keys).await.map_err(|e| fail("keys", &e))?.into();
+        let values: Array = done(&values).await.map_err(|e| fail("entries", &e))?.into();
+        let lamport = done(&lamport).await.map_err(|e| fail("the clock", &e))?;
+        let mut loaded = Loaded {
+            entries: Vec::with_capacity(keys.length() as usize),
+            lamport: lamport.as_f64().map_or(0, |v| v as u64),
+        };
+        for (key, value) in keys.iter().zip(values.iter()) {
+            let key = key
+                .as_string()
+                .ok_or_else(|| format!("IndexedDB database {name}: a key is not a string"))?;
+            let entry = value
+                .as_string()
+                .and_then(|text| serde_json::from_str::<Entry>(&text).ok())
+                .ok_or_else(|| {
+                    format!("IndexedDB database {name}: the record of key {key:?} is malformed")
+                })?;
+            loaded.entries.push((key, entry));
+        }
+        Ok(loaded)
+    }
+
+    /// Queues one transaction with these entries and the clock; returns false if IndexedDB
+    /// refused it at once (the driver counts it).
+    pub fn write(&self, entries: &[(String, Entry)], lamport: u64) -> bool {
+        let Ok(transaction) = self.db.transaction_with_str_sequence_and_mode(
+            &Array::of2(&ENTRIES.into(), &META.into()),
+            IdbTransactionMode::Readwrite,
+        ) else {
+            return false;
+        };
+        let (Ok(store), Ok(meta)) = (
+            transaction.object_store(ENTRIES),
+            transaction.object_store(META),
+        ) else {
+            return false;
+        };
+        let mut ok = true;
+        for (key, entry) in entries {
+            let Ok(text) = serde_json::to_string(entry) else {
+                ok = false;
+                continue;
+            };
+            ok &= store
+                .put_with_key(&JsValue::from(text), &JsValue::from(key.as_str()))
+                .is_ok();
+        }
+        ok &= meta
+            .put_with_key(&JsValue::from(lamport as f64), &"lamport".into())
+            .is_ok();
+        ok
+    }
+
+    pub fn close(&self) {
+        self.db.close();
+    }
+}
