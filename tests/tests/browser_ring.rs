@@ -229,6 +229,44 @@ fn tabs_and_native_peers_form_one_ring() {
         .expect("screenshot");
     println!("screenshot: {}", shot.display());
 
+    // Tab 2 reloads: the same peer (same id) comes back with its store from IndexedDB before
+    // it joins, and serves it.
+    for k in 0..30 {
+        pages[0].put(&format!("pre-{k}"), "before the reload");
+    }
+    let held: Vec<String> = serde_json::from_value(
+        pages[1].eval("window.chord.peer.localKeys().filter(e => !e.deleted).map(e => e.key)"),
+    )
+    .expect("key list");
+    assert!(!held.is_empty(), "tab 2 holds no key to test the reload with");
+    rt.block_on(pages[1].tab.reload()).expect("reload tab 2");
+    let ready = pages[1].try_eval("window.chord.ready.then(p => p.id)");
+    assert_eq!(
+        ready.as_ref().ok().and_then(|v| v.as_str()),
+        Some(hex(pages[1].id).as_str()),
+        "tab 2 after the reload: {ready:?}"
+    );
+    let restored = pages[1].eval("window.chord.peer.metrics().driver.storage.restored_entries");
+    assert!(
+        restored.as_u64().is_some_and(|n| n as usize >= held.len()),
+        "restored {restored} entries, held {} before the reload",
+        held.len()
+    );
+    let after: Vec<String> = serde_json::from_value(
+        pages[1].eval("window.chord.peer.localKeys().filter(e => !e.deleted).map(e => e.key)"),
+    )
+    .expect("key list");
+    for key in &held {
+        assert!(after.contains(key), "{key} not on tab 2 after its reload");
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || converged(&pages, &NATIVE, &all)),
+        "the ring did not take the reloaded tab back"
+    );
+    for key in &held {
+        assert!(pages[1].get(key).is_some(), "{key} not served after the reload");
+    }
+
     // Tab 3 writes 20 keys, then closes: every one stays readable, and the ring repairs.
     for k in 0..20 {
         pages[2].put(&format!("tab3-{k}"), &format!("v{k}"));
