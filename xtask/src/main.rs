@@ -254,7 +254,15 @@ fn wasm_package() -> anyhow::Result<PathBuf> {
     step("wasm: wasm-bindgen --target web", || {
         let input = root.join("target/wasm32-unknown-unknown/wasm-release/node_wasm.wasm");
         let status = Command::new("wasm-bindgen")
-            .args(["--target", "web", "--no-typescript", "--out-dir"])
+            // Names and producer sections are a third of the module and nobody reads them.
+            .args([
+                "--target",
+                "web",
+                "--no-typescript",
+                "--remove-name-section",
+                "--remove-producers-section",
+                "--out-dir",
+            ])
             .arg(&out)
             .arg(&input)
             .status()
@@ -269,20 +277,36 @@ fn wasm_package() -> anyhow::Result<PathBuf> {
         Ok(())
     })?;
     match wasm_opt() {
-        Some(tool) => step("wasm: wasm-opt -Oz", || {
+        // wasm-opt shrinks the raw module but, on this crate, often makes it compress worse:
+        // keep its output only when the gzipped size (what a browser downloads) goes down.
+        Some(tool) => step("wasm: wasm-opt -Oz (kept only if it gzips smaller)", || {
+            let optimized = wasm.with_extension("opt.wasm");
             let status = Command::new(&tool)
                 .args([
                     "-Oz",
+                    "--strip-debug",
+                    "--strip-producers",
                     "--enable-bulk-memory",
                     "--enable-nontrapping-float-to-int",
                 ])
                 .arg(&wasm)
                 .arg("-o")
-                .arg(&wasm)
+                .arg(&optimized)
                 .status()
                 .with_context(|| format!("cannot run {}", tool.display()))?;
             if !status.success() {
                 bail!("{} failed ({status})", tool.display());
+            }
+            let (before, after) = (gzipped_len(&wasm), gzipped_len(&optimized));
+            println!(
+                "wasm: gzipped {:.1} KiB before wasm-opt, {:.1} KiB after",
+                before.unwrap_or(0) as f64 / 1024.0,
+                after.unwrap_or(0) as f64 / 1024.0
+            );
+            if after < before {
+                std::fs::rename(&optimized, &wasm).context("keeping wasm-opt's output")?;
+            } else {
+                std::fs::remove_file(&optimized).context("dropping wasm-opt's output")?;
             }
             Ok(())
         })?,
@@ -294,13 +318,7 @@ fn wasm_package() -> anyhow::Result<PathBuf> {
     let raw = std::fs::metadata(&wasm)
         .with_context(|| format!("{} was not written", wasm.display()))?
         .len();
-    let gzipped = Command::new("gzip")
-        .args(["-9", "-c"])
-        .arg(&wasm)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| o.stdout.len());
+    let gzipped = gzipped_len(&wasm);
     match gzipped {
         Some(gz) => println!(
             "wasm: {} is {:.1} KiB, {:.1} KiB gzipped",
@@ -311,6 +329,17 @@ fn wasm_package() -> anyhow::Result<PathBuf> {
         None => println!("wasm: {} is {:.1} KiB", wasm.display(), raw as f64 / 1024.0),
     }
     Ok(wasm)
+}
+
+/// Size of `path` after `gzip -9`, if gzip runs.
+fn gzipped_len(path: &Path) -> Option<usize> {
+    Command::new("gzip")
+        .args(["-9", "-c"])
+        .arg(path)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| o.stdout.len())
 }
 
 /// npm's wasm-opt (binaryen >= 116) from `target/tools` or PATH; Debian's binaryen 108 writes
