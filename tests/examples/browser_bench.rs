@@ -10,23 +10,11 @@
 use std::time::{Duration, Instant};
 
 use e2e::browser::{Browser, LaunchOptions, Tab};
-use e2e::{Proc, http, json, wait_until};
+use e2e::{Proc, hex, http, json, ring_order, wait_until};
 use serde_json::Value;
 
 const SIGNALING: u16 = 7600;
 const NATIVE: (u16, u32) = (7601, 0x0800_0000);
-
-fn hex(id: u32) -> String {
-    format!("{id:08x}")
-}
-
-fn ring_order(ids: &[u32], start: u32) -> Vec<String> {
-    let mut sorted = ids.to_vec();
-    sorted.sort_unstable();
-    let at = sorted.iter().position(|i| *i == start).expect("member");
-    sorted.rotate_left(at);
-    sorted.into_iter().map(hex).collect()
-}
 
 async fn walk(tab: &Tab) -> Vec<String> {
     tab.eval("window.chord.peer.walk(64).then(w => w.map(v => v.id))")

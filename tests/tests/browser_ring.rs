@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use e2e::browser::{Browser, LaunchOptions, Tab};
-use e2e::{Proc, http, json, wait_until};
+use e2e::{Proc, hex, http, json, ring_order, wait_until};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
@@ -24,19 +24,6 @@ fn root() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_path_buf()
-}
-
-fn hex(id: u32) -> String {
-    format!("{id:08x}")
-}
-
-/// Every id from `start` around the ring, in order.
-fn ring_order(ids: &[u32], start: u32) -> Vec<String> {
-    let mut sorted = ids.to_vec();
-    sorted.sort_unstable();
-    let at = sorted.iter().position(|i| *i == start).expect("member");
-    sorted.rotate_left(at);
-    sorted.into_iter().map(hex).collect()
 }
 
 fn successor_of(ids: &[u32], id: u32) -> String {
@@ -238,7 +225,10 @@ fn tabs_and_native_peers_form_one_ring() {
         pages[1].eval("window.chord.peer.localKeys().filter(e => !e.deleted).map(e => e.key)"),
     )
     .expect("key list");
-    assert!(!held.is_empty(), "tab 2 holds no key to test the reload with");
+    assert!(
+        !held.is_empty(),
+        "tab 2 holds no key to test the reload with"
+    );
     rt.block_on(pages[1].tab.reload()).expect("reload tab 2");
     let ready = pages[1].try_eval("window.chord.ready.then(p => p.id)");
     assert_eq!(
@@ -264,7 +254,10 @@ fn tabs_and_native_peers_form_one_ring() {
         "the ring did not take the reloaded tab back"
     );
     for key in &held {
-        assert!(pages[1].get(key).is_some(), "{key} not served after the reload");
+        assert!(
+            pages[1].get(key).is_some(),
+            "{key} not served after the reload"
+        );
     }
 
     // Tab 3 writes 20 keys, then closes: every one stays readable, and the ring repairs.

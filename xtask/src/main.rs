@@ -204,21 +204,7 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
         _ => bail!("usage: cargo xtask demo [--port N]"),
     };
     wasm_package()?;
-    run_step(
-        "demo: build signaling and chord-node (release)",
-        &[
-            "build",
-            "--release",
-            "-p",
-            "signaling",
-            "-p",
-            "node-native",
-            "--bin",
-            "signaling",
-            "--bin",
-            "chord-node",
-        ],
-    )?;
+    build_release_peers("demo")?;
     let root = project_root();
     let status = Command::new("bash")
         .arg(root.join("scripts/serve-demo.sh"))
@@ -360,11 +346,10 @@ fn wasm_opt() -> Option<PathBuf> {
     })
 }
 
-/// The browser-ring benchmark (tests/examples/browser_bench.rs) inside a private netns.
-fn browser_bench(args: &[String]) -> anyhow::Result<()> {
-    wasm_package()?;
+/// Release builds of the `signaling` and `chord-node` binaries.
+fn build_release_peers(task: &str) -> anyhow::Result<()> {
     run_step(
-        "browser-bench: build signaling and chord-node (release)",
+        &format!("{task}: build signaling and chord-node (release)"),
         &[
             "build",
             "--release",
@@ -377,7 +362,13 @@ fn browser_bench(args: &[String]) -> anyhow::Result<()> {
             "--bin",
             "chord-node",
         ],
-    )?;
+    )
+}
+
+/// The browser-ring benchmark (tests/examples/browser_bench.rs) inside a private netns.
+fn browser_bench(args: &[String]) -> anyhow::Result<()> {
+    wasm_package()?;
+    build_release_peers("browser-bench")?;
     step("browser-bench (private netns)", || {
         let status = Command::new(project_root().join("scripts/in-netns.sh"))
             .arg(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
