@@ -15,8 +15,10 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
+# Every peer keeps its store in memory (--in-memory): nothing is written to the user's data
+# directory, and the crashed peer really restarts empty below.
 start() { # start PORT ID [BOOTSTRAP_PORT]
-    local args=(--host 127.0.0.1 --port "$1" --id "$2" --udp-addr 127.0.0.1:0 --log warn)
+    local args=(--host 127.0.0.1 --port "$1" --id "$2" --udp-addr 127.0.0.1:0 --in-memory --log warn)
     [ $# -ge 3 ] && args+=(--bootstrap "127.0.0.1:$3")
     "$NODE" "${args[@]}" >"$LOGS/peer-$1.log" 2>&1 &
     PIDS+=($!)
@@ -61,7 +63,7 @@ kill -9 "${PIDS[2]}"
 sleep 3
 call 5001 POST /get '{"key":"hello"}'
 
-echo "== restart it (empty), get through it"
+echo "== restart it (empty: --in-memory), get through it"
 start 5002 a0000000 5000
 wait_ring 5000 5001 5002 5003
 sleep 3

@@ -32,10 +32,13 @@ for _ in $(seq 1 50); do
 done
 curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null || { echo "serve-demo: signaling did not start; see $LOGS/signaling.log" >&2; exit 1; }
 
+# Each native peer keeps its store on disk in a fresh temporary data directory ($LOGS/data-PORT),
+# never in the user's data directory; it lasts as long as $LOGS.
 for i in 1 2; do
     p=$((PORT + i))
     "$BIN/chord-node" --host 127.0.0.1 --port "$p" --bootstrap "127.0.0.1:$PORT" \
-        --udp-addr "$UDP" --static-dir web --log warn >"$LOGS/peer-$p.log" 2>&1 &
+        --udp-addr "$UDP" --static-dir web --data-dir "$LOGS/data-$p" --log warn \
+        >"$LOGS/peer-$p.log" 2>&1 &
     PIDS+=($!)
     sleep 0.5
 done
@@ -56,7 +59,7 @@ cat <<MSG
     e.g. curl -s -X POST http://127.0.0.1:$((PORT + 1))/put -H 'content-type: application/json' \\
              -d '{"key":"hello","value":"world","writer_id":"cli"}'
     a tab can also join through a native peer: http://127.0.0.1:$((PORT + 1))/
-  logs: $LOGS     stop: Ctrl-C
+  logs and the native peers' data directories: $LOGS     stop: Ctrl-C
 
 MSG
 wait "${PIDS[0]}"

@@ -10,6 +10,14 @@
 //! Answers go back the way the offer came (ring, remote introducer, or this peer's own
 //! introducer for a newcomer that bootstrapped here). Links negotiated through the ring are
 //! counted (`overlay_links`) so a test can see the introducer is no longer needed.
+//!
+//! Persistence ([`crate::storage`]): a durable peer restores its store right after
+//! `Node::new`, before it joins or creates a ring. Each drain of the core is a group commit:
+//! the driver collects the drain's outputs, commits every `Event::Stored` among them in one
+//! transaction, and only then carries out the outputs (sends, replies), so in strict mode
+//! nothing that depends on a write leaves this peer before the write is on disk
+//! (`node_core::persist`). A failed commit stops the driver: the peer then behaves like a
+//! crashed one (`PeerHandle::closed`).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -24,6 +32,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::rtc::{Rtc, RtcConfig, RtcEvent};
+use crate::storage::{Loaded, Storage, StorageError, StorageStats};
 
 /// A request from the HTTP API (or a test) to the node.
 #[derive(Debug)]
@@ -74,6 +83,8 @@ pub struct DriverStats {
     pub introducer_errors: u64,
     /// Frames the core sent to a peer whose data channel was not open (dropped).
     pub frames_without_channel: u64,
+    /// The durable store (`durability: "in-memory"` without one); filled in by `status`.
+    pub storage: StorageStats,
 }
 
 /// Handle to a running driver.
@@ -101,6 +112,19 @@ impl PeerHandle {
         self.status.send(tx).await.ok()?;
         rx.await.ok()
     }
+
+    /// Resolves when the driver has stopped (a failed commit to its store, see the log).
+    pub async fn closed(&self) {
+        self.commands.closed().await;
+    }
+}
+
+/// A peer's durable store, opened and read before the driver starts (so the binary can report
+/// a bad data directory and exit).
+#[derive(Debug)]
+pub struct Persistence {
+    pub storage: Storage,
+    pub loaded: Loaded,
 }
 
 /// How to start a peer.
@@ -120,8 +144,13 @@ enum Path {
     Local,
 }
 
-/// Starts the driver task. `local` is this peer's session on its own mounted introducer.
-pub fn spawn(config: DriverConfig, local: Option<(LocalSender, LocalReceiver)>) -> PeerHandle {
+/// Starts the driver task. `local` is this peer's session on its own mounted introducer;
+/// without `persistence` the peer keeps its store in memory only.
+pub fn spawn(
+    config: DriverConfig,
+    local: Option<(LocalSender, LocalReceiver)>,
+    persistence: Option<Persistence>,
+) -> PeerHandle {
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (status_tx, status_rx) = mpsc::channel(16);
     let handle = PeerHandle {
@@ -129,7 +158,7 @@ pub fn spawn(config: DriverConfig, local: Option<(LocalSender, LocalReceiver)>) 
         commands: cmd_tx,
         status: status_tx,
     };
-    tokio::spawn(run(config, local, cmd_rx, status_rx));
+    tokio::spawn(run(config, local, persistence, cmd_rx, status_rx));
     handle
 }
 
@@ -150,11 +179,22 @@ struct Driver {
     join_pending: bool,
     /// Ring-routed signals in flight: when the ring has no route, the introducer takes over.
     signal_ops: HashMap<OpId, (u32, String)>,
+    storage: Option<Storage>,
+    /// The join in flight, and the introducer's peer list to pick bootstrap peers from.
+    join_op: Option<OpId>,
+    join_candidates: Vec<u32>,
+    join_attempts: usize,
+    /// A failed join is tried again (through the next peer of the list) at this time.
+    rejoin_at: Option<Instant>,
 }
+
+/// Pause before a failed join is tried again.
+const REJOIN_DELAY: Duration = Duration::from_secs(2);
 
 async fn run(
     config: DriverConfig,
     local: Option<(LocalSender, LocalReceiver)>,
+    persistence: Option<Persistence>,
     mut commands: mpsc::Receiver<(Command, oneshot::Sender<Reply>)>,
     mut status: mpsc::Receiver<oneshot::Sender<Status>>,
 ) {
@@ -178,7 +218,15 @@ async fn run(
         stats: DriverStats::default(),
         join_pending: false,
         signal_ops: HashMap::new(),
+        storage: None,
+        join_op: None,
+        join_candidates: Vec::new(),
+        join_attempts: 0,
+        rejoin_at: None,
     };
+    if let Some(persistence) = persistence {
+        d.restore(persistence);
+    }
 
     // The introducer session: a task turns the WebSocket into two channels.
     let (ws_in_tx, mut ws_in) = mpsc::unbounded_channel::<ServerMessage>();
@@ -195,14 +243,24 @@ async fn run(
             drop(ws_in_tx);
         }
     }
-    d.drain().await;
+    let mut healthy = d.drain().await;
 
-    loop {
+    while healthy {
         let deadline = d.deadline();
+        let flush_at = d.flush_deadline();
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => {
                 let now = d.now();
                 d.node.handle_input(now, Input::Timeout);
+            }
+            () = sleep_until_some(d.rejoin_at) => {
+                d.rejoin_at = None;
+                d.start_join();
+            }
+            () = sleep_until_some(flush_at) => {
+                if !d.flush_storage() {
+                    break;
+                }
             }
             Some(event) = rtc_rx.recv() => d.on_rtc(event),
             Some(msg) = ws_in.recv() => d.on_introducer(msg),
@@ -217,7 +275,23 @@ async fn run(
             }
             else => break,
         }
-        d.drain().await;
+        healthy = d.drain().await;
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs a disk operation on this worker thread without stalling the runtime's other tasks.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -231,6 +305,58 @@ async fn recv_local(local: &mut Option<LocalReceiver>) -> Option<signaling::Sign
 impl Driver {
     fn now(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// Loads the persisted entries into the node (still idle: before join or create_ring).
+    fn restore(&mut self, persistence: Persistence) {
+        let Persistence {
+            mut storage,
+            loaded,
+        } = persistence;
+        let started = std::time::Instant::now();
+        let now = self.now();
+        match self.node.restore(loaded.entries, loaded.lamport, now) {
+            Ok(restored) => {
+                storage.note_restored(restored.entries, loaded.took + started.elapsed());
+                tracing::info!(
+                    entries = restored.entries,
+                    rejected = restored.rejected,
+                    lamport = restored.lamport,
+                    ms = storage.stats().restore_ms,
+                    path = %storage.path().display(),
+                    "restored the store"
+                );
+            }
+            Err(e) => tracing::error!(%e, "restore refused"),
+        }
+        self.storage = Some(storage);
+    }
+
+    fn flush_deadline(&self) -> Option<Instant> {
+        self.storage
+            .as_ref()
+            .and_then(Storage::flush_deadline)
+            .map(Instant::from_std)
+    }
+
+    /// Relaxed mode's periodic durable commit. False if it failed (the driver stops).
+    fn flush_storage(&mut self) -> bool {
+        let lamport = self.node.lamport();
+        let Some(storage) = self.storage.as_mut() else {
+            return true;
+        };
+        let result = blocking(|| storage.flush(lamport));
+        self.storage_ok(result)
+    }
+
+    fn storage_ok(&self, result: Result<(), StorageError>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(%e, "cannot persist the store: stopping this peer");
+                false
+            }
+        }
     }
 
     fn deadline(&mut self) -> Instant {
@@ -327,18 +453,16 @@ impl Driver {
                     return;
                 }
                 self.join_pending = false;
-                let now = self.now();
-                let others: Vec<u32> = peers
+                self.join_candidates = peers
                     .iter()
                     .map(|p| p.as_u32())
                     .filter(|p| *p != self.node.id().0)
                     .collect();
-                match others.first() {
-                    Some(first) => {
-                        self.path.insert(*first, Path::Remote);
-                        self.node.join(Id(*first), now);
-                    }
-                    None => self.node.create_ring(now),
+                if self.join_candidates.is_empty() {
+                    let now = self.now();
+                    self.node.create_ring(now);
+                } else {
+                    self.start_join();
                 }
             }
             ServerMessage::Signal { from, payload } => {
@@ -353,6 +477,19 @@ impl Driver {
             }
             _ => {}
         }
+    }
+
+    /// Joins through the next peer the introducer listed (the first one at first; after a
+    /// failed join, the one after the previous bootstrap: it may have been down or unreachable).
+    fn start_join(&mut self) {
+        if self.join_candidates.is_empty() || self.node.is_joined() {
+            return;
+        }
+        let bootstrap = self.join_candidates[self.join_attempts % self.join_candidates.len()];
+        self.join_attempts += 1;
+        self.path.insert(bootstrap, Path::Remote);
+        let now = self.now();
+        self.join_op = Some(self.node.join(Id(bootstrap), now));
     }
 
     fn on_command(&mut self, command: Command, reply: oneshot::Sender<Reply>) {
@@ -373,28 +510,72 @@ impl Driver {
             ring: self.node.ring_view(),
             metrics: raw.summary(),
             raw,
-            driver: self.stats.clone(),
+            driver: DriverStats {
+                storage: self
+                    .storage
+                    .as_ref()
+                    .map_or_else(StorageStats::in_memory, |s| s.stats().clone()),
+                ..self.stats.clone()
+            },
         }
     }
 
-    /// Carries out every output of the core until it only asks to be woken later.
-    async fn drain(&mut self) {
+    /// Carries out every output of the core until it only asks to be woken later. Each round
+    /// of outputs is a group commit: its `Stored` entries are persisted first, then the rest
+    /// is carried out. False if the store could not be written (the driver stops; nothing of
+    /// that round was sent).
+    async fn drain(&mut self) -> bool {
         loop {
-            match self.node.poll_output() {
-                Output::Timeout(_) => return,
-                Output::Send { to, bytes } => self.send_frame(to.0, bytes),
-                Output::Connect(peer) => {
-                    let rtc = self.rtc.clone();
-                    tokio::spawn(async move { rtc.connect(peer.0).await });
+            let mut outputs = Vec::new();
+            loop {
+                match self.node.poll_output() {
+                    Output::Timeout(_) => break,
+                    output => outputs.push(output),
                 }
-                Output::Disconnect(peer) => {
-                    self.path.remove(&peer.0);
-                    let rtc = self.rtc.clone();
-                    tokio::spawn(async move { rtc.close(peer.0).await });
-                }
-                Output::Event(event) => self.on_event(event),
-                _ => {}
             }
+            if outputs.is_empty() {
+                return true;
+            }
+            if !self.persist(&outputs) {
+                return false;
+            }
+            for output in outputs {
+                self.carry_out(output);
+            }
+        }
+    }
+
+    /// Commits the `Stored` entries among `outputs` (one transaction).
+    fn persist(&mut self, outputs: &[Output]) -> bool {
+        let lamport = self.node.lamport();
+        let Some(storage) = self.storage.as_mut() else {
+            return true;
+        };
+        let stored = outputs.iter().filter_map(|output| match output {
+            Output::Event(Event::Stored { key, entry }) => Some((key.as_str(), entry)),
+            _ => None,
+        });
+        if stored.clone().next().is_none() {
+            return true;
+        }
+        let result = blocking(|| storage.persist(stored, lamport));
+        self.storage_ok(result)
+    }
+
+    fn carry_out(&mut self, output: Output) {
+        match output {
+            Output::Send { to, bytes } => self.send_frame(to.0, bytes),
+            Output::Connect(peer) => {
+                let rtc = self.rtc.clone();
+                tokio::spawn(async move { rtc.connect(peer.0).await });
+            }
+            Output::Disconnect(peer) => {
+                self.path.remove(&peer.0);
+                let rtc = self.rtc.clone();
+                tokio::spawn(async move { rtc.close(peer.0).await });
+            }
+            Output::Event(event) => self.on_event(event),
+            _ => {}
         }
     }
 
@@ -407,7 +588,19 @@ impl Driver {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::OpDone { op, result } => {
-                if let Some((peer, payload)) = self.signal_ops.remove(&op) {
+                if self.join_op == Some(op) {
+                    self.join_op = None;
+                    match result {
+                        Err(OpError::IdInUse { id }) => {
+                            tracing::error!(%id, "this id is already used by a ring member");
+                        }
+                        Err(e) => {
+                            tracing::warn!(%e, "join failed; trying again");
+                            self.rejoin_at = Some(Instant::now() + REJOIN_DELAY);
+                        }
+                        Ok(_) => {}
+                    }
+                } else if let Some((peer, payload)) = self.signal_ops.remove(&op) {
                     if result.is_err() && self.ws_out.is_some() {
                         self.via_ring.remove(&peer);
                         self.path.insert(peer, Path::Remote);

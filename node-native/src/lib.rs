@@ -10,6 +10,8 @@
 //!   stays hidden for short runs and when stderr is not a terminal.
 //! - [`plot`]: SVG charts of experiment rows (`plotters`, text left to the SVG viewer).
 //! - [`driver`]: the select loop that owns the `Node` and carries out its outputs.
+//! - [`storage`]: the peer's durable store (redb): persists `Stored` events, loads them back at
+//!   start; the `--durability` modes and their fsync policy are documented there.
 //! - [`live`]: real `chord-node`/`signaling` processes on loopback (e2e tests, live experiments).
 //! - [`http`]: the HTTP API (`/put`, `/get`, `/delete`, `/g_start_query`, `/metrics`, `/ring`).
 //! - [`antientropy`]: the `sim-antientropy` experiment (one Merkle anti-entropy round between
@@ -24,3 +26,4 @@ pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod rtc;
+pub mod storage;

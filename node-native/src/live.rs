@@ -45,8 +45,7 @@ impl Proc {
             "{} not built: `cargo build --workspace` (or run the tests with `cargo test --workspace`)",
             path.display()
         );
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("e2e-{name}.log")))
-            .expect("log file");
+        let log = std::fs::File::create(log_path(name)).expect("log file");
         let child = Command::new(&path)
             .args(args)
             .stdout(log.try_clone().expect("log"))
@@ -66,7 +65,9 @@ impl Proc {
         Self::peer_with(port, id, bootstrap, &[])
     }
 
-    /// [`Proc::peer`] with extra command-line arguments (e.g. `--udp-addr 127.0.0.1:0`).
+    /// [`Proc::peer`] with extra command-line arguments (e.g. `--udp-addr 127.0.0.1:0`). The
+    /// peer keeps its store in memory (`--in-memory`) unless `extra` names a `--data-dir`, so
+    /// tests never write into the user's data directory.
     pub fn peer_with(port: u16, id: u32, bootstrap: Option<u16>, extra: &[&str]) -> Self {
         let mut args = vec![
             "--host".into(),
@@ -75,12 +76,17 @@ impl Proc {
             port.to_string(),
             "--id".into(),
             format!("{id:08x}"),
-            "--log".into(),
-            "warn".into(),
         ];
+        if !extra.contains(&"--log") {
+            args.push("--log".into());
+            args.push("warn".into());
+        }
         if let Some(b) = bootstrap {
             args.push("--bootstrap".into());
             args.push(format!("127.0.0.1:{b}"));
+        }
+        if !extra.contains(&"--data-dir") {
+            args.push("--in-memory".into());
         }
         args.extend(extra.iter().map(|a| (*a).to_string()));
         Self::spawn(&format!("peer-{port}"), "chord-node", &args, port)
@@ -116,6 +122,36 @@ impl Proc {
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
+
+    /// Waits for the process to exit on its own; its exit status, or `None` after `timeout`
+    /// (the process is then left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the process wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(log_path(&self.name)).unwrap_or_default()
+    }
+}
+
+fn log_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("e2e-{name}.log"))
+}
+
+/// The ring id of a key (SHA-1 prefix), as the peers compute it.
+pub fn key_id(key: &str) -> u32 {
+    node_core::store::key_id(key)
 }
 
 impl Drop for Proc {
@@ -224,16 +260,27 @@ impl LiveRing {
     /// Starts `n` native peers on loopback (WebRTC bound to 127.0.0.1, so nothing leaves the
     /// machine), the first one the introducer of the others, and waits until the ring is right.
     pub fn start(n: usize, base_port: u16, seed: u64) -> Result<Self, String> {
+        Self::start_with(n, base_port, seed, &|_| Vec::new())
+    }
+
+    /// [`LiveRing::start`] with extra `chord-node` arguments per peer (given its port), e.g. a
+    /// `--data-dir` for a durable ring.
+    pub fn start_with(
+        n: usize,
+        base_port: u16,
+        seed: u64,
+        extra: &dyn Fn(u16) -> Vec<String>,
+    ) -> Result<Self, String> {
         let mut state = seed ^ 0x5CA1E;
         let mut peers: Vec<(Proc, u32)> = Vec::with_capacity(n);
         for i in 0..n {
             let id = node_core::rng::splitmix64(&mut state) as u32;
             let port = base_port + i as u16;
             let bootstrap = (i > 0).then_some(base_port);
-            peers.push((
-                Proc::peer_with(port, id, bootstrap, &["--udp-addr", "127.0.0.1:0"]),
-                id,
-            ));
+            let mut args = vec!["--udp-addr".to_string(), "127.0.0.1:0".to_string()];
+            args.extend(extra(port));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            peers.push((Proc::peer_with(port, id, bootstrap, &args), id));
             if i == 0 {
                 if !wait_until(Duration::from_secs(10), || {
                     http(port, "GET", "/ring", None).is_some()
@@ -380,6 +427,70 @@ pub fn scale_workload(ring: &LiveRing, ops: usize, clients: usize) -> Vec<ScaleR
         bad,
     ));
     rows
+}
+
+/// Puts only, through the first peer: `ops` sequential puts of distinct keys, then `clients`
+/// threads putting `ops` more keys between them at once (`chord-experiment --mode durable`).
+pub fn put_workload(ring: &LiveRing, ops: usize, clients: usize) -> Vec<ScaleRow> {
+    let entry = ring.peers[0].0.port;
+    let nodes = ring.peers.len();
+    let mut latencies = Vec::with_capacity(ops);
+    let mut failed = 0;
+    let started = Instant::now();
+    for k in 0..ops {
+        let t = Instant::now();
+        if !put_request(entry, &format!("durable-{k}"), &format!("v{k}")) {
+            failed += 1;
+        }
+        latencies.push(t.elapsed());
+    }
+    let sequential = summarize(
+        "put-sequential",
+        nodes,
+        1,
+        &mut latencies,
+        started,
+        failed,
+        0,
+        0,
+    );
+
+    let per_client = ops.div_ceil(clients);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut latencies = Vec::with_capacity(per_client);
+                let mut failed = 0;
+                for k in 0..per_client {
+                    let t = Instant::now();
+                    if !put_request(entry, &format!("durable-c{c}-{k}"), "x") {
+                        failed += 1;
+                    }
+                    latencies.push(t.elapsed());
+                }
+                (latencies, failed)
+            })
+        })
+        .collect();
+    let (mut latencies, mut failed) = (Vec::new(), 0);
+    for handle in handles {
+        if let Ok((l, f)) = handle.join() {
+            latencies.extend(l);
+            failed += f;
+        }
+    }
+    let concurrent = summarize(
+        "put-concurrent",
+        nodes,
+        clients,
+        &mut latencies,
+        started,
+        failed,
+        0,
+        0,
+    );
+    vec![sequential, concurrent]
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -7,6 +7,10 @@
 //! so other peers (native or browser) can bootstrap through this one. `--bootstrap` names any
 //! introducer: the `signaling` server or another native peer. Without it the peer starts a new
 //! ring.
+//!
+//! The peer keeps its store in `--data-dir` (default `$XDG_DATA_HOME/chord-kv/<id>`, else
+//! `~/.local/share/chord-kv/<id>`) and comes back with it after a restart; `--in-memory` keeps
+//! nothing. `--durability` chooses when commits reach the disk (see `node_native::storage`).
 
 use std::net::SocketAddr;
 
@@ -14,9 +18,10 @@ use anyhow::Context as _;
 use clap::Parser;
 use node_core::node::Config;
 use node_core::{Id, rng::splitmix64};
-use node_native::driver::{self, DriverConfig};
+use node_native::driver::{self, DriverConfig, Persistence};
 use node_native::http::{self, Api};
 use node_native::rtc::RtcConfig;
+use node_native::storage::{Durability, Storage};
 use signaling::{PeerId as SigPeer, SignalingConfig, SignalingState};
 
 #[derive(Debug, Parser)]
@@ -56,6 +61,20 @@ struct Cli {
     /// `web/pkg` by `cargo xtask wasm`), so browsers can open this peer's URL and join the ring.
     #[arg(long)]
     static_dir: Option<std::path::PathBuf>,
+    /// Directory of this peer's durable store (`store.redb`). Default: a directory per peer id
+    /// under the user's data directory, `$XDG_DATA_HOME/chord-kv/<id>` or
+    /// `$HOME/.local/share/chord-kv/<id>`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Keep the store in memory only: a restarted peer comes back empty.
+    #[arg(long, conflicts_with_all = ["data_dir", "durability"])]
+    in_memory: bool,
+    /// When writes reach the disk. strict: every batch is fsynced before the writes it holds
+    /// are acknowledged (a put survives a crash of every acknowledging replica). relaxed: no
+    /// fsync per batch, a durable commit at least every second (a crash can lose this replica's
+    /// last second of writes; other replicas repair it).
+    #[arg(long, value_enum, default_value_t = Durability::Strict)]
+    durability: Durability,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `node_native=debug`.
     #[arg(long, default_value = "info")]
     log: String,
@@ -68,6 +87,34 @@ fn parse_id(text: &str) -> Id {
         return Id(raw);
     }
     Id::of(text.as_bytes())
+}
+
+/// The default data directory of peer `id`: per user, per peer.
+fn default_data_dir(id: Id) -> anyhow::Result<std::path::PathBuf> {
+    let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .map(|home| std::path::PathBuf::from(home).join(".local/share"))
+            .context("neither XDG_DATA_HOME nor HOME is set: give --data-dir or --in-memory")?,
+    };
+    Ok(base.join("chord-kv").join(id.to_string()))
+}
+
+/// Opens and reads the peer's store, or `None` with `--in-memory`.
+fn open_store(cli: &Cli, id: Id) -> anyhow::Result<Option<Persistence>> {
+    if cli.in_memory {
+        return Ok(None);
+    }
+    let dir = match &cli.data_dir {
+        Some(dir) => dir.clone(),
+        None => default_data_dir(id)?,
+    };
+    let started = std::time::Instant::now();
+    let storage = Storage::open(&dir, id, cli.durability)?;
+    let mut loaded = storage.load()?;
+    loaded.took = started.elapsed();
+    Ok(Some(Persistence { storage, loaded }))
 }
 
 fn bootstrap_url(text: &str) -> String {
@@ -91,6 +138,8 @@ async fn main() -> anyhow::Result<()> {
         || Id::of(format!("{}:{}", cli.host, cli.port).as_bytes()),
         parse_id,
     );
+
+    let persistence = open_store(&cli, id)?;
 
     let mut seed = u64::from(id.0) ^ std::process::id() as u64;
     let now_nanos = std::time::SystemTime::now()
@@ -120,9 +169,18 @@ async fn main() -> anyhow::Result<()> {
             bootstrap: cli.bootstrap.as_deref().map(bootstrap_url),
         },
         Some(local),
+        persistence,
     );
+    let restored = match peer.status().await.map(|s| s.driver.storage) {
+        Some(s) if s.durability == "in-memory" => "store in memory only".to_string(),
+        Some(s) => format!(
+            "restored {} entries from {} in {:.1} ms, durability {}",
+            s.restored_entries, s.path, s.restore_ms, s.durability
+        ),
+        None => anyhow::bail!("the peer stopped while starting (see the log above)"),
+    };
 
-    let api = Api::new(peer);
+    let api = Api::new(peer.clone());
     let api_routes = match &cli.static_dir {
         Some(dir) => {
             anyhow::ensure!(
@@ -139,13 +197,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%id, %addr, "chord-node serving HTTP API and introducer");
-    println!("chord-node {id} listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            introducer.shutdown();
-        })
-        .await
-        .context("HTTP server failed")?;
+    println!("chord-node {id} listening on http://{addr} ({restored})");
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        introducer.shutdown();
+    });
+    tokio::select! {
+        served = serve => served.context("HTTP server failed")?,
+        () = peer.closed() => {
+            anyhow::bail!("the peer stopped: its store could not be written (see the log above)")
+        }
+    }
     Ok(())
 }
