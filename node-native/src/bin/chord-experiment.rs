@@ -15,6 +15,8 @@
 //! chord-experiment --mode scale --num-nodes 5 --num-ops 500 --clients 8
 //! chord-experiment --mode churn --num-nodes 6 --restarts 4 --period-ms 10000 \
 //!     [--json] [--plot target/churn.svg]
+//! chord-experiment --mode durable --num-ops 300 --clients 8 --restart-keys 100000 \
+//!     [--data-root target/tmp/durable-bench] [--json] [--plot target/durable.svg]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -109,6 +111,13 @@ struct Cli {
     /// between repair rounds).
     #[arg(long, default_value_t = 10_000)]
     period_ms: u64,
+    /// Keys written straight into the data directory of the peer that `--mode durable`
+    /// restarts (restart-to-serving time).
+    #[arg(long, value_parser = parse_positive, default_value = "100000")]
+    restart_keys: usize,
+    /// Where `--mode durable` keeps its peers' data directories (emptied first).
+    #[arg(long, default_value = "target/tmp/durable-bench")]
+    data_root: PathBuf,
     /// First port of the live ring (scale).
     #[arg(long, default_value_t = 7600)]
     base_port: u16,
@@ -124,7 +133,7 @@ struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[allow(clippy::enum_variant_names)] // the live-peer modes (scale, churn) come with the native peer
+#[allow(clippy::enum_variant_names)] // the live-peer modes (scale, churn, durable) come with the native peer
 enum Mode {
     /// Lookup path length (mean, p1, p99) against ring size, in the simulator.
     SimHops,
@@ -143,6 +152,10 @@ enum Mode {
     /// Real native peers killed (-9) and restarted empty during a workload: failures,
     /// latency, acknowledged writes lost.
     Churn,
+    /// Durable peers: put throughput and latency per durability mode (strict, relaxed, in
+    /// memory) on a 3-peer live ring, and the time a peer with `--restart-keys` keys on disk
+    /// takes from start to answering a get.
+    Durable,
 }
 
 impl Mode {
@@ -164,6 +177,7 @@ fn main() -> anyhow::Result<()> {
         Mode::SimChurn => run_sim_churn(&cli),
         Mode::Scale => run_scale(&cli),
         Mode::Churn => run_churn(&cli),
+        Mode::Durable => run_durable(&cli),
     }
 }
 
@@ -597,6 +611,221 @@ fn run_churn(cli: &Cli) -> anyhow::Result<()> {
         println!("plot: {}", path.display());
     }
     finish(cli, &[row])
+}
+
+/// One `durable` row: a put phase under one durability mode, or the restart measurement.
+#[derive(Debug, Clone, Serialize)]
+struct DurableRow {
+    /// `put-sequential`, `put-concurrent` or `restart`.
+    phase: String,
+    /// `strict`, `relaxed` or `in-memory`.
+    durability: String,
+    clients: usize,
+    ops: usize,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    failed: usize,
+    /// Restart: entries in the data directory before the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys_on_disk: Option<usize>,
+    /// Restart: size of `store.redb`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_bytes: Option<u64>,
+    /// Restart: process start until `POST /get` of a stored key answered found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    serving_ms: Option<f64>,
+    /// Restart: opening, reading and restoring the store, as the peer reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restore_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restored_entries: Option<u64>,
+}
+
+/// `--mode durable`: (a) puts through one peer of a 3-peer live ring, sequential and with
+/// `--clients` at once, for each durability mode; (b) one peer started on a data directory
+/// holding `--restart-keys` entries (written with `storage.rs` directly): time to serving.
+fn run_durable(cli: &Cli) -> anyhow::Result<()> {
+    use node_native::live::{LiveRing, Proc, json, put_workload};
+    use node_native::storage::{Durability, FILE_NAME, Storage};
+    use std::time::Duration;
+
+    let root = &cli.data_root;
+    let modes = [
+        ("strict", Some(Durability::Strict)),
+        ("relaxed", Some(Durability::Relaxed)),
+        ("in-memory", None),
+    ];
+    let table = Table::new(&[
+        ("phase", 15),
+        ("durability", 10),
+        ("clients", 0),
+        ("ops", 5),
+        ("ops/s", 8),
+        ("p50 ms", 7),
+        ("p99 ms", 7),
+        ("failed", 0),
+    ]);
+    println!(
+        "3 chord-node processes per mode (WebRTC on 127.0.0.1), data under {}",
+        root.display()
+    );
+    println!("{}", table.header());
+    let mut rows = Vec::new();
+    for (n, (name, durability)) in modes.into_iter().enumerate() {
+        let dir = root.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let extra = |port: u16| -> Vec<String> {
+            match durability {
+                Some(mode) => vec![
+                    "--data-dir".into(),
+                    dir.join(port.to_string()).display().to_string(),
+                    "--durability".into(),
+                    mode.name().into(),
+                ],
+                None => Vec::new(),
+            }
+        };
+        let base = cli.base_port + 10 * n as u16;
+        let ring = LiveRing::start_with(3, base, cli.seed, &extra).map_err(anyhow::Error::msg)?;
+        for phase in put_workload(&ring, cli.num_ops, cli.clients) {
+            println!(
+                "{}",
+                table.row(&[
+                    phase.phase.clone(),
+                    name.to_string(),
+                    phase.clients.to_string(),
+                    phase.ops.to_string(),
+                    format!("{:.1}", phase.ops_per_sec),
+                    format!("{:.2}", phase.p50_ms),
+                    format!("{:.2}", phase.p99_ms),
+                    phase.failed.to_string(),
+                ])
+            );
+            rows.push(DurableRow {
+                phase: phase.phase,
+                durability: name.into(),
+                clients: phase.clients,
+                ops: phase.ops,
+                ops_per_sec: phase.ops_per_sec,
+                p50_ms: phase.p50_ms,
+                p99_ms: phase.p99_ms,
+                failed: phase.failed,
+                keys_on_disk: None,
+                file_bytes: None,
+                serving_ms: None,
+                restore_ms: None,
+                restored_entries: None,
+            });
+        }
+        drop(ring);
+    }
+
+    // (b) Restart to serving with many keys on disk.
+    let id = 0x4000_0000u32;
+    let port = cli.base_port + 40;
+    let dir = root.join("restart");
+    let _ = std::fs::remove_dir_all(&dir);
+    let keys = cli.restart_keys;
+    let fill_started = Instant::now();
+    {
+        let mut storage = Storage::open(&dir, node_core::Id(id), Durability::Strict)?;
+        let entries: Vec<(String, node_core::store::Entry)> = (0..keys)
+            .map(|k| {
+                let value = format!("value-{k:08}-0123456789abcdef");
+                (
+                    format!("restart-{k}"),
+                    node_core::store::Entry::live(value, k as u64 + 1, "bench"),
+                )
+            })
+            .collect();
+        for batch in entries.chunks(10_000) {
+            storage.persist(batch.iter().map(|(k, e)| (k.as_str(), e)), keys as u64)?;
+        }
+    }
+    let file_bytes = std::fs::metadata(dir.join(FILE_NAME))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "wrote {keys} entries ({:.1} MiB) into {} in {:.2} s",
+        file_bytes as f64 / (1024.0 * 1024.0),
+        dir.join(FILE_NAME).display(),
+        fill_started.elapsed().as_secs_f64()
+    );
+    let probe = format!("restart-{}", keys / 2);
+    let body = format!(r#"{{"key":"{probe}"}}"#);
+    let dir_arg = dir.display().to_string();
+    let started = Instant::now();
+    let peer = Proc::peer_with(
+        port,
+        id,
+        None,
+        &["--data-dir", &dir_arg, "--udp-addr", "127.0.0.1:0"],
+    );
+    let mut serving = None;
+    while started.elapsed() < Duration::from_secs(120) {
+        if json(port, "POST", "/get", Some(&body))
+            .is_some_and(|(s, v)| s == 200 && v["found"] == true)
+        {
+            serving = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let serving = serving.context("the restarted peer did not serve the key within 120 s")?;
+    let storage = json(port, "GET", "/metrics", None)
+        .map(|(_, v)| v["driver"]["storage"].clone())
+        .unwrap_or_default();
+    drop(peer);
+    let row = DurableRow {
+        phase: "restart".into(),
+        durability: "strict".into(),
+        clients: 1,
+        ops: 1,
+        ops_per_sec: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        failed: 0,
+        keys_on_disk: Some(keys),
+        file_bytes: Some(file_bytes),
+        serving_ms: Some(serving.as_secs_f64() * 1_000.0),
+        restore_ms: storage["restore_ms"].as_f64(),
+        restored_entries: storage["restored_entries"].as_u64(),
+    };
+    println!(
+        "restart with {keys} keys on disk: serving after {:.0} ms (process start to a found get); \
+         the peer reports restoring {} entries in {:.0} ms",
+        serving.as_secs_f64() * 1_000.0,
+        row.restored_entries.unwrap_or(0),
+        row.restore_ms.unwrap_or(f64::NAN)
+    );
+    rows.push(row);
+
+    if let Some(path) = &cli.plot {
+        let series: Vec<Series> = ["put-sequential", "put-concurrent"]
+            .iter()
+            .map(|phase| Series {
+                name: format!("{phase} ops/s"),
+                points: rows
+                    .iter()
+                    .filter(|r| r.phase == *phase)
+                    .enumerate()
+                    .map(|(i, r)| (i as f64, r.ops_per_sec.max(1e-3)))
+                    .collect(),
+                dashed: phase.ends_with("concurrent"),
+            })
+            .collect();
+        prepare_output(path)?;
+        plot::lines(
+            path,
+            "Put throughput by durability (0 strict, 1 relaxed, 2 in memory), 3 native peers",
+            ("durability", "puts per second"),
+            &series,
+            false,
+        )?;
+        println!("plot: {}", path.display());
+    }
+    finish(cli, &rows)
 }
 
 /// Makes sure the directory of an output file exists, so `--plot target/x.svg` works on a fresh
