@@ -312,9 +312,15 @@ fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
     sorted[rank - 1].as_secs_f64() * 1_000.0
 }
 
-fn put_request(port: u16, key: &str, value: &str) -> bool {
-    let body = format!(r#"{{"key":"{key}","value":"{value}","writer_id":"bench"}}"#);
+/// `POST /put` of `key` = `value` to the peer on `port`; true when acknowledged.
+pub fn put_value(port: u16, key: &str, value: &str) -> bool {
+    let body = serde_json::json!({"key": key, "value": value, "writer_id": "live"}).to_string();
     json(port, "POST", "/put", Some(&body)).is_some_and(|(s, v)| s == 200 && v["ok"] == true)
+}
+
+/// `POST /get` of `key` from the peer on `port`: the value when found.
+pub fn get_value(port: u16, key: &str) -> Option<String> {
+    get_request(port, key).flatten()
 }
 
 fn get_request(port: u16, key: &str) -> Option<Option<String>> {
@@ -337,7 +343,7 @@ pub fn scale_workload(ring: &LiveRing, ops: usize, clients: usize) -> Vec<ScaleR
     let started = Instant::now();
     for k in 0..ops {
         let t = Instant::now();
-        if !put_request(entry, &format!("scale-{k}"), &format!("v{k}")) {
+        if !put_value(entry, &format!("scale-{k}"), &format!("v{k}")) {
             failed += 1;
         }
         let took = t.elapsed();
@@ -391,7 +397,7 @@ pub fn scale_workload(ring: &LiveRing, ops: usize, clients: usize) -> Vec<ScaleR
                 for k in 0..per_client {
                     let key = format!("scale-c{c}-{k}");
                     let t = Instant::now();
-                    if !put_request(entry, &key, "x") {
+                    if !put_value(entry, &key, "x") {
                         failed += 1;
                     }
                     lat.push(t.elapsed());
@@ -439,7 +445,7 @@ pub fn put_workload(ring: &LiveRing, ops: usize, clients: usize) -> Vec<ScaleRow
     let started = Instant::now();
     for k in 0..ops {
         let t = Instant::now();
-        if !put_request(entry, &format!("durable-{k}"), &format!("v{k}")) {
+        if !put_value(entry, &format!("durable-{k}"), &format!("v{k}")) {
             failed += 1;
         }
         latencies.push(t.elapsed());
@@ -464,7 +470,7 @@ pub fn put_workload(ring: &LiveRing, ops: usize, clients: usize) -> Vec<ScaleRow
                 let mut failed = 0;
                 for k in 0..per_client {
                     let t = Instant::now();
-                    if !put_request(entry, &format!("durable-c{c}-{k}"), "x") {
+                    if !put_value(entry, &format!("durable-c{c}-{k}"), "x") {
                         failed += 1;
                     }
                     latencies.push(t.elapsed());
@@ -656,7 +662,7 @@ pub fn churn_workload(ring: &mut LiveRing, restarts: usize, period: Duration) ->
             key_no += 1;
             let t = Instant::now();
             puts += 1;
-            let ok = put_request(at, &key, &key);
+            let ok = put_value(at, &key, &key);
             if ok {
                 acked.push(key.clone());
             }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use e2e::browser::{Browser, LaunchOptions, Tab};
-use e2e::{Proc, hex, http, json, ring_order, wait_until};
+use e2e::{Proc, get_value, hex, http, json, put_value, ring_order, wait_until};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
@@ -82,17 +82,6 @@ impl Page<'_> {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
     }
-}
-
-fn native_put(port: u16, key: &str, value: &str) -> bool {
-    let body = serde_json::json!({"key": key, "value": value, "writer_id": "native"}).to_string();
-    json(port, "POST", "/put", Some(&body)).is_some_and(|(s, v)| s == 200 && v["ok"] == true)
-}
-
-fn native_get(port: u16, key: &str) -> Option<String> {
-    let body = serde_json::json!({"key": key}).to_string();
-    let (status, v) = json(port, "POST", "/get", Some(&body))?;
-    (status == 200 && v["found"] == true).then(|| v["value"].as_str().unwrap_or("").to_string())
 }
 
 fn native_successor(port: u16) -> Option<String> {
@@ -189,14 +178,14 @@ fn tabs_and_native_peers_form_one_ring() {
     // read from a tab.
     pages[0].put("from-tab-1", "hello from a tab");
     assert_eq!(
-        native_get(NATIVE[0].0, "from-tab-1").as_deref(),
+        get_value(NATIVE[0].0, "from-tab-1").as_deref(),
         Some("hello from a tab")
     );
     assert_eq!(
         pages[3].get("from-tab-1").as_deref(),
         Some("hello from a tab")
     );
-    assert!(native_put(
+    assert!(put_value(
         NATIVE[1].0,
         "from-native",
         "hello from a process"
@@ -283,7 +272,7 @@ fn tabs_and_native_peers_form_one_ring() {
             "{key} from a tab"
         );
         assert_eq!(
-            native_get(NATIVE[k % 2].0, &key).as_deref(),
+            get_value(NATIVE[k % 2].0, &key).as_deref(),
             Some(want.as_str()),
             "{key} from a native peer"
         );
@@ -299,7 +288,7 @@ fn tabs_and_native_peers_form_one_ring() {
             Some("after the introducer")
         );
         assert_eq!(
-            native_get(NATIVE[k % 2].0, &key).as_deref(),
+            get_value(NATIVE[k % 2].0, &key).as_deref(),
             Some("after the introducer")
         );
     }

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use e2e::{Proc, http, json, key_id, ring_converged, wait_until};
+use e2e::{Proc, get_value, http, json, key_id, put_value, ring_converged, wait_until};
 use node_native::storage::{Durability, FILE_NAME, PeerId, Storage};
 use serde_json::Value;
 
@@ -54,17 +54,6 @@ fn durable_peer(index: usize, dir: &std::path::Path) -> Proc {
             "node_native=debug",
         ],
     )
-}
-
-fn put(port: u16, key: &str, value: &str) -> bool {
-    let body = format!(r#"{{"key":"{key}","value":"{value}","writer_id":"e2e"}}"#);
-    json(port, "POST", "/put", Some(&body)).is_some_and(|(s, v)| s == 200 && v["ok"] == true)
-}
-
-fn get(port: u16, key: &str) -> Option<String> {
-    let body = format!(r#"{{"key":"{key}"}}"#);
-    let (status, v) = json(port, "POST", "/get", Some(&body))?;
-    (status == 200 && v["found"] == true).then(|| v["value"].as_str().unwrap_or("").to_string())
 }
 
 fn metrics(port: u16) -> Value {
@@ -130,7 +119,7 @@ fn durable_replica_set_restarts_with_its_data() {
     for k in 0..200 {
         let port = FIRST_PEER + (k * 7 % 8) as u16;
         let (key, value) = (format!("key-{k}"), format!("value-{k}"));
-        assert!(put(port, &key, &value), "put {key} via {port}");
+        assert!(put_value(port, &key, &value), "put {key} via {port}");
         acked.push((key, value));
     }
     // Let replication and anti-entropy settle: every peer's key count stops moving.
@@ -188,7 +177,7 @@ fn durable_replica_set_restarts_with_its_data() {
         let port = survivors[k % survivors.len()].0;
         let (key, value) = (format!("late-{k}"), format!("late-value-{k}"));
         written_while_down += 1;
-        if put(port, &key, &value) {
+        if put_value(port, &key, &value) {
             acked.push((key, value));
         }
     }
@@ -215,10 +204,10 @@ fn durable_replica_set_restarts_with_its_data() {
         for j in [0, 3, 5] {
             let port = FIRST_PEER + ((n + j) % IDS.len()) as u16;
             assert!(
-                wait_until(Duration::from_secs(30), || get(port, key).as_deref()
+                wait_until(Duration::from_secs(30), || get_value(port, key).as_deref()
                     == Some(value.as_str())),
                 "{key} via {port}: got {:?}, want {value}",
-                get(port, key)
+                get_value(port, key)
             );
         }
     }

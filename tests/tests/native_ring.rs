@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::{Proc, http, json, ring_converged, wait_until};
+use e2e::{Proc, get_value, http, json, put_value, ring_converged, wait_until};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
 
@@ -20,17 +20,6 @@ const IDS: [u32; 8] = [
     0xd000_0000,
     0xf000_0000,
 ];
-
-fn put(port: u16, key: &str, value: &str) -> bool {
-    let body = format!(r#"{{"key":"{key}","value":"{value}","writer_id":"e2e"}}"#);
-    json(port, "POST", "/put", Some(&body)).is_some_and(|(s, v)| s == 200 && v["ok"] == true)
-}
-
-fn get(port: u16, key: &str) -> Option<String> {
-    let body = format!(r#"{{"key":"{key}"}}"#);
-    let (status, v) = json(port, "POST", "/get", Some(&body))?;
-    (status == 200 && v["found"] == true).then(|| v["value"].as_str().unwrap_or("").to_string())
-}
 
 fn overlay_links(port: u16) -> u64 {
     json(port, "GET", "/metrics", None)
@@ -66,14 +55,14 @@ fn native_ring_over_webrtc() {
     for k in 0..200 {
         let port = 7401 + (k * 7 % 8) as u16;
         assert!(
-            put(port, &format!("key-{k}"), &format!("value-{k}")),
+            put_value(port, &format!("key-{k}"), &format!("value-{k}")),
             "put key-{k} via {port}"
         );
     }
     for k in 0..200 {
         let port = 7401 + ((k * 7 + 3) % 8) as u16;
         assert_eq!(
-            get(port, &format!("key-{k}")).as_deref(),
+            get_value(port, &format!("key-{k}")).as_deref(),
             Some(format!("value-{k}").as_str()),
             "get key-{k} via {port}"
         );
@@ -94,7 +83,7 @@ fn native_ring_over_webrtc() {
     for k in 0..200 {
         let port = peers[k % peers.len()].0.port;
         assert_eq!(
-            get(port, &format!("key-{k}")).as_deref(),
+            get_value(port, &format!("key-{k}")).as_deref(),
             Some(format!("value-{k}").as_str()),
             "after the kill: key-{k} via {port}"
         );
@@ -102,11 +91,11 @@ fn native_ring_over_webrtc() {
     for k in 200..240 {
         let port = peers[k % peers.len()].0.port;
         assert!(
-            put(port, &format!("key-{k}"), "late"),
+            put_value(port, &format!("key-{k}"), "late"),
             "put after the introducer died"
         );
         assert_eq!(
-            get(peers[(k + 1) % peers.len()].0.port, &format!("key-{k}")).as_deref(),
+            get_value(peers[(k + 1) % peers.len()].0.port, &format!("key-{k}")).as_deref(),
             Some("late")
         );
     }
@@ -122,7 +111,7 @@ fn native_ring_over_webrtc() {
         wait_until(Duration::from_secs(60), || ring_converged(&live(&peers))),
         "the newcomer did not join without the signaling server"
     );
-    assert_eq!(get(7420, "key-5").as_deref(), Some("value-5"));
+    assert_eq!(get_value(7420, "key-5").as_deref(), Some("value-5"));
     let after: u64 = peers[..peers.len() - 1]
         .iter()
         .map(|(p, _)| overlay_links(p.port))
@@ -157,7 +146,7 @@ fn native_ring_over_webrtc() {
         assert!(v["error"]["code"].is_string(), "{text}");
     }
     assert!(peers[0].0.is_running());
-    assert_eq!(get(port, "key-1").as_deref(), Some("value-1"));
+    assert_eq!(get_value(port, "key-1").as_deref(), Some("value-1"));
 
     // Malformed signaling frames on a peer's own introducer: error frames, session stays up.
     let rt = tokio::runtime::Builder::new_current_thread()
