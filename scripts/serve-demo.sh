@@ -22,7 +22,9 @@ cleanup() {
     wait 2>/dev/null || true
     echo "demo stopped; logs were in $LOGS"
 }
-trap cleanup EXIT INT TERM
+# Ctrl-C is how the demo ends: a clean exit, with the peers stopped by the EXIT trap.
+trap cleanup EXIT
+trap 'exit 0' INT TERM
 
 "$BIN/signaling" --host 127.0.0.1 --port "$PORT" --static-dir web >"$LOGS/signaling.log" 2>&1 &
 PIDS+=($!)
@@ -62,4 +64,5 @@ cat <<MSG
   logs and the native peers' data directories: $LOGS     stop: Ctrl-C
 
 MSG
-wait "${PIDS[0]}"
+wait "${PIDS[0]}" || true
+echo "serve-demo: the introducer exited; stopping the peers"
