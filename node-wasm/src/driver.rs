@@ -17,12 +17,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::{Rc, Weak};
 
 use futures_channel::oneshot;
-use node_core::node::{Config, Event, Input, OpId, OpOutcome, Output};
+use node_core::node::{Config, Event, Input, OpError, OpId, OpOutcome, Output};
 use node_core::{Id, Node, Time};
 use serde_json::{Value, json};
 use signaling::{ClientMessage, PeerId as SigPeer, ServerMessage};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::spawn_local;
 
 use crate::introducer::Introducer;
 use crate::js;
@@ -196,6 +197,9 @@ pub struct Driver {
     signal_ops: HashMap<OpId, (u32, String)>,
     started: Option<oneshot::Sender<Result<(), StartError>>>,
     join_op: Option<OpId>,
+    /// Ring members the introducer's `welcome` named, tried in turn when a join fails.
+    join_candidates: Vec<u32>,
+    join_attempts: usize,
     waiting_welcome: bool,
     timer: Option<(i32, Time)>,
     timer_callback: Closure<dyn FnMut()>,
@@ -210,6 +214,19 @@ impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Driver({})", self.node.id())
     }
+}
+
+/// Join attempts (through the members the introducer named, in turn) before `start` fails.
+const MAX_JOIN_ATTEMPTS: usize = 3;
+const JOIN_RETRY_DELAY_MS: i32 = 2_000;
+
+async fn sleep_ms(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(window) = web_sys::window() {
+            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
 /// Milliseconds from `performance.now()` (monotonic).
@@ -289,6 +306,8 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
                 signal_ops: HashMap::new(),
                 started: Some(started_tx),
                 join_op: None,
+                join_candidates: Vec::new(),
+                join_attempts: 0,
                 waiting_welcome: true,
                 timer: None,
                 timer_callback,
@@ -528,6 +547,27 @@ impl Driver {
                             "join_timeout",
                             format!("unexpected join outcome {other:?}"),
                         ))),
+                        // A join through one member can fail for reasons of that member (its
+                        // link to us did not open, it left): try the next one the introducer
+                        // named, a few times, before giving up.
+                        Err(e)
+                            if !matches!(e, OpError::IdInUse { .. })
+                                && self.join_attempts < MAX_JOIN_ATTEMPTS
+                                && !self.join_candidates.is_empty() =>
+                        {
+                            let next = self.join_candidates
+                                [self.join_attempts % self.join_candidates.len()];
+                            self.emit(json!({
+                                "type": "join_retry",
+                                "reason": e.to_string(),
+                                "via": format!("{next:08x}"),
+                            }));
+                            let me = self.me.clone();
+                            spawn_local(async move {
+                                sleep_ms(JOIN_RETRY_DELAY_MS).await;
+                                with_weak(&me, |d, _| d.join_through(next));
+                            });
+                        }
                         Err(e) => self.finish_start(Err(("join_timeout", e.to_string()))),
                     }
                 } else if let Some(tx) = self.pending.remove(&op) {
@@ -691,11 +731,13 @@ impl Driver {
                 }
                 let now = self.now();
                 let me = self.node.id().0;
-                match peers.iter().map(|p| p.as_u32()).find(|p| *p != me) {
-                    Some(first) => {
-                        self.path.insert(first, Path::Introducer);
-                        self.join_op = Some(self.node.join(Id(first), now));
-                    }
+                self.join_candidates = peers
+                    .iter()
+                    .map(|p| p.as_u32())
+                    .filter(|p| *p != me)
+                    .collect();
+                match self.join_candidates.first().copied() {
+                    Some(first) => self.join_through(first),
                     None => {
                         self.node.create_ring(now);
                         self.emit(
@@ -719,6 +761,17 @@ impl Driver {
             }
             _ => {}
         }
+    }
+
+    /// Joins the ring through `bootstrap` (the first time, or after a failed attempt).
+    fn join_through(&mut self, bootstrap: u32) {
+        if self.stopped || self.node.is_joined() || self.started.is_none() {
+            return;
+        }
+        self.join_attempts += 1;
+        self.path.insert(bootstrap, Path::Introducer);
+        let now = self.now();
+        self.join_op = Some(self.node.join(Id(bootstrap), now));
     }
 
     /// The introducer session ended (or never opened).
