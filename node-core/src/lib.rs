@@ -19,6 +19,7 @@
 //! - [`replication`]: put/get/delete through the key's leader with quorums and read-repair.
 //! - [`election`]: per-replica-set Bully elections.
 //! - [`persist`]: the persistence contract (`Event::Stored` out, `Node::restore` in).
+//! - [`signal_path`]: which way a link's SDP travels (ring or introducer), for every driver.
 //! - [`walk`]: asking any peer for its ring pointers (to draw the whole ring).
 //! - [`flood`]: Gnutella-style flooding, the unstructured-search baseline.
 //! - `sim`: deterministic network simulator and experiments (feature `sim`).
@@ -37,6 +38,7 @@ pub mod replication;
 pub mod ring;
 pub mod rng;
 pub mod routing;
+pub mod signal_path;
 pub mod store;
 pub mod walk;
 pub mod wire;

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use node_core::node::{Config, Event, Input, OpError, OpId, OpOutcome, Output};
+use node_core::signal_path::{SignalOpDone, SignalPath, SignalPaths, SignalStats};
 use node_core::{Id, Node};
 use serde::Serialize;
 use signaling::{ClientMessage, LocalReceiver, LocalSender, PeerId as SigPeer, ServerMessage};
@@ -73,12 +74,9 @@ pub struct Status {
 /// Counters of the driver itself.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DriverStats {
-    /// Links whose SDP went through the ring (no introducer involved).
-    pub overlay_links: u64,
-    /// Links whose SDP went through an introducer (the first one, or a fallback).
-    pub introducer_links: u64,
-    pub signals_via_ring: u64,
-    pub signals_via_introducer: u64,
+    /// Overlay vs introducer links and signals (`overlay_links`, ...), filled in by `status`.
+    #[serde(flatten)]
+    pub signaling: SignalStats,
     pub introducer_connected: bool,
     pub introducer_errors: u64,
     /// Frames the core sent to a peer whose data channel was not open (dropped).
@@ -137,13 +135,6 @@ pub struct DriverConfig {
     pub bootstrap: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
-    Ring,
-    Remote,
-    Local,
-}
-
 /// Starts the driver task. `local` is this peer's session on its own mounted introducer;
 /// without `persistence` the peer keeps its store in memory only.
 pub fn spawn(
@@ -167,18 +158,14 @@ struct Driver {
     rtc: Rtc,
     started: Instant,
     pending: HashMap<OpId, oneshot::Sender<Reply>>,
-    /// How the last signal from a peer reached us: answers go back the same way.
-    path: HashMap<u32, Path>,
-    /// Peers whose link we asked for and whose SDP went through the ring.
-    via_ring: HashSet<u32>,
+    /// Which way SDP payloads travel (ring or introducer), and the link counters.
+    paths: SignalPaths,
     /// Peers with an open data channel.
     open: HashSet<u32>,
     ws_out: Option<mpsc::UnboundedSender<String>>,
     local_out: Option<LocalSender>,
     stats: DriverStats,
     join_pending: bool,
-    /// Ring-routed signals in flight: when the ring has no route, the introducer takes over.
-    signal_ops: HashMap<OpId, (u32, String)>,
     storage: Option<Storage>,
     /// The join in flight, and the introducer's peer list to pick bootstrap peers from.
     join_op: Option<OpId>,
@@ -210,14 +197,12 @@ async fn run(
         rtc,
         started,
         pending: HashMap::new(),
-        path: HashMap::new(),
-        via_ring: HashSet::new(),
+        paths: SignalPaths::default(),
         open: HashSet::new(),
         ws_out: None,
         local_out,
         stats: DriverStats::default(),
         join_pending: false,
-        signal_ops: HashMap::new(),
         storage: None,
         join_op: None,
         join_candidates: Vec::new(),
@@ -266,7 +251,7 @@ async fn run(
             Some(msg) = ws_in.recv() => d.on_introducer(msg),
             Some(signal) = recv_local(&mut local_in) => {
                 let from = signal.from.as_u32();
-                d.path.insert(from, Path::Local);
+                d.paths.heard(Id(from), SignalPath::Local);
                 d.rtc.on_signal(from, &signal.payload).await;
             }
             Some((command, reply)) = commands.recv() => d.on_command(command, reply),
@@ -373,11 +358,7 @@ impl Driver {
             RtcEvent::Signal { peer, payload } => self.send_signal(peer, payload),
             RtcEvent::Open { peer } => {
                 self.open.insert(peer);
-                if self.via_ring.remove(&peer) {
-                    self.stats.overlay_links += 1;
-                } else {
-                    self.stats.introducer_links += 1;
-                }
+                self.paths.link_opened(Id(peer));
                 self.node
                     .handle_input(now, Input::PeerUp { peer: Id(peer) });
             }
@@ -390,59 +371,40 @@ impl Driver {
             ),
             RtcEvent::Closed { peer } => {
                 self.open.remove(&peer);
-                self.via_ring.remove(&peer);
+                self.paths.link_closed(Id(peer));
                 self.node
                     .handle_input(now, Input::PeerDown { peer: Id(peer) });
             }
         }
     }
 
-    /// Sends an SDP payload to `peer` the way its last signal came, or through the ring when we
-    /// are a member, or through the remote introducer.
+    /// Sends an SDP payload to `peer` the way [`SignalPaths`] chooses.
     fn send_signal(&mut self, peer: u32, payload: String) {
-        // Through the ring as soon as we hold any link (a joining peer reaches the ring through
-        // its bootstrap); the introducer only for the very first link, or when the ring has no
-        // route (see the `signal_ops` fallback).
-        let path = self
-            .path
-            .get(&peer)
-            .copied()
-            .unwrap_or(if self.open.is_empty() {
-                Path::Remote
-            } else {
-                Path::Ring
-            });
-        match path {
-            Path::Ring => {
-                self.stats.signals_via_ring += 1;
-                self.signal_through_ring(peer, payload);
-            }
-            Path::Local => {
-                self.stats.signals_via_introducer += 1;
+        let has_remote = self.ws_out.is_some();
+        match self
+            .paths
+            .choose(Id(peer), !self.open.is_empty(), has_remote)
+        {
+            SignalPath::Local => {
                 if let Some(local) = &self.local_out {
                     let _ = local.send(SigPeer::new(peer), payload);
                 }
             }
-            Path::Remote => match self.ws_out.clone() {
-                Some(out) => {
-                    self.stats.signals_via_introducer += 1;
+            SignalPath::Remote => {
+                if let Some(out) = &self.ws_out {
                     let frame = ClientMessage::Signal {
                         to: SigPeer::new(peer),
                         payload,
                     };
                     let _ = out.send(frame.to_json());
                 }
-                // No introducer at all: the ring is the only way.
-                None => self.signal_through_ring(peer, payload),
-            },
+            }
+            _ => {
+                let now = self.now();
+                let op = self.node.signal(Id(peer), payload.clone(), now);
+                self.paths.sent_through_ring(op, Id(peer), payload);
+            }
         }
-    }
-
-    fn signal_through_ring(&mut self, peer: u32, payload: String) {
-        self.via_ring.insert(peer);
-        let now = self.now();
-        let op = self.node.signal(Id(peer), payload.clone(), now);
-        self.signal_ops.insert(op, (peer, payload));
     }
 
     fn on_introducer(&mut self, msg: ServerMessage) {
@@ -467,7 +429,7 @@ impl Driver {
             }
             ServerMessage::Signal { from, payload } => {
                 let from = from.as_u32();
-                self.path.insert(from, Path::Remote);
+                self.paths.heard(Id(from), SignalPath::Remote);
                 let rtc = self.rtc.clone();
                 tokio::spawn(async move { rtc.on_signal(from, &payload).await });
             }
@@ -487,7 +449,7 @@ impl Driver {
         }
         let bootstrap = self.join_candidates[self.join_attempts % self.join_candidates.len()];
         self.join_attempts += 1;
-        self.path.insert(bootstrap, Path::Remote);
+        self.paths.heard(Id(bootstrap), SignalPath::Remote);
         let now = self.now();
         self.join_op = Some(self.node.join(Id(bootstrap), now));
     }
@@ -511,6 +473,7 @@ impl Driver {
             metrics: raw.summary(),
             raw,
             driver: DriverStats {
+                signaling: self.paths.stats(),
                 storage: self
                     .storage
                     .as_ref()
@@ -570,7 +533,7 @@ impl Driver {
                 tokio::spawn(async move { rtc.connect(peer.0).await });
             }
             Output::Disconnect(peer) => {
-                self.path.remove(&peer.0);
+                self.paths.forget(peer);
                 let rtc = self.rtc.clone();
                 tokio::spawn(async move { rtc.close(peer.0).await });
             }
@@ -600,20 +563,27 @@ impl Driver {
                         }
                         Ok(_) => {}
                     }
-                } else if let Some((peer, payload)) = self.signal_ops.remove(&op) {
-                    if result.is_err() && self.ws_out.is_some() {
-                        self.via_ring.remove(&peer);
-                        self.path.insert(peer, Path::Remote);
-                        self.send_signal(peer, payload);
+                    return;
+                }
+                match self
+                    .paths
+                    .op_done(op, result.is_err(), self.ws_out.is_some())
+                {
+                    SignalOpDone::NotSignal => {}
+                    SignalOpDone::Resend { peer, payload } => {
+                        self.send_signal(peer.0, payload);
+                        return;
                     }
-                } else if let Some(reply) = self.pending.remove(&op) {
+                    _ => return,
+                }
+                if let Some(reply) = self.pending.remove(&op) {
                     let _ = reply.send(result);
                 } else if let Err(e) = result {
                     tracing::debug!(?op, %e, "internal operation failed");
                 }
             }
             Event::Signal { from, payload } => {
-                self.path.insert(from.0, Path::Ring);
+                self.paths.heard(from, SignalPath::Ring);
                 let rtc = self.rtc.clone();
                 tokio::spawn(async move { rtc.on_signal(from.0, &payload).await });
             }

@@ -339,7 +339,7 @@ async fn prometheus(State(api): State<Api>) -> Result<String, ApiError> {
         ),
         (
             "chordkv_overlay_links_total",
-            status.driver.overlay_links as f64,
+            status.driver.signaling.overlay_links as f64,
         ),
         (
             "chordkv_http_bad_requests_total",

@@ -18,6 +18,7 @@ use std::rc::{Rc, Weak};
 
 use futures_channel::oneshot;
 use node_core::node::{Config, Event, Input, OpError, OpId, OpOutcome, Output};
+use node_core::signal_path::{SignalOpDone, SignalPath, SignalPaths};
 use node_core::{Id, Node, Time};
 use serde_json::{Value, json};
 use signaling::{ClientMessage, PeerId as SigPeer, ServerMessage};
@@ -117,19 +118,9 @@ impl StartOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
-    Ring,
-    Introducer,
-}
-
 /// Counters of the driver itself (the native driver's, plus browser-only ones).
 #[derive(Debug, Clone, Default)]
 pub struct DriverStats {
-    pub overlay_links: u64,
-    pub introducer_links: u64,
-    pub signals_via_ring: u64,
-    pub signals_via_introducer: u64,
     pub introducer_connected: bool,
     pub introducer_errors: u64,
     pub frames_without_channel: u64,
@@ -189,12 +180,8 @@ pub struct Driver {
     introducer: Option<Introducer>,
     introducer_url: String,
     pending: HashMap<OpId, oneshot::Sender<Reply>>,
-    /// How the last signal from a peer reached us: answers go back the same way.
-    path: HashMap<u32, Path>,
-    /// Peers whose link SDP went through the ring.
-    via_ring: HashSet<u32>,
-    /// Ring-routed signals in flight: when the ring has no route, the introducer takes over.
-    signal_ops: HashMap<OpId, (u32, String)>,
+    /// Which way SDP payloads travel (ring or introducer), and the link counters.
+    paths: SignalPaths,
     started: Option<oneshot::Sender<Result<(), StartError>>>,
     join_op: Option<OpId>,
     /// Ring members the introducer's `welcome` named, tried in turn when a join fails.
@@ -301,9 +288,7 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
                 introducer: None,
                 introducer_url: options.introducer.clone(),
                 pending: HashMap::new(),
-                path: HashMap::new(),
-                via_ring: HashSet::new(),
-                signal_ops: HashMap::new(),
+                paths: SignalPaths::default(),
                 started: Some(started_tx),
                 join_op: None,
                 join_candidates: Vec::new(),
@@ -474,8 +459,7 @@ impl Driver {
                 }
                 Output::Connect(peer) => self.links.connect(shared, peer.0),
                 Output::Disconnect(peer) => {
-                    self.path.remove(&peer.0);
-                    self.via_ring.remove(&peer.0);
+                    self.paths.forget(peer);
                     self.links.close(peer.0);
                 }
                 Output::Event(event) => self.on_event(event),
@@ -528,13 +512,18 @@ impl Driver {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::OpDone { op, result } => {
-                if let Some((peer, payload)) = self.signal_ops.remove(&op) {
-                    if result.is_err() && self.introducer.is_some() {
-                        self.via_ring.remove(&peer);
-                        self.path.insert(peer, Path::Introducer);
-                        self.send_signal(peer, payload);
+                match self
+                    .paths
+                    .op_done(op, result.is_err(), self.introducer.is_some())
+                {
+                    SignalOpDone::NotSignal => {}
+                    SignalOpDone::Resend { peer, payload } => {
+                        self.send_signal(peer.0, payload);
+                        return;
                     }
-                } else if Some(op) == self.join_op {
+                    _ => return,
+                }
+                if Some(op) == self.join_op {
                     self.join_op = None;
                     match result {
                         Ok(OpOutcome::Joined { successor }) => {
@@ -576,7 +565,9 @@ impl Driver {
                     let _ = tx.send(reply);
                 }
             }
-            Event::Signal { from, payload } => self.incoming_signal(from.0, &payload, Path::Ring),
+            Event::Signal { from, payload } => {
+                self.incoming_signal(from.0, &payload, SignalPath::Ring);
+            }
             Event::SuccessorChanged { successor } => {
                 self.emit(json!({"type": "successor", "successor": successor.to_string()}));
             }
@@ -637,54 +628,43 @@ impl Driver {
 
     // ----- links ----------------------------------------------------------------------------
 
-    /// An SDP payload for `peer` from [`Links`]: send it the way the peer's last signal came,
-    /// else through the ring when we hold a link, else through the introducer.
+    /// An SDP payload for `peer` from [`Links`]: send it the way [`SignalPaths`] chooses.
     pub fn send_signal(&mut self, peer: u32, payload: String) {
-        let path = self
-            .path
-            .get(&peer)
-            .copied()
-            .unwrap_or(if self.links.any_open() {
-                Path::Ring
-            } else {
-                Path::Introducer
-            });
-        match (path, &self.introducer) {
-            (Path::Introducer, Some(introducer)) => {
-                self.stats.signals_via_introducer += 1;
+        let any_open = self.links.any_open();
+        let has_remote = self.introducer.is_some();
+        match (
+            self.paths.choose(Id(peer), any_open, has_remote),
+            &self.introducer,
+        ) {
+            (SignalPath::Remote, Some(introducer)) => {
                 introducer.send(&ClientMessage::Signal {
                     to: SigPeer::new(peer),
                     payload,
                 });
             }
-            // The ring, or no introducer any more: the ring is the only way.
             _ => {
-                self.stats.signals_via_ring += 1;
-                self.via_ring.insert(peer);
                 let now = self.now();
                 let op = self.node.signal(Id(peer), payload.clone(), now);
-                self.signal_ops.insert(op, (peer, payload));
+                self.paths.sent_through_ring(op, Id(peer), payload);
             }
         }
     }
 
     /// A signalling payload from `peer` that came by `path` (answers go back the same way).
-    fn incoming_signal(&mut self, peer: u32, payload: &str, path: Path) {
+    fn incoming_signal(&mut self, peer: u32, payload: &str, path: SignalPath) {
         let Some(shared) = self.me.upgrade() else {
             return;
         };
         if self.links.on_signal(&shared, peer, payload) {
             self.link_closed(peer, true, "replaced by a new offer (the peer restarted)");
         }
-        self.path.insert(peer, path);
+        self.paths.heard(Id(peer), path);
     }
 
     pub fn link_opened(&mut self, peer: u32) {
-        let via = if self.via_ring.remove(&peer) {
-            self.stats.overlay_links += 1;
+        let via = if self.paths.link_opened(Id(peer)) {
             "ring"
         } else {
-            self.stats.introducer_links += 1;
             "introducer"
         };
         self.emit(json!({"type": "link_up", "peer": format!("{peer:08x}"), "via": via}));
@@ -706,8 +686,7 @@ impl Driver {
 
     /// A link closed or failed to open (whichever side started it).
     pub fn link_closed(&mut self, peer: u32, was_open: bool, reason: &str) {
-        self.via_ring.remove(&peer);
-        self.path.remove(&peer);
+        self.paths.forget(Id(peer));
         if !was_open {
             self.stats.links_failed += 1;
         }
@@ -748,7 +727,7 @@ impl Driver {
                 }
             }
             ServerMessage::Signal { from, payload } => {
-                self.incoming_signal(from.as_u32(), &payload, Path::Introducer);
+                self.incoming_signal(from.as_u32(), &payload, SignalPath::Remote);
             }
             ServerMessage::Error { code, reason } => {
                 self.stats.introducer_errors += 1;
@@ -769,7 +748,7 @@ impl Driver {
             return;
         }
         self.join_attempts += 1;
-        self.path.insert(bootstrap, Path::Introducer);
+        self.paths.heard(Id(bootstrap), SignalPath::Remote);
         let now = self.now();
         self.join_op = Some(self.node.join(Id(bootstrap), now));
     }
@@ -798,12 +777,13 @@ impl Driver {
         summary["kv"]["hop_histogram"] = js::histogram(&raw.kv.hops);
         summary["kv"]["keys_stored"] = json!(self.node.store().len());
         let s = &self.stats;
+        let signaling = self.paths.stats();
         summary["driver"] = json!({
             "links": self.links.open_count(),
-            "overlay_links": s.overlay_links,
-            "introducer_links": s.introducer_links,
-            "signals_via_ring": s.signals_via_ring,
-            "signals_via_introducer": s.signals_via_introducer,
+            "overlay_links": signaling.overlay_links,
+            "introducer_links": signaling.introducer_links,
+            "signals_via_ring": signaling.signals_via_ring,
+            "signals_via_introducer": signaling.signals_via_introducer,
             "introducer_connected": s.introducer_connected,
             "introducer_errors": s.introducer_errors,
             "frames_without_channel": s.frames_without_channel,
