@@ -20,6 +20,8 @@
 //! run is a pure function of its seed and its script.
 
 pub mod experiments;
+pub mod faults;
+pub mod history;
 
 use crate::Time;
 use crate::id::{ID_BITS, Id, successor_in};
@@ -44,6 +46,8 @@ pub struct SimConfig {
     pub signal_timeout_ms: u64,
     /// Whether an introducer (signaling server) is reachable.
     pub introducer: bool,
+    /// Probability that a delivered frame arrives a second time (a misbehaving transport).
+    pub duplicate: f64,
 }
 
 impl SimConfig {
@@ -57,6 +61,7 @@ impl SimConfig {
             link_detect_ms: 3_000,
             signal_timeout_ms: 3_000,
             introducer: true,
+            duplicate: 0.0,
         }
     }
 }
@@ -211,6 +216,11 @@ pub struct Sim {
     joins_since_scan: usize,
     results: HashMap<(Id, OpId), Result<OpOutcome, OpError>>,
     pub stats: SimStats,
+    /// Extra one-way latency to and from a peer (a slow peer).
+    slow: HashMap<Id, u64>,
+    /// Client operations recorded for the history checker ([`Sim::client_put`] and friends).
+    history: history::History,
+    tracked: HashMap<(Id, OpId), usize>,
     /// Count frames by kind in `stats.by_kind` (costs a little per frame).
     pub count_kinds: bool,
 }
@@ -236,6 +246,9 @@ impl Sim {
             joins_since_scan: 0,
             results: HashMap::new(),
             stats: SimStats::default(),
+            slow: HashMap::new(),
+            history: history::History::new(),
+            tracked: HashMap::new(),
             count_kinds: false,
         }
     }
@@ -413,6 +426,7 @@ impl Sim {
             return;
         };
         n.alive = false;
+        self.forget_client_ops(id);
         self.pending_connects.retain(|(a, b)| *a != id && *b != id);
         let detect = self.now + self.cfg.link_detect_ms;
         let mut mine: Vec<((Id, Id), u64)> = self
@@ -471,6 +485,7 @@ impl Sim {
         if let Some(n) = self.nodes.get_mut(&id) {
             n.alive = false;
         }
+        self.forget_client_ops(id);
         Some(op)
     }
 
@@ -530,6 +545,67 @@ impl Sim {
         let r = f(&mut n.node, now);
         self.drain(id);
         Some(r)
+    }
+
+    /// Makes a peer slow: every frame to or from it takes `extra_ms` longer (0 = normal).
+    pub fn set_slow(&mut self, id: Id, extra_ms: u64) {
+        if extra_ms == 0 {
+            self.slow.remove(&id);
+        } else {
+            self.slow.insert(id, extra_ms);
+        }
+    }
+
+    pub fn set_duplicate(&mut self, probability: f64) {
+        self.cfg.duplicate = probability;
+    }
+
+    /// A client puts `value` through peer `at`; the call enters the history. Returns its index
+    /// in [`Sim::history`], or `None` when the peer is not alive.
+    pub fn client_put(&mut self, at: Id, key: &str, value: &str) -> Option<usize> {
+        let writer = format!("client@{at}");
+        self.client_call(at, key, history::Call::Put { value: value.to_string() }, |n, now| {
+            n.put(key, value, &writer, now)
+        })
+    }
+
+    /// A client deletes `key` through peer `at` (recorded like [`Sim::client_put`]).
+    pub fn client_delete(&mut self, at: Id, key: &str) -> Option<usize> {
+        let writer = format!("client@{at}");
+        self.client_call(at, key, history::Call::Delete, |n, now| {
+            n.delete(key, &writer, now)
+        })
+    }
+
+    /// A client reads `key` through peer `at` (recorded like [`Sim::client_put`]).
+    pub fn client_get(&mut self, at: Id, key: &str) -> Option<usize> {
+        self.client_call(at, key, history::Call::Get, |n, now| n.get(key, now))
+    }
+
+    fn client_call(
+        &mut self,
+        at: Id,
+        key: &str,
+        call: history::Call,
+        f: impl FnOnce(&mut Node, Time) -> OpId,
+    ) -> Option<usize> {
+        let now = self.now;
+        let n = self.nodes.get_mut(&at).filter(|n| n.alive)?;
+        let index = self.history.invoke(&at.to_string(), key, call, now);
+        let op = f(&mut n.node, now);
+        self.tracked.insert((at, op), index);
+        self.drain(at);
+        Some(index)
+    }
+
+    /// The client operations recorded so far.
+    pub fn history(&self) -> &history::History {
+        &self.history
+    }
+
+    /// Operations of a peer that crashed or left never return: their outcome stays unknown.
+    fn forget_client_ops(&mut self, id: Id) {
+        self.tracked.retain(|(peer, _), _| *peer != id);
     }
 
     /// Joins `count` fresh nodes following `pattern`; returns their ids.
@@ -672,7 +748,8 @@ impl Sim {
             .latency_max_ms
             .saturating_sub(self.cfg.latency_min_ms)
             + 1;
-        self.cfg.latency_min_ms + splitmix64(&mut s) % span
+        let slow = self.slow.get(&a).copied().unwrap_or(0) + self.slow.get(&b).copied().unwrap_or(0);
+        self.cfg.latency_min_ms + splitmix64(&mut s) % span + slow
     }
 
     fn input(&mut self, id: Id, input: Input<'_>) {
@@ -866,6 +943,18 @@ impl Sim {
             *self.stats.by_kind.entry(frame_kind(&bytes)).or_default() += 1;
         }
         let at = self.now + self.latency(from, to);
+        if self.cfg.duplicate > 0.0 && self.rng.chance(self.cfg.duplicate) {
+            let again = at + 1 + self.rng.below(self.cfg.latency_max_ms.max(1));
+            self.schedule(
+                again,
+                Ev::Deliver {
+                    from,
+                    to,
+                    bytes: bytes.clone(),
+                    generation,
+                },
+            );
+        }
         self.schedule(
             at,
             Ev::Deliver {
@@ -910,6 +999,9 @@ impl Sim {
     fn on_event(&mut self, id: Id, event: Event) {
         match event {
             Event::OpDone { op, result } => {
+                if let Some(index) = self.tracked.remove(&(id, op)) {
+                    self.history.complete(index, self.now, history_ret(&result));
+                }
                 let is_join = self.nodes.get(&id).and_then(|n| n.join_op) == Some(op);
                 if is_join && result.is_err() {
                     self.schedule(self.now + 1_000, Ev::RetryJoin { node: id });
@@ -1094,5 +1186,25 @@ impl NodeTable {
 
     fn iter(&self) -> impl Iterator<Item = (&Id, &SimNode)> {
         self.slots.iter().map(|(id, n)| (id, n))
+    }
+}
+
+fn history_ret(result: &Result<OpOutcome, OpError>) -> history::Ret {
+    match result {
+        Ok(OpOutcome::Stored { ts, .. }) => history::Ret::Stored { ts: *ts },
+        Ok(OpOutcome::Found {
+            value, ts, writer, ..
+        }) => history::Ret::Found {
+            value: value.clone(),
+            ts: *ts,
+            writer: writer.clone(),
+        },
+        Ok(OpOutcome::NotFound { .. }) => history::Ret::NotFound,
+        Ok(other) => history::Ret::Failed {
+            error: format!("unexpected outcome {other:?}"),
+        },
+        Err(e) => history::Ret::Failed {
+            error: e.to_string(),
+        },
     }
 }
