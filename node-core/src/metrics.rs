@@ -130,6 +130,12 @@ pub struct KvMetrics {
     pub read_repairs: u64,
     /// Replicate frames sent again to members that did not acknowledge a write.
     pub replicate_retries: u64,
+    /// Writes a leader stamped again because a replica held a newer version.
+    pub restamps: u64,
+    /// Reads that wrote the newest version back to a quorum before answering.
+    pub read_write_backs: u64,
+    /// Write requests that came again (retry or duplicate) and were not stamped twice.
+    pub duplicate_requests: u64,
     pub quorum_failures: u64,
     pub dropped_requests: u64,
     pub rejected_entries: u64,

@@ -379,9 +379,33 @@ pub struct Node {
     /// Start of a range we owned and no longer do (a predecessor came back or joined between):
     /// `(start, predecessor]` is handed back to the predecessor at the next anti-entropy round.
     handback_from: Option<Id>,
+    /// Replica successors that hold everything this node's primary range holds (they were
+    /// already replicas of it, or an anti-entropy round with them ended equal since they
+    /// became one). Only these count toward a quorum for keys of the range (see
+    /// `replication.rs`, "Membership changes").
+    pub(crate) settled_members: BTreeSet<PeerId>,
+    /// Whether this node's own store is complete for its primary range: false from start and
+    /// whenever the range grows, until a round with every replica successor ended equal.
+    pub(crate) own_settled: bool,
+    /// Whether a round over the predecessor's range, opened by the predecessor, ended equal
+    /// since this incarnation joined (with `own_settled`: this node is no longer fresh; later
+    /// range changes are covered by `own_settled` and the owners' `settled_members`).
+    pub(crate) pred_settled: bool,
+    /// From the join until our own store first settles: the replica successors we learn of
+    /// are the ones our range had before we came, so they count (see `unsettled_members`).
+    pub(crate) adopting: bool,
+    /// Whether our successor list came from the successor since we joined; until then our
+    /// replica set is incomplete, and client requests for our range wait (`waiting_requests`).
+    pub(crate) successors_known: bool,
+    pub(crate) waiting_requests: Vec<(Routed, Time)>,
+    /// Client requests this node coordinated lately, by (origin, op): a duplicate or retry of a
+    /// write that already took effect is answered again, never stamped a second time.
+    pub(crate) recent_requests: crate::replication::RecentRequests,
 }
 
 const MAX_VIA_HINTS: usize = 256;
+/// Pace of anti-entropy rounds while a replica (or this node) is not yet settled.
+const SETTLE_ROUND_MS: u64 = 250;
 const MAX_LOST: usize = 16;
 const MAX_NOTIFIERS: usize = 32;
 /// A remote timestamp further ahead of our clock than this is not observed (a hostile or broken
@@ -441,6 +465,13 @@ impl Node {
             notifiers: BTreeSet::new(),
             last_predecessor: None,
             handback_from: None,
+            settled_members: BTreeSet::new(),
+            own_settled: false,
+            pred_settled: false,
+            adopting: false,
+            successors_known: false,
+            waiting_requests: Vec::new(),
+            recent_requests: crate::replication::RecentRequests::default(),
         }
     }
 
@@ -639,8 +670,27 @@ impl Node {
             return;
         }
         self.hand_back(pred);
-        let target = replicas[self.anti_entropy_cursor % replicas.len()];
+        // Members that do not yet count toward quorums (and our own store, until it is
+        // settled) go first, at a fast pace: until then the range's operations may fail.
+        self.settled_members.retain(|m| replicas.contains(m));
+        let unsettled = replicas
+            .iter()
+            .copied()
+            .find(|m| !self.settled_members.contains(m) && self.links.is_up(*m));
+        let target = match unsettled {
+            Some(m) => m,
+            None if !self.own_settled => replicas
+                .iter()
+                .copied()
+                .find(|m| self.links.is_up(*m))
+                .unwrap_or(replicas[0]),
+            None => replicas[self.anti_entropy_cursor % replicas.len()],
+        };
         self.anti_entropy_cursor = self.anti_entropy_cursor.wrapping_add(1);
+        if unsettled.is_some() || !self.own_settled {
+            self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
+            self.next_anti_entropy = self.now + SETTLE_ROUND_MS;
+        }
         if !self.links.is_up(target) {
             return;
         }
@@ -697,6 +747,9 @@ impl Node {
         }
         match merkle::handle(&mut self.store, msg, self.now, &StepOptions::default()) {
             Ok(handled) => {
+                if handled.in_sync {
+                    self.on_range_equal(from, range, ours);
+                }
                 self.metrics.kv.anti_entropy_applied += handled.applied as u64;
                 if handled.applied > 0 {
                     self.reset_anti_entropy();
@@ -711,6 +764,38 @@ impl Node {
             }
             Err(_) => self.metrics.kv.anti_entropy_refused += 1,
         }
+    }
+
+    /// A round over `range` with `from` found both stores equal.
+    fn on_range_equal(&mut self, from: PeerId, range: RingRange, ours: bool) {
+        if ours {
+            if self.replica_successors().contains(&from) {
+                self.settled_members.insert(from);
+            }
+            let replicas = self.replica_successors();
+            if replicas.iter().all(|m| self.settled_members.contains(m)) {
+                self.own_settled = true;
+                self.adopting = false;
+            }
+        } else if self.ring.predecessor() == Some(from) && range.to == from.0 {
+            self.pred_settled = true;
+        }
+    }
+
+    /// The first k-1 successors: the other members of our primary range's replica set.
+    pub(crate) fn replica_successors(&self) -> Vec<Id> {
+        self.ring
+            .successors()
+            .iter()
+            .copied()
+            .take(self.config.replicas.saturating_sub(1))
+            .collect()
+    }
+
+    /// Whether this node may still lack writes of ranges it replicates (it started, joined or
+    /// took over a range and has not synced since): its replica answers then do not count.
+    pub(crate) fn is_fresh(&self) -> bool {
+        !(self.own_settled && (self.pred_settled || self.ring.predecessor().is_none()))
     }
 
     fn on_flood(&mut self, from: PeerId, msg: crate::flood::FloodMsg) {
@@ -831,6 +916,8 @@ impl Node {
         // Every PeerUp is a fresh data channel (maybe to a restarted incarnation): greet again.
         self.links.up(peer, self.now);
         self.lost.remove(&peer);
+        // Maybe a restarted incarnation that lost its store: it must sync again to count.
+        self.settled_members.remove(&peer);
         self.metrics.chord.links_up_total += 1;
         let joined = self.is_joined();
         self.send(peer, &Message::Hello { joined });
@@ -1047,6 +1134,13 @@ impl Node {
             _ => None,
         };
         self.phase = Phase::Joined;
+        // The successors we join in front of were replicas of our range before we came: they
+        // hold its writes. We ourselves hold nothing certain until we have synced with them.
+        self.settled_members = self.replica_successors().into_iter().collect();
+        self.own_settled = self.settled_members.is_empty();
+        self.adopting = !self.own_settled || self.ring.successors().is_empty();
+        self.pred_settled = false;
+        self.successors_known = self.ring.successors().is_empty();
         let now = self.now;
         self.next_stabilize = now;
         self.next_fix = now;
@@ -1159,6 +1253,10 @@ impl Node {
         }
         let changed = self.ring.set_successors(from, succs);
         self.after_ring_change(changed);
+        if !self.successors_known {
+            self.successors_known = true;
+            self.release_waiting_requests();
+        }
         // Chord's rule (adopt the successor's predecessor when it lies between us), widened to
         // every peer the successor recently heard from: the closest one after us wins. It is
         // adopted at once (ownership answers are right without a link); the link follows.
@@ -1341,6 +1439,25 @@ impl Node {
                 && new.in_open(old, self.id)
             {
                 self.handback_from = self.handback_from.or(Some(old));
+            }
+            let grew = match (self.last_predecessor, predecessor) {
+                (Some(old), Some(new)) => old.in_open(new, self.id),
+                (_, None) => false,
+                (None, Some(_)) => false,
+            };
+            if grew || predecessor.is_none() {
+                // Our range took over a departed predecessor's part. Its old replica set was
+                // that predecessor, us and our first k-2 successors: only those still count
+                // for the whole range, and we ourselves must sync first.
+                self.own_settled = false;
+                let keep: Vec<Id> = self
+                    .ring
+                    .successors()
+                    .iter()
+                    .copied()
+                    .take(self.config.replicas.saturating_sub(2))
+                    .collect();
+                self.settled_members.retain(|m| keep.contains(m));
             }
             self.last_predecessor = predecessor;
             if let Some(p) = predecessor {

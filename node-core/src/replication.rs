@@ -1,22 +1,57 @@
 //! The replicated store's request paths: put / get / delete with quorums, leader coordination,
 //! Lamport stamping and read-repair.
 //!
-//! Follows DESIGN.md section 4b, after Dynamo (DeCandia et al., SOSP 2007) with a per-set leader:
+//! After Dynamo (DeCandia et al., SOSP 2007) with a per-set leader:
 //! - a request is routed toward the key's id; the first peer that knows the owner forwards it to
 //!   the owner; the owner computes the replica set (itself and its next k-1 successors) and hands
 //!   the request to the set's leader (the Bully winner, [`crate::election`]), electing one first
 //!   when none is known;
 //! - the leader stamps writes with its Lamport clock (after observing the stored version, so a
 //!   new write always wins over what the leader holds), stores locally, replicates to the other
-//!   members and answers the origin after `write_quorum` stores (itself included);
-//! - a get asks the other members, answers with the LWW winner once `read_quorum` versions are
-//!   in (its own included) and writes the winner back to every member that answered with an
-//!   older version or nothing (read-repair, also for answers that arrive after the reply);
+//!   members and answers the origin after `write_quorum` members *applied* it (itself included);
+//! - a get asks the other members and answers with the LWW winner once `read_quorum` versions
+//!   are in (its own included), writing the winner back first when fewer than `write_quorum`
+//!   members hold it; stale members that answered are repaired (read-repair);
 //! - a delete is a put of a tombstone; tombstones answer "not found".
 //!
+//! # The promise, and what keeps it
+//!
+//! Once a put is acknowledged, every get that starts afterwards returns it or a write that was
+//! not yet acknowledged when it started; a delete likewise; gets ordered in real time never go
+//! backwards. `sim::history` checks this on client histories under every fault class but
+//! partitions (see README, "Consistency"). The mechanisms:
+//!
+//! - **A write that lost is not acknowledged.** A replica that already holds a newer version
+//!   answers `ReplicateAck { newer: Some(ts) }`; the leader then observes `ts` and stamps the
+//!   write again above it under a new request id (`MAX_RESTAMPS` times at most). So a leader
+//!   with a low clock (a peer that just joined, a restarted one) cannot slip an old timestamp
+//!   past replicas that hold a newer write.
+//! - **Reads write back.** A read answers with version `v` only when `write_quorum` settled
+//!   members hold `v` (ABD's second phase, Attiya-Bar-Noy-Dolev 1995), so a later read quorum
+//!   meets `v`: reads never go backwards even while a write is in flight.
+//! - **Requests are not applied twice.** A leader remembers the writes it coordinated by
+//!   (origin, op) (`RecentRequests`) and answers a retry or duplicate with the first answer
+//!   instead of stamping it again (which could land after a later write of another client).
+//! - **Membership changes.** Quorums only intersect within one replica set; when the set
+//!   changes (a join, a failure, a restart with an empty store), a member may lack writes that
+//!   the old members acknowledged. Such members are *unsettled* and their answers do not count
+//!   toward either quorum until an anti-entropy round shows they hold the range:
+//!   - the owner keeps `settled_members`, the replica successors known to hold its range: those
+//!     that were replicas of it already (the successors a peer joins in front of, those left
+//!     after a single predecessor departed), or whose anti-entropy round with the owner ended
+//!     equal since they became replicas (a new link, maybe a restarted incarnation, unsettles
+//!     a member again). The owner's own store is unsettled from its start and whenever its
+//!     range grows, until a round with every replica successor ended equal;
+//!   - the owner passes the unsettled members with the request (`KvRequest::unsettled`), and a
+//!     member that has not synced since it started marks its answers `fresh`;
+//!   - a just-joined owner holds requests until its successor list arrives (its replica set is
+//!     unknown until then);
+//!   - rounds with unsettled members run every 250 ms instead of the backed-off pace.
+//!   The price is availability, not consistency: a key whose set has fewer than `write_quorum`
+//!   settled members fails its requests (the origin retries) until the sync is done.
+//!
 //! The origin retries a request that got no answer within `lookup_attempt_timeout_ms` and fails
-//! it with a typed error at `op_timeout_ms`. A retried put may be applied twice (with two
-//! timestamps); last-writer-wins makes that harmless.
+//! it with a typed error at `op_timeout_ms`.
 
 use crate::Time;
 use crate::election::{ElectionOutcome, set_of};
@@ -37,6 +72,9 @@ pub struct KvRequest {
     /// The replica set, filled in by the owner when it hands the request to the set's leader.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub set: Vec<Id>,
+    /// Members of `set` that the owner does not count yet (see "Membership changes").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsettled: Vec<Id>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,8 +125,17 @@ pub enum KvMsg {
         key: String,
         entry: Entry,
     },
+    /// The answer to a `Replicate` that wants one. `newer` is `None` when the replica now holds
+    /// the entry; otherwise the replica kept a newer version and names its timestamp, and the
+    /// entry did NOT take effect there (the leader must not count it toward the quorum).
     ReplicateAck {
         req: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        newer: Option<u64>,
+        /// The replica has not synced since it started or took over a range: its store may
+        /// lack acknowledged writes, so it does not count toward the quorum.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fresh: bool,
     },
     Read {
         req: u64,
@@ -97,6 +144,9 @@ pub enum KvMsg {
     ReadReply {
         req: u64,
         entry: Option<Entry>,
+        /// As in `ReplicateAck`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fresh: bool,
     },
 }
 
@@ -121,6 +171,8 @@ pub(crate) struct Coordination {
     hops: u8,
     key: String,
     set: Vec<Id>,
+    /// Members whose answers do not count toward the quorum (not yet synced).
+    unsettled: BTreeSet<Id>,
     deadline: Time,
     answered: bool,
     kind: CoordKind,
@@ -131,9 +183,15 @@ enum CoordKind {
     Write {
         entry: Entry,
         acked: BTreeSet<Id>,
+        /// Times the leader stamped this write again after a replica held a newer version.
+        restamps: u32,
     },
     Read {
         replies: BTreeMap<Id, Option<Entry>>,
+        /// Settled members that acknowledged the write-back of the newest version.
+        written_back: BTreeSet<Id>,
+        /// The version being written back before the answer (see `check_quorum`).
+        writing_back: Option<Entry>,
     },
 }
 
@@ -145,8 +203,54 @@ pub(crate) struct Parked {
     since: Time,
 }
 
+/// Writes a leader coordinated lately, by (origin, origin's op id), with their answer once they
+/// have one. A write request that comes again (a retry whose answer was lost, a duplicated
+/// frame) must not take effect a second time with a newer timestamp: it could land after a
+/// later write of another client and bring the older value back.
+#[derive(Debug, Default)]
+pub(crate) struct RecentRequests {
+    by_op: BTreeMap<(PeerId, u64), (Time, Option<KvResult>)>,
+    order: std::collections::VecDeque<(Time, (PeerId, u64))>,
+}
+
+const MAX_RECENT_REQUESTS: usize = 8_192;
+
+impl RecentRequests {
+    fn get(&self, origin: PeerId, op: u64) -> Option<&Option<KvResult>> {
+        self.by_op.get(&(origin, op)).map(|(_, r)| r)
+    }
+
+    fn begin(&mut self, origin: PeerId, op: u64, now: Time, keep_ms: u64) {
+        while let Some(&(at, key)) = self.order.front() {
+            if self.order.len() < MAX_RECENT_REQUESTS && at + keep_ms > now {
+                break;
+            }
+            self.order.pop_front();
+            if self.by_op.get(&key).is_some_and(|(t, _)| *t == at) {
+                self.by_op.remove(&key);
+            }
+        }
+        self.by_op.insert((origin, op), (now, None));
+        self.order.push_back((now, (origin, op)));
+    }
+
+    fn finish(&mut self, origin: PeerId, op: u64, result: &KvResult) {
+        if let Some((_, slot)) = self.by_op.get_mut(&(origin, op)) {
+            match result {
+                // Not applied at a quorum: a retry may try again.
+                KvResult::Failed { .. } => {
+                    self.by_op.remove(&(origin, op));
+                }
+                _ => *slot = Some(result.clone()),
+            }
+        }
+    }
+}
+
 const MAX_PARKED: usize = 1_024;
 const MAX_COORDINATIONS: usize = 4_096;
+/// How often a leader stamps one write again after replicas held newer versions.
+const MAX_RESTAMPS: u32 = 4;
 
 impl Node {
     // ----- commands -----------------------------------------------------------------------
@@ -235,6 +339,7 @@ impl Node {
             key: pending.key.clone(),
             action: pending.action.clone(),
             set: Vec::new(),
+            unsettled: Vec::new(),
         };
         self.op_timers.insert((wake, op));
         let routed = Routed {
@@ -304,8 +409,9 @@ impl Node {
         if !request.set.is_empty() {
             // Sent to us as the set's leader.
             let set = request.set.clone();
+            let unsettled = request.unsettled.clone();
             if set.contains(&self.id) {
-                self.coordinate(routed, set);
+                self.coordinate(routed, set, unsettled);
             } else {
                 self.metrics.chord.unexpected_messages += 1;
             }
@@ -319,9 +425,22 @@ impl Node {
             self.forward(routed);
             return;
         }
+        if !self.successors_known {
+            // Joined a moment ago: our successor list (so the replica set) is not known yet.
+            // It comes with the successor's first answer; the request waits for it.
+            if self.waiting_requests.len() < MAX_PARKED {
+                self.waiting_requests.push((routed, self.now));
+            } else {
+                self.metrics.kv.dropped_requests += 1;
+            }
+            return;
+        }
         let set = self.replica_set();
         match self.elections.leader(&set) {
-            Some(leader) if leader == self.id => self.coordinate(routed, set),
+            Some(leader) if leader == self.id => {
+                let unsettled = self.unsettled_members();
+                self.coordinate(routed, set, unsettled);
+            }
             Some(leader) => self.hand_to_leader(routed, set, leader),
             None => {
                 if self.parked.len() >= MAX_PARKED {
@@ -367,10 +486,31 @@ impl Node {
         set_of(&members)
     }
 
+    /// The members of our primary range's replica set whose answers do not count yet: our own
+    /// store until it is settled, and replica successors not known to hold the range.
+    pub(crate) fn unsettled_members(&mut self) -> Vec<Id> {
+        let replicas = self.replica_successors();
+        if self.adopting {
+            self.settled_members.extend(replicas.iter().copied());
+        }
+        self.settled_members.retain(|m| replicas.contains(m));
+        let mut unsettled: Vec<Id> = replicas
+            .into_iter()
+            .filter(|m| !self.settled_members.contains(m))
+            .collect();
+        if !self.own_settled {
+            unsettled.push(self.id);
+        }
+        unsettled.sort_unstable();
+        unsettled
+    }
+
     fn hand_to_leader(&mut self, routed: Routed, set: Vec<Id>, leader: Id) {
         let mut routed = routed;
+        let unsettled = self.unsettled_members();
         if let Body::Kv(request) = &mut routed.body {
             request.set = set;
+            request.unsettled = unsettled;
         }
         routed.dest = Dest::Peer {
             id: leader,
@@ -391,16 +531,27 @@ impl Node {
         self.parked = waiting;
         for parked in ready {
             if leader == self.id {
-                self.coordinate(parked.routed, parked.set);
+                let unsettled = self.unsettled_members();
+                self.coordinate(parked.routed, parked.set, unsettled);
             } else {
                 self.hand_to_leader(parked.routed, parked.set, leader);
             }
         }
     }
 
+    /// Requests that waited for our successor list (see `kv_at_owner`) go on.
+    pub(crate) fn release_waiting_requests(&mut self) {
+        for (routed, _) in std::mem::take(&mut self.waiting_requests) {
+            self.kv_at_owner(routed);
+        }
+    }
+
     /// Parked requests whose election never finished are dropped (the origin retries).
     pub(crate) fn expire_parked(&mut self) {
         let limit = self.now.saturating_sub(self.config.op_timeout_ms);
+        let waiting = self.waiting_requests.len();
+        self.waiting_requests.retain(|(_, since)| *since >= limit);
+        self.metrics.kv.dropped_requests += (waiting - self.waiting_requests.len()) as u64;
         let before = self.parked.len();
         self.parked.retain(|p| p.since >= limit);
         self.metrics.kv.dropped_requests += (before - self.parked.len()) as u64;
@@ -408,13 +559,50 @@ impl Node {
 
     // ----- at the leader ------------------------------------------------------------------
 
-    fn coordinate(&mut self, routed: Routed, set: Vec<Id>) {
+    fn coordinate(&mut self, routed: Routed, set: Vec<Id>, unsettled: Vec<Id>) {
         let Body::Kv(request) = routed.body else {
             return;
         };
         if self.coordinations.len() >= MAX_COORDINATIONS {
             self.metrics.kv.dropped_requests += 1;
             return;
+        }
+        let is_write = !matches!(request.action, KvAction::Get);
+        if is_write {
+            match self.recent_requests.get(routed.origin, request.op) {
+                Some(Some(result)) => {
+                    // Done before: the same answer again, nothing stamped.
+                    let reply = Routed {
+                        dest: Dest::Peer {
+                            id: routed.origin,
+                            via: routed.origin_via,
+                        },
+                        origin: self.id,
+                        origin_via: None,
+                        hops: 0,
+                        body: Body::KvReply(KvReply {
+                            op: request.op,
+                            result: result.clone(),
+                            hops: routed.hops,
+                        }),
+                    };
+                    self.metrics.kv.duplicate_requests += 1;
+                    if !self.route(reply) {
+                        self.metrics.chord.dropped_no_route += 1;
+                    }
+                    return;
+                }
+                Some(None) => {
+                    // Still in progress: its answer is on the way.
+                    self.metrics.kv.duplicate_requests += 1;
+                    return;
+                }
+                None => {
+                    let keep = self.config.op_timeout_ms * 2;
+                    self.recent_requests
+                        .begin(routed.origin, request.op, self.now, keep);
+                }
+            }
         }
         let req = self.next_req;
         self.next_req += 1;
@@ -432,7 +620,11 @@ impl Node {
                 }
                 let mut replies = BTreeMap::new();
                 replies.insert(self.id, self.store.get(&request.key).cloned());
-                CoordKind::Read { replies }
+                CoordKind::Read {
+                    replies,
+                    written_back: BTreeSet::new(),
+                    writing_back: None,
+                }
             }
             KvAction::Put { value, writer } => {
                 self.stamp_and_store(&request.key, Some(value), writer, req, &others)
@@ -450,6 +642,10 @@ impl Node {
                 hops: routed.hops,
                 key: request.key,
                 set,
+                unsettled: unsettled
+                    .into_iter()
+                    .chain(self.is_fresh().then_some(self.id))
+                    .collect(),
                 deadline: self.now + self.config.lookup_attempt_timeout_ms,
                 answered: false,
                 kind,
@@ -489,7 +685,49 @@ impl Node {
         CoordKind::Write {
             entry,
             acked: BTreeSet::from([self.id]),
+            restamps: 0,
         }
+    }
+
+    /// A replica refused a write because it holds a newer version (`newer`): the write lost,
+    /// so it is not acknowledged as it is. The leader observes the newer timestamp and stamps
+    /// the write again above it, under a new request id (acknowledgements of the old stamp no
+    /// longer count), at most [`MAX_RESTAMPS`] times; then the write fails and the origin
+    /// retries it.
+    fn restamp(&mut self, req: u64, newer: u64) {
+        let Some(mut c) = self.coordinations.remove(&req) else {
+            return;
+        };
+        let CoordKind::Write {
+            entry, restamps, ..
+        } = &c.kind
+        else {
+            self.coordinations.insert(req, c);
+            return;
+        };
+        if !self.clock.accepts(newer, MAX_CLOCK_JUMP) {
+            self.metrics.kv.rejected_entries += 1;
+            self.coordinations.insert(req, c);
+            return;
+        }
+        self.metrics.kv.restamps += 1;
+        if *restamps >= MAX_RESTAMPS {
+            self.coordinations.insert(req, c);
+            return; // expires unanswered: the origin retries
+        }
+        self.clock.observe(newer);
+        let restamps = restamps + 1;
+        let (value, writer) = (entry.value.clone(), entry.version.writer.clone());
+        let new_req = self.next_req;
+        self.next_req += 1;
+        let others: Vec<Id> = c.set.iter().copied().filter(|m| *m != self.id).collect();
+        let mut kind = self.stamp_and_store(&c.key, value, writer, new_req, &others);
+        if let CoordKind::Write { restamps: r, .. } = &mut kind {
+            *r = restamps;
+        }
+        c.kind = kind;
+        self.coordinations.insert(new_req, c);
+        self.check_quorum(new_req);
     }
 
     /// Applies an entry to the local store (LWW) and tells the driver (persistence).
@@ -512,6 +750,10 @@ impl Node {
         }
     }
 
+    /// Answers the origin once the quorum is in. Only settled members count (see "Membership
+    /// changes"). A read answers with the newest version only once `write_quorum` settled
+    /// members hold it, writing it back first when fewer do (ABD's second phase), so a later
+    /// read cannot return anything older: reads never go backwards.
     fn check_quorum(&mut self, req: u64) {
         let Some(c) = self.coordinations.get(&req) else {
             return;
@@ -520,26 +762,66 @@ impl Node {
             return;
         }
         let n = c.set.len();
-        let result =
-            match &c.kind {
-                CoordKind::Write { entry, acked } => {
-                    (acked.len() >= self.config.write_quorum.min(n)).then_some(KvResult::Stored {
-                        ts: entry.version.ts,
-                    })
+        let w = self.config.write_quorum.min(n);
+        let counts = |m: &Id| !c.unsettled.contains(m);
+        let mut write_back = None;
+        let result = match &c.kind {
+            CoordKind::Write { entry, acked, .. } => {
+                (acked.iter().filter(|m| counts(m)).count() >= w).then_some(KvResult::Stored {
+                    ts: entry.version.ts,
+                })
+            }
+            CoordKind::Read {
+                replies,
+                written_back,
+                writing_back,
+            } => {
+                let r = self.config.read_quorum.min(n);
+                if replies.keys().filter(|m| counts(m)).count() < r {
+                    None
+                } else {
+                    match replies.values().flatten().max() {
+                        None => Some(KvResult::NotFound),
+                        Some(newest) => {
+                            let holders: BTreeSet<Id> = replies
+                                .iter()
+                                .filter(|(m, e)| counts(m) && e.as_ref() == Some(newest))
+                                .map(|(m, _)| *m)
+                                .chain(written_back.iter().copied())
+                                .collect();
+                            if holders.len() >= w {
+                                Some(match newest {
+                                    Entry {
+                                        value: Some(value),
+                                        version,
+                                    } => KvResult::Found {
+                                        value: value.clone(),
+                                        ts: version.ts,
+                                        writer: version.writer.clone(),
+                                    },
+                                    _ => KvResult::NotFound,
+                                })
+                            } else {
+                                if writing_back.as_ref() != Some(newest) {
+                                    let targets: Vec<Id> = c
+                                        .set
+                                        .iter()
+                                        .copied()
+                                        .filter(|m| counts(m) && !holders.contains(m))
+                                        .collect();
+                                    write_back = Some((newest.clone(), targets));
+                                }
+                                None
+                            }
+                        }
+                    }
                 }
-                CoordKind::Read { replies } => (replies.len() >= self.config.read_quorum.min(n))
-                    .then(|| match replies.values().flatten().max() {
-                        Some(Entry {
-                            value: Some(value),
-                            version,
-                        }) => KvResult::Found {
-                            value: value.clone(),
-                            ts: version.ts,
-                            writer: version.writer.clone(),
-                        },
-                        _ => KvResult::NotFound,
-                    }),
-            };
+            }
+        };
+        if let Some((entry, targets)) = write_back {
+            self.start_write_back(req, entry, targets);
+            return;
+        }
         if let Some(result) = result {
             if let Some(c) = self.coordinations.get_mut(&req) {
                 c.answered = true;
@@ -549,11 +831,56 @@ impl Node {
         }
     }
 
+    /// A read saw a version that too few settled members hold: store it at those that answered
+    /// older or not yet, and answer once enough acknowledge (`check_quorum`).
+    fn start_write_back(&mut self, req: u64, entry: Entry, targets: Vec<Id>) {
+        let Some(Coordination {
+            key,
+            kind:
+                CoordKind::Read {
+                    written_back,
+                    writing_back,
+                    ..
+                },
+            ..
+        }) = self.coordinations.get_mut(&req)
+        else {
+            return;
+        };
+        written_back.clear();
+        *writing_back = Some(entry.clone());
+        let key = key.clone();
+        self.metrics.kv.read_write_backs += 1;
+        for peer in targets {
+            if peer == self.id {
+                self.store_entry(&key, entry.clone());
+                if self.store.get(&key) == Some(&entry)
+                    && let Some(Coordination {
+                        kind: CoordKind::Read { written_back, .. },
+                        ..
+                    }) = self.coordinations.get_mut(&req)
+                {
+                    written_back.insert(peer);
+                }
+            } else {
+                self.send_kv(
+                    peer,
+                    KvMsg::Replicate {
+                        req,
+                        key: key.clone(),
+                        entry: entry.clone(),
+                    },
+                );
+            }
+        }
+        self.check_quorum(req);
+    }
+
     /// Writes the newest version seen by a read back to every member that answered older.
     fn read_repair(&mut self, req: u64) {
         let Some(Coordination {
             key,
-            kind: CoordKind::Read { replies },
+            kind: CoordKind::Read { replies, .. },
             ..
         }) = self.coordinations.get(&req)
         else {
@@ -583,7 +910,7 @@ impl Node {
                 );
             }
             if let Some(Coordination {
-                kind: CoordKind::Read { replies },
+                kind: CoordKind::Read { replies, .. },
                 ..
             }) = self.coordinations.get_mut(&req)
             {
@@ -593,6 +920,12 @@ impl Node {
     }
 
     fn reply_to_origin(&mut self, req: u64, result: KvResult) {
+        let Some(c) = self.coordinations.get(&req) else {
+            return;
+        };
+        if matches!(c.kind, CoordKind::Write { .. }) {
+            self.recent_requests.finish(c.origin, c.op, &result);
+        }
         let Some(c) = self.coordinations.get(&req) else {
             return;
         };
@@ -631,7 +964,7 @@ impl Node {
             if let Some(Coordination {
                 key,
                 set,
-                kind: CoordKind::Write { entry, acked },
+                kind: CoordKind::Write { entry, acked, .. },
                 ..
             }) = self.coordinations.get(&req)
             {
@@ -677,28 +1010,61 @@ impl Node {
                     return;
                 }
                 self.clock.observe(entry.version.ts);
-                self.store_entry(&key, entry);
+                self.store_entry(&key, entry.clone());
                 if req != 0 {
-                    self.send_kv(from, KvMsg::ReplicateAck { req });
+                    // Acknowledge only what this replica now holds: a write that lost to a
+                    // newer version here is refused with that version's timestamp.
+                    let newer = self
+                        .store
+                        .get(&key)
+                        .filter(|held| **held > entry)
+                        .map(|held| held.version.ts);
+                    let fresh = self.is_fresh();
+                    self.send_kv(from, KvMsg::ReplicateAck { req, newer, fresh });
                 }
             }
-            KvMsg::ReplicateAck { req } => {
-                if let Some(Coordination {
-                    kind: CoordKind::Write { acked, .. },
-                    set,
-                    ..
-                }) = self.coordinations.get_mut(&req)
-                    && set.contains(&from)
-                {
-                    acked.insert(from);
-                    self.check_quorum(req);
+            KvMsg::ReplicateAck { req, newer, fresh } => {
+                let Some(c) = self.coordinations.get_mut(&req) else {
+                    return;
+                };
+                if !c.set.contains(&from) {
+                    return;
+                }
+                if fresh {
+                    c.unsettled.insert(from);
+                }
+                let answered = c.answered;
+                match (&mut c.kind, newer) {
+                    (CoordKind::Write { acked, .. }, None) => {
+                        acked.insert(from);
+                        self.check_quorum(req);
+                    }
+                    // Too late to matter: the write was acknowledged by a quorum before a
+                    // concurrent newer one reached this replica.
+                    (CoordKind::Write { .. }, Some(_)) if answered => {}
+                    (CoordKind::Write { .. }, Some(ts)) => self.restamp(req, ts),
+                    (
+                        CoordKind::Read {
+                            written_back,
+                            writing_back: Some(_),
+                            ..
+                        },
+                        None,
+                    ) => {
+                        written_back.insert(from);
+                        self.check_quorum(req);
+                    }
+                    // A newer write reached the replica meanwhile: the read's quorum will come
+                    // from other answers, or the origin retries.
+                    (CoordKind::Read { .. }, _) => {}
                 }
             }
             KvMsg::Read { req, key } => {
                 let entry = self.store.get(&key).cloned();
-                self.send_kv(from, KvMsg::ReadReply { req, entry });
+                let fresh = self.is_fresh();
+                self.send_kv(from, KvMsg::ReadReply { req, entry, fresh });
             }
-            KvMsg::ReadReply { req, entry } => {
+            KvMsg::ReadReply { req, entry, fresh } => {
                 if let Some(entry) = &entry
                     && self.clock.accepts(entry.version.ts, MAX_CLOCK_JUMP)
                 {
@@ -706,11 +1072,15 @@ impl Node {
                 }
                 let answered = match self.coordinations.get_mut(&req) {
                     Some(Coordination {
-                        kind: CoordKind::Read { replies },
+                        kind: CoordKind::Read { replies, .. },
                         set,
+                        unsettled,
                         answered,
                         ..
                     }) if set.contains(&from) => {
+                        if fresh {
+                            unsettled.insert(from);
+                        }
                         replies.insert(from, entry);
                         *answered
                     }

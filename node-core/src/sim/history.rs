@@ -38,11 +38,19 @@ pub enum Call {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ret {
     /// A put or delete was acknowledged with this Lamport timestamp.
-    Stored { ts: u64 },
-    Found { value: String, ts: u64, writer: String },
+    Stored {
+        ts: u64,
+    },
+    Found {
+        value: String,
+        ts: u64,
+        writer: String,
+    },
     NotFound,
     /// The call returned an error: a write may or may not have taken effect.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
     /// The call never returned (the client's peer crashed or the client gave up waiting).
     Unknown,
 }
@@ -337,7 +345,9 @@ impl KeyCheck<'_> {
         }
         self.ops.iter().enumerate().all(|(i, w)| {
             let acked_before = w.acked_at().is_some_and(|at| at < read.invoke);
-            !acked_before || source == Source::Write(i) || !self.known_older(source, Source::Write(i))
+            !acked_before
+                || source == Source::Write(i)
+                || !self.known_older(source, Source::Write(i))
         })
     }
 
@@ -679,9 +689,14 @@ mod tests {
         assert!(r.holds() && r.not_linearizable.is_empty());
         let did_not = history(&[
             (put("a"), 0, Some(10), OK),
-            (put("b"), 20, Some(25), Ret::Failed {
-                error: "timeout".to_string(),
-            }),
+            (
+                put("b"),
+                20,
+                Some(25),
+                Ret::Failed {
+                    error: "timeout".to_string(),
+                },
+            ),
             (Call::Get, 100, Some(110), found("a")),
         ]);
         let r = check(&did_not);

@@ -564,9 +564,14 @@ impl Sim {
     /// in [`Sim::history`], or `None` when the peer is not alive.
     pub fn client_put(&mut self, at: Id, key: &str, value: &str) -> Option<usize> {
         let writer = format!("client@{at}");
-        self.client_call(at, key, history::Call::Put { value: value.to_string() }, |n, now| {
-            n.put(key, value, &writer, now)
-        })
+        self.client_call(
+            at,
+            key,
+            history::Call::Put {
+                value: value.to_string(),
+            },
+            |n, now| n.put(key, value, &writer, now),
+        )
     }
 
     /// A client deletes `key` through peer `at` (recorded like [`Sim::client_put`]).
@@ -748,7 +753,8 @@ impl Sim {
             .latency_max_ms
             .saturating_sub(self.cfg.latency_min_ms)
             + 1;
-        let slow = self.slow.get(&a).copied().unwrap_or(0) + self.slow.get(&b).copied().unwrap_or(0);
+        let slow =
+            self.slow.get(&a).copied().unwrap_or(0) + self.slow.get(&b).copied().unwrap_or(0);
         self.cfg.latency_min_ms + splitmix64(&mut s) % span + slow
     }
 

@@ -1,0 +1,77 @@
+//! The store's promise checked on client histories under every fault class (see
+//! `node_core::sim::faults`): 0 anomalies and 0 acknowledged writes lost, over many seeds.
+//! `CHORD_HISTORY_SEEDS=N` runs N seeds per class (default 25, 12 classes: 300 runs);
+//! `CHORD_SEED=S` replays one seed of every class.
+#![cfg(feature = "sim")]
+
+use node_core::sim::faults::{FaultClass, HistoryRow, run};
+
+fn seeds() -> Vec<u64> {
+    if let Ok(seed) = std::env::var("CHORD_SEED") {
+        return vec![seed.parse().expect("CHORD_SEED is a number")];
+    }
+    let n: u64 = std::env::var("CHORD_HISTORY_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(25);
+    (1..=n).collect()
+}
+
+fn sweep(class: FaultClass) {
+    let mut row = HistoryRow::new(class);
+    let mut failures = Vec::new();
+    for seed in seeds() {
+        let result = run(class, seed);
+        row.add(&result);
+        if !result.report.holds() {
+            let mut text = format!(
+                "{} seed {}: {} anomalies, {} acknowledged writes lost\n  replay: {}\n",
+                class.name(),
+                seed,
+                result.report.anomalies.len(),
+                result.report.acked_writes_lost,
+                result.replay_command()
+            );
+            for a in result.report.anomalies.iter().take(3) {
+                text.push_str(&a.to_string());
+            }
+            failures.push(text);
+        }
+    }
+    println!("{row:?}");
+    assert!(
+        row.acked_writes > 0,
+        "{}: the workload acknowledged no write",
+        class.name()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+macro_rules! class_tests {
+    ($($name:ident => $class:expr),* $(,)?) => {
+        $(#[test] fn $name() { sweep($class); })*
+    };
+}
+
+class_tests! {
+    history_no_faults => FaultClass::None,
+    history_joins => FaultClass::Joins,
+    history_leaves => FaultClass::Leaves,
+    history_crashes => FaultClass::Crashes,
+    history_restart_empty => FaultClass::RestartEmpty,
+    history_restart_disk => FaultClass::RestartDisk,
+    history_fast_restart => FaultClass::FastRestart,
+    history_loss => FaultClass::Loss,
+    history_duplicates => FaultClass::Duplicates,
+    history_slow_peer => FaultClass::SlowPeer,
+    history_concurrent_writers => FaultClass::ConcurrentWriters,
+    history_mixed => FaultClass::Mixed,
+}
+
+/// Partitions are outside the promise (chord-kv stays available on both sides, see README,
+/// "Consistency"): this sweep shows what they cost. `cargo test -- --ignored` runs it.
+#[test]
+#[ignore = "AP under partitions: reads on one side can miss writes acknowledged on the other"]
+fn history_partition() {
+    sweep(FaultClass::Partition);
+}
