@@ -47,6 +47,7 @@
 //!   - a just-joined owner holds requests until its successor list arrives (its replica set is
 //!     unknown until then);
 //!   - rounds with unsettled members run every 250 ms instead of the backed-off pace.
+//!
 //!   The price is availability, not consistency: a key whose set has fewer than `write_quorum`
 //!   settled members fails its requests (the origin retries) until the sync is done.
 //!

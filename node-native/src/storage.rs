@@ -28,7 +28,11 @@
 //!   loses the writes of the last second or so on this replica (redb reopens at its last durable
 //!   commit). Other replicas and anti-entropy repair that as long as fewer than k replicas of a
 //!   set lose the same writes; a put acknowledged by W replicas that all crash within that
-//!   window can be lost.
+//!   window can be lost. The clock never goes back: before the clock passes the last durable
+//!   *reservation* (`meta.lamport_reserved`), a commit is made durable with a new reservation
+//!   [`CLOCK_RESERVATION`] ahead, and a restarted peer's clock starts at the reservation. So a
+//!   crash within the window never makes the peer stamp a timestamp it had already used (one
+//!   `fsync` per [`CLOCK_RESERVATION`] / 2 stamps at most).
 //!
 //! A failed commit stops the peer (see the driver): a peer that cannot keep its promise behaves
 //! like a crashed one and comes back from its last durable state.
@@ -59,6 +63,10 @@ const ENTRIES: TableDefinition<&str, &str> = TableDefinition::new("entries");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_PEER_ID: &str = "peer_id";
 const META_LAMPORT: &str = "lamport";
+const META_RESERVED: &str = "lamport_reserved";
+
+/// How far ahead of the clock relaxed mode reserves timestamps durably (see the module doc).
+pub const CLOCK_RESERVATION: u64 = 100_000;
 const META_FORMAT: &str = "format_version";
 
 /// When a commit is made durable (see the module docs).
@@ -186,6 +194,8 @@ pub struct Storage {
     not_durable_since: Option<Instant>,
     /// The clock value of the last commit (written again by a relaxed flush).
     lamport: u64,
+    /// The durable clock reservation: this peer never stamped a timestamp above it.
+    reserved: u64,
     stats: StorageStats,
 }
 
@@ -214,6 +224,7 @@ impl Storage {
             durability,
             not_durable_since: None,
             lamport: 0,
+            reserved: 0,
             stats: StorageStats {
                 durability: durability.name().into(),
                 ..StorageStats::default()
@@ -245,7 +256,7 @@ impl Storage {
 
     /// A new file gets this peer's id and the format version; an existing one must carry them.
     fn check_owner(&mut self, peer: Id) -> Result<(), StorageError> {
-        let (owner, format, lamport) = {
+        let (owner, format, lamport, reserved) = {
             let read = self.db.begin_read().map_err(|e| self.corrupted(e))?;
             match read.open_table(META) {
                 Ok(meta) => {
@@ -255,9 +266,14 @@ impl Storage {
                             .map_err(|e| self.corrupted(e))?
                             .map(|v| v.value()))
                     };
-                    (get(META_PEER_ID)?, get(META_FORMAT)?, get(META_LAMPORT)?)
+                    (
+                        get(META_PEER_ID)?,
+                        get(META_FORMAT)?,
+                        get(META_LAMPORT)?,
+                        get(META_RESERVED)?,
+                    )
                 }
-                Err(redb::TableError::TableDoesNotExist(_)) => (None, None, None),
+                Err(redb::TableError::TableDoesNotExist(_)) => (None, None, None, None),
                 Err(e) => return Err(self.corrupted(e)),
             }
         };
@@ -279,6 +295,7 @@ impl Storage {
                     });
                 }
                 self.lamport = lamport.unwrap_or(0);
+                self.reserved = reserved.unwrap_or(0);
                 Ok(())
             }
             (None, None) => self.initialize(peer),
@@ -323,7 +340,9 @@ impl Storage {
         }
         Ok(Loaded {
             entries,
-            lamport: self.lamport,
+            // Relaxed mode: the last non-durable commits (and their clock) may be gone, but no
+            // stamp ever went past the durable reservation.
+            lamport: self.lamport.max(self.reserved),
             took: started.elapsed(),
         })
     }
@@ -369,6 +388,9 @@ impl Storage {
         durable: bool,
     ) -> Result<(), StorageError> {
         let started = Instant::now();
+        // The clock may not pass the durable reservation: reserve further, durably, first.
+        let reserve = self.durability == Durability::Relaxed && lamport > self.reserved;
+        let durable = durable || reserve;
         let mut write = self.db.begin_write().map_err(|e| self.write_error(e))?;
         let level = if durable {
             redb::Durability::Immediate
@@ -394,8 +416,15 @@ impl Storage {
             let mut meta = write.open_table(META).map_err(|e| self.write_error(e))?;
             meta.insert(META_LAMPORT, self.lamport)
                 .map_err(|e| self.write_error(e))?;
+            if reserve {
+                meta.insert(META_RESERVED, self.lamport + CLOCK_RESERVATION)
+                    .map_err(|e| self.write_error(e))?;
+            }
         }
         write.commit().map_err(|e| self.write_error(e))?;
+        if reserve {
+            self.reserved = self.lamport + CLOCK_RESERVATION;
+        }
         if durable {
             self.not_durable_since = None;
         } else {
@@ -533,16 +562,52 @@ mod tests {
         let dir = dir("relaxed");
         let mut storage = Storage::open(&dir, Id(1), Durability::Relaxed).unwrap();
         assert_eq!(storage.flush_deadline(), None);
+        // The first commit reserves clock values durably (see the next test); later ones,
+        // within the reservation, wait for a flush.
         let a = Entry::live("1", 1, "w");
         storage.persist([("a", &a)], 1).unwrap();
-        assert!(storage.flush_deadline().is_some());
-        assert_eq!(storage.stats().durable_commits, 0);
-        storage.flush(1).unwrap();
-        assert_eq!(storage.flush_deadline(), None);
         assert_eq!(storage.stats().durable_commits, 1);
+        let b = Entry::live("2", 2, "w");
+        storage.persist([("b", &b)], 2).unwrap();
+        assert!(storage.flush_deadline().is_some());
+        assert_eq!(storage.stats().durable_commits, 1);
+        storage.flush(2).unwrap();
+        assert_eq!(storage.flush_deadline(), None);
+        assert_eq!(storage.stats().durable_commits, 2);
         drop(storage);
         let storage = Storage::open(&dir, Id(1), Durability::Relaxed).unwrap();
-        assert_eq!(storage.load().unwrap().entries.len(), 1);
+        assert_eq!(storage.load().unwrap().entries.len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Relaxed mode never lets the clock pass what is durably reserved, and a reopened store
+    /// starts the clock at the reservation: a crash that loses the last non-durable commits
+    /// cannot make the peer stamp a timestamp again. Reserving costs one durable commit per
+    /// reservation, not one per batch.
+    #[test]
+    fn relaxed_clock_stays_below_a_durable_reservation() {
+        let dir = dir("reserve");
+        let mut storage = Storage::open(&dir, Id(1), Durability::Relaxed).unwrap();
+        let mut durable_floor = 0;
+        for (i, lamport) in [3, 50, 900, 60_000, 99_999, 100_003, 150_000]
+            .into_iter()
+            .enumerate()
+        {
+            let entry = Entry::live("v", lamport, "w");
+            storage.persist([("k", &entry)], lamport).unwrap();
+            assert!(
+                storage.reserved >= lamport,
+                "batch {i}: clock {lamport} above the durable reservation {}",
+                storage.reserved
+            );
+            durable_floor = storage.reserved;
+        }
+        // 3 reserves (up to 100_003), 100_003 reserves again (up to 200_003): two fsyncs for
+        // seven batches.
+        assert_eq!(storage.stats().durable_commits, 2);
+        drop(storage);
+        let storage = Storage::open(&dir, Id(1), Durability::Relaxed).unwrap();
+        assert_eq!(storage.load().unwrap().lamport, durable_floor);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -27,6 +27,9 @@ tasks:
   wasm-test    the node-wasm tests in headless Chromium, inside a private network namespace
   browser-bench  8 headless tabs + 1 native peer (private netns): time to ready, time to a
                converged ring, tab-to-tab get latency percentiles
+  soak    the long history sweep: `cargo xtask soak --seeds 10000` runs that many seeds of every
+          fault class through the history checker (chord-experiment --mode sim-history), with a
+          progress bar; failing seeds print their replay command
   sim     run the sim-hops experiment at moderate size and plot it to target/sim-hops.svg
   bench   run the full sim-hops experiment (up to 16384 nodes) and plot it
 ";
@@ -51,6 +54,7 @@ fn run(task: Option<&str>, rest: &[String]) -> anyhow::Result<()> {
         Some("wasm") => wasm_package().map(drop),
         Some("wasm-test") => wasm_test(),
         Some("browser-bench") => browser_bench(rest),
+        Some("soak") => soak(rest),
         Some("sim") => sim_hops("sim", "64,256,1024,4096"),
         Some("bench") => sim_hops("bench", "64,256,1024,4096,16384"),
         Some("help" | "-h" | "--help") => {
@@ -415,6 +419,41 @@ fn wasm_test() -> anyhow::Result<()> {
             }
             Ok(())
         },
+    )
+}
+
+/// `cargo xtask soak [--seeds N] [--faults LIST]`: the sim-history sweep over many seeds.
+fn soak(args: &[String]) -> anyhow::Result<()> {
+    let mut seeds = "10000".to_string();
+    let mut faults = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--seeds" => seeds = rest.next().context("--seeds needs a number")?.clone(),
+            "--faults" => faults = Some(rest.next().context("--faults needs a list")?.clone()),
+            other => bail!("soak: unknown argument {other:?} (--seeds N, --faults LIST)"),
+        }
+    }
+    let mut cargo_args = vec![
+        "run",
+        "--release",
+        "-p",
+        "node-native",
+        "--bin",
+        "chord-experiment",
+        "--",
+        "--mode",
+        "sim-history",
+        "--seeds",
+        &seeds,
+        "--json",
+    ];
+    if let Some(faults) = &faults {
+        cargo_args.extend(["--faults", faults]);
+    }
+    run_step(
+        &format!("soak: sim-history, {seeds} seeds per fault class"),
+        &cargo_args,
     )
 }
 

@@ -286,6 +286,12 @@ pub struct ChurnRow {
     /// Acknowledged writes not read back (with the acknowledged value) after the churn stopped
     /// and repair ran.
     pub acked_writes_lost: usize,
+    /// Acknowledged writes whose every copy crashed before repair copied it to a live peer
+    /// (the whole replica set failed within one detection-and-repair window): the losses
+    /// physics allows.
+    pub acked_whole_set_failed: usize,
+    /// Lost writes that are not explained by a whole-set failure (a protocol bug if not 0).
+    pub acked_lost_unexplained: usize,
 }
 
 /// Churn like the Chord paper's Fig. 12 / ToN Table II: on a ring of `nodes`, peers join and
@@ -306,6 +312,7 @@ pub fn sim_churn(
     let mut lookups = Vec::new();
     let mut puts = Vec::new();
     let mut key_no = 0u64;
+    let mut whole_set_failed = std::collections::BTreeSet::new();
     for second in 0..seconds {
         debt += rate;
         while debt >= 1.0 {
@@ -316,7 +323,21 @@ pub fn sim_churn(
                 sim.add_node(id);
             } else if sim.alive_count() > 8 {
                 let victim = random_member(&mut sim);
+                // The keys only the victim still holds die with it.
+                let held: Vec<String> = sim
+                    .node(victim)
+                    .map(|n| n.store().iter().map(|r| r.key.to_string()).collect())
+                    .unwrap_or_default();
                 sim.crash(victim);
+                for key in held {
+                    let alive_copy = sim
+                        .truth()
+                        .iter()
+                        .any(|id| sim.node(*id).is_some_and(|n| n.store().get(&key).is_some()));
+                    if !alive_copy {
+                        whole_set_failed.insert(key);
+                    }
+                }
             }
         }
         for i in 0..10 {
@@ -367,11 +388,21 @@ pub fn sim_churn(
         sim.run_for(2);
     }
     sim.run_for(15_000);
-    let lost = reads
+    let lost_keys: Vec<&String> = reads
         .iter()
         .filter(|(at, op, key)| {
             !matches!(sim.result(*at, *op), Some(Ok(OpOutcome::Found { value, .. })) if value == key)
         })
+        .map(|(_, _, key)| key)
+        .collect();
+    let lost = lost_keys.len() + (acked.len() - reads.len());
+    let acked_whole_set_failed = acked
+        .iter()
+        .filter(|k| whole_set_failed.contains(*k))
+        .count();
+    let acked_lost_unexplained = lost_keys
+        .iter()
+        .filter(|k| !whole_set_failed.contains(**k))
         .count()
         + (acked.len() - reads.len());
     ChurnRow {
@@ -384,5 +415,7 @@ pub fn sim_churn(
         mean_hops: hops.mean(),
         acked_writes: acked.len(),
         acked_writes_lost: lost,
+        acked_whole_set_failed,
+        acked_lost_unexplained,
     }
 }

@@ -436,6 +436,9 @@ pub struct HistoryRow {
     pub seeds: u64,
     pub ops: u64,
     pub acked_writes: u64,
+    /// Client calls that failed or never returned (the price of availability: a call fails
+    /// rather than break the promise).
+    pub failed_ops: u64,
     /// Violations of the promise (stale reads, reads going backwards, phantom values).
     pub anomalies: u64,
     pub acked_writes_lost: u64,
@@ -459,6 +462,12 @@ impl HistoryRow {
         self.seeds += 1;
         self.ops += run.report.ops as u64;
         self.acked_writes += run.report.acked_writes as u64;
+        self.failed_ops += run
+            .history
+            .ops()
+            .iter()
+            .filter(|op| matches!(op.ret, history::Ret::Failed { .. } | history::Ret::Unknown))
+            .count() as u64;
         self.anomalies += run.report.anomalies.len() as u64;
         self.acked_writes_lost += run.report.acked_writes_lost as u64;
         self.not_linearizable_keys += run.report.not_linearizable.len() as u64;

@@ -12,6 +12,8 @@
 //!     --seed 1 [--json] [--plot target/sim-antientropy.svg]
 //! chord-experiment --mode sim-flood --nodes 1024 --ttls 1,2,3,4,5,6,7,8 --queries 200 --seed 1
 //! chord-experiment --mode sim-churn --nodes 500 --rates 0.5,1,2,4 --seconds 120 --seed 1
+//! chord-experiment --mode sim-history --seeds 200 [--faults joins,crashes,...] [--seed 1] \
+//!     [--verbose] [--json]
 //! chord-experiment --mode scale --num-nodes 5 --num-ops 500 --clients 8
 //! chord-experiment --mode churn --num-nodes 6 --restarts 4 --period-ms 10000 \
 //!     [--json] [--plot target/churn.svg]
@@ -25,7 +27,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use node_core::merkle::{self, StepOptions};
-use node_core::sim::experiments::{HopsRow, sim_churn, sim_flood, sim_hops};
+use node_core::sim::experiments::{HopsRow, Progress, sim_churn, sim_flood, sim_hops};
+use node_core::sim::faults::{self, FaultClass, HistoryRow};
 use node_native::plot::Series;
 use node_native::progress::ProgressDisplay;
 use node_native::report::{Table, json_line};
@@ -121,9 +124,21 @@ struct Cli {
     /// First port of the live ring (scale).
     #[arg(long, default_value_t = 7600)]
     base_port: u16,
-    /// Seed of the simulation; the same seed replays the same run.
+    /// Seed of the simulation; the same seed replays the same run (sim-history: the first of
+    /// `--seeds` consecutive seeds).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Seeds per fault class (sim-history).
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// Fault classes (sim-history), comma-separated; default all: none, joins, leaves,
+    /// crashes, restart-empty, restart-disk, fast-restart, partition, loss, duplicates,
+    /// slow-peer, concurrent-writers, mixed.
+    #[arg(long, value_delimiter = ',', value_parser = parse_fault_class)]
+    faults: Vec<FaultClass>,
+    /// Print every anomaly of a failing seed (sim-history), not just the first three.
+    #[arg(long)]
+    verbose: bool,
     /// End stdout with one JSON line: {"mode": ..., "rows": [...]}.
     #[arg(long)]
     json: bool,
@@ -146,6 +161,9 @@ enum Mode {
     /// Peers join and crash during a workload of lookups and puts: lookup failures, hops and
     /// acknowledged writes lost.
     SimChurn,
+    /// Client histories under fault schedules, checked against the store's promise and for
+    /// linearizability: one row per fault class.
+    SimHistory,
     /// The original harness's workload on real native peers (separate processes, WebRTC on
     /// loopback) through one entry peer: throughput, latency percentiles, read correctness.
     Scale,
@@ -175,6 +193,7 @@ fn main() -> anyhow::Result<()> {
         Mode::SimAntientropy => run_sim_antientropy(&cli),
         Mode::SimFlood => run_sim_flood(&cli),
         Mode::SimChurn => run_sim_churn(&cli),
+        Mode::SimHistory => run_sim_history(&cli),
         Mode::Scale => run_scale(&cli),
         Mode::Churn => run_churn(&cli),
         Mode::Durable => run_durable(&cli),
@@ -387,6 +406,130 @@ fn run_sim_flood(cli: &Cli) -> anyhow::Result<()> {
     finish(cli, &rows)
 }
 
+fn parse_fault_class(name: &str) -> Result<FaultClass, String> {
+    FaultClass::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = FaultClass::ALL.iter().map(|c| c.name()).collect();
+        format!("unknown fault class {name:?} (known: {})", known.join(", "))
+    })
+}
+
+/// One `sim-history` row and the wall time it took.
+#[derive(Debug, Serialize)]
+struct TimedHistoryRow {
+    #[serde(flatten)]
+    row: HistoryRow,
+    seconds: f64,
+}
+
+/// `--mode sim-history`: for each fault class, `--seeds` runs of a client workload under that
+/// class's faults (node_core::sim::faults), each history checked; failing seeds are printed
+/// with their replay command and the operations that show the violation, in order.
+fn run_sim_history(cli: &Cli) -> anyhow::Result<()> {
+    let classes: Vec<FaultClass> = if cli.faults.is_empty() {
+        FaultClass::ALL.to_vec()
+    } else {
+        cli.faults.clone()
+    };
+    let table = Table::new(&[
+        ("faults", 18),
+        ("seeds", 0),
+        ("ops", 0),
+        ("acked writes", 0),
+        ("failed ops", 0),
+        ("anomalies", 0),
+        ("acked lost", 0),
+        ("not linearizable keys", 0),
+        ("undecided", 0),
+        ("wall s", 0),
+    ]);
+    println!(
+        "seeds {}..{} per class, promise: a get never returns a write older than one \
+         acknowledged before it started, gets never go backwards",
+        cli.seed,
+        cli.seed + cli.seeds
+    );
+    println!("{}", table.header());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut rows = Vec::with_capacity(classes.len());
+    for class in classes {
+        let started = Instant::now();
+        let mut progress = ProgressDisplay::new(class.name());
+        let next = std::sync::atomic::AtomicU64::new(cli.seed);
+        let end = cli.seed + cli.seeds;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut row = HistoryRow::new(class);
+        let mut failing = Vec::new();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let next = &next;
+                scope.spawn(move || {
+                    loop {
+                        let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if seed >= end {
+                            break;
+                        }
+                        if tx.send(faults::run(class, seed)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for result in rx {
+                row.add(&result);
+                progress.update(Progress {
+                    phase: "seeds",
+                    done: row.seeds,
+                    total: cli.seeds,
+                });
+                if !result.report.holds() {
+                    failing.push(result);
+                }
+            }
+        });
+        progress.finish();
+        failing.sort_by_key(|r| r.seed);
+        row.failing_seeds.sort_unstable();
+        row.failing_seeds.truncate(20);
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            table.row(&[
+                row.faults.clone(),
+                row.seeds.to_string(),
+                row.ops.to_string(),
+                row.acked_writes.to_string(),
+                row.failed_ops.to_string(),
+                row.anomalies.to_string(),
+                row.acked_writes_lost.to_string(),
+                row.not_linearizable_keys.to_string(),
+                row.undecided_keys.to_string(),
+                format!("{seconds:.1}"),
+            ])
+        );
+        for result in failing
+            .iter()
+            .take(if cli.verbose { usize::MAX } else { 3 })
+        {
+            eprintln!(
+                "  {} seed {}: {} anomalies, {} acknowledged writes lost\n  replay: {}",
+                class.name(),
+                result.seed,
+                result.report.anomalies.len(),
+                result.report.acked_writes_lost,
+                result.replay_command()
+            );
+            let shown = if cli.verbose { usize::MAX } else { 3 };
+            for anomaly in result.report.anomalies.iter().take(shown) {
+                eprint!("  {anomaly}");
+            }
+        }
+        rows.push(TimedHistoryRow { row, seconds });
+    }
+    finish(cli, &rows)
+}
+
 /// `--mode sim-churn`: for each churn rate, a fresh ring under joins, crashes and a workload.
 fn run_sim_churn(cli: &Cli) -> anyhow::Result<()> {
     let nodes = cli.nodes[0];
@@ -398,6 +541,8 @@ fn run_sim_churn(cli: &Cli) -> anyhow::Result<()> {
         ("mean hops", 0),
         ("acked writes", 0),
         ("acked lost", 0),
+        ("whole set failed", 0),
+        ("lost unexplained", 0),
         ("wall seconds", 0),
     ]);
     println!(
@@ -423,6 +568,8 @@ fn run_sim_churn(cli: &Cli) -> anyhow::Result<()> {
                 format!("{:.2}", row.mean_hops),
                 row.acked_writes.to_string(),
                 row.acked_writes_lost.to_string(),
+                row.acked_whole_set_failed.to_string(),
+                row.acked_lost_unexplained.to_string(),
                 format!("{:.1}", started.elapsed().as_secs_f64()),
             ])
         );
