@@ -125,6 +125,10 @@ pub enum KvMsg {
         req: u64,
         key: String,
         entry: Entry,
+        /// The client request this write carries out, `(origin, origin's op id)`: a replica
+        /// remembers it so that a retry reaching another leader is not stamped a second time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wid: Option<(Id, u64)>,
     },
     /// The answer to a `Replicate` that wants one. `newer` is `None` when the replica now holds
     /// the entry; otherwise the replica kept a newer version and names its timestamp, and the
@@ -186,6 +190,10 @@ enum CoordKind {
         acked: BTreeSet<Id>,
         /// Times the leader stamped this write again after a replica held a newer version.
         restamps: u32,
+        /// A retried request whose write a member already applied (stamped by an earlier
+        /// leader): it is spread again as it is, and a member holding something newer counts as
+        /// done (the write took effect before that newer one), never restamped.
+        replay: bool,
     },
     Read {
         replies: BTreeMap<Id, Option<Entry>>,
@@ -210,18 +218,29 @@ pub(crate) struct Parked {
 /// later write of another client and bring the older value back.
 #[derive(Debug, Default)]
 pub(crate) struct RecentRequests {
-    by_op: BTreeMap<(PeerId, u64), (Time, Option<KvResult>)>,
+    by_op: BTreeMap<(PeerId, u64), (Time, Slot)>,
     order: std::collections::VecDeque<(Time, (PeerId, u64))>,
+}
+
+/// What a peer knows of one client write request.
+#[derive(Debug, Clone)]
+pub(crate) enum Slot {
+    /// This peer coordinates it now.
+    InProgress,
+    /// This peer coordinated it and answered this.
+    Done(KvResult),
+    /// This peer stored it as a replica of another leader, with this stamp.
+    Replicated(Entry),
 }
 
 const MAX_RECENT_REQUESTS: usize = 8_192;
 
 impl RecentRequests {
-    fn get(&self, origin: PeerId, op: u64) -> Option<&Option<KvResult>> {
-        self.by_op.get(&(origin, op)).map(|(_, r)| r)
+    fn get(&self, origin: PeerId, op: u64) -> Option<&Slot> {
+        self.by_op.get(&(origin, op)).map(|(_, slot)| slot)
     }
 
-    fn begin(&mut self, origin: PeerId, op: u64, now: Time, keep_ms: u64) {
+    fn set(&mut self, origin: PeerId, op: u64, now: Time, keep_ms: u64, slot: Slot) {
         while let Some(&(at, key)) = self.order.front() {
             if self.order.len() < MAX_RECENT_REQUESTS && at + keep_ms > now {
                 break;
@@ -231,8 +250,21 @@ impl RecentRequests {
                 self.by_op.remove(&key);
             }
         }
-        self.by_op.insert((origin, op), (now, None));
+        if let Some((_, existing)) = self.by_op.get_mut(&(origin, op)) {
+            *existing = slot;
+            return;
+        }
+        self.by_op.insert((origin, op), (now, slot));
         self.order.push_back((now, (origin, op)));
+    }
+
+    /// A replica stored the write of `(origin, op)`: remember its stamp unless this peer
+    /// coordinates or coordinated that request itself.
+    fn replicated(&mut self, origin: PeerId, op: u64, now: Time, keep_ms: u64, entry: Entry) {
+        match self.get(origin, op) {
+            Some(Slot::InProgress | Slot::Done(_)) => {}
+            _ => self.set(origin, op, now, keep_ms, Slot::Replicated(entry)),
+        }
     }
 
     fn finish(&mut self, origin: PeerId, op: u64, result: &KvResult) {
@@ -242,7 +274,7 @@ impl RecentRequests {
                 KvResult::Failed { .. } => {
                     self.by_op.remove(&(origin, op));
                 }
-                _ => *slot = Some(result.clone()),
+                _ => *slot = Slot::Done(result.clone()),
             }
         }
     }
@@ -569,9 +601,11 @@ impl Node {
             return;
         }
         let is_write = !matches!(request.action, KvAction::Get);
+        let wid = (routed.origin, request.op);
+        let mut replayed = None;
         if is_write {
             match self.recent_requests.get(routed.origin, request.op) {
-                Some(Some(result)) => {
+                Some(Slot::Done(result)) => {
                     // Done before: the same answer again, nothing stamped.
                     let reply = Routed {
                         dest: Dest::Peer {
@@ -593,17 +627,22 @@ impl Node {
                     }
                     return;
                 }
-                Some(None) => {
+                Some(Slot::InProgress) => {
                     // Still in progress: its answer is on the way.
                     self.metrics.kv.duplicate_requests += 1;
                     return;
                 }
-                None => {
-                    let keep = self.config.op_timeout_ms * 2;
-                    self.recent_requests
-                        .begin(routed.origin, request.op, self.now, keep);
+                Some(Slot::Replicated(entry)) => {
+                    // An earlier leader stamped it and we stored it as a replica: spread that
+                    // very entry instead of stamping the write again.
+                    self.metrics.kv.duplicate_requests += 1;
+                    replayed = Some(entry.clone());
                 }
+                None => {}
             }
+            let keep = self.config.op_timeout_ms * 2;
+            self.recent_requests
+                .set(routed.origin, request.op, self.now, keep, Slot::InProgress);
         }
         let req = self.next_req;
         self.next_req += 1;
@@ -627,11 +666,15 @@ impl Node {
                     writing_back: None,
                 }
             }
+            KvAction::Put { .. } | KvAction::Delete { .. } if replayed.is_some() => {
+                let entry = replayed.take().expect("checked");
+                self.replicate_write(&request.key, entry, req, &others, wid, true)
+            }
             KvAction::Put { value, writer } => {
-                self.stamp_and_store(&request.key, Some(value), writer, req, &others)
+                self.stamp_and_store(&request.key, Some(value), writer, req, &others, wid)
             }
             KvAction::Delete { writer } => {
-                self.stamp_and_store(&request.key, None, writer, req, &others)
+                self.stamp_and_store(&request.key, None, writer, req, &others, wid)
             }
         };
         self.coordinations.insert(
@@ -662,6 +705,7 @@ impl Node {
         writer: String,
         req: u64,
         others: &[Id],
+        wid: (Id, u64),
     ) -> CoordKind {
         // A new write must beat whatever this leader holds: observe its version first.
         if let Some(existing) = self.store.get(key) {
@@ -672,6 +716,20 @@ impl Node {
             value,
             version: crate::store::Version::new(ts, writer),
         };
+        self.replicate_write(key, entry, req, others, wid, false)
+    }
+
+    /// Stores a stamped write here and sends it to the other members. `replay`: the entry was
+    /// stamped before (by another leader, for the same request) and is only spread again.
+    fn replicate_write(
+        &mut self,
+        key: &str,
+        entry: Entry,
+        req: u64,
+        others: &[Id],
+        wid: (Id, u64),
+        replay: bool,
+    ) -> CoordKind {
         self.store_entry(key, entry.clone());
         for peer in others {
             self.send_kv(
@@ -680,6 +738,7 @@ impl Node {
                     req,
                     key: key.to_string(),
                     entry: entry.clone(),
+                    wid: Some(wid),
                 },
             );
         }
@@ -687,6 +746,7 @@ impl Node {
             entry,
             acked: BTreeSet::from([self.id]),
             restamps: 0,
+            replay,
         }
     }
 
@@ -722,7 +782,8 @@ impl Node {
         let new_req = self.next_req;
         self.next_req += 1;
         let others: Vec<Id> = c.set.iter().copied().filter(|m| *m != self.id).collect();
-        let mut kind = self.stamp_and_store(&c.key, value, writer, new_req, &others);
+        let wid = (c.origin, c.op);
+        let mut kind = self.stamp_and_store(&c.key, value, writer, new_req, &others, wid);
         if let CoordKind::Write { restamps: r, .. } = &mut kind {
             *r = restamps;
         }
@@ -870,6 +931,7 @@ impl Node {
                         req,
                         key: key.clone(),
                         entry: entry.clone(),
+                        wid: None,
                     },
                 );
             }
@@ -907,6 +969,7 @@ impl Node {
                         req: 0,
                         key: key.clone(),
                         entry: newest.clone(),
+                        wid: None,
                     },
                 );
             }
@@ -979,6 +1042,7 @@ impl Node {
                             req: 0,
                             key: key.clone(),
                             entry: entry.clone(),
+                            wid: None,
                         },
                     );
                 }
@@ -1005,7 +1069,12 @@ impl Node {
 
     pub(crate) fn on_kv_msg(&mut self, from: PeerId, msg: KvMsg) {
         match msg {
-            KvMsg::Replicate { req, key, entry } => {
+            KvMsg::Replicate {
+                req,
+                key,
+                entry,
+                wid,
+            } => {
                 if !self.clock.accepts(entry.version.ts, MAX_CLOCK_JUMP) {
                     self.metrics.kv.rejected_entries += 1;
                     return;
@@ -1020,6 +1089,11 @@ impl Node {
                         .get(&key)
                         .filter(|held| **held > entry)
                         .map(|held| held.version.ts);
+                    if let (None, Some((origin, op))) = (newer, wid) {
+                        let keep = self.config.op_timeout_ms * 2;
+                        self.recent_requests
+                            .replicated(origin, op, self.now, keep, entry);
+                    }
                     let fresh = self.is_fresh();
                     self.send_kv(from, KvMsg::ReplicateAck { req, newer, fresh });
                 }
@@ -1043,6 +1117,18 @@ impl Node {
                     // Too late to matter: the write was acknowledged by a quorum before a
                     // concurrent newer one reached this replica.
                     (CoordKind::Write { .. }, Some(_)) if answered => {}
+                    // A replayed write that a newer one superseded took effect before it.
+                    (
+                        CoordKind::Write {
+                            acked,
+                            replay: true,
+                            ..
+                        },
+                        Some(_),
+                    ) => {
+                        acked.insert(from);
+                        self.check_quorum(req);
+                    }
                     (CoordKind::Write { .. }, Some(ts)) => self.restamp(req, ts),
                     (
                         CoordKind::Read {
