@@ -257,7 +257,7 @@ fn wasm_package() -> anyhow::Result<PathBuf> {
     let out = root.join("web/pkg");
     let wasm = out.join("node_wasm_bg.wasm");
     step("wasm: wasm-bindgen --target web", || {
-        let input = root.join("target/wasm32-unknown-unknown/wasm-release/node_wasm.wasm");
+        let input = cargo_target_dir().join("wasm32-unknown-unknown/wasm-release/node_wasm.wasm");
         let status = Command::new("wasm-bindgen")
             // Names and producer sections are a third of the module and nobody reads them.
             .args([
@@ -494,6 +494,15 @@ fn cargo() -> Command {
     let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(project_root());
     command
+}
+
+/// Where cargo writes its builds: `CARGO_TARGET_DIR` when set (relative to the project root, as
+/// cargo reads it here), else `target/`.
+fn cargo_target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty()) {
+        Some(dir) => project_root().join(dir),
+        None => project_root().join("target"),
+    }
 }
 
 fn project_root() -> PathBuf {
