@@ -256,7 +256,7 @@ function renderKeyList(model) {
         },
         h('i', { class: `kmark ${k.local ? 'local' : 'remote'}${k.deleted ? ' deleted' : ''}`, 'aria-hidden': 'true' }),
         h('span', { class: 'k-name' }, truncate(k.key, 48)),
-        h('span', { class: 'k-value' }, k.deleted ? 'deleted' : k.value === undefined || k.value === null ? (k.missing ? 'not found' : '') : truncate(k.value, 40)),
+        h('span', { class: 'k-value' }, k.deleted ? 'deleted' : k.value === undefined || k.value === null ? (k.missing ? 'not found' : '') : truncate(typeof k.value === 'string' ? k.value : JSON.stringify(k.value), 40)),
         h('code', { class: 'k-id' }, k.id),
       ),
     ),

@@ -191,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             node,
             rtc,
             bootstrap: cli.bootstrap.as_deref().map(bootstrap_url),
+            http_addr: Some(addr.to_string()),
         },
         Some(local),
         persistence,
@@ -204,7 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => anyhow::bail!("the peer stopped while starting (see the log above)"),
     };
 
-    let api = Api::new(peer.clone());
+    let api = Api::new(peer.clone(), addr.to_string());
     let page_dir = match &cli.static_dir {
         Some(dir) => {
             anyhow::ensure!(
