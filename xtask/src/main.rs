@@ -204,6 +204,7 @@ fn demo_script() -> anyhow::Result<()> {
     step("demo: scripts/demo.sh", || {
         let status = Command::new("bash")
             .arg(project_root().join("scripts/demo.sh"))
+            .arg(cargo_target_dir().join("release"))
             .current_dir(project_root())
             .status()
             .context("cannot run bash scripts/demo.sh")?;
