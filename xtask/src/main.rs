@@ -20,8 +20,8 @@ usage: cargo xtask <task>
 
 Both `test` and `demo` first check their prerequisites and install what is missing (see
 xtask/src/setup.rs): the wasm32 target, rustfmt, clippy, wasm-bindgen-cli at the Cargo.lock
-version; for `test` also gcc, iproute2, util-linux, chromium and chromium-driver through apt
-(as root or with password-less sudo; otherwise the command to run is printed).
+version, curl; for `test` also gcc, iproute2, util-linux, chromium and chromium-driver through
+apt (as root or with password-less sudo; otherwise the command to run is printed).
 
 tasks:
   setup        only check and install what `test` needs
