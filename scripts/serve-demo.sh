@@ -3,12 +3,13 @@
 # native peers in the ring, until Ctrl-C. Open the printed URL in several tabs: each tab is a
 # peer. Run it through `cargo xtask demo`, which builds everything first.
 #   scripts/serve-demo.sh [PORT]     (default 8080; native peers on PORT+1, PORT+2)
+# The binaries come from $CARGO_TARGET_DIR/release when that is set, else target/release.
 # CHORD_DEMO_UDP (default 0.0.0.0:0) is where native peers bind WebRTC; on a loopback-only host
 # use 127.0.0.1:0 (browsers then need --allow-loopback-in-peer-connection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${1:-8080}
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 UDP=${CHORD_DEMO_UDP:-0.0.0.0:0}
 for tool in "$BIN/signaling" "$BIN/chord-node"; do
     [ -x "$tool" ] || { echo "serve-demo: $tool missing; run cargo xtask demo" >&2; exit 1; }

@@ -256,7 +256,7 @@ function renderKeyList(model) {
         },
         h('i', { class: `kmark ${k.local ? 'local' : 'remote'}${k.deleted ? ' deleted' : ''}`, 'aria-hidden': 'true' }),
         h('span', { class: 'k-name' }, truncate(k.key, 48)),
-        h('span', { class: 'k-value' }, k.deleted ? 'deleted' : k.value === undefined || k.value === null ? (k.missing ? 'not found' : '') : truncate(k.value, 40)),
+        h('span', { class: 'k-value' }, k.deleted ? 'deleted' : k.value === undefined || k.value === null ? (k.missing ? 'not found' : '') : truncate(valueText(k.value), 40)),
         h('code', { class: 'k-id' }, k.id),
       ),
     ),
@@ -272,6 +272,12 @@ $('key-list').addEventListener('click', (e) => {
   selectKey(state.selected === key ? null : key, { fillForm: true });
 });
 $('keys-filter').addEventListener('input', () => renderAll());
+
+// A stored value as text: strings as they are, other JSON values (put over the HTTP API or the
+// JS API, see README "How values are stored") as JSON.
+function valueText(value) {
+  return typeof value === 'string' ? value : value === undefined ? '' : JSON.stringify(value);
+}
 
 function selectKey(key, { fillForm = false } = {}) {
   state.selected = key || null;
@@ -668,11 +674,11 @@ async function runKv(op) {
         result.replaceChildren(
           h('div', { class: 'res res-ok', dataset: { op, found: 'true' } },
             h('div', { class: 'res-title' }, h('span', { class: 'res-icon', 'aria-hidden': 'true' }, '✓'), 'Found ', h('strong', { class: 'key-name' }, `“${truncate(key, 60)}”`)),
-            h('pre', { class: 'res-value' }, String(res.value ?? '')),
+            h('pre', { class: 'res-value' }, valueText(res.value)),
             h('div', { class: 'chips' }, chip('ts', formatValue(res.ts)), chip('writer', String(res.writer_id ?? '—')), ...meta),
           ),
         );
-        pushHistory({ op, key, ok: true, outcome: truncate(String(res.value ?? ''), 24), meta: `${hopsText(res.hops)} · ${formatMs(ms)}` });
+        pushHistory({ op, key, ok: true, outcome: truncate(valueText(res.value), 24), meta: `${hopsText(res.hops)} · ${formatMs(ms)}` });
       } else {
         rememberKey(key, { value: undefined, deleted: false, missing: true });
         result.replaceChildren(

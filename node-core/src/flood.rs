@@ -39,6 +39,13 @@
 //! - The seen-cache is bounded ([`FloodConfig::seen_capacity`]) with first-in-first-out
 //!   eviction, instead of the spec's unspecified "recently seen" window; a hit whose reverse
 //!   hop was evicted, or whose reverse link has closed since, is dropped and counted.
+//! - Reports (off unless [`Flooder::send_reports`] turns them on; not in Gnutella): a peer that
+//!   forwards a query, or holds its key and has an address to give, sends one
+//!   [`FloodMsg::Report`] back along the reverse path, as a hit travels, with the number of query
+//!   messages it sent and its address. The origin adds them up, so its result can say what the
+//!   original project's synchronous flood returned: every query message of the whole tree
+//!   ([`FloodResult::forwarded_total`], exact when every report arrives in time) and the
+//!   holders' addresses ([`FloodResult::holder_addrs`]).
 //!
 //! # Sans-IO
 //!
@@ -135,7 +142,20 @@ pub enum FloodMsg {
     /// the query's `hops` when it reached the holder, so the holder is `hops + 1` links from the
     /// origin.
     Hit { id: QueryId, holder: Id, hops: u8 },
+    /// "`peer` sent `forwarded` query messages for query `id`" (and, when it holds the key,
+    /// "it is at `addr`"), travelling back along the query's path like a hit. Sent only by
+    /// peers with reports on ([`Flooder::send_reports`]).
+    Report {
+        id: QueryId,
+        peer: Id,
+        forwarded: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        addr: Option<String>,
+    },
 }
+
+/// Longest address a report may carry (bytes); longer ones are dropped as malformed.
+pub const MAX_REPORT_ADDR_BYTES: usize = 256;
 
 /// Bounds and timing of the flooding layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,6 +230,11 @@ pub struct FloodResult {
     pub ms_to_first_hit: Option<u64>,
     /// Neighbours the origin sent the query to.
     pub neighbors_asked: u64,
+    /// Query messages of the whole flood that the origin knows of: its own plus those that
+    /// reports in time accounted for (equal to `neighbors_asked` without reports).
+    pub forwarded_total: u64,
+    /// Addresses of holders that reported one (the origin's own included), sorted by id.
+    pub holder_addrs: Vec<(Id, String)>,
 }
 
 /// Counters of one peer's flooding, exact so that sums over peers are exact network totals.
@@ -254,6 +279,14 @@ pub struct FloodStats {
     pub hits_unknown: u64,
     /// Seen-cache entries forgotten to stay within `seen_capacity`.
     pub seen_evictions: u64,
+    /// Reports this peer sent about its own forwarding.
+    pub reports_sent: u64,
+    /// Reports passed one hop further back along a reverse path.
+    pub reports_relayed: u64,
+    /// Reports that reached this peer as origin while its query was pending.
+    pub reports_accepted: u64,
+    /// Reports dropped: late, unknown query, no reverse link, or malformed.
+    pub reports_dropped: u64,
 }
 
 impl FloodStats {
@@ -299,6 +332,10 @@ impl FloodStats {
             hits_no_route,
             hits_unknown,
             seen_evictions,
+            reports_sent,
+            reports_relayed,
+            reports_accepted,
+            reports_dropped,
         } = self;
         f(total_queries, other.total_queries);
         f(queries_refused, other.queries_refused);
@@ -317,6 +354,10 @@ impl FloodStats {
         f(hits_no_route, other.hits_no_route);
         f(hits_unknown, other.hits_unknown);
         f(seen_evictions, other.seen_evictions);
+        f(reports_sent, other.reports_sent);
+        f(reports_relayed, other.reports_relayed);
+        f(reports_accepted, other.reports_accepted);
+        f(reports_dropped, other.reports_dropped);
     }
 }
 
@@ -333,6 +374,15 @@ pub struct QueryTrace {
     pub answered: bool,
 }
 
+/// The fields of a [`FloodMsg::Report`].
+#[derive(Debug)]
+struct Report {
+    id: QueryId,
+    peer: Id,
+    forwarded: u32,
+    addr: Option<String>,
+}
+
 /// A query this peer started and is collecting hits for.
 #[derive(Debug)]
 struct Pending {
@@ -345,6 +395,8 @@ struct Pending {
     hops_to_first_hit: Option<u8>,
     ms_to_first_hit: Option<u64>,
     neighbors_asked: u64,
+    forwarded_total: u64,
+    holder_addrs: BTreeMap<Id, String>,
 }
 
 /// The flooding state of one peer: seen-cache, origin queries in flight, counters.
@@ -358,6 +410,8 @@ pub struct Flooder {
     /// `(deadline, id)` of every pending query, earliest first.
     deadlines: BTreeSet<(u64, QueryId)>,
     stats: FloodStats,
+    /// `Some` when reports are on: this peer's address to report as a holder, if any.
+    reports: Option<Option<String>>,
 }
 
 impl Flooder {
@@ -369,7 +423,16 @@ impl Flooder {
             pending: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             stats: FloodStats::default(),
+            reports: None,
         }
+    }
+
+    /// Turns reports on (see the module docs): from now on this peer reports its forwarding
+    /// for every query it processes and, as a holder, `addr` (an address longer than
+    /// [`MAX_REPORT_ADDR_BYTES`] is not reported). Every peer of a ring SHOULD do the same, or
+    /// origins undercount.
+    pub fn send_reports(&mut self, addr: Option<String>) {
+        self.reports = Some(addr.filter(|a| a.len() <= MAX_REPORT_ADDR_BYTES));
     }
 
     // ----- getters -----
@@ -471,11 +534,16 @@ impl Flooder {
             hops_to_first_hit: None,
             ms_to_first_hit: None,
             neighbors_asked: sent,
+            forwarded_total: sent,
+            holder_addrs: BTreeMap::new(),
         };
         if have_key {
             pending.matches.insert(me);
             pending.hops_to_first_hit = Some(0);
             pending.ms_to_first_hit = Some(0);
+            if let Some(Some(addr)) = &self.reports {
+                pending.holder_addrs.insert(me, addr.clone());
+            }
         }
         self.pending.insert(id, pending);
         self.deadlines.insert((deadline, id));
@@ -525,6 +593,21 @@ impl Flooder {
             FloodMsg::Hit { id, holder, hops } => {
                 self.on_hit(from, id, holder, hops, neighbors, now)
             }
+            FloodMsg::Report {
+                id,
+                peer,
+                forwarded,
+                addr,
+            } => self.on_report(
+                from,
+                Report {
+                    id,
+                    peer,
+                    forwarded,
+                    addr,
+                },
+                neighbors,
+            ),
         }
     }
 
@@ -606,6 +689,21 @@ impl Flooder {
         }
         self.stats.query_messages_sent += sent;
         self.stats.forwarded += sent;
+        if let Some(own_addr) = &self.reports {
+            let addr = if answered { own_addr.clone() } else { None };
+            if (sent > 0 || addr.is_some()) && linked(from) {
+                self.stats.reports_sent += 1;
+                out.push((
+                    from,
+                    FloodMsg::Report {
+                        id,
+                        peer: me,
+                        forwarded: saturating_u32(sent),
+                        addr,
+                    },
+                ));
+            }
+        }
         self.remember(
             id,
             QueryTrace {
@@ -669,6 +767,51 @@ impl Flooder {
         }
     }
 
+    fn on_report(&mut self, from: Id, report: Report, neighbors: &[Id]) -> Vec<(Id, FloodMsg)> {
+        if report
+            .addr
+            .as_ref()
+            .is_some_and(|a| a.len() > MAX_REPORT_ADDR_BYTES)
+        {
+            self.stats.reports_dropped += 1;
+            return Vec::new();
+        }
+        if let Some(pending) = self.pending.get_mut(&report.id) {
+            self.stats.reports_accepted += 1;
+            pending.forwarded_total = pending
+                .forwarded_total
+                .saturating_add(u64::from(report.forwarded));
+            if let Some(addr) = report.addr {
+                pending.holder_addrs.insert(report.peer, addr);
+            }
+            return Vec::new();
+        }
+        match self.seen.get(&report.id).map(|trace| trace.reached_from) {
+            Some(Some(back)) if back != from && neighbors.contains(&back) => {
+                self.stats.reports_relayed += 1;
+                let Report {
+                    id,
+                    peer,
+                    forwarded,
+                    addr,
+                } = report;
+                vec![(
+                    back,
+                    FloodMsg::Report {
+                        id,
+                        peer,
+                        forwarded,
+                        addr,
+                    },
+                )]
+            }
+            _ => {
+                self.stats.reports_dropped += 1;
+                Vec::new()
+            }
+        }
+    }
+
     /// Completes every origin query whose deadline is at or before `now`, earliest first, as
     /// `(op, result)`. Each started query comes out exactly once.
     pub fn poll_done(&mut self, now: u64) -> Vec<(u64, FloodResult)> {
@@ -693,6 +836,8 @@ impl Flooder {
                     hops_to_first_hit: pending.hops_to_first_hit,
                     ms_to_first_hit: pending.ms_to_first_hit,
                     neighbors_asked: pending.neighbors_asked,
+                    forwarded_total: pending.forwarded_total,
+                    holder_addrs: pending.holder_addrs.into_iter().collect(),
                 },
             ));
         }
@@ -733,6 +878,63 @@ fn saturating_u32(n: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line of peers 1-2-3-4 with reports on; peer 4 holds the key; peer 1 floods.
+    #[test]
+    fn reports_count_the_whole_tree_and_name_holders() {
+        let ids: Vec<Id> = (1..=4).map(Id).collect();
+        let neighbors = |i: usize| -> Vec<Id> {
+            [i.checked_sub(1), (i + 1 < ids.len()).then_some(i + 1)]
+                .into_iter()
+                .flatten()
+                .map(|j| ids[j])
+                .collect()
+        };
+        let mut flooders: Vec<Flooder> = (0..4)
+            .map(|i| {
+                let mut f = Flooder::new(FloodConfig::default());
+                f.send_reports(Some(format!("10.0.0.{}:5000", i + 1)));
+                f
+            })
+            .collect();
+        let out = flooders[0]
+            .start(7, QueryId(1), "k", 5, ids[0], &neighbors(0), false, 0)
+            .unwrap();
+        let mut in_flight: VecDeque<(usize, Id, FloodMsg)> =
+            out.into_iter().map(|(to, m)| (0, to, m)).collect();
+        while let Some((from, to, msg)) = in_flight.pop_front() {
+            let to = ids.iter().position(|id| *id == to).unwrap();
+            let out =
+                flooders[to].on_message(ids[to], ids[from], msg, |_| to == 3, &neighbors(to), 1);
+            in_flight.extend(out.into_iter().map(|(next, m)| (to, next, m)));
+        }
+        let done = flooders[0].poll_done(u64::MAX);
+        let (op, result) = &done[0];
+        assert_eq!(*op, 7);
+        assert_eq!(result.matches, vec![ids[3]]);
+        assert_eq!(result.neighbors_asked, 1);
+        // 1 -> 2, 2 -> 3, 3 -> 4: three query messages in the whole flood.
+        assert_eq!(result.forwarded_total, 3);
+        assert_eq!(
+            result.holder_addrs,
+            vec![(ids[3], "10.0.0.4:5000".to_string())]
+        );
+        let total: u64 = flooders.iter().map(|f| f.stats().query_messages_sent).sum();
+        assert_eq!(total, result.forwarded_total);
+        assert_eq!(flooders[0].stats().reports_accepted, 3);
+        assert_eq!(flooders[1].stats().reports_relayed, 2);
+    }
+
+    #[test]
+    fn without_reports_nothing_extra_is_sent() {
+        let mut f = Flooder::new(FloodConfig::default());
+        let out = f.on_message(Id(2), Id(1), query(1, 3, 0), |_| true, &[Id(1), Id(3)], 0);
+        assert!(
+            out.iter()
+                .all(|(_, m)| !matches!(m, FloodMsg::Report { .. })),
+            "{out:?}"
+        );
+    }
 
     fn query(id: u128, ttl: u8, hops: u8) -> FloodMsg {
         FloodMsg::Query {

@@ -22,6 +22,7 @@
 //! - [`signal_path`]: which way a link's SDP travels (ring or introducer), for every driver.
 //! - [`walk`]: asking any peer for its ring pointers (to draw the whole ring).
 //! - [`flood`]: Gnutella-style flooding, the unstructured-search baseline.
+//! - [`value`]: how the APIs' JSON values are kept in the store's string values.
 //! - `sim`: deterministic network simulator and experiments (feature `sim`).
 #![forbid(unsafe_code)]
 
@@ -40,6 +41,7 @@ pub mod rng;
 pub mod routing;
 pub mod signal_path;
 pub mod store;
+pub mod value;
 pub mod walk;
 pub mod wire;
 

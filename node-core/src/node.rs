@@ -522,6 +522,27 @@ impl Node {
         self.clock.current()
     }
 
+    /// Observes a timestamp a client has seen (the HTTP API's `ts`, as the original project's
+    /// `/put` accepted it) into the Lamport clock, so this peer's later writes are stamped after
+    /// it. Only writes this peer stamps itself (as its key's leader) are affected: requests carry
+    /// no clock to the leader. A timestamp more than `MAX_CLOCK_JUMP` ahead is ignored (as from
+    /// a peer) and `false` is returned.
+    pub fn observe_clock(&mut self, ts: u64) -> bool {
+        if !self.clock.accepts(ts, MAX_CLOCK_JUMP) {
+            return false;
+        }
+        self.clock.observe(ts);
+        true
+    }
+
+    /// Turns flood reports on (`flood` module docs): this peer tells every flood's origin how
+    /// many query messages it forwarded and, when it holds the key, `addr` (e.g. its HTTP
+    /// `host:port`), so origins can count a whole flood and name its holders. Drivers of one
+    /// ring SHOULD all call it (native and browser peers do).
+    pub fn report_floods(&mut self, addr: Option<String>) {
+        self.flooder.send_reports(addr);
+    }
+
     /// The cached leader of a replica set, if any.
     pub fn leader_of(&self, set: &[PeerId]) -> Option<PeerId> {
         self.elections.leader(set)

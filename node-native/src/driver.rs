@@ -42,6 +42,8 @@ pub enum Command {
         key: String,
         value: String,
         writer: String,
+        /// A Lamport timestamp the client has seen, observed before the write.
+        client_ts: Option<u64>,
     },
     Delete {
         key: String,
@@ -133,6 +135,8 @@ pub struct DriverConfig {
     pub rtc: RtcConfig,
     /// `ws://host:port/ws` of an introducer; `None` starts a new ring.
     pub bootstrap: Option<String>,
+    /// This peer's HTTP `host:port`, reported to flood origins when it holds a key.
+    pub http_addr: Option<String>,
 }
 
 /// Starts the driver task. `local` is this peer's session on its own mounted introducer;
@@ -192,8 +196,10 @@ async fn run(
         Some((tx, rx)) => (Some(tx), Some(rx)),
         None => (None, None),
     };
+    let mut node = Node::new(config.node.clone(), config.id, 0);
+    node.report_floods(config.http_addr.clone());
     let mut d = Driver {
-        node: Node::new(config.node.clone(), config.id, 0),
+        node,
         rtc,
         started,
         pending: HashMap::new(),
@@ -457,7 +463,17 @@ impl Driver {
     fn on_command(&mut self, command: Command, reply: oneshot::Sender<Reply>) {
         let now = self.now();
         let op = match command {
-            Command::Put { key, value, writer } => self.node.put(&key, &value, &writer, now),
+            Command::Put {
+                key,
+                value,
+                writer,
+                client_ts,
+            } => {
+                if let Some(ts) = client_ts {
+                    self.node.observe_clock(ts);
+                }
+                self.node.put(&key, &value, &writer, now)
+            }
             Command::Delete { key, writer } => self.node.delete(&key, &writer, now),
             Command::Get { key } => self.node.get(&key, now),
             Command::Flood { key, ttl } => self.node.flood(&key, ttl, now),

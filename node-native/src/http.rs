@@ -1,8 +1,15 @@
 //! The HTTP API, compatible with the original project's `run_node.py`:
-//! `POST /put {key, value, writer_id}` -> `{ok, ts}`; `POST /get {key}` ->
-//! `{found, value, ts, writer_id}`; `POST /delete {key, writer_id}`; `POST /g_start_query
-//! {key, ttl}` -> `{matches, stats}`; `GET /metrics` (the original's `kv` / `chord` /
-//! `gnutella` sections plus percentiles); `GET /metrics/prometheus`; `GET /ring`.
+//! `POST /put {key, value, writer_id?, ts?}` -> `{ok, ts}`; `POST /get {key}` ->
+//! `{found: false}` or `{found: true, value, ts, writer_id}`; `POST /delete {key, writer_id?}`;
+//! `POST /g_start_query {key, ttl?}` -> `{matches: [{addr, key}], stats: {forwarded}}`;
+//! `GET /metrics` (`node`, `uptime_sec` and the original's `kv` / `chord` / `gnutella`
+//! sections, plus percentiles and driver counters); `GET /metrics/prometheus`; `GET /ring`.
+//!
+//! As in the original, `value` is any JSON value and `/get` returns the same value: it is kept
+//! in the core's string values with `node_core::value`'s encoding (plain strings unchanged).
+//! `writer_id` defaults to this peer's `host:port`; a client's `ts` is observed into the
+//! Lamport clock first. Fields the API does not know are ignored, as Flask's `request.json`
+//! lookups ignored them. Beside the original's fields, answers carry extra ones (`hops`, ...).
 //!
 //! Every bad request gets a 4xx with a JSON body `{"error": {"code", "message"}}` and is
 //! counted; a request that the ring could not serve in time gets a 503/504 with the same shape.
@@ -27,13 +34,20 @@ use crate::driver::{Command, PeerHandle};
 #[derive(Debug, Clone)]
 pub struct Api {
     peer: PeerHandle,
+    /// This peer's `host:port`: the default `writer_id`, `/metrics`' `node`, and the `addr` of
+    /// this peer's own flood match.
+    name: Arc<str>,
+    started: std::time::Instant,
     bad_requests: Arc<AtomicU64>,
 }
 
 impl Api {
-    pub fn new(peer: PeerHandle) -> Self {
+    /// The API of `peer`, which serves it at `name` (`host:port`).
+    pub fn new(peer: PeerHandle, name: impl Into<Arc<str>>) -> Self {
         Self {
             peer,
+            name: name.into(),
+            started: std::time::Instant::now(),
             bad_requests: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -119,42 +133,34 @@ impl From<OpError> for ApiError {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct PutBody {
     key: String,
     value: Value,
-    #[serde(default = "default_writer")]
-    writer_id: String,
+    writer_id: Option<String>,
+    ts: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct GetBody {
     key: String,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct DeleteBody {
     key: String,
-    #[serde(default = "default_writer")]
-    writer_id: String,
+    writer_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FloodBody {
     key: String,
     #[serde(default = "default_ttl")]
     ttl: u8,
 }
 
-fn default_writer() -> String {
-    "anonymous".to_string()
-}
-
+/// The original's default TTL for `/g_start_query`.
 const fn default_ttl() -> u8 {
-    4
+    5
 }
 
 /// Parses a JSON body, turning every rejection into a counted 400 with a JSON error.
@@ -196,17 +202,13 @@ async fn put(
     raw: Result<Json<PutBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let b = body(&api, raw)?;
-    // The original accepted any JSON value; strings are stored as they are, others as JSON text.
-    let value = match b.value {
-        Value::String(s) => s,
-        other => other.to_string(),
-    };
     let outcome = call(
         &api,
         Command::Put {
             key: b.key,
-            value,
-            writer: b.writer_id,
+            value: node_core::value::encode(&b.value),
+            writer: b.writer_id.unwrap_or_else(|| api.name.to_string()),
+            client_ts: b.ts,
         },
     )
     .await?;
@@ -227,12 +229,14 @@ async fn get_key(
             ts,
             writer,
             hops,
-        } => Ok(Json(
-            json!({"found": true, "value": value, "ts": ts, "writer_id": writer, "hops": hops}),
-        )),
-        OpOutcome::NotFound { hops } => Ok(Json(
-            json!({"found": false, "value": null, "ts": null, "writer_id": null, "hops": hops}),
-        )),
+        } => Ok(Json(json!({
+            "found": true,
+            "value": node_core::value::decode(&value),
+            "ts": ts,
+            "writer_id": writer,
+            "hops": hops,
+        }))),
+        OpOutcome::NotFound { hops } => Ok(Json(json!({"found": false, "hops": hops}))),
         other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
     }
 }
@@ -246,7 +250,7 @@ async fn delete(
         &api,
         Command::Delete {
             key: b.key,
-            writer: b.writer_id,
+            writer: b.writer_id.unwrap_or_else(|| api.name.to_string()),
         },
     )
     .await?
@@ -271,7 +275,20 @@ async fn flood(
     .await?
     {
         OpOutcome::Flooded(result) => {
-            let matches: Vec<String> = result.matches.iter().map(ToString::to_string).collect();
+            // Holders report their `host:port`; a browser tab has none, so its `addr` is its
+            // 8-hex-digit ring id (every match also names the holder's id as `peer`).
+            let matches: Vec<Value> = result
+                .matches
+                .iter()
+                .map(|holder| {
+                    let addr = result
+                        .holder_addrs
+                        .iter()
+                        .find(|(id, _)| id == holder)
+                        .map_or_else(|| holder.to_string(), |(_, addr)| addr.clone());
+                    json!({"addr": addr, "key": result.key, "peer": holder.to_string()})
+                })
+                .collect();
             Ok(Json(json!({
                 "matches": matches,
                 "stats": {
@@ -279,7 +296,9 @@ async fn flood(
                     "hits_received": result.hits_received,
                     "hops_to_first_hit": result.hops_to_first_hit,
                     "ms_to_first_hit": result.ms_to_first_hit,
-                    "forwarded": result.neighbors_asked,
+                    // Every query message of the flood tree, as the original counted it.
+                    "forwarded": result.forwarded_total,
+                    "neighbors_asked": result.neighbors_asked,
                 },
             })))
         }
@@ -290,7 +309,19 @@ async fn flood(
 async fn metrics(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
     let status = status_of(&api).await?;
     let mut value = serde_json::to_value(&status.metrics).unwrap_or(Value::Null);
+    if let Some(gnutella) = value.get_mut("gnutella").and_then(Value::as_object_mut) {
+        // The original's name for the core's `avg_forwarded`.
+        gnutella.insert(
+            "avg_forwarded_per_query".into(),
+            json!(status.metrics.gnutella.avg_forwarded),
+        );
+    }
     if let Value::Object(map) = &mut value {
+        map.insert("node".into(), json!(*api.name));
+        map.insert(
+            "uptime_sec".into(),
+            json!(api.started.elapsed().as_secs_f64()),
+        );
         map.insert(
             "driver".into(),
             serde_json::to_value(&status.driver).unwrap_or_default(),
@@ -300,7 +331,7 @@ async fn metrics(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
             json!({"bad_requests": api.bad_requests.load(Ordering::Relaxed)}),
         );
         map.insert(
-            "node".into(),
+            "raw".into(),
             serde_json::to_value(&status.raw).unwrap_or_default(),
         );
     }

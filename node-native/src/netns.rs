@@ -49,6 +49,17 @@ pub fn in_private_netns() -> bool {
     std::env::var_os(MARKER_ENV).is_some()
 }
 
+/// Makes a namespace with `lo` only (no other interface, no route out).
+const LOOPBACK_ONLY_SCRIPT: &str = "set -e
+ip link set lo up
+exec \"$@\"";
+
+/// Like [`enter_private_netns`], but the namespace holds only `lo`: for tests of what a
+/// loopback-only host does (native peers must still link, over loopback candidates).
+pub fn enter_loopback_only_netns(test_name: &str) -> bool {
+    enter_netns(test_name, LOOPBACK_ONLY_SCRIPT)
+}
+
 /// Puts the test named `test_name` (its path as `cargo test -- --exact` wants it, e.g.
 /// `link_opens` for a top-level function of an integration test file) in a private network
 /// namespace.
@@ -57,6 +68,10 @@ pub fn in_private_netns() -> bool {
 /// after the inner run passed: return at once. Panics if the inner run failed, if it ran no
 /// test (a wrong `test_name`), or if `unshare`/`ip` are missing.
 pub fn enter_private_netns(test_name: &str) -> bool {
+    enter_netns(test_name, SETUP_SCRIPT)
+}
+
+fn enter_netns(test_name: &str, setup_script: &str) -> bool {
     if let Some(proof) = std::env::var_os(MARKER_ENV) {
         // Tell the outer process that the body really ran here (see below).
         if let Err(e) = std::fs::write(&proof, test_name) {
@@ -85,7 +100,7 @@ pub fn enter_private_netns(test_name: &str) -> bool {
     ));
     let _ = std::fs::remove_file(&proof);
     let output = Command::new("unshare")
-        .args(["-rn", "sh", "-c", SETUP_SCRIPT, "sh"])
+        .args(["-rn", "sh", "-c", setup_script, "sh"])
         .arg(&exe)
         .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
         .env(MARKER_ENV, &proof)

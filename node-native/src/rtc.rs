@@ -81,6 +81,60 @@ pub const CHANNEL_LABEL: &str = "chord";
 /// How long [`Rtc::close`] waits for the link's teardown before returning anyway.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// The UDP addresses to bind for the configured `udp_addrs`, given the machine's interface
+/// addresses `local`: a wildcard (`0.0.0.0:port`, `[::]:port`) becomes that family's loopback
+/// address when no interface of the family has a usable (not loopback, not link-local) address.
+///
+/// webrtc-rs expands a wildcard into one socket per usable interface and skips loopback; on a
+/// host with only `lo` it binds the wildcard itself, whose host candidate (`0.0.0.0`) no peer
+/// can dial, so native peers with default flags never linked there. Loopback candidates reach
+/// every peer on the same host, which are the only peers such a host can reach anyway.
+pub fn bind_addrs(configured: &[String], local: &[std::net::IpAddr]) -> Vec<String> {
+    let usable = |v4: bool| {
+        local.iter().any(|ip| {
+            ip.is_ipv4() == v4 && !ip.is_loopback() && !ip.is_unspecified() && !is_link_local(ip)
+        })
+    };
+    configured
+        .iter()
+        .map(|text| match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.ip().is_unspecified() && !usable(addr.is_ipv4()) => {
+                let loopback: std::net::IpAddr = if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                };
+                std::net::SocketAddr::new(loopback, addr.port()).to_string()
+            }
+            _ => text.clone(),
+        })
+        .collect()
+}
+
+fn is_link_local(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// The addresses of the machine's interfaces now; `None` if they cannot be listed (the
+/// configured addresses are then left to webrtc-rs as they are).
+fn local_ips() -> Option<Vec<std::net::IpAddr>> {
+    match rtc::shared::ifaces::ifaces() {
+        Ok(interfaces) => Some(
+            interfaces
+                .into_iter()
+                .filter_map(|interface| interface.addr.map(|addr| addr.ip()))
+                .collect(),
+        ),
+        Err(error) => {
+            warn!(%error, "cannot list network interfaces");
+            None
+        }
+    }
+}
+
 /// Settings for every link an [`Rtc`] makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtcConfig {
@@ -88,7 +142,8 @@ pub struct RtcConfig {
     /// enough on one machine or one LAN.
     pub ice_servers: Vec<String>,
     /// Local UDP addresses to bind per link. `0.0.0.0:0` (the default) binds one socket per
-    /// non-loopback interface; `127.0.0.1:0` gives a loopback candidate; a concrete address
+    /// non-loopback interface, or the loopback address on a host that has no other (see
+    /// [`bind_addrs`]); `127.0.0.1:0` gives a loopback candidate; a concrete address
     /// (`10.77.0.1:0` in a test namespace) binds exactly that interface.
     pub udp_addrs: Vec<String>,
     /// Accept remote mDNS (`.local`) candidates by querying. Off by default: building a peer
@@ -737,7 +792,10 @@ impl Supervisor {
             .with_handler(Arc::new(LinkHandler {
                 control: self.control_tx.clone(),
             }))
-            .with_udp_addrs(config.udp_addrs.clone())
+            .with_udp_addrs(match local_ips() {
+                Some(local) => bind_addrs(&config.udp_addrs, &local),
+                None => config.udp_addrs.clone(),
+            })
             .with_data_channel_send_buffer_limit(config.send_buffer_limit)
             .build()
             .await
@@ -910,6 +968,35 @@ async fn write_frames(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_wildcard_binds_loopback_only_when_no_other_interface_exists() {
+        let ip = |text: &str| text.parse::<std::net::IpAddr>().unwrap();
+        let wildcard = vec!["0.0.0.0:0".to_owned()];
+        assert_eq!(
+            super::bind_addrs(&wildcard, &[ip("127.0.0.1"), ip("::1")]),
+            ["127.0.0.1:0"]
+        );
+        assert_eq!(
+            super::bind_addrs(&wildcard, &[ip("127.0.0.1"), ip("169.254.3.4")]),
+            ["127.0.0.1:0"]
+        );
+        assert_eq!(
+            super::bind_addrs(&wildcard, &[ip("127.0.0.1"), ip("10.77.0.1")]),
+            ["0.0.0.0:0"]
+        );
+        // Only an IPv6 address: the IPv4 wildcard still has no usable interface.
+        assert_eq!(
+            super::bind_addrs(&["0.0.0.0:5000".to_owned()], &[ip("2001:db8::1")]),
+            ["127.0.0.1:5000"]
+        );
+        assert_eq!(super::bind_addrs(&["[::]:0".to_owned()], &[]), ["[::1]:0"]);
+        // Concrete addresses are never changed.
+        assert_eq!(
+            super::bind_addrs(&["10.77.0.1:0".to_owned()], &[]),
+            ["10.77.0.1:0"]
+        );
+    }
+
     use super::*;
 
     #[test]

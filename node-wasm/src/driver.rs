@@ -281,7 +281,13 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
         Shared {
             id,
             driver: RefCell::new(Driver {
-                node: Node::new(config, id, 0),
+                node: {
+                    // A tab has no address to give, but its forwarding counts in the origin's
+                    // whole-flood total (node_core::flood, reports).
+                    let mut node = Node::new(config, id, 0);
+                    node.report_floods(None);
+                    node
+                },
                 origin_ms,
                 me: me.clone(),
                 links: Links::new(id.0, options.ice_servers.clone()),

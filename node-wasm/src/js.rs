@@ -16,6 +16,19 @@ pub fn value(v: &Value) -> JsValue {
     js_sys::JSON::parse(&v.to_string()).unwrap_or(JsValue::NULL)
 }
 
+/// A JavaScript value as JSON (`JSON.stringify`), or a `bad_input` error for what JSON cannot
+/// hold (`undefined`, functions, cycles, BigInt).
+pub fn json_of(v: &JsValue) -> Result<Value, JsValue> {
+    if let Some(text) = v.as_string() {
+        return Ok(Value::String(text));
+    }
+    js_sys::JSON::stringify(v)
+        .ok()
+        .and_then(|text| text.as_string())
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .ok_or_else(|| error("bad_input", "value must be a JSON-serializable value"))
+}
+
 /// An `Error` with a `code` property.
 pub fn error(code: &str, message: &str) -> JsValue {
     let error = js_sys::Error::new(message);
@@ -50,13 +63,17 @@ pub fn peer_view(view: &node_core::walk::PeerView) -> Value {
 pub fn flood_result(result: &FloodResult, latency_ms: f64) -> Value {
     json!({
         "key": result.key,
-        "matches": result.matches.iter().map(|m| json!({"peer": m.to_string()})).collect::<Vec<_>>(),
+        "matches": result.matches.iter().map(|m| {
+            let addr = result.holder_addrs.iter().find(|(id, _)| id == m).map(|(_, a)| a);
+            json!({"peer": m.to_string(), "addr": addr})
+        }).collect::<Vec<_>>(),
         "stats": {
             "ttl": result.ttl,
             "hits_received": result.hits_received,
             "hops_to_first_hit": result.hops_to_first_hit,
             "ms_to_first_hit": result.ms_to_first_hit,
             "neighbors_asked": result.neighbors_asked,
+            "forwarded": result.forwarded_total,
         },
         "latency_ms": latency_ms,
     })
@@ -83,7 +100,7 @@ pub fn local_keys(store: &Store, limit: usize) -> Value {
                 json!({
                     "key": r.key,
                     "key_id": format!("{:08x}", r.id),
-                    "value": r.entry.value,
+                    "value": r.entry.value.as_deref().map(node_core::value::decode),
                     "ts": r.entry.version.ts,
                     "writer_id": r.entry.version.writer,
                     "deleted": r.entry.value.is_none(),

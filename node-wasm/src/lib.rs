@@ -94,11 +94,13 @@ impl ChordPeer {
     }
 
     /// `put(key, value, writerId?)` -> `{ok, ts, hops, latency_ms}`; `writerId` defaults to the
-    /// peer id.
-    pub fn put(&self, key: String, value: String, writer: Option<String>) -> Promise {
+    /// peer id. `value` is any JSON-serializable value; `get` gives back the same value, here
+    /// and from the native HTTP API (`node_core::value` is the shared encoding).
+    pub fn put(&self, key: String, value: JsValue, writer: Option<String>) -> Promise {
         let writer = writer.unwrap_or_else(|| self.id());
         let handle = Rc::clone(&self.handle);
         future_to_promise(async move {
+            let value = node_core::value::encode(&js::json_of(&value)?);
             let (reply, ms) =
                 driver::command(&handle, |n, now| n.put(&key, &value, &writer, now)).await;
             stored(reply, ms)
@@ -127,7 +129,8 @@ impl ChordPeer {
                     writer,
                     hops,
                 } => Ok(js::value(&serde_json::json!({
-                    "found": true, "value": value, "ts": ts, "writer_id": writer,
+                    "found": true, "value": node_core::value::decode(&value), "ts": ts,
+                    "writer_id": writer,
                     "hops": hops, "latency_ms": ms,
                 }))),
                 OpOutcome::NotFound { hops } => Ok(js::value(&serde_json::json!({

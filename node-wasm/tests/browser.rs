@@ -110,7 +110,7 @@ async fn three_peers_form_a_ring_and_read_each_others_writes() {
     // Every write is read back through every other peer.
     for (i, writer) in [&a, &b, &c].iter().enumerate() {
         let key = format!("key-{i}");
-        let put = call(writer.put(key.clone(), format!("value-{i}"), None))
+        let put = call(writer.put(key.clone(), format!("value-{i}").into(), None))
             .await
             .expect("put");
         assert_eq!(field(&put, "ok").as_bool(), Some(true), "{put:?}");
@@ -180,7 +180,7 @@ async fn bad_frames_are_counted_and_the_peer_keeps_working() {
 #[wasm_bindgen_test]
 async fn bad_requests_reject_with_a_code() {
     let a = start("limits", "40000000").await;
-    let err = call(a.put("big".into(), "x".repeat(60 * 1024), None))
+    let err = call(a.put("big".into(), "x".repeat(60 * 1024).into(), None))
         .await
         .expect_err("oversize value");
     assert_eq!(text(&err, "code").as_deref(), Some("too_large"), "{err:?}");
@@ -192,6 +192,26 @@ async fn bad_requests_reject_with_a_code() {
         .expect("put");
     let got = call(a.get("solo".into())).await.expect("get");
     assert_eq!(text(&got, "value").as_deref(), Some("1"));
+    // Any JSON value comes back as itself (node_core::value), as over the native HTTP API.
+    call(a.put("number".into(), JsValue::from_f64(42.0), None))
+        .await
+        .expect("put a number");
+    let got = call(a.get("number".into())).await.expect("get a number");
+    let value = js_sys::Reflect::get(&got, &"value".into()).unwrap();
+    assert_eq!(value.as_f64(), Some(42.0), "{got:?}");
+    let object = js_sys::JSON::parse(r#"{"a":[1,"b"]}"#).unwrap();
+    call(a.put("object".into(), object, None))
+        .await
+        .expect("put an object");
+    let got = call(a.get("object".into())).await.expect("get an object");
+    let value = js_sys::Reflect::get(&got, &"value".into()).unwrap();
+    assert_eq!(
+        js_sys::JSON::stringify(&value)
+            .unwrap()
+            .as_string()
+            .as_deref(),
+        Some(r#"{"a":[1,"b"]}"#)
+    );
     a.stop();
     let err = call(a.get("solo".into())).await.expect_err("stopped");
     assert_eq!(text(&err, "code").as_deref(), Some("stopped"));
@@ -223,7 +243,7 @@ async fn a_stopped_peer_loses_no_acknowledged_write() {
     let refs: Vec<&ChordPeer> = peers.iter().collect();
     converge(&refs, &ids).await;
     for i in 0..20 {
-        call(peers[i % 4].put(format!("k{i}"), format!("v{i}"), None))
+        call(peers[i % 4].put(format!("k{i}"), format!("v{i}").into(), None))
             .await
             .expect("put");
     }
@@ -252,7 +272,7 @@ async fn a_restarted_peer_comes_back_with_its_store_from_indexeddb() {
         .await
         .expect("start");
     for i in 0..5 {
-        call(first.put(format!("kept-{i}"), format!("v{i}"), None))
+        call(first.put(format!("kept-{i}"), format!("v{i}").into(), None))
             .await
             .expect("put");
     }

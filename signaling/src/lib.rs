@@ -26,12 +26,16 @@
 //!   counters, the local-session handle.
 //! - `session` (feature `server`): the upgrade handler and per-session loop.
 //! - `rate` (feature `server`): the per-session token bucket, pure.
+//! - [`startup`] (feature `server`): `--host` resolution and the default page directory, shared
+//!   by the `signaling` and `chord-node` binaries.
 
 pub mod protocol;
 #[cfg(feature = "server")]
 mod rate;
 #[cfg(feature = "server")]
 mod session;
+#[cfg(feature = "server")]
+pub mod startup;
 #[cfg(feature = "server")]
 mod state;
 

@@ -1,15 +1,18 @@
 //! `signaling`: the standalone chord-kv introducer.
 //!
-//! Serves the introducer WebSocket at `/ws`, `/healthz`, and optionally a directory (the web
-//! page and its wasm package) at `/`. Logs with `RUST_LOG` (default `info`) to stderr. Ctrl-C
-//! closes every session with a close frame and stops.
+//! Serves the introducer WebSocket at `/ws`, `/healthz`, and the browser page at `/`: the
+//! `--static-dir` directory, or by default the repository's `web/` (found from the current
+//! directory or from the binary's location, see `signaling::startup`). Prints the page's URL.
+//! Logs with `RUST_LOG` (default `info`) to stderr. Ctrl-C closes every session with a close
+//! frame and stops.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use signaling::{SignalingConfig, SignalingState, router};
+use signaling::{SignalingConfig, SignalingState, router, startup};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 use tracing::info;
@@ -22,13 +25,14 @@ const SESSION_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Address to listen on.
+    /// Address or host name to listen on (`localhost` is 127.0.0.1).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     /// Port to listen on (0 picks a free one; the log says which).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Directory served at `/` (e.g. the web page and its wasm package).
+    /// Directory served at `/` (the web page and its wasm package). Default: `web/` of the
+    /// repository, looked for under the current directory and above the binary.
     #[arg(long, value_name = "DIR")]
     static_dir: Option<PathBuf>,
     /// Most WebSocket sessions open at once.
@@ -48,9 +52,26 @@ struct Args {
     welcome_peers: usize,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("signaling: error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line with the cause chain, not anyhow's Debug form with a backtrace.
+            eprintln!("signaling: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -67,21 +88,38 @@ async fn main() -> anyhow::Result<()> {
         welcome_peers: args.welcome_peers,
     });
     let mut app = router(state.clone());
-    if let Some(dir) = &args.static_dir {
-        anyhow::ensure!(
-            dir.is_dir(),
-            "--static-dir {} is not a directory",
-            dir.display()
-        );
+    let page_dir = match args.static_dir {
+        Some(dir) => {
+            anyhow::ensure!(
+                dir.is_dir(),
+                "--static-dir {} is not a directory",
+                dir.display()
+            );
+            Some(dir)
+        }
+        None => startup::default_page_dir(),
+    };
+    if let Some(dir) = &page_dir {
         app = app.fallback_service(ServeDir::new(dir));
     }
     let app = app.layer(TraceLayer::new_for_http());
 
-    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+    let wanted = startup::listen_addr(&args.host, args.port)
+        .with_context(|| format!("bad --host {:?}", args.host))?;
+    let listener = tokio::net::TcpListener::bind(wanted)
         .await
-        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        .with_context(|| format!("cannot listen on {wanted}"))?;
     let addr = listener.local_addr()?;
-    info!(%addr, static_dir = ?args.static_dir, "listening on http://{addr}");
+    info!(%addr, static_dir = ?page_dir, "listening on http://{addr}");
+    let url = startup::page_url(addr);
+    match &page_dir {
+        Some(dir) => println!("signaling: page at {url} (from {})", dir.display()),
+        None => println!(
+            "signaling: introducer at {url}ws; no page served (no web/index.html under the \
+             current directory or above the binary): run from the repository, or pass \
+             --static-dir web after `cargo xtask wasm`"
+        ),
+    }
 
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -63,7 +63,7 @@ fn metrics(port: u16) -> Value {
 }
 
 fn keys_stored(port: u16) -> Option<u64> {
-    metrics(port)["node"]["kv"]["keys_stored"].as_u64()
+    metrics(port)["raw"]["kv"]["keys_stored"].as_u64()
 }
 
 /// Each peer's view of the ring, for a failure message.
@@ -243,12 +243,10 @@ fn durable_replica_set_restarts_with_its_data() {
             Some(persisted[n] as u64),
             "peer {port}: restored entries vs what its file held"
         );
-        let applied = m["node"]["kv"]["anti_entropy_applied"]
+        let applied = m["raw"]["kv"]["anti_entropy_applied"]
             .as_u64()
             .expect("anti_entropy_applied");
-        let held = m["node"]["kv"]["keys_stored"]
-            .as_u64()
-            .expect("keys_stored");
+        let held = m["raw"]["kv"]["keys_stored"].as_u64().expect("keys_stored");
         let own = written
             .iter()
             .filter(|key| replicates(&IDS, IDS[i], key))
@@ -257,7 +255,7 @@ fn durable_replica_set_restarts_with_its_data() {
         eprintln!(
             "peer {port}: restored {restored:?}, holds {held} ({own} in its replica ranges, \
              {outside} outside), anti-entropy applied {applied} ({:?} bytes), restore {:?} ms, commits {:?}",
-            m["node"]["kv"]["anti_entropy_bytes"],
+            m["raw"]["kv"]["anti_entropy_bytes"],
             m["driver"]["storage"]["restore_ms"],
             m["driver"]["storage"]["commits"]
         );

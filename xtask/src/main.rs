@@ -11,10 +11,20 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 
+use crate::setup::Purpose;
+
+mod setup;
+
 const USAGE: &str = "\
 usage: cargo xtask <task>
 
+Both `test` and `demo` first check their prerequisites and install what is missing (see
+xtask/src/setup.rs): the wasm32 target, rustfmt, clippy, wasm-bindgen-cli at the Cargo.lock
+version, curl; for `test` also gcc, iproute2, util-linux, chromium and chromium-driver through
+apt (as root or with password-less sudo; otherwise the command to run is printed).
+
 tasks:
+  setup        only check and install what `test` needs
   test         fmt check, clippy, the wasm package, all native tests, node-core/node-wasm wasm32
                checks, the browser tests in headless Chromium (what CI runs)
   demo         the main job: build the page's wasm package and the peers, start the introducer
@@ -47,7 +57,16 @@ fn main() -> ExitCode {
 }
 
 fn run(task: Option<&str>, rest: &[String]) -> anyhow::Result<()> {
+    let purpose = match task {
+        Some("setup" | "test" | "wasm-test" | "browser-bench") => Some(Purpose::Test),
+        Some("demo" | "demo-script" | "wasm") => Some(Purpose::Demo),
+        _ => None,
+    };
+    if let Some(purpose) = purpose {
+        step("setup: prerequisites", || setup::ensure(purpose))?;
+    }
     match task {
+        Some("setup") => Ok(()),
         Some("test") => test(),
         Some("demo") => demo(rest),
         Some("demo-script") => demo_script(),
@@ -189,6 +208,7 @@ fn demo_script() -> anyhow::Result<()> {
     step("demo: scripts/demo.sh", || {
         let status = Command::new("bash")
             .arg(project_root().join("scripts/demo.sh"))
+            .arg(cargo_target_dir().join("release"))
             .current_dir(project_root())
             .status()
             .context("cannot run bash scripts/demo.sh")?;
@@ -242,7 +262,7 @@ fn wasm_package() -> anyhow::Result<PathBuf> {
     let out = root.join("web/pkg");
     let wasm = out.join("node_wasm_bg.wasm");
     step("wasm: wasm-bindgen --target web", || {
-        let input = root.join("target/wasm32-unknown-unknown/wasm-release/node_wasm.wasm");
+        let input = cargo_target_dir().join("wasm32-unknown-unknown/wasm-release/node_wasm.wasm");
         let status = Command::new("wasm-bindgen")
             // Names and producer sections are a third of the module and nobody reads them.
             .args([
@@ -259,7 +279,7 @@ fn wasm_package() -> anyhow::Result<PathBuf> {
             .context(
                 "cannot run wasm-bindgen; install it at the version of the wasm-bindgen crate in \
                  Cargo.lock: cargo install wasm-bindgen-cli --version <that version> \
-                 (.ci/run does this)",
+                 (`cargo xtask setup` does this)",
             )?;
         if !status.success() {
             bail!("wasm-bindgen failed ({status}); is wasm-bindgen-cli the Cargo.lock version?");
@@ -414,7 +434,7 @@ fn wasm_test() -> anyhow::Result<()> {
             if !status.success() {
                 bail!(
                     "node-wasm browser tests failed ({status}); they need chromium, chromedriver and \
-                 wasm-bindgen-test-runner on PATH (.ci/run installs them)"
+                 wasm-bindgen-test-runner on PATH (`cargo xtask setup` installs them)"
                 );
             }
             Ok(())
@@ -514,6 +534,15 @@ fn cargo() -> Command {
     let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(project_root());
     command
+}
+
+/// Where cargo writes its builds: `CARGO_TARGET_DIR` when set (relative to the project root, as
+/// cargo reads it here), else `target/`.
+fn cargo_target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty()) {
+        Some(dir) => project_root().join(dir),
+        None => project_root().join("target"),
+    }
 }
 
 fn project_root() -> PathBuf {

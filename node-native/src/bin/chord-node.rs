@@ -11,8 +11,12 @@
 //! The peer keeps its store in `--data-dir` (default `$XDG_DATA_HOME/chord-kv/<id>`, else
 //! `~/.local/share/chord-kv/<id>`) and comes back with it after a restart; `--in-memory` keeps
 //! nothing. `--durability` chooses when commits reach the disk (see `node_native::storage`).
+//!
+//! `--host` takes an address or a host name (`localhost` is 127.0.0.1). The browser page is
+//! served at `/` from `--static-dir`, by default the repository's `web/` when it can be found
+//! from the current directory or the binary's location (`signaling::startup`).
 
-use std::net::SocketAddr;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -22,7 +26,7 @@ use node_native::driver::{self, DriverConfig, Persistence};
 use node_native::http::{self, Api};
 use node_native::rtc::RtcConfig;
 use node_native::storage::{Durability, Storage};
-use signaling::{PeerId as SigPeer, SignalingConfig, SignalingState};
+use signaling::{PeerId as SigPeer, SignalingConfig, SignalingState, startup};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,7 +34,8 @@ use signaling::{PeerId as SigPeer, SignalingConfig, SignalingState};
     about = "A native chord-kv peer: Chord ring over WebRTC, replicated KV store, HTTP API"
 )]
 struct Cli {
-    /// Address to serve the HTTP API and the introducer WebSocket on.
+    /// Address or host name to serve the HTTP API and the introducer WebSocket on
+    /// (`localhost` is 127.0.0.1).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     #[arg(long, default_value_t = 5000)]
@@ -59,6 +64,8 @@ struct Cli {
     udp_addr: String,
     /// Serve the browser page from this directory (`web/`, with the wasm package built into
     /// `web/pkg` by `cargo xtask wasm`), so browsers can open this peer's URL and join the ring.
+    /// Default: the repository's `web/`, looked for under the current directory and above the
+    /// binary.
     #[arg(long)]
     static_dir: Option<std::path::PathBuf>,
     /// Directory of this peer's durable store (`store.redb`). Default: a directory per peer id
@@ -125,19 +132,36 @@ fn bootstrap_url(text: &str) -> String {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .init();
-    let addr: SocketAddr = format!("{}:{}", cli.host, cli.port)
-        .parse()
-        .with_context(|| format!("bad --host/--port {}:{}", cli.host, cli.port))?;
-    let id = cli.id.as_deref().map_or_else(
-        || Id::of(format!("{}:{}", cli.host, cli.port).as_bytes()),
-        parse_id,
-    );
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("chord-node: error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line with the cause chain, not anyhow's Debug form with a backtrace.
+            eprintln!("chord-node: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let addr = startup::listen_addr(&cli.host, cli.port)
+        .with_context(|| format!("bad --host {:?}", cli.host))?;
+    // `localhost` and `127.0.0.1` name the same peer: its id and writer id use the address.
+    let id = cli
+        .id
+        .as_deref()
+        .map_or_else(|| Id::of(addr.to_string().as_bytes()), parse_id);
 
     let persistence = open_store(&cli, id)?;
 
@@ -167,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
             node,
             rtc,
             bootstrap: cli.bootstrap.as_deref().map(bootstrap_url),
+            http_addr: Some(addr.to_string()),
         },
         Some(local),
         persistence,
@@ -180,16 +205,20 @@ async fn main() -> anyhow::Result<()> {
         None => anyhow::bail!("the peer stopped while starting (see the log above)"),
     };
 
-    let api = Api::new(peer.clone());
-    let api_routes = match &cli.static_dir {
+    let api = Api::new(peer.clone(), addr.to_string());
+    let page_dir = match &cli.static_dir {
         Some(dir) => {
             anyhow::ensure!(
                 dir.is_dir(),
                 "--static-dir {} is not a directory",
                 dir.display()
             );
-            http::router_with_page(api, dir)
+            Some(dir.clone())
         }
+        None => startup::default_page_dir(),
+    };
+    let api_routes = match &page_dir {
+        Some(dir) => http::router_with_page(api, dir),
         None => http::router(api),
     };
     let app = api_routes.merge(signaling::router(introducer.clone()));
@@ -198,6 +227,17 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%id, %addr, "chord-node serving HTTP API and introducer");
     println!("chord-node {id} listening on http://{addr} ({restored})");
+    match &page_dir {
+        Some(dir) => println!(
+            "chord-node: page at {} (from {})",
+            startup::page_url(addr),
+            dir.display()
+        ),
+        None => println!(
+            "chord-node: no page served (no web/index.html under the current directory or above \
+             the binary; pass --static-dir web after `cargo xtask wasm`)"
+        ),
+    }
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = tokio::signal::ctrl_c().await;
         introducer.shutdown();
