@@ -290,6 +290,9 @@ pub struct ChurnRow {
     /// (the whole replica set failed within one detection-and-repair window): the losses
     /// physics allows.
     pub acked_whole_set_failed: usize,
+    /// Of those, the ones whose last k holders crashed within one failure-detection window
+    /// (`link_detect_ms`): no repair could have started in time.
+    pub acked_whole_set_failed_in_window: usize,
     /// Lost writes that are not explained by a whole-set failure (a protocol bug if not 0).
     pub acked_lost_unexplained: usize,
 }
@@ -313,6 +316,9 @@ pub fn sim_churn(
     let mut puts = Vec::new();
     let mut key_no = 0u64;
     let mut whole_set_failed = std::collections::BTreeSet::new();
+    let mut within_window = std::collections::BTreeSet::new();
+    let mut holder_crashes: std::collections::BTreeMap<String, Vec<u64>> =
+        std::collections::BTreeMap::new();
     for second in 0..seconds {
         debt += rate;
         while debt >= 1.0 {
@@ -329,12 +335,21 @@ pub fn sim_churn(
                     .map(|n| n.store().iter().map(|r| r.key.to_string()).collect())
                     .unwrap_or_default();
                 sim.crash(victim);
+                let now = sim.now();
                 for key in held {
+                    let crashes = holder_crashes.entry(key.clone()).or_default();
+                    crashes.push(now);
                     let alive_copy = sim
                         .truth()
                         .iter()
                         .any(|id| sim.node(*id).is_some_and(|n| n.store().get(&key).is_some()));
                     if !alive_copy {
+                        // The last k holders crashed within one failure-detection window?
+                        let k = sim.config().node.replicas;
+                        let window = sim.config().link_detect_ms;
+                        if crashes.len() >= k && now - crashes[crashes.len() - k] <= window {
+                            within_window.insert(key.clone());
+                        }
                         whole_set_failed.insert(key);
                     }
                 }
@@ -400,6 +415,8 @@ pub fn sim_churn(
         .iter()
         .filter(|k| whole_set_failed.contains(*k))
         .count();
+    let acked_whole_set_failed_in_window =
+        acked.iter().filter(|k| within_window.contains(*k)).count();
     let acked_lost_unexplained = lost_keys
         .iter()
         .filter(|k| !whole_set_failed.contains(**k))
@@ -416,6 +433,7 @@ pub fn sim_churn(
         acked_writes: acked.len(),
         acked_writes_lost: lost,
         acked_whole_set_failed,
+        acked_whole_set_failed_in_window,
         acked_lost_unexplained,
     }
 }

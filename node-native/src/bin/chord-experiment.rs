@@ -542,6 +542,7 @@ fn run_sim_churn(cli: &Cli) -> anyhow::Result<()> {
         ("acked writes", 0),
         ("acked lost", 0),
         ("whole set failed", 0),
+        ("in one window", 0),
         ("lost unexplained", 0),
         ("wall seconds", 0),
     ]);
@@ -569,6 +570,7 @@ fn run_sim_churn(cli: &Cli) -> anyhow::Result<()> {
                 row.acked_writes.to_string(),
                 row.acked_writes_lost.to_string(),
                 row.acked_whole_set_failed.to_string(),
+                row.acked_whole_set_failed_in_window.to_string(),
                 row.acked_lost_unexplained.to_string(),
                 format!("{:.1}", started.elapsed().as_secs_f64()),
             ])
