@@ -130,6 +130,15 @@ pub struct DriverStats {
     pub storage_transactions: u64,
     pub storage_entries_written: u64,
     pub storage_errors: u64,
+    /// Frames held until the IndexedDB transaction of the entries they depend on completed.
+    pub frames_held: u64,
+}
+
+/// An outgoing frame waiting for a transaction, or the point where a transaction's frames start.
+#[derive(Debug)]
+enum Held {
+    Frame(u32, Vec<u8>),
+    Commit(u64),
 }
 
 /// The cell every callback enters through.
@@ -195,6 +204,15 @@ pub struct Driver {
     storage: Option<crate::storage::Storage>,
     /// `Event::Stored` entries of the current drain, written in one transaction after it.
     unwritten: Vec<(String, node_core::store::Entry)>,
+    /// Frames that wait for transactions, in send order (see [`Driver::persist`]).
+    held: VecDeque<Held>,
+    /// Id of the transaction the current drain's entries will go in; whether a
+    /// `Held::Commit` for it is queued already.
+    next_transaction: u64,
+    commit_queued: bool,
+    /// Transactions written and not yet completed, and completed ones still queued in `held`.
+    transactions_pending: std::collections::BTreeSet<u64>,
+    transactions_done: std::collections::BTreeSet<u64>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -306,6 +324,11 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
                 stopped: false,
                 storage: None,
                 unwritten: Vec::new(),
+                held: VecDeque::new(),
+                next_transaction: 0,
+                commit_queued: false,
+                transactions_pending: std::collections::BTreeSet::new(),
+                transactions_done: std::collections::BTreeSet::new(),
             }),
             events: RefCell::new(VecDeque::new()),
             callback: RefCell::new(None),
@@ -459,10 +482,7 @@ impl Driver {
         loop {
             match self.node.poll_output() {
                 Output::Timeout(_) => return,
-                Output::Send { to, bytes } => {
-                    let sent = self.links.send(to.0, &bytes);
-                    self.stats.frames_without_channel += u64::from(!sent);
-                }
+                Output::Send { to, bytes } => self.send_after_commit(to.0, bytes),
                 Output::Connect(peer) => self.links.connect(shared, peer.0),
                 Output::Disconnect(peer) => {
                     self.paths.forget(peer);
@@ -609,20 +629,80 @@ impl Driver {
         }
     }
 
-    /// Writes the drain's stored entries to IndexedDB in one transaction (relaxed durability,
-    /// see [`crate::storage`]).
+    /// Sends a frame of the core, unless it depends on entries not yet committed to IndexedDB
+    /// (the core emits every `Stored` before the frames that depend on it): then it waits in
+    /// `held` for their transaction, and so does every frame after it, to keep link order.
+    fn send_after_commit(&mut self, to: u32, bytes: Vec<u8>) {
+        let waits = !self.held.is_empty() || !self.unwritten.is_empty();
+        if !waits {
+            let sent = self.links.send(to, &bytes);
+            self.stats.frames_without_channel += u64::from(!sent);
+            return;
+        }
+        if !self.unwritten.is_empty() && !self.commit_queued {
+            self.held.push_back(Held::Commit(self.next_transaction));
+            self.commit_queued = true;
+        }
+        self.stats.frames_held += 1;
+        self.held.push_back(Held::Frame(to, bytes));
+    }
+
+    /// Writes the drain's stored entries to IndexedDB in one transaction; the frames held for
+    /// it leave when it completes (see [`crate::storage`], "Durability").
     fn persist(&mut self) {
         if self.unwritten.is_empty() {
             return;
         }
         let entries = std::mem::take(&mut self.unwritten);
-        if let Some(storage) = &self.storage {
-            self.stats.storage_transactions += 1;
-            if storage.write(&entries, self.node.lamport()) {
-                self.stats.storage_entries_written += entries.len() as u64;
-            } else {
-                self.stats.storage_errors += 1;
+        let transaction = self.next_transaction;
+        self.next_transaction += 1;
+        self.commit_queued = false;
+        let Some(storage) = &self.storage else {
+            self.transaction_done(transaction, true);
+            return;
+        };
+        self.stats.storage_transactions += 1;
+        self.transactions_pending.insert(transaction);
+        let me = self.me.clone();
+        let queued = storage.write(&entries, self.node.lamport(), move |committed| {
+            with_weak(&me, |d, _| d.transaction_done(transaction, committed));
+        });
+        if queued {
+            self.stats.storage_entries_written += entries.len() as u64;
+        } else {
+            self.transaction_done(transaction, false);
+        }
+    }
+
+    /// A transaction completed (or failed: counted, and its frames leave all the same).
+    fn transaction_done(&mut self, transaction: u64, committed: bool) {
+        let known = self.transactions_pending.remove(&transaction);
+        if !committed && known {
+            self.stats.storage_errors += 1;
+        }
+        self.transactions_done.insert(transaction);
+        loop {
+            match self.held.front() {
+                Some(Held::Frame(..)) => {
+                    if let Some(Held::Frame(to, bytes)) = self.held.pop_front() {
+                        let sent = self.links.send(to, &bytes);
+                        self.stats.frames_without_channel += u64::from(!sent);
+                    }
+                }
+                Some(Held::Commit(t)) if self.transactions_done.remove(t) => {
+                    self.held.pop_front();
+                }
+                _ => break,
             }
+        }
+        // Transactions whose frames all left already need no memory.
+        let oldest_queued = self.held.iter().find_map(|h| match h {
+            Held::Commit(t) => Some(*t),
+            Held::Frame(..) => None,
+        });
+        match oldest_queued {
+            Some(oldest) => self.transactions_done.retain(|t| *t >= oldest),
+            None => self.transactions_done.clear(),
         }
     }
 
@@ -801,6 +881,7 @@ impl Driver {
                 "transactions": s.storage_transactions,
                 "entries_written": s.storage_entries_written,
                 "errors": s.storage_errors,
+                "frames_held": s.frames_held,
             },
             "frames_bad": raw.chord.bad_frames + raw.chord.oversize_frames
                 + raw.chord.bad_version_frames,

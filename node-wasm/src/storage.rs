@@ -5,10 +5,16 @@
 //! `sessionStorage`, so a reload is the same peer and a new tab a new one) is restored from them
 //! before it joins.
 //!
-//! Durability is *relaxed*: IndexedDB is asynchronous, so the driver queues each drain's
-//! entries into one readwrite transaction and carries on; a write acknowledged in the very
-//! milliseconds before a tab dies may be missing from that tab's database (its other replicas
-//! have it, and anti-entropy brings it back). Native peers offer the strict mode.
+//! Durability: a tab acknowledges only what its database committed. IndexedDB is asynchronous,
+//! so the driver writes each drain's entries in one readwrite transaction and *holds* every
+//! frame the core produced after them (a replica's `ReplicateAck`, a leader's `Replicate` and
+//! answer) until that transaction's `complete` event; later frames queue behind it, so links
+//! keep their order (see `Driver::persist` in driver.rs). So a put is acknowledged only once it
+//! is in the IndexedDB of every acknowledging tab. "Committed" is the browser's own durability
+//! (`complete` with the default durability: it survives a closed or crashed tab and browser;
+//! Chromium does not promise an OS crash, see the IndexedDB spec's "relaxed" durability).
+//! A transaction that fails releases its frames all the same (counted as a storage error): a
+//! tab whose database is broken keeps serving as a memory replica rather than freezing.
 //!
 //! An unreadable database or a malformed record fails the peer's start with an error that names
 //! the database and the key: a silently empty store would look like lost data.
@@ -150,9 +156,15 @@ impl Storage {
         Ok(loaded)
     }
 
-    /// Queues one transaction with these entries and the clock; returns false if IndexedDB
-    /// refused it at once (the driver counts it).
-    pub fn write(&self, entries: &[(String, Entry)], lamport: u64) -> bool {
+    /// Queues one transaction with these entries and the clock, and calls `done(committed)`
+    /// once it completed (true) or failed (false). Returns false, without calling `done`, if
+    /// IndexedDB refused the transaction at once (the driver counts it).
+    pub fn write(
+        &self,
+        entries: &[(String, Entry)],
+        lamport: u64,
+        done: impl FnOnce(bool) + 'static,
+    ) -> bool {
         let Ok(transaction) = self.db.transaction_with_str_sequence_and_mode(
             &Array::of2(&ENTRIES.into(), &META.into()),
             IdbTransactionMode::Readwrite,
@@ -178,6 +190,18 @@ impl Storage {
         ok &= meta
             .put_with_key(&JsValue::from(lamport as f64), &"lamport".into())
             .is_ok();
+        // One of complete / abort fires (an error aborts the transaction); `done` runs once.
+        let done = std::rc::Rc::new(std::cell::RefCell::new(Some(done)));
+        let on = |committed: bool| {
+            let done = done.clone();
+            Closure::once_into_js(move || {
+                if let Some(done) = done.borrow_mut().take() {
+                    done(committed);
+                }
+            })
+        };
+        transaction.set_oncomplete(Some(on(true).unchecked_ref()));
+        transaction.set_onabort(Some(on(false).unchecked_ref()));
         ok
     }
 

@@ -354,3 +354,108 @@ async fn a_malformed_record_in_indexeddb_is_a_clear_error() {
         "{message}"
     );
 }
+
+/// Keeps a readwrite transaction open on a peer's database (chained requests) until the
+/// returned flag is cleared: every later readwrite transaction of that peer waits behind it.
+async fn block_database(id: &str) -> std::rc::Rc<std::cell::Cell<bool>> {
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen::closure::Closure;
+    let factory = web_sys::window().unwrap().indexed_db().unwrap().unwrap();
+    let request = factory.open(&format!("chord-kv-{id}")).unwrap();
+    let opened = Promise::new(&mut |resolve, reject| {
+        request.set_onsuccess(Some(&resolve));
+        request.set_onerror(Some(&reject));
+    });
+    JsFuture::from(opened)
+        .await
+        .expect("open the peer's database");
+    let db: web_sys::IdbDatabase = request.result().unwrap().dyn_into().unwrap();
+    let transaction = db
+        .transaction_with_str_and_mode("entries", web_sys::IdbTransactionMode::Readwrite)
+        .unwrap();
+    let store = transaction.object_store("entries").unwrap();
+    let blocking = std::rc::Rc::new(std::cell::Cell::new(true));
+    // Each request's success issues the next one while `blocking` holds.
+    fn chain(store: web_sys::IdbObjectStore, blocking: std::rc::Rc<std::cell::Cell<bool>>) {
+        let Ok(request) = store.get(&"-".into()) else {
+            return;
+        };
+        let next = Closure::once_into_js(move || {
+            if blocking.get() {
+                chain(store, blocking);
+            }
+        });
+        request.set_onsuccess(Some(next.unchecked_ref()));
+    }
+    chain(store, blocking.clone());
+    blocking
+}
+
+/// A tab acknowledges a replica write only after its IndexedDB transaction committed: while
+/// every peer's database is blocked by another transaction, a put cannot complete; once the
+/// databases are free, it does, and reads back.
+#[wasm_bindgen_test]
+async fn a_put_is_acknowledged_only_after_indexeddb_committed() {
+    let ids = ["71000000", "72000000", "73000000"];
+    let mut peers = Vec::new();
+    for id in ids {
+        peers.push(
+            ChordPeer::start(durable("page:commit", id))
+                .await
+                .expect("start"),
+        );
+    }
+    let refs: Vec<&ChordPeer> = peers.iter().collect();
+    converge(&refs, &ids).await;
+    // A write before the block, so every set has a settled leader and replicas.
+    call(peers[0].put("warm".into(), "up".into(), None))
+        .await
+        .expect("put before the block");
+
+    let mut blocks = Vec::new();
+    for id in ids {
+        blocks.push(block_database(id).await);
+    }
+    let done = std::rc::Rc::new(std::cell::Cell::new(false));
+    let put = peers[0].put("held".into(), "after commit".into(), None);
+    {
+        let done = done.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = JsFuture::from(put).await;
+            done.set(true);
+        });
+    }
+    sleep(1_500).await;
+    assert!(
+        !done.get(),
+        "the put completed while no peer could commit it to IndexedDB"
+    );
+    let held: f64 = peers
+        .iter()
+        .map(|p| {
+            number(
+                &field(&field(&p.metrics(), "driver"), "storage"),
+                "frames_held",
+            )
+        })
+        .sum();
+    assert!(held > 0.0, "no frame waited for a transaction");
+    for block in &blocks {
+        block.set(false);
+    }
+    for _ in 0..100 {
+        if done.get() {
+            break;
+        }
+        sleep(100).await;
+    }
+    assert!(
+        done.get(),
+        "the put did not complete once the databases were free"
+    );
+    let got = call(peers[1].get("held".into())).await.expect("get");
+    assert_eq!(text(&got, "value").as_deref(), Some("after commit"));
+    for peer in &peers {
+        peer.stop();
+    }
+}

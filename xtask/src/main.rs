@@ -428,6 +428,8 @@ fn wasm_test() -> anyhow::Result<()> {
                     "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
                     "wasm-bindgen-test-runner",
                 )
+                // The runner's default (20 s for the whole file) is shorter than the suite.
+                .env("WASM_BINDGEN_TEST_TIMEOUT", "300")
                 .current_dir(project_root())
                 .status()
                 .context("cannot run scripts/in-netns.sh (needs unshare and ip)")?;
