@@ -787,6 +787,15 @@ impl Node {
         }
     }
 
+    /// Runs an anti-entropy round within [`SETTLE_ROUND_MS`]: the replica set of our range
+    /// changed, and a new member holds none of it yet.
+    fn repair_soon(&mut self) {
+        if self.is_joined() {
+            self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
+            self.next_anti_entropy = self.next_anti_entropy.min(self.now + SETTLE_ROUND_MS);
+        }
+    }
+
     /// A round over `range` with `from` found both stores equal.
     fn on_range_equal(&mut self, from: PeerId, range: RingRange, ours: bool) {
         if ours {
@@ -998,6 +1007,11 @@ impl Node {
 
     /// Drops a peer from the ring pointers after its link failed (or never opened).
     fn forget_peer(&mut self, peer: PeerId, was_up: bool) {
+        if self.replica_successors().contains(&peer) || self.ring.predecessor() == Some(peer) {
+            // A replica of our range (or its owner before us) is gone: copy the range to its
+            // replacement now, not at the next backed-off round.
+            self.repair_soon();
+        }
         self.notifiers.remove(&peer);
         self.elections.forget_peer(peer);
         let pointed = self.ring.pointed_peers().binary_search(&peer).is_ok();
@@ -1272,8 +1286,12 @@ impl Node {
                 self.remember_via(*s, from);
             }
         }
+        let replicas_before = self.replica_successors();
         let changed = self.ring.set_successors(from, succs);
         self.after_ring_change(changed);
+        if self.replica_successors() != replicas_before {
+            self.repair_soon();
+        }
         if !self.successors_known {
             self.successors_known = true;
             self.release_waiting_requests();
@@ -1467,6 +1485,7 @@ impl Node {
                 (None, Some(_)) => false,
             };
             if grew || predecessor.is_none() {
+                self.repair_soon();
                 // Our range took over a departed predecessor's part. Its old replica set was
                 // that predecessor, us and our first k-2 successors: only those still count
                 // for the whole range, and we ourselves must sync first.
