@@ -59,6 +59,9 @@ pub enum Command {
     Lookup {
         key: u32,
     },
+    /// Leave the ring gracefully (the neighbours are told, the links closed); answered with
+    /// `OpOutcome::Left`.
+    Leave,
 }
 
 /// What the driver answers a [`Command`] with.
@@ -478,6 +481,7 @@ impl Driver {
             Command::Get { key } => self.node.get(&key, now),
             Command::Flood { key, ttl } => self.node.flood(&key, ttl, now),
             Command::Lookup { key } => self.node.lookup(Id(key), now),
+            Command::Leave => self.node.leave(now),
         };
         self.pending.insert(op, reply);
     }

@@ -117,6 +117,16 @@ impl Proc {
         }
     }
 
+    /// SIGTERM (what `kill PID` and service managers send): the peer should leave gracefully.
+    /// Uses the system's `kill` command (this crate forbids `unsafe`, so no libc call).
+    pub fn terminate(&mut self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()

@@ -238,8 +238,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
              the binary; pass --static-dir web after `cargo xtask wasm`)"
         ),
     }
+    let leaving = peer.clone();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        stop_signal().await;
+        // SIGTERM or SIGINT: leave gracefully (the neighbours take over at once instead of
+        // noticing a dead link seconds later; the replicas already hold this peer's keys),
+        // within a bounded time. A second signal exits at once.
+        tokio::spawn(async {
+            stop_signal().await;
+            eprintln!("chord-node: second signal, exiting now");
+            std::process::exit(130);
+        });
+        println!("chord-node: leaving the ring");
+        let left = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            leaving.call(driver::Command::Leave),
+        )
+        .await;
+        if left.is_err() {
+            eprintln!("chord-node: the leave did not finish within 3 s; exiting anyway");
+        }
+        // Let the goodbyes leave the data channels before the process ends.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         introducer.shutdown();
     });
     tokio::select! {
@@ -249,4 +269,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (`kill`, service managers, the original project's
+/// churn script).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
