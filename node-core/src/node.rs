@@ -296,6 +296,9 @@ pub(crate) enum Phase {
         bootstrap: PeerId,
         successor: Option<PeerId>,
         lookup_started: bool,
+        /// The lookup of our own id found a ring member with our id (our previous incarnation,
+        /// not yet noticed dead): we look up the peer after it instead, and take its place.
+        past_self: bool,
         deadline: Time,
     },
     Joined,
@@ -581,6 +584,7 @@ impl Node {
             bootstrap,
             successor: None,
             lookup_started: false,
+            past_self: false,
             deadline: now + 2 * self.config.op_timeout_ms,
         };
         self.next_heartbeat = now + self.config.heartbeat_interval_ms;
@@ -1800,6 +1804,18 @@ impl Node {
             return;
         };
         if owner == self.id {
+            // The ring still lists a peer with our id: our previous incarnation (a restart
+            // faster than failure detection). Join in front of the peer after it, which is
+            // where that incarnation stood; our links replace its dead ones. Only when that
+            // peer is ourselves too (the old incarnation was the whole ring) is the id taken.
+            if let Phase::Joining { past_self, .. } = &mut self.phase
+                && !*past_self
+            {
+                *past_self = true;
+                let lookup = self.new_op();
+                self.start_lookup(lookup, Id(self.id.0.wrapping_add(1)), Purpose::Join);
+                return;
+            }
             self.abort_join(op, OpError::IdInUse { id: self.id });
             return;
         }

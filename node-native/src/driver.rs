@@ -575,7 +575,10 @@ impl Driver {
                     self.join_op = None;
                     match result {
                         Err(OpError::IdInUse { id }) => {
-                            tracing::error!(%id, "this id is already used by a ring member");
+                            // The only ring member has our id: most likely our previous
+                            // incarnation, until the ring notices it died. Keep trying.
+                            tracing::warn!(%id, "a ring member has this id; trying again");
+                            self.rejoin_at = Some(Instant::now() + REJOIN_DELAY);
                         }
                         Err(e) => {
                             tracing::warn!(%e, "join failed; trying again");
