@@ -32,7 +32,11 @@
 //! - **Key ids.** Entries are kept in a `BTreeMap` keyed by `(key_id(key), key)`, where
 //!   [`key_id`] is the ring id (the first four bytes of SHA-1, big-endian, as `Id::of_key`), so a
 //!   ring range `(a, b]` is one or two contiguous scans.
-//! - **Tombstone collection** is a primitive here; the *rule* belongs to the replication layer.
+//! - **Tombstone collection** is a primitive here ([`Store::collect_tombstones`] by age and a
+//!   caller's predicate, [`Store::forget_tombstone`] for one exact version); the *rule* belongs
+//!   to the replication layer (`replication.rs`, "Tombstone collection": the key's owner
+//!   collects, after a round with every replica successor opened after it stored the
+//!   tombstone ended equal, and orders its replicas to drop that exact version).
 //!   A tombstone MAY be dropped only once every replica of its key holds it (or something newer)
 //!   *and* a grace period has passed since this replica stored it; otherwise a replica that missed
 //!   the delete would resurrect the value through read-repair or anti-entropy. A replica that is
