@@ -193,8 +193,9 @@ pub struct Driver {
     stats: DriverStats,
     stopped: bool,
     storage: Option<crate::storage::Storage>,
-    /// `Event::Stored` entries of the current drain, written in one transaction after it.
-    unwritten: Vec<(String, node_core::store::Entry)>,
+    /// `Event::Stored` entries (`Some`) and `Event::Collected` keys (`None`) of the current
+    /// drain, in order, written in one transaction after it.
+    unwritten: Vec<(String, Option<node_core::store::Entry>)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -595,7 +596,7 @@ impl Driver {
             }
             Event::Stored { key, entry } => {
                 if self.storage.is_some() {
-                    self.unwritten.push((key.clone(), entry.clone()));
+                    self.unwritten.push((key.clone(), Some(entry.clone())));
                 }
                 self.emit(json!({
                     "type": "stored",
@@ -604,6 +605,13 @@ impl Driver {
                     "writer_id": entry.version.writer,
                     "deleted": entry.value.is_none(),
                 }));
+            }
+            Event::Collected { key } => {
+                // In order with the `Stored` entries of the drain: a newer write after the
+                // collection comes as a later `Stored` and is put again.
+                if self.storage.is_some() {
+                    self.unwritten.push((key, None));
+                }
             }
             _ => {}
         }
