@@ -70,7 +70,9 @@
 //! - **The rule.** The owner drops a tombstone of its primary range `(predecessor, self]`
 //!   stored at `since` (its `tombstone_since`) when `now >= since + tombstone_grace_ms` and every
 //!   current replica successor has a proof with `t >= since` and a range containing the key.
-//!   The owner has held exactly that tombstone since `since` (a newer entry would have reset
+//!   The owner also needs its whole replica set: its successor list came from its successor
+//!   since it joined, and holds k-1 replica successors (a ring of fewer than k peers never
+//!   collects). The owner has held exactly that tombstone since `since` (a newer entry would have reset
 //!   `since`), so at `t` every replica held exactly it too. It emits `Event::Collected` and
 //!   sends [`KvMsg::Collect`] `(key, version)` to those replicas, which drop the key only if they
 //!   hold exactly that tombstone (`Store::forget_tombstone`): a newer write that raced the order
@@ -1122,7 +1124,12 @@ impl Node {
     /// Tombstone collection by the owner of the primary range `(pred, self]`, whose replica
     /// successors are `replicas` (see "Tombstone collection" in the module docs).
     pub(crate) fn collect_tombstones(&mut self, pred: PeerId, replicas: &[Id]) {
-        if self.store.tombstone_count() == 0 || replicas.is_empty() {
+        // A partial successor list (just joined or restarted, a ring smaller than k) could
+        // leave out a replica that missed the delete: wait for the whole set.
+        if self.store.tombstone_count() == 0
+            || !self.successors_known
+            || replicas.len() < self.config.replicas.saturating_sub(1).max(1)
+        {
             return;
         }
         let range = RingRange::new(pred.0, self.id.0);

@@ -58,7 +58,7 @@ fn holders(sim: &Sim, key: &str) -> Vec<Id> {
         .collect()
 }
 
-fn run_seed(seed: u64) {
+fn run_seed(seed: u64, loss: f64) {
     let n = pick(seed, 1, 6, 9) as usize;
     let with_victim = seed % 2 == 1;
     let mut config = SimConfig::new(seed);
@@ -72,6 +72,8 @@ fn run_seed(seed: u64) {
     );
     assert_seed(sim.run_until_converged(900_000), seed, TEST, "no ring");
     sim.run_for(10_000);
+    // Lost frames: `Collect` orders and rounds get lost too.
+    sim.set_loss(loss);
 
     let key = format!("gc-{seed}");
     let ids = sim.truth();
@@ -141,7 +143,9 @@ fn run_seed(seed: u64) {
     }
 
     // Collection: every current replica forgets the key, in memory and on disk.
-    let gone = sim.run_until_true(1_000, GRACE_MS + 300_000, |sim| {
+    // With loss a lost `Collect` gives the tombstone back to the owner, who collects it again
+    // one grace period later.
+    let gone = sim.run_until_true(1_000, 4 * GRACE_MS + 300_000, |sim| {
         let set = replica_set(&sim.truth(), &key);
         set.iter()
             .all(|p| sim.node(*p).is_some_and(|n| n.store().get(&key).is_none()))
@@ -239,6 +243,14 @@ fn run_seed(seed: u64) {
 #[test]
 fn collected_tombstones_free_memory_and_never_resurrect() {
     for seed in seeds(12_000, 100) {
-        run_seed(seed);
+        run_seed(seed, 0.0);
+    }
+}
+
+/// The same with 1% of frames lost (client calls are retried by their origin).
+#[test]
+fn collection_survives_lost_frames() {
+    for seed in seeds(13_000, 40) {
+        run_seed(seed, 0.01);
     }
 }
