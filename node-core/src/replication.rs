@@ -1153,6 +1153,7 @@ impl Node {
             return;
         }
         self.metrics.kv.keys_stored = self.store.len();
+        self.metrics.kv.tombstones_collected += collected.len() as u64;
         let entries: Vec<(String, Version)> = collected
             .into_iter()
             .map(|(key, entry)| {
@@ -1186,6 +1187,7 @@ impl Node {
                         continue;
                     }
                     if self.store.forget_tombstone(&key, &version) {
+                        self.metrics.kv.tombstones_collected += 1;
                         self.out.push_back(Output::Event(Event::Collected { key }));
                     }
                 }
