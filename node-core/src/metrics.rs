@@ -149,6 +149,8 @@ pub struct KvMetrics {
     pub anti_entropy_applied: u64,
     /// Anti-entropy messages refused (a range the pair does not share, or a malformed step).
     pub anti_entropy_refused: u64,
+    /// Tombstones this node dropped (as the key's owner, or on its owner's `Collect` order).
+    pub tombstones_collected: u64,
 }
 
 /// A snapshot of everything the node counts.

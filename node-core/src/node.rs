@@ -91,6 +91,11 @@ pub struct Config {
     pub probe_interval_ms: u64,
     /// How long a failed peer is remembered for probing.
     pub probe_memory_ms: u64,
+    /// How long a tombstone is kept at least, from when this replica stored it, before the
+    /// key's owner may collect it (see `replication.rs`, "Tombstone collection"). MUST exceed
+    /// the longest time a peer may be out of a replica set (down, or displaced by a join) and
+    /// still come back into it with its old store.
+    pub tombstone_grace_ms: u64,
 }
 
 impl Default for Config {
@@ -125,6 +130,7 @@ impl Default for Config {
             self_check_max_interval_ms: 64_000,
             probe_interval_ms: 5_000,
             probe_memory_ms: 600_000,
+            tombstone_grace_ms: 600_000,
         }
     }
 }
@@ -208,6 +214,12 @@ pub enum Event {
     Stored {
         key: String,
         entry: Entry,
+    },
+    /// The local store dropped the tombstone of `key` (tombstone collection): the driver
+    /// deletes the key from its persisted store. Nothing newer of the key is stored (a newer
+    /// write would come as a later `Stored`).
+    Collected {
+        key: String,
     },
 }
 
@@ -404,6 +416,14 @@ pub struct Node {
     /// Client requests this node coordinated lately, by (origin, op): a duplicate or retry of a
     /// write that already took effect is answered again, never stamped a second time.
     pub(crate) recent_requests: crate::replication::RecentRequests,
+    /// Per replica successor: when the oldest anti-entropy round over our range that it has not
+    /// answered `Equal` yet was opened (a round that got lost keeps its older time, which only
+    /// makes the proof below weaker, never wrong).
+    pub(crate) rounds_opened: BTreeMap<PeerId, Time>,
+    /// Per replica successor, over the current link: `(t, range)` of the latest round that ended
+    /// `Equal`, `t` being when it was opened. It proves that the member held, at some moment
+    /// after `t`, exactly what our store held for `range` at `t` (tombstone collection).
+    pub(crate) equal_since: BTreeMap<PeerId, (Time, RingRange)>,
 }
 
 const MAX_VIA_HINTS: usize = 256;
@@ -469,6 +489,8 @@ impl Node {
             last_predecessor: None,
             handback_from: None,
             settled_members: BTreeSet::new(),
+            rounds_opened: BTreeMap::new(),
+            equal_since: BTreeMap::new(),
             own_settled: false,
             pred_settled: false,
             adopting: false,
@@ -719,8 +741,10 @@ impl Node {
         if !self.links.is_up(target) {
             return;
         }
+        self.collect_tombstones(pred, &replicas);
         self.metrics.kv.anti_entropy_rounds += 1;
         let range = RingRange::new(pred.0, self.id.0);
+        self.rounds_opened.entry(target).or_insert(self.now);
         let opening = merkle::open_round(&self.store, range);
         self.send(target, &Message::Sync(opening));
     }
@@ -803,6 +827,9 @@ impl Node {
     /// A round over `range` with `from` found both stores equal.
     fn on_range_equal(&mut self, from: PeerId, range: RingRange, ours: bool) {
         if ours {
+            if let Some(opened) = self.rounds_opened.remove(&from) {
+                self.equal_since.insert(from, (opened, range));
+            }
             if self.replica_successors().contains(&from) {
                 self.settled_members.insert(from);
             }
@@ -950,8 +977,11 @@ impl Node {
         // Every PeerUp is a fresh data channel (maybe to a restarted incarnation): greet again.
         self.links.up(peer, self.now);
         self.lost.remove(&peer);
-        // Maybe a restarted incarnation that lost its store: it must sync again to count.
+        // Maybe a restarted incarnation that lost its store: it must sync again to count, and
+        // an `Equal` over the old link proves nothing about what the new one holds.
         self.settled_members.remove(&peer);
+        self.equal_since.remove(&peer);
+        self.rounds_opened.remove(&peer);
         self.metrics.chord.links_up_total += 1;
         let joined = self.is_joined();
         self.send(peer, &Message::Hello { joined });
@@ -995,6 +1025,8 @@ impl Node {
             Some(LinkState::Up { .. }) => {}
         }
         let was_up = matches!(old, Some(LinkState::Up { .. }));
+        self.equal_since.remove(&peer);
+        self.rounds_opened.remove(&peer);
         self.forget_peer(peer, was_up);
         if let Phase::Joining {
             op,

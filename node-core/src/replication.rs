@@ -53,12 +53,56 @@
 //!
 //! The origin retries a request that got no answer within `lookup_attempt_timeout_ms` and fails
 //! it with a typed error at `op_timeout_ms`.
+//!
+//! # Tombstone collection
+//!
+//! The rule of `store.rs` ("a tombstone MAY be dropped only once every replica of its key holds
+//! it (or something newer) and a grace period has passed since this replica stored it") is
+//! carried out by the *owner* of the key's primary range, at each of its anti-entropy rounds:
+//!
+//! - **Proof that a replica holds it.** For every replica successor `m` the owner keeps, over
+//!   the current link, `(t, range)` of the latest round over its primary range that `m`
+//!   answered `Equal` (`Node::equal_since`), `t` being when that round was *opened* (the
+//!   opening carries the owner's root at `t`; with several rounds outstanding the oldest
+//!   opening time is credited, which only weakens the proof). `Equal` means `m`'s store for
+//!   `range` was identical to the owner's store at `t`. A link that goes down or comes up again
+//!   (maybe a restarted incarnation) drops the proof.
+//! - **The rule.** The owner drops a tombstone of its primary range `(predecessor, self]`
+//!   stored at `since` (its `tombstone_since`) when `now >= since + tombstone_grace_ms` and every
+//!   current replica successor has a proof with `t >= since` and a range containing the key.
+//!   The owner also needs its whole replica set: its successor list came from its successor
+//!   since it joined, and holds k-1 replica successors (a ring of fewer than k peers never
+//!   collects). The owner has held exactly that tombstone since `since` (a newer entry would have reset
+//!   `since`), so at `t` every replica held exactly it too. It emits `Event::Collected` and
+//!   sends [`KvMsg::Collect`] `(key, version)` to those replicas, which drop the key only if they
+//!   hold exactly that tombstone (`Store::forget_tombstone`): a newer write that raced the order
+//!   survives, and the order is only honoured for keys lying behind its sender (`(self, from]`).
+//! - **Why anti-entropy does not bring the value back.** After the proof, a replica can lose the
+//!   tombstone only by being replaced by something newer (harmless) or by the collection itself.
+//!   A replica that still holds it (its `Collect` was lost) gives it back to the owner at the
+//!   next round: a tombstone comes back, never a value, and it is collected again one grace
+//!   period later. A replica that held an *older live value* (it missed the delete) is caught
+//!   by the rule: while it is a replica successor the owner waits for an `Equal` round with it,
+//!   which it reaches only after it took the tombstone; a replica that restarts loses its proof
+//!   with its link.
+//! - **Caveat (as Cassandra's `gc_grace_seconds`).** A peer that is *out of* the key's replica
+//!   set when the rule is checked is not asked: one that was down, or was displaced by a join
+//!   and kept its old store, and comes back into the set holding an older value of a key whose
+//!   tombstone was collected meanwhile, pushes that value back to the set (anti-entropy cannot
+//!   tell "never had" from "collected"). The collection happens at least `tombstone_grace_ms`
+//!   after the delete reached the owner, so this needs the peer to have been out of the set for
+//!   longer than the grace period (plus the time the ring takes to take it back). The grace
+//!   period (default 10 minutes) MUST therefore exceed the longest such absence after which a
+//!   peer may come back with its old data; operators SHOULD wipe a peer's store (restart without
+//!   its disk) after a longer outage. Ex-replicas also keep their copy of the tombstone (no
+//!   `Collect` reaches them); it is harmless and goes when they become replicas again (the next
+//!   owner collects it) or are wiped.
 
 use crate::Time;
 use crate::election::{ElectionOutcome, set_of};
 use crate::id::{Id, PeerId};
 use crate::node::{Event, MAX_CLOCK_JUMP, Node, OpError, OpId, OpOutcome, Output};
-use crate::store::Entry;
+use crate::store::{Entry, RingRange, Version, key_id};
 use crate::wire::{Body, Dest, Message, Routed};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -153,7 +197,17 @@ pub enum KvMsg {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         fresh: bool,
     },
+    /// The owner collected these tombstones (see "Tombstone collection"): drop each key only if
+    /// it holds exactly that tombstone. No answer (a lost one leaves the tombstone, which a
+    /// later round gives back to the owner, who collects it again after another grace period).
+    Collect {
+        entries: Vec<(String, Version)>,
+    },
 }
+
+/// Most tombstones in one [`KvMsg::Collect`] (32 maximal keys and writer ids are about 37 KiB
+/// of JSON, within one 64 KiB frame).
+pub const MAX_COLLECT_ENTRIES: usize = 32;
 
 /// A request pending at its origin.
 #[derive(Debug, Clone)]
@@ -1067,8 +1121,78 @@ impl Node {
 
     // ----- replica messages ---------------------------------------------------------------
 
+    /// Tombstone collection by the owner of the primary range `(pred, self]`, whose replica
+    /// successors are `replicas` (see "Tombstone collection" in the module docs).
+    pub(crate) fn collect_tombstones(&mut self, pred: PeerId, replicas: &[Id]) {
+        // A partial successor list (just joined or restarted, a ring smaller than k) could
+        // leave out a replica that missed the delete: wait for the whole set.
+        if self.store.tombstone_count() == 0
+            || !self.successors_known
+            || replicas.len() < self.config.replicas.saturating_sub(1).max(1)
+        {
+            return;
+        }
+        let range = RingRange::new(pred.0, self.id.0);
+        let proofs: Vec<(Time, RingRange)> = replicas
+            .iter()
+            .filter_map(|m| self.equal_since.get(m).copied())
+            .collect();
+        if proofs.len() < replicas.len() {
+            return; // some replica has not ended a round `Equal` over this link yet
+        }
+        let collected =
+            self.store
+                .collect_tombstones(self.now, self.config.tombstone_grace_ms, |record| {
+                    let since = record.tombstone_since.unwrap_or(Time::MAX);
+                    range.contains(record.id)
+                        && proofs
+                            .iter()
+                            .all(|(opened, proved)| *opened >= since && proved.contains(record.id))
+                });
+        if collected.is_empty() {
+            return;
+        }
+        self.metrics.kv.keys_stored = self.store.len();
+        self.metrics.kv.tombstones_collected += collected.len() as u64;
+        let entries: Vec<(String, Version)> = collected
+            .into_iter()
+            .map(|(key, entry)| {
+                self.out
+                    .push_back(Output::Event(Event::Collected { key: key.clone() }));
+                (key, entry.version)
+            })
+            .collect();
+        for chunk in entries.chunks(MAX_COLLECT_ENTRIES) {
+            for member in replicas {
+                self.send_kv(
+                    *member,
+                    KvMsg::Collect {
+                        entries: chunk.to_vec(),
+                    },
+                );
+            }
+        }
+    }
+
     pub(crate) fn on_kv_msg(&mut self, from: PeerId, msg: KvMsg) {
         match msg {
+            KvMsg::Collect { entries } => {
+                if entries.len() > MAX_COLLECT_ENTRIES {
+                    return;
+                }
+                for (key, version) in entries {
+                    // Only the owner orders a collection, and it precedes us: the key must lie
+                    // behind `from` (in `(self, from]`), never in a range we own ourselves.
+                    if !Id(key_id(&key)).in_half_open(self.id, from) {
+                        continue;
+                    }
+                    if self.store.forget_tombstone(&key, &version) {
+                        self.metrics.kv.tombstones_collected += 1;
+                        self.out.push_back(Output::Event(Event::Collected { key }));
+                    }
+                }
+                self.metrics.kv.keys_stored = self.store.len();
+            }
             KvMsg::Replicate {
                 req,
                 key,

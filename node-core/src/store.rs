@@ -32,7 +32,11 @@
 //! - **Key ids.** Entries are kept in a `BTreeMap` keyed by `(key_id(key), key)`, where
 //!   [`key_id`] is the ring id (the first four bytes of SHA-1, big-endian, as `Id::of_key`), so a
 //!   ring range `(a, b]` is one or two contiguous scans.
-//! - **Tombstone collection** is a primitive here; the *rule* belongs to the replication layer.
+//! - **Tombstone collection** is a primitive here ([`Store::collect_tombstones`] by age and a
+//!   caller's predicate, [`Store::forget_tombstone`] for one exact version); the *rule* belongs
+//!   to the replication layer (`replication.rs`, "Tombstone collection": the key's owner
+//!   collects, after a round with every replica successor opened after it stored the
+//!   tombstone ended equal, and orders its replicas to drop that exact version).
 //!   A tombstone MAY be dropped only once every replica of its key holds it (or something newer)
 //!   *and* a grace period has passed since this replica stored it; otherwise a replica that missed
 //!   the delete would resurrect the value through read-repair or anti-entropy. A replica that is
@@ -562,6 +566,19 @@ impl Store {
         self.remove_all(doomed)
     }
 
+    /// Drops `key` only if this store holds exactly the tombstone of `version` (a collection
+    /// ordered by the key's owner, see [`crate::replication`], "Tombstone collection"). A value,
+    /// a newer write or another tombstone is kept: the owner proved that *its* tombstone may go,
+    /// nothing else. Returns whether the key was dropped.
+    pub fn forget_tombstone(&mut self, key: &str, version: &Version) -> bool {
+        let slot_key = (key_id(key), key.to_owned());
+        let exact = self
+            .entries
+            .get(&slot_key)
+            .is_some_and(|slot| slot.entry.is_tombstone() && slot.entry.version == *version);
+        exact && self.remove_slot(&slot_key).is_some()
+    }
+
     fn remove_all(&mut self, doomed: Vec<SlotKey>) -> Vec<(String, Entry)> {
         doomed
             .into_iter()
@@ -675,5 +692,67 @@ mod tests {
         store.remove("a");
         assert_eq!((store.len(), store.tombstone_count()), (1, 0));
         assert_eq!(store.highest_ts(), 3);
+    }
+
+    #[test]
+    fn collection_waits_for_the_grace_period_and_the_predicate() {
+        let mut store = Store::default();
+        store.apply("live", Entry::live("1", 1, "w"), 0).unwrap();
+        store.apply("old", Entry::tombstone(2, "w"), 100).unwrap();
+        store.apply("new", Entry::tombstone(3, "w"), 500).unwrap();
+        // Nothing is old enough yet.
+        assert!(store.collect_tombstones(599, 500, |_| true).is_empty());
+        // "old" is (100 + 500 <= 600), but the caller does not allow it yet.
+        assert!(store.collect_tombstones(600, 500, |_| false).is_empty());
+        let dropped = store.collect_tombstones(600, 500, |r| r.key != "new");
+        assert_eq!(dropped, vec![("old".to_owned(), Entry::tombstone(2, "w"))]);
+        assert_eq!((store.len(), store.tombstone_count()), (2, 1));
+        // Values are never collected, whatever their age and the predicate.
+        let dropped = store.collect_tombstones(u64::MAX, 0, |_| true);
+        assert_eq!(dropped, vec![("new".to_owned(), Entry::tombstone(3, "w"))]);
+        assert_eq!(store.get("live"), Some(&Entry::live("1", 1, "w")));
+        assert_eq!((store.len(), store.tombstone_count()), (1, 0));
+        // The Merkle index forgot the collected entries: it equals that of a fresh store
+        // holding only the live key.
+        let mut fresh = Store::default();
+        fresh.apply("live", Entry::live("1", 1, "w"), 0).unwrap();
+        assert_eq!(store.merkle(), fresh.merkle());
+    }
+
+    #[test]
+    fn a_replaced_tombstone_restarts_its_grace_period() {
+        let mut store = Store::default();
+        store.apply("k", Entry::tombstone(1, "w"), 0).unwrap();
+        store.apply("k", Entry::tombstone(2, "w"), 1_000).unwrap();
+        assert_eq!(store.get_record("k").unwrap().tombstone_since, Some(1_000));
+        assert!(store.collect_tombstones(1_400, 500, |_| true).is_empty());
+        assert_eq!(store.collect_tombstones(1_500, 500, |_| true).len(), 1);
+        // A live value replacing a tombstone is not a tombstone any more.
+        store.apply("v", Entry::tombstone(1, "w"), 0).unwrap();
+        store.apply("v", Entry::live("x", 2, "w"), 10).unwrap();
+        assert_eq!(store.get_record("v").unwrap().tombstone_since, None);
+        assert!(store.collect_tombstones(u64::MAX, 0, |_| true).is_empty());
+    }
+
+    #[test]
+    fn forget_tombstone_drops_only_that_exact_tombstone() {
+        let mut store = Store::default();
+        store.apply("k", Entry::tombstone(5, "w"), 0).unwrap();
+        store.apply("v", Entry::live("x", 5, "w"), 0).unwrap();
+        // Another version (older, newer, other writer) is not the one the owner collected.
+        assert!(!store.forget_tombstone("k", &Version::new(4, "w")));
+        assert!(!store.forget_tombstone("k", &Version::new(6, "w")));
+        assert!(!store.forget_tombstone("k", &Version::new(5, "x")));
+        // A live value of that exact version (only a misbehaving writer makes one) is kept.
+        assert!(!store.forget_tombstone("v", &Version::new(5, "w")));
+        assert!(!store.forget_tombstone("absent", &Version::new(5, "w")));
+        assert_eq!((store.len(), store.tombstone_count()), (2, 1));
+        assert!(store.forget_tombstone("k", &Version::new(5, "w")));
+        assert_eq!((store.len(), store.tombstone_count()), (1, 0));
+        assert!(!store.forget_tombstone("k", &Version::new(5, "w")));
+        // A newer write that arrived after the collection order was sent survives it.
+        store.apply("k", Entry::live("again", 7, "w"), 0).unwrap();
+        assert!(!store.forget_tombstone("k", &Version::new(5, "w")));
+        assert_eq!(store.get("k"), Some(&Entry::live("again", 7, "w")));
     }
 }

@@ -528,20 +528,41 @@ impl Driver {
         }
     }
 
-    /// Commits the `Stored` entries among `outputs` (one transaction).
+    /// Commits the `Stored` entries among `outputs` (one transaction), then deletes the keys
+    /// whose last event of the drain is `Collected` (the last event per key wins).
     fn persist(&mut self, outputs: &[Output]) -> bool {
         let lamport = self.node.lamport();
         let Some(storage) = self.storage.as_mut() else {
             return true;
         };
-        let stored = outputs.iter().filter_map(|output| match output {
-            Output::Event(Event::Stored { key, entry }) => Some((key.as_str(), entry)),
-            _ => None,
-        });
-        if stored.clone().next().is_none() {
+        let mut last: std::collections::BTreeMap<&str, Option<&node_core::store::Entry>> =
+            std::collections::BTreeMap::new();
+        for output in outputs {
+            match output {
+                Output::Event(Event::Stored { key, entry }) => {
+                    last.insert(key.as_str(), Some(entry));
+                }
+                Output::Event(Event::Collected { key }) => {
+                    last.insert(key.as_str(), None);
+                }
+                _ => {}
+            }
+        }
+        if last.is_empty() {
             return true;
         }
-        let result = blocking(|| storage.persist(stored, lamport));
+        let stored = last
+            .iter()
+            .filter_map(|(key, entry)| entry.map(|entry| (*key, entry)));
+        let collected: Vec<&str> = last
+            .iter()
+            .filter(|(_, entry)| entry.is_none())
+            .map(|(key, _)| *key)
+            .collect();
+        let result = blocking(|| {
+            storage.persist(stored, lamport)?;
+            storage.forget(&collected, lamport)
+        });
         self.storage_ok(result)
     }
 

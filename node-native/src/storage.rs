@@ -4,8 +4,9 @@
 //!
 //! # On disk
 //! One file, `<data-dir>/store.redb`, with two tables:
-//! - `entries`: key -> the winning `node_core::store::Entry` as JSON (last one per key; the
-//!   store never deletes, deletes are tombstones, so this table is the whole store);
+//! - `entries`: key -> the winning `node_core::store::Entry` as JSON (last one per key; deletes
+//!   are tombstones, and a key is removed only when the core collects its tombstone,
+//!   `Event::Collected`, so this table is the whole store);
 //! - `meta`: `peer_id` (the ring id the directory belongs to), `lamport` (the clock's
 //!   high-water mark at the last commit) and `format_version` ([`FORMAT_VERSION`]).
 //!
@@ -363,7 +364,21 @@ impl Storage {
         if entries.peek().is_none() {
             return Ok(());
         }
-        self.commit(entries, lamport, durable)
+        self.commit(entries, &[], lamport, durable)
+    }
+
+    /// Deletes the keys whose tombstones the core collected (`Event::Collected`), durably or
+    /// not as the mode says. A deletion lost in a crash only brings the tombstone back, which
+    /// the core collects again.
+    pub fn forget(&mut self, keys: &[&str], lamport: u64) -> Result<(), StorageError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let durable = match self.durability {
+            Durability::Strict => true,
+            Durability::Relaxed => self.flush_deadline().is_some_and(|at| at <= Instant::now()),
+        };
+        self.commit(std::iter::empty(), keys, lamport, durable)
     }
 
     /// Relaxed mode: when the driver must call [`Storage::flush`]. `None` when every commit is
@@ -378,12 +393,13 @@ impl Storage {
         if self.not_durable_since.is_none() {
             return Ok(());
         }
-        self.commit(std::iter::empty(), lamport, true)
+        self.commit(std::iter::empty(), &[], lamport, true)
     }
 
     fn commit<'a>(
         &mut self,
         entries: impl Iterator<Item = (&'a str, &'a Entry)>,
+        removed: &[&str],
         lamport: u64,
         durable: bool,
     ) -> Result<(), StorageError> {
@@ -410,6 +426,10 @@ impl Storage {
                 table
                     .insert(key, json.as_str())
                     .map_err(|e| self.write_error(e))?;
+                count += 1;
+            }
+            for key in removed {
+                table.remove(*key).map_err(|e| self.write_error(e))?;
                 count += 1;
             }
             self.lamport = self.lamport.max(lamport);

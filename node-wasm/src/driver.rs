@@ -202,8 +202,9 @@ pub struct Driver {
     stats: DriverStats,
     stopped: bool,
     storage: Option<crate::storage::Storage>,
-    /// `Event::Stored` entries of the current drain, written in one transaction after it.
-    unwritten: Vec<(String, node_core::store::Entry)>,
+    /// `Event::Stored` entries (`Some`) and `Event::Collected` keys (`None`) of the current
+    /// drain, in order, written in one transaction after it.
+    unwritten: Vec<(String, Option<node_core::store::Entry>)>,
     /// Frames that wait for transactions, in send order (see [`Driver::persist`]).
     held: VecDeque<Held>,
     /// Id of the transaction the current drain's entries will go in; whether a
@@ -615,7 +616,7 @@ impl Driver {
             }
             Event::Stored { key, entry } => {
                 if self.storage.is_some() {
-                    self.unwritten.push((key.clone(), entry.clone()));
+                    self.unwritten.push((key.clone(), Some(entry.clone())));
                 }
                 self.emit(json!({
                     "type": "stored",
@@ -624,6 +625,13 @@ impl Driver {
                     "writer_id": entry.version.writer,
                     "deleted": entry.value.is_none(),
                 }));
+            }
+            Event::Collected { key } => {
+                // In order with the `Stored` entries of the drain: a newer write after the
+                // collection comes as a later `Stored` and is put again.
+                if self.storage.is_some() {
+                    self.unwritten.push((key, None));
+                }
             }
             _ => {}
         }

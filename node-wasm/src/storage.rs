@@ -1,7 +1,7 @@
 //! A tab's durable store: IndexedDB, one database per peer id (`chord-kv-<id>`).
 //!
 //! Follows node-core's persistence contract (node-core/src/persist.rs): every `Event::Stored`
-//! is written, the last version per key, and a restarted peer (a reloaded tab: its id is kept in
+//! is written, the last version per key, every `Event::Collected` deletes its key, and a restarted peer (a reloaded tab: its id is kept in
 //! `sessionStorage`, so a reload is the same peer and a new tab a new one) is restored from them
 //! before it joins.
 //!
@@ -156,12 +156,13 @@ impl Storage {
         Ok(loaded)
     }
 
-    /// Queues one transaction with these entries and the clock, and calls `done(committed)`
-    /// once it completed (true) or failed (false). Returns false, without calling `done`, if
-    /// IndexedDB refused the transaction at once (the driver counts it).
+    /// Queues one transaction with these changes, in order (`Some` = `Event::Stored`, put;
+    /// `None` = `Event::Collected`, delete), and the clock, and calls `done(committed)` once it
+    /// completed (true) or failed (false). Returns false, without calling `done`, if IndexedDB
+    /// refused the transaction at once (the driver counts it).
     pub fn write(
         &self,
-        entries: &[(String, Entry)],
+        entries: &[(String, Option<Entry>)],
         lamport: u64,
         done: impl FnOnce(bool) + 'static,
     ) -> bool {
@@ -179,6 +180,10 @@ impl Storage {
         };
         let mut ok = true;
         for (key, entry) in entries {
+            let Some(entry) = entry else {
+                ok &= store.delete(&JsValue::from(key.as_str())).is_ok();
+                continue;
+            };
             let Ok(text) = serde_json::to_string(entry) else {
                 ok = false;
                 continue;

@@ -476,6 +476,11 @@ impl Sim {
         self.nodes.get(&id).map_or(0, |n| n.disk.len())
     }
 
+    /// What a node's simulated disk holds for `key` (`Event::Stored` minus `Event::Collected`).
+    pub fn disk_entry(&self, id: Id, key: &str) -> Option<&Entry> {
+        self.nodes.get(&id).and_then(|n| n.disk.get(key))
+    }
+
     /// Graceful leave.
     pub fn leave(&mut self, id: Id) -> Option<OpId> {
         let now = self.now;
@@ -1019,6 +1024,11 @@ impl Sim {
             Event::Stored { key, entry } => {
                 if let Some(n) = self.nodes.get_mut(&id) {
                     n.disk.insert(key, entry);
+                }
+            }
+            Event::Collected { key } => {
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.disk.remove(&key);
                 }
             }
             Event::Signal { from, payload } => {
