@@ -626,12 +626,10 @@ impl Driver {
                     "deleted": entry.value.is_none(),
                 }));
             }
-            Event::Collected { key } => {
-                // In order with the `Stored` entries of the drain: a newer write after the
-                // collection comes as a later `Stored` and is put again.
-                if self.storage.is_some() {
-                    self.unwritten.push((key, None));
-                }
+            // In order with the `Stored` entries of the drain: a newer write after the
+            // collection comes as a later `Stored` and is put again.
+            Event::Collected { key } if self.storage.is_some() => {
+                self.unwritten.push((key, None));
             }
             _ => {}
         }
