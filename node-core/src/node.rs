@@ -399,6 +399,11 @@ pub struct Node {
     /// became one). Only these count toward a quorum for keys of the range (see
     /// `replication.rs`, "Membership changes").
     pub(crate) settled_members: BTreeSet<PeerId>,
+    /// Replica successors whose round over our range ended equal since they became replicas
+    /// (or since their last new link). Unlike `settled_members` (which adopts the replicas we
+    /// join in front of), only a round puts a peer here; rounds go to the others first, so a
+    /// fresh ring settles (every `pred_settled`) within a few fast rounds.
+    pub(crate) equal_with: BTreeSet<PeerId>,
     /// Whether this node's own store is complete for its primary range: false from start and
     /// whenever the range grows, until a round with every replica successor ended equal.
     pub(crate) own_settled: bool,
@@ -428,7 +433,7 @@ pub struct Node {
 
 const MAX_VIA_HINTS: usize = 256;
 /// Pace of anti-entropy rounds while a replica (or this node) is not yet settled.
-const SETTLE_ROUND_MS: u64 = 250;
+pub(crate) const SETTLE_ROUND_MS: u64 = 250;
 const MAX_LOST: usize = 16;
 const MAX_NOTIFIERS: usize = 32;
 /// A remote timestamp further ahead of our clock than this is not observed (a hostile or broken
@@ -489,6 +494,7 @@ impl Node {
             last_predecessor: None,
             handback_from: None,
             settled_members: BTreeSet::new(),
+            equal_with: BTreeSet::new(),
             rounds_opened: BTreeMap::new(),
             equal_since: BTreeMap::new(),
             own_settled: false,
@@ -720,10 +726,11 @@ impl Node {
         // Members that do not yet count toward quorums (and our own store, until it is
         // settled) go first, at a fast pace: until then the range's operations may fail.
         self.settled_members.retain(|m| replicas.contains(m));
-        let unsettled = replicas
-            .iter()
-            .copied()
-            .find(|m| !self.settled_members.contains(m) && self.links.is_up(*m));
+        self.equal_with.retain(|m| replicas.contains(m));
+        let unsettled = replicas.iter().copied().find(|m| {
+            (!self.settled_members.contains(m) || !self.equal_with.contains(m))
+                && self.links.is_up(*m)
+        });
         let target = match unsettled {
             Some(m) => m,
             None if !self.own_settled => replicas
@@ -832,6 +839,7 @@ impl Node {
             }
             if self.replica_successors().contains(&from) {
                 self.settled_members.insert(from);
+                self.equal_with.insert(from);
             }
             let replicas = self.replica_successors();
             if replicas.iter().all(|m| self.settled_members.contains(m)) {
@@ -980,6 +988,7 @@ impl Node {
         // Maybe a restarted incarnation that lost its store: it must sync again to count, and
         // an `Equal` over the old link proves nothing about what the new one holds.
         self.settled_members.remove(&peer);
+        self.equal_with.remove(&peer);
         self.equal_since.remove(&peer);
         self.rounds_opened.remove(&peer);
         self.metrics.chord.links_up_total += 1;
@@ -1176,6 +1185,7 @@ impl Node {
             }
         }
         self.check_stalled_finger();
+        self.reask_fresh();
         self.expire_coordinations();
         self.election_timeouts();
         if now >= self.next_anti_entropy {
@@ -1224,6 +1234,8 @@ impl Node {
         self.fix_interval = self.config.fix_fingers_min_interval_ms;
         self.reset_self_check();
         self.reset_anti_entropy();
+        // Our store counts toward quorums only once rounds with our replicas ended equal.
+        self.repair_soon();
         let peers: Vec<Id> = self.links.up_peers().collect();
         for peer in peers {
             self.send(peer, &Message::Hello { joined: true });
@@ -1535,6 +1547,8 @@ impl Node {
                     .collect();
                 self.settled_members.retain(|m| keep.contains(m));
             }
+            // Rounds over the old range prove nothing about the new one.
+            self.equal_with.clear();
             self.last_predecessor = predecessor;
             if let Some(p) = predecessor {
                 self.ensure_link(p, true);

@@ -43,7 +43,9 @@
 //!     a member again). The owner's own store is unsettled from its start and whenever its
 //!     range grows, until a round with every replica successor ended equal;
 //!   - the owner passes the unsettled members with the request (`KvRequest::unsettled`), and a
-//!     member that has not synced since it started marks its answers `fresh`;
+//!     member whose own store is not settled (it started, joined or took over a range and has
+//!     not synced since) marks its answers `fresh`; the leader asks fresh members again every
+//!     250 ms until they count or the request's attempt times out;
 //!   - a just-joined owner holds requests until its successor list arrives (its replica set is
 //!     unknown until then);
 //!   - rounds with unsettled members run every 250 ms instead of the backed-off pace.
@@ -230,8 +232,12 @@ pub(crate) struct Coordination {
     hops: u8,
     key: String,
     set: Vec<Id>,
-    /// Members whose answers do not count toward the quorum (not yet synced).
+    /// Members the owner does not count (not yet synced with its range).
     unsettled: BTreeSet<Id>,
+    /// Members (this leader included) whose last answer said they are fresh: not counted, and
+    /// asked again every `SETTLE_ROUND_MS` until they are settled or the deadline passes.
+    fresh: BTreeSet<Id>,
+    reask_at: Option<Time>,
     deadline: Time,
     answered: bool,
     kind: CoordKind,
@@ -573,8 +579,8 @@ impl Node {
         set_of(&members)
     }
 
-    /// The members of our primary range's replica set whose answers do not count yet: our own
-    /// store until it is settled, and replica successors not known to hold the range.
+    /// The replica successors whose answers do not count yet: those not known to hold our
+    /// primary range.
     pub(crate) fn unsettled_members(&mut self) -> Vec<Id> {
         let replicas = self.replica_successors();
         if self.adopting {
@@ -585,9 +591,7 @@ impl Node {
             .into_iter()
             .filter(|m| !self.settled_members.contains(m))
             .collect();
-        if !self.own_settled {
-            unsettled.push(self.id);
-        }
+        // Our own store, while unsettled, is covered by our `fresh` answers (`is_fresh`).
         unsettled.sort_unstable();
         unsettled
     }
@@ -740,10 +744,9 @@ impl Node {
                 hops: routed.hops,
                 key: request.key,
                 set,
-                unsettled: unsettled
-                    .into_iter()
-                    .chain(self.is_fresh().then_some(self.id))
-                    .collect(),
+                unsettled: unsettled.into_iter().collect(),
+                fresh: self.is_fresh().then_some(self.id).into_iter().collect(),
+                reask_at: None,
                 deadline: self.now + self.config.lookup_attempt_timeout_ms,
                 answered: false,
                 kind,
@@ -879,7 +882,7 @@ impl Node {
         }
         let n = c.set.len();
         let w = self.config.write_quorum.min(n);
-        let counts = |m: &Id| !c.unsettled.contains(m);
+        let counts = |m: &Id| !c.unsettled.contains(m) && !c.fresh.contains(m);
         let mut write_back = None;
         let result = match &c.kind {
             CoordKind::Write { entry, acked, .. } => {
@@ -938,9 +941,21 @@ impl Node {
             self.start_write_back(req, entry, targets);
             return;
         }
+        if result.is_none() {
+            // Not enough settled answers yet: fresh members may settle within a few fast
+            // anti-entropy rounds; ask them again then instead of failing at the deadline.
+            let now = self.now;
+            if let Some(c) = self.coordinations.get_mut(&req)
+                && !c.fresh.is_empty()
+                && c.reask_at.is_none()
+            {
+                c.reask_at = Some(now + crate::node::SETTLE_ROUND_MS);
+            }
+        }
         if let Some(result) = result {
             if let Some(c) = self.coordinations.get_mut(&req) {
                 c.answered = true;
+                c.reask_at = None;
             }
             self.read_repair(req);
             self.reply_to_origin(req, result);
@@ -1116,7 +1131,63 @@ impl Node {
     }
 
     pub(crate) fn next_coordination_deadline(&self) -> Option<Time> {
-        self.coordinations.values().map(|c| c.deadline).min()
+        self.coordinations
+            .values()
+            .map(|c| match c.reask_at {
+                Some(at) if !c.answered => at.min(c.deadline),
+                _ => c.deadline,
+            })
+            .min()
+    }
+
+    /// Asks the fresh members of waiting coordinations again (see `check_quorum`): their new
+    /// answers carry their current state, and the leader's own freshness is looked at anew.
+    pub(crate) fn reask_fresh(&mut self) {
+        let now = self.now;
+        let due: Vec<u64> = self
+            .coordinations
+            .iter()
+            .filter(|(_, c)| !c.answered && c.reask_at.is_some_and(|at| at <= now))
+            .map(|(r, _)| *r)
+            .collect();
+        let me_fresh = self.is_fresh();
+        for req in due {
+            let Some(c) = self.coordinations.get_mut(&req) else {
+                continue;
+            };
+            c.reask_at = None;
+            if !me_fresh {
+                c.fresh.remove(&self.id);
+            }
+            let targets: Vec<Id> = c.fresh.iter().copied().filter(|m| *m != self.id).collect();
+            let wid = (c.origin, c.op);
+            let key = c.key.clone();
+            let msg = |req| match &c.kind {
+                CoordKind::Write { entry, .. } => KvMsg::Replicate {
+                    req,
+                    key: key.clone(),
+                    entry: entry.clone(),
+                    wid: Some(wid),
+                },
+                CoordKind::Read { .. } => KvMsg::Read {
+                    req,
+                    key: key.clone(),
+                },
+            };
+            let msg = msg(req);
+            for peer in targets {
+                self.send_kv(peer, msg.clone());
+            }
+            self.check_quorum(req);
+            // Still waiting on fresh members: ask again next round.
+            if let Some(c) = self.coordinations.get_mut(&req)
+                && !c.answered
+                && !c.fresh.is_empty()
+                && c.reask_at.is_none()
+            {
+                c.reask_at = Some(now + crate::node::SETTLE_ROUND_MS);
+            }
+        }
     }
 
     // ----- replica messages ---------------------------------------------------------------
@@ -1230,7 +1301,9 @@ impl Node {
                     return;
                 }
                 if fresh {
-                    c.unsettled.insert(from);
+                    c.fresh.insert(from);
+                } else {
+                    c.fresh.remove(&from);
                 }
                 let answered = c.answered;
                 match (&mut c.kind, newer) {
@@ -1285,12 +1358,14 @@ impl Node {
                     Some(Coordination {
                         kind: CoordKind::Read { replies, .. },
                         set,
-                        unsettled,
+                        fresh: fresh_members,
                         answered,
                         ..
                     }) if set.contains(&from) => {
                         if fresh {
-                            unsettled.insert(from);
+                            fresh_members.insert(from);
+                        } else {
+                            fresh_members.remove(&from);
                         }
                         replies.insert(from, entry);
                         *answered
