@@ -938,3 +938,52 @@ fn acked_writes_unread(history: &History, read_back: &[Vec<Ret>]) -> usize {
         })
         .count()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Puts of `churn-0` (value, invoke, acknowledged at) and the read-back's answers.
+    fn lost(puts: &[(&str, Time, Option<Time>)], answers: &[Ret]) -> usize {
+        let mut history = History::new();
+        for (value, invoke, acked) in puts {
+            let call = Call::Put {
+                value: (*value).to_string(),
+            };
+            let i = history.invoke("c0", "churn-0", call, *invoke);
+            if let Some(at) = acked {
+                history.complete(i, *at, Ret::Stored { ts: 1 });
+            }
+        }
+        acked_writes_unread(&history, &[answers.to_vec()])
+    }
+
+    fn found(value: &str) -> Ret {
+        Ret::Found {
+            value: value.to_string(),
+            ts: 1,
+            writer: "c0".to_string(),
+        }
+    }
+
+    #[test]
+    fn an_overwritten_put_is_not_lost_but_one_the_read_back_predates_is() {
+        let sequential = [("a", 0, Some(1)), ("b", 2, Some(3))];
+        assert_eq!(lost(&sequential, &[found("b")]), 0);
+        assert_eq!(lost(&sequential, &[found("a")]), 1);
+        assert_eq!(lost(&sequential, &[Ret::NotFound]), 2);
+        // One peer that still answers the newest write is enough.
+        assert_eq!(lost(&sequential, &[found("a"), found("b")]), 0);
+        // No answer at all, or a value nobody wrote, reflects nothing.
+        assert_eq!(lost(&sequential, &[]), 2);
+        assert_eq!(lost(&sequential, &[found("zz")]), 2);
+    }
+
+    #[test]
+    fn a_concurrent_or_unacknowledged_write_may_win() {
+        let concurrent = [("a", 0, Some(5)), ("b", 1, Some(6))];
+        assert_eq!(lost(&concurrent, &[found("a")]), 0);
+        let unknown = [("a", 0, Some(1)), ("b", 2, None)];
+        assert_eq!(lost(&unknown, &[found("b")]), 0);
+    }
+}

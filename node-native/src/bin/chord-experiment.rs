@@ -16,7 +16,7 @@
 //!     [--verbose] [--json]
 //! chord-experiment --mode scale --num-nodes 5 --num-ops 500 --clients 8
 //! chord-experiment --mode churn --num-nodes 6 --restarts 4 --period-ms 10000 \
-//!     [--json] [--plot target/churn.svg]
+//!     [--verbose] [--json] [--plot target/churn.svg]
 //! chord-experiment --mode durable --num-ops 300 --clients 8 --restart-keys 100000 \
 //!     [--data-root target/tmp/durable-bench] [--json] [--plot target/durable.svg]
 //! ```
