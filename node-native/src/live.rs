@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use node_core::Time;
-use node_core::sim::history::{Call, History, Report, Ret, check};
+use node_core::sim::history::{Call, History, Op, Report, Ret, check};
 use serde_json::Value;
 
 /// The directory holding the workspace's binaries (`target/<profile>`), or `CHORD_KV_BIN_DIR`.
@@ -939,6 +939,65 @@ fn acked_writes_unread(history: &History, read_back: &[Vec<Ret>]) -> usize {
         .count()
 }
 
+/// A small witness of one key's non-linearizable history (`ops`, in invocation order): the
+/// shortest run of consecutive operations that still has no linearization, together with the
+/// writes its reads returned. Any linearization of a history, kept to a subset of its
+/// operations that holds the write each kept read returned, is one of the subset; so the subset
+/// failing proves the whole failed, and failing grows with the run (two binary searches).
+pub fn linearizability_witness(ops: &[Op]) -> Vec<Op> {
+    let fails = |run: &[Op]| {
+        let read_values: std::collections::HashSet<&str> = run
+            .iter()
+            .filter_map(|o| match &o.ret {
+                Ret::Found { value, .. } if matches!(o.call, Call::Get) => Some(value.as_str()),
+                _ => None,
+            })
+            .collect();
+        let first = run.first().map_or(0, |o| o.index);
+        let last = run.last().map_or(0, |o| o.index);
+        let kept: Vec<&Op> = ops
+            .iter()
+            .filter(|o| {
+                (first..=last).contains(&o.index)
+                    || matches!(&o.call, Call::Put { value } if read_values.contains(value.as_str()))
+            })
+            .collect();
+        let mut history = History::new();
+        for o in &kept {
+            let i = history.invoke(&o.client, &o.key, o.call.clone(), o.invoke);
+            if let Some(at) = o.complete {
+                history.complete(i, at, o.ret.clone());
+            }
+        }
+        (!check(&history).not_linearizable.is_empty())
+            .then(|| kept.iter().map(|o| (*o).clone()).collect::<Vec<Op>>())
+    };
+    if ops.is_empty() || fails(ops).is_none() {
+        return ops.to_vec();
+    }
+    // The shortest failing prefix, then the shortest failing suffix of it.
+    let (mut lo, mut hi) = (1, ops.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if fails(&ops[..mid]).is_some() {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let end = hi;
+    let (mut lo, mut hi) = (0, end - 1);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if fails(&ops[mid..end]).is_some() {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    fails(&ops[lo..end]).unwrap_or_else(|| ops.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -985,5 +1044,31 @@ mod tests {
         assert_eq!(lost(&concurrent, &[found("a")]), 0);
         let unknown = [("a", 0, Some(1)), ("b", 2, None)];
         assert_eq!(lost(&unknown, &[found("b")]), 0);
+    }
+
+    #[test]
+    fn the_witness_of_a_flip_flop_is_its_four_operations() {
+        let mut history = History::new();
+        let mut op = |call: Call, invoke: Time, complete: Time, ret: Ret| {
+            let i = history.invoke("c0", "churn-0", call, invoke);
+            history.complete(i, complete, ret);
+        };
+        let put = |v: &str| Call::Put {
+            value: v.to_string(),
+        };
+        op(put("x"), 0, 1, Ret::Stored { ts: 1 });
+        op(Call::Get, 2, 3, found("x"));
+        op(put("a"), 10, 20, Ret::Stored { ts: 2 });
+        op(put("b"), 11, 21, Ret::Stored { ts: 3 });
+        op(Call::Get, 30, 31, found("b"));
+        op(Call::Get, 40, 41, found("a"));
+        op(put("y"), 50, 51, Ret::Stored { ts: 4 });
+        op(Call::Get, 60, 61, found("y"));
+        let report = check(&history);
+        assert!(report.holds(), "the promise allows it");
+        assert_eq!(report.not_linearizable.len(), 1);
+        let witness = linearizability_witness(&report.not_linearizable[0].ops);
+        let indices: Vec<usize> = witness.iter().map(|o| o.index).collect();
+        assert_eq!(indices, [2, 3, 4, 5]);
     }
 }

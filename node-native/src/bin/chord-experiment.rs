@@ -782,6 +782,18 @@ fn run_churn(cli: &Cli) -> anyhow::Result<()> {
             .map(|a| a.key.as_str())
             .collect();
         println!("  not linearizable: {}", keys.join(", "));
+        for anomaly in report.not_linearizable.iter().take(10) {
+            let witness = node_native::live::linearizability_witness(&anomaly.ops);
+            println!(
+                "  {:?}: {} of its {} operations have no linearization:",
+                anomaly.key,
+                witness.len(),
+                anomaly.ops.len()
+            );
+            for op in &witness {
+                println!("      {op}");
+            }
+        }
         if cli.verbose {
             for anomaly in &report.not_linearizable {
                 print!("  {anomaly}");
