@@ -940,46 +940,50 @@ fn acked_writes_unread(history: &History, read_back: &[Vec<Ret>]) -> usize {
 }
 
 /// A small witness of one key's non-linearizable history (`ops`, in invocation order): the
-/// shortest run of consecutive operations that still has no linearization, together with the
-/// writes its reads returned. Any linearization of a history, kept to a subset of its
-/// operations that holds the write each kept read returned, is one of the subset; so the subset
-/// failing proves the whole failed, and failing grows with the run (two binary searches).
+/// shortest run of consecutive operations that still has no linearization, with the writes its
+/// reads returned, then thinned one operation at a time. Any linearization of a history, kept
+/// to a subset of its operations that holds the write each kept read returned, is one of the
+/// subset; so the subset failing proves the whole failed, and failing grows with the run (two
+/// binary searches).
 pub fn linearizability_witness(ops: &[Op]) -> Vec<Op> {
-    let fails = |run: &[Op]| {
-        let read_values: std::collections::HashSet<&str> = run
-            .iter()
-            .filter_map(|o| match &o.ret {
-                Ret::Found { value, .. } if matches!(o.call, Call::Get) => Some(value.as_str()),
-                _ => None,
-            })
-            .collect();
-        let first = run.first().map_or(0, |o| o.index);
-        let last = run.last().map_or(0, |o| o.index);
-        let kept: Vec<&Op> = ops
-            .iter()
-            .filter(|o| {
-                (first..=last).contains(&o.index)
-                    || matches!(&o.call, Call::Put { value } if read_values.contains(value.as_str()))
-            })
-            .collect();
+    let fails = |subset: &[&Op]| {
         let mut history = History::new();
-        for o in &kept {
+        for o in subset {
             let i = history.invoke(&o.client, &o.key, o.call.clone(), o.invoke);
             if let Some(at) = o.complete {
                 history.complete(i, at, o.ret.clone());
             }
         }
-        (!check(&history).not_linearizable.is_empty())
-            .then(|| kept.iter().map(|o| (*o).clone()).collect::<Vec<Op>>())
+        !check(&history).not_linearizable.is_empty()
     };
-    if ops.is_empty() || fails(ops).is_none() {
+    let read_values = |subset: &[&Op]| -> std::collections::HashSet<String> {
+        subset
+            .iter()
+            .filter_map(|o| match &o.ret {
+                Ret::Found { value, .. } if matches!(o.call, Call::Get) => Some(value.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // The run ops[start..end] with the writes its reads returned.
+    let closed = |start: usize, end: usize| -> Vec<&Op> {
+        let values = read_values(&ops[start..end].iter().collect::<Vec<_>>());
+        let (first, last) = (ops[start].index, ops[end - 1].index);
+        ops.iter()
+            .filter(|o| {
+                (first..=last).contains(&o.index)
+                    || matches!(&o.call, Call::Put { value } if values.contains(value))
+            })
+            .collect()
+    };
+    if ops.is_empty() || !fails(&ops.iter().collect::<Vec<_>>()) {
         return ops.to_vec();
     }
     // The shortest failing prefix, then the shortest failing suffix of it.
     let (mut lo, mut hi) = (1, ops.len());
     while lo < hi {
         let mid = (lo + hi) / 2;
-        if fails(&ops[..mid]).is_some() {
+        if fails(&closed(0, mid)) {
             hi = mid;
         } else {
             lo = mid + 1;
@@ -989,13 +993,24 @@ pub fn linearizability_witness(ops: &[Op]) -> Vec<Op> {
     let (mut lo, mut hi) = (0, end - 1);
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if fails(&ops[mid..end]).is_some() {
+        if fails(&closed(mid, end)) {
             lo = mid;
         } else {
             hi = mid - 1;
         }
     }
-    fails(&ops[lo..end]).unwrap_or_else(|| ops.to_vec())
+    // Drop every operation the failure does not need (never a write a kept read returned).
+    let mut witness = closed(lo, end);
+    for i in (0..witness.len()).rev() {
+        let mut fewer = witness.clone();
+        let dropped = fewer.remove(i);
+        let needed =
+            matches!(&dropped.call, Call::Put { value } if read_values(&fewer).contains(value));
+        if !needed && fails(&fewer) {
+            witness = fewer;
+        }
+    }
+    witness.into_iter().cloned().collect()
 }
 
 #[cfg(test)]
@@ -1070,5 +1085,29 @@ mod tests {
         let witness = linearizability_witness(&report.not_linearizable[0].ops);
         let indices: Vec<usize> = witness.iter().map(|o| o.index).collect();
         assert_eq!(indices, [2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn the_witness_of_a_write_seen_twice_drops_what_it_does_not_need() {
+        // A slow put of "a" is read early, overwritten by "b" and "c", and read again.
+        let mut history = History::new();
+        let mut op = |call: Call, invoke: Time, complete: Time, ret: Ret| {
+            let i = history.invoke("c0", "churn-0", call, invoke);
+            history.complete(i, complete, ret);
+        };
+        let put = |v: &str| Call::Put {
+            value: v.to_string(),
+        };
+        op(put("a"), 10, 100, Ret::Stored { ts: 9 });
+        op(Call::Get, 20, 21, found("a"));
+        op(put("b"), 30, 31, Ret::Stored { ts: 2 });
+        op(Call::Get, 35, 36, found("b"));
+        op(put("c"), 40, 41, Ret::Stored { ts: 3 });
+        op(Call::Get, 110, 111, found("a"));
+        let report = check(&history);
+        assert!(report.holds(), "the promise allows it: \"a\" was in flight");
+        let witness = linearizability_witness(&report.not_linearizable[0].ops);
+        let indices: Vec<usize> = witness.iter().map(|o| o.index).collect();
+        assert_eq!(indices, [0, 1, 2, 5]);
     }
 }
