@@ -9,8 +9,12 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use node_core::Time;
+use node_core::sim::history::{Call, History, Op, Report, Ret, check};
 use serde_json::Value;
 
 /// The directory holding the workspace's binaries (`target/<profile>`), or `CHORD_KV_BIN_DIR`.
@@ -550,14 +554,29 @@ pub struct LiveChurnRow {
     pub gets_failed: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
-    /// Acknowledged keys not read back (with their value) after the churn.
+    /// Acknowledged puts that no peer reflects after the churn: every peer answered the key
+    /// with "not found" or a write acknowledged before the put started (see
+    /// `acked_writes_unread`).
     pub acked_writes_lost: usize,
+    /// Operations in the client history, the read-back included.
+    pub ops: usize,
+    /// Violations of the promise the history checker found (node_core::sim::history).
+    pub anomalies: usize,
+    /// Keys whose history has no linearization.
+    pub not_linearizable_keys: usize,
+    /// Keys whose linearizability search ran out of budget (neither passed nor failed).
+    pub undecided_keys: usize,
+    /// The checker's count of acknowledged writes the last read of their key does not reflect.
+    pub acked_writes_lost_history: usize,
     /// Length of one of `slices`: a tenth of the kill period.
     pub slice_ms: u64,
     /// The workload in time slices, for a timeline (`--plot`).
     pub slices: Vec<ChurnSlice>,
     /// When each peer was killed and restarted, on the slices' clock.
     pub events: Vec<ChurnEvent>,
+    /// The checker's verdict, with the operations of each anomaly.
+    #[serde(skip)]
+    pub report: Report,
 }
 
 /// The workload of one time slice of a live churn run. Slices without requests (while a
@@ -637,14 +656,130 @@ fn churn_slices(samples: &[ChurnSample], width: Duration) -> Vec<ChurnSlice> {
     slices
 }
 
-/// Live churn: while one client writes and reads through random surviving peers, every
-/// `period` one peer (never the first, the clients' fallback) is killed with SIGKILL and
-/// restarted empty with the same id a moment later. Afterwards every acknowledged key is read.
+/// Keys of the churn workload: puts overwrite them and gets read them, so the history checker
+/// sees several operations per key.
+pub const CHURN_KEYS: usize = 20;
+/// Client threads of the churn workload, each a sequence of put-then-get.
+pub const CHURN_CLIENTS: usize = 3;
+
+/// The churn workload's shared client history (node_core::sim::history), on one clock: the
+/// milliseconds since the workload started.
+struct Recorder {
+    started: Instant,
+    history: Mutex<History>,
+}
+
+/// What one recorded put returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PutOutcome {
+    Acked,
+    /// The peer answered with an error.
+    Failed,
+    /// No answer (refused, timed out, or the peer died mid-call): it may have taken effect.
+    Unknown,
+}
+
+impl Recorder {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            history: Mutex::new(History::new()),
+        }
+    }
+
+    fn now_ms(&self) -> Time {
+        self.started.elapsed().as_millis() as Time
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the invocation; the clock is read under the lock, so the history's order is
+    /// the order of the invocation times.
+    fn invoke(&self, client: &str, key: &str, call: Call) -> usize {
+        let mut history = self.history();
+        let at = self.now_ms();
+        history.invoke(client, key, call, at)
+    }
+
+    /// `POST /put` recorded: an acknowledgement, an error answer, or nothing.
+    fn put(&self, client: &str, port: u16, key: &str, value: &str) -> PutOutcome {
+        let body = serde_json::json!({"key": key, "value": value, "writer_id": client}).to_string();
+        let call = Call::Put {
+            value: value.to_string(),
+        };
+        let index = self.invoke(&format!("{client}@{port}"), key, call);
+        let answer = http(port, "POST", "/put", Some(&body));
+        let at = self.now_ms();
+        let Some((status, text)) = answer else {
+            return PutOutcome::Unknown;
+        };
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        let ret = match parsed {
+            Some(v) if status == 200 && v["ok"] == true => Ret::Stored {
+                ts: v["ts"].as_u64().unwrap_or(0),
+            },
+            _ => Ret::Failed {
+                error: error_text(status, &text),
+            },
+        };
+        let outcome = if matches!(ret, Ret::Stored { .. }) {
+            PutOutcome::Acked
+        } else {
+            PutOutcome::Failed
+        };
+        self.history().complete(index, at, ret);
+        outcome
+    }
+
+    /// `POST /get` recorded: what it returned (`Ret::Found`, `NotFound` or `Failed`), or
+    /// `None` without an answer.
+    fn get(&self, client: &str, port: u16, key: &str) -> Option<Ret> {
+        let body = serde_json::json!({ "key": key }).to_string();
+        let index = self.invoke(&format!("{client}@{port}"), key, Call::Get);
+        let answer = http(port, "POST", "/get", Some(&body));
+        let at = self.now_ms();
+        let (status, text) = answer?;
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        let ret = match parsed {
+            Some(v) if status == 200 && v["found"] == true => Ret::Found {
+                // Values are written as strings; anything else is named by its JSON text.
+                value: v["value"]
+                    .as_str()
+                    .map_or_else(|| v["value"].to_string(), str::to_string),
+                ts: v["ts"].as_u64().unwrap_or(0),
+                writer: v["writer_id"].as_str().unwrap_or("").to_string(),
+            },
+            Some(v) if status == 200 && v["found"] == false => Ret::NotFound,
+            _ => Ret::Failed {
+                error: error_text(status, &text),
+            },
+        };
+        self.history().complete(index, at, ret.clone());
+        Some(ret)
+    }
+}
+
+/// An error answer in one line: its status and JSON `error` (or the start of its body).
+fn error_text(status: u16, body: &str) -> String {
+    let detail = serde_json::from_str::<Value>(body)
+        .ok()
+        .map(|v| v["error"].to_string())
+        .unwrap_or_else(|| body.chars().take(120).collect());
+    format!("HTTP {status} {detail}")
+}
+
+/// Live churn: while [`CHURN_CLIENTS`] clients put and get [`CHURN_KEYS`] keys through random
+/// surviving peers, every `period` one peer (never the first, the clients' fallback) is killed
+/// with SIGKILL and restarted empty with the same id a moment later. Afterwards every key is
+/// read from every peer. Every put and get, the read-back included, goes into one client
+/// history, judged by the simulator's checker (node_core::sim::history::check).
 pub fn churn_workload(ring: &mut LiveRing, restarts: usize, period: Duration) -> LiveChurnRow {
     let started = Instant::now();
+    let recorder = Recorder::new(started);
     let nodes = ring.peers.len();
-    let (mut puts, mut acked, mut gets, mut gets_failed) = (0, Vec::new(), 0, 0);
-    let mut key_no = 0usize;
+    let next_value = AtomicUsize::new(0);
     let mut state = 0x00C0_FFEE_u64;
     let (mut samples, mut events) = (Vec::new(), Vec::new());
     for round in 0..restarts {
@@ -666,33 +801,52 @@ pub fn churn_workload(ring: &mut LiveRing, restarts: usize, period: Duration) ->
             .filter(|p| *p != port)
             .filter(|p| json(*p, "GET", "/ring", None).is_some_and(|(_, v)| v["joined"] == true))
             .collect();
-        while Instant::now() < phase_end && !alive.is_empty() {
-            let at = alive[key_no % alive.len()];
-            let key = format!("churn-{key_no}");
-            key_no += 1;
-            let t = Instant::now();
-            puts += 1;
-            let ok = put_value(at, &key, &key);
-            if ok {
-                acked.push(key.clone());
-            }
-            samples.push(ChurnSample {
-                at: t - started,
-                took: t.elapsed(),
-                put: true,
-                ok,
-            });
-            let t = Instant::now();
-            gets += 1;
-            let ok = get_request(alive[(key_no + 1) % alive.len()], &key).is_some();
-            if !ok {
-                gets_failed += 1;
-            }
-            samples.push(ChurnSample {
-                at: t - started,
-                took: t.elapsed(),
-                put: false,
-                ok,
+        if !alive.is_empty() {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..CHURN_CLIENTS)
+                    .map(|c| {
+                        let (recorder, alive, next_value) = (&recorder, &alive, &next_value);
+                        let mut rng = state ^ (((round * CHURN_CLIENTS + c) as u64 + 1) << 32);
+                        scope.spawn(move || {
+                            let client = format!("c{c}");
+                            let mut pick = |n: usize| {
+                                (node_core::rng::splitmix64(&mut rng) % n as u64) as usize
+                            };
+                            let mut samples = Vec::new();
+                            while Instant::now() < phase_end {
+                                let key = format!("churn-{}", pick(CHURN_KEYS));
+                                let value =
+                                    format!("v{}", next_value.fetch_add(1, Ordering::Relaxed));
+                                let at = alive[pick(alive.len())];
+                                let t = Instant::now();
+                                let put = recorder.put(&client, at, &key, &value);
+                                samples.push(ChurnSample {
+                                    at: t - started,
+                                    took: t.elapsed(),
+                                    put: true,
+                                    ok: put == PutOutcome::Acked,
+                                });
+                                // A key written earlier, by any client, through any peer.
+                                let key = format!("churn-{}", pick(CHURN_KEYS));
+                                let at = alive[pick(alive.len())];
+                                let t = Instant::now();
+                                let got = recorder.get(&client, at, &key);
+                                samples.push(ChurnSample {
+                                    at: t - started,
+                                    took: t.elapsed(),
+                                    put: false,
+                                    ok: matches!(got, Some(Ret::Found { .. } | Ret::NotFound)),
+                                });
+                            }
+                            samples
+                        })
+                    })
+                    .collect();
+                for handle in handles {
+                    if let Ok(s) = handle.join() {
+                        samples.extend(s);
+                    }
+                }
             });
         }
         // Back, empty, with the same id: it rejoins and anti-entropy refills it.
@@ -705,24 +859,31 @@ pub fn churn_workload(ring: &mut LiveRing, restarts: usize, period: Duration) ->
             port,
         });
         std::thread::sleep(period / 2);
-        let _ = round;
     }
-    // Let repair run, then read back everything acknowledged.
+    samples.sort_by_key(|s| s.at);
+    // Let repair run, then read every key back from every peer (recorded too).
     let ports = ring.ports();
     let _ = wait_until(Duration::from_secs(60), || ring_converged(&ports));
     std::thread::sleep(Duration::from_secs(5));
-    // A key counts as lost only if no peer can read it back (a peer that is still rejoining
-    // answers 503, which says nothing about the data).
-    let lost = acked
-        .iter()
-        .enumerate()
-        .filter(|(i, key)| {
-            !(0..ports.len()).any(|j| {
-                let at = ports[(i + j) % ports.len()].0;
-                get_request(at, key).flatten().as_deref() == Some(key.as_str())
-            })
+    let read_back: Vec<Vec<Ret>> = (0..CHURN_KEYS)
+        .map(|k| {
+            let key = format!("churn-{k}");
+            ports
+                .iter()
+                .filter_map(|(port, _)| recorder.get("readback", *port, &key))
+                .filter(|r| matches!(r, Ret::Found { .. } | Ret::NotFound))
+                .collect()
         })
-        .count();
+        .collect();
+    let history = recorder.history().clone();
+    let lost = acked_writes_unread(&history, &read_back);
+    let report = check(&history);
+    let (puts, puts_acked) = (
+        samples.iter().filter(|s| s.put).count(),
+        samples.iter().filter(|s| s.put && s.ok).count(),
+    );
+    let gets = samples.iter().filter(|s| !s.put).count();
+    let gets_failed = samples.iter().filter(|s| !s.put && !s.ok).count();
     let mut latencies: Vec<Duration> = samples.iter().map(|s| s.took).collect();
     latencies.sort_unstable();
     let slice = (period / 10).max(Duration::from_millis(1));
@@ -731,14 +892,232 @@ pub fn churn_workload(ring: &mut LiveRing, restarts: usize, period: Duration) ->
         restarts,
         seconds: started.elapsed().as_secs_f64(),
         puts,
-        puts_acked: acked.len(),
+        puts_acked,
         gets,
         gets_failed,
         p50_ms: percentile_ms(&latencies, 0.5),
         p99_ms: percentile_ms(&latencies, 0.99),
         acked_writes_lost: lost,
+        ops: report.ops,
+        anomalies: report.anomalies.len(),
+        not_linearizable_keys: report.not_linearizable.len(),
+        undecided_keys: report.undecided_keys,
+        acked_writes_lost_history: report.acked_writes_lost,
         slice_ms: slice.as_millis() as u64,
         slices: churn_slices(&samples, slice),
         events,
+        report,
+    }
+}
+
+/// Acknowledged puts (of keys `churn-0`, ...) that no peer's read-back reflects: every
+/// answer for the key was "not found" or a write acknowledged before the put started (or no
+/// peer answered). A put overwritten by a later or concurrent one is not lost.
+fn acked_writes_unread(history: &History, read_back: &[Vec<Ret>]) -> usize {
+    let ops = history.ops();
+    // Every put by (key, value): when it was acknowledged, if it was.
+    let puts: std::collections::HashMap<(&str, &str), Option<Time>> = ops
+        .iter()
+        .filter_map(|o| match (&o.call, &o.ret) {
+            (Call::Put { value }, Ret::Stored { .. }) => {
+                Some(((o.key.as_str(), value.as_str()), o.complete))
+            }
+            (Call::Put { value }, _) => Some(((o.key.as_str(), value.as_str()), None)),
+            _ => None,
+        })
+        .collect();
+    ops.iter()
+        .filter(|o| matches!((&o.call, &o.ret), (Call::Put { .. }, Ret::Stored { .. })))
+        .filter(|w| {
+            let Some(k) = w
+                .key
+                .strip_prefix("churn-")
+                .and_then(|k| k.parse::<usize>().ok())
+            else {
+                return false;
+            };
+            let answers = read_back.get(k).map_or(&[][..], Vec::as_slice);
+            !answers.iter().any(|r| match r {
+                // The write itself, or one not acknowledged before it started (a value nobody
+                // wrote reflects nothing).
+                Ret::Found { value, .. } => puts
+                    .get(&(w.key.as_str(), value.as_str()))
+                    .is_some_and(|acked| acked.is_none_or(|at| at >= w.invoke)),
+                _ => false,
+            })
+        })
+        .count()
+}
+
+/// A small witness of one key's non-linearizable history (`ops`, in invocation order): the
+/// shortest run of consecutive operations that still has no linearization, with the writes its
+/// reads returned, then thinned one operation at a time. Any linearization of a history, kept
+/// to a subset of its operations that holds the write each kept read returned, is one of the
+/// subset; so the subset failing proves the whole failed, and failing grows with the run (two
+/// binary searches).
+pub fn linearizability_witness(ops: &[Op]) -> Vec<Op> {
+    let fails = |subset: &[&Op]| {
+        let mut history = History::new();
+        for o in subset {
+            let i = history.invoke(&o.client, &o.key, o.call.clone(), o.invoke);
+            if let Some(at) = o.complete {
+                history.complete(i, at, o.ret.clone());
+            }
+        }
+        !check(&history).not_linearizable.is_empty()
+    };
+    let read_values = |subset: &[&Op]| -> std::collections::HashSet<String> {
+        subset
+            .iter()
+            .filter_map(|o| match &o.ret {
+                Ret::Found { value, .. } if matches!(o.call, Call::Get) => Some(value.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // The run ops[start..end] with the writes its reads returned.
+    let closed = |start: usize, end: usize| -> Vec<&Op> {
+        let values = read_values(&ops[start..end].iter().collect::<Vec<_>>());
+        let (first, last) = (ops[start].index, ops[end - 1].index);
+        ops.iter()
+            .filter(|o| {
+                (first..=last).contains(&o.index)
+                    || matches!(&o.call, Call::Put { value } if values.contains(value))
+            })
+            .collect()
+    };
+    if ops.is_empty() || !fails(&ops.iter().collect::<Vec<_>>()) {
+        return ops.to_vec();
+    }
+    // The shortest failing prefix, then the shortest failing suffix of it.
+    let (mut lo, mut hi) = (1, ops.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if fails(&closed(0, mid)) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let end = hi;
+    let (mut lo, mut hi) = (0, end - 1);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if fails(&closed(mid, end)) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    // Drop every operation the failure does not need (never a write a kept read returned).
+    let mut witness = closed(lo, end);
+    for i in (0..witness.len()).rev() {
+        let mut fewer = witness.clone();
+        let dropped = fewer.remove(i);
+        let needed =
+            matches!(&dropped.call, Call::Put { value } if read_values(&fewer).contains(value));
+        if !needed && fails(&fewer) {
+            witness = fewer;
+        }
+    }
+    witness.into_iter().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Puts of `churn-0` (value, invoke, acknowledged at) and the read-back's answers.
+    fn lost(puts: &[(&str, Time, Option<Time>)], answers: &[Ret]) -> usize {
+        let mut history = History::new();
+        for (value, invoke, acked) in puts {
+            let call = Call::Put {
+                value: (*value).to_string(),
+            };
+            let i = history.invoke("c0", "churn-0", call, *invoke);
+            if let Some(at) = acked {
+                history.complete(i, *at, Ret::Stored { ts: 1 });
+            }
+        }
+        acked_writes_unread(&history, &[answers.to_vec()])
+    }
+
+    fn found(value: &str) -> Ret {
+        Ret::Found {
+            value: value.to_string(),
+            ts: 1,
+            writer: "c0".to_string(),
+        }
+    }
+
+    #[test]
+    fn an_overwritten_put_is_not_lost_but_one_the_read_back_predates_is() {
+        let sequential = [("a", 0, Some(1)), ("b", 2, Some(3))];
+        assert_eq!(lost(&sequential, &[found("b")]), 0);
+        assert_eq!(lost(&sequential, &[found("a")]), 1);
+        assert_eq!(lost(&sequential, &[Ret::NotFound]), 2);
+        // One peer that still answers the newest write is enough.
+        assert_eq!(lost(&sequential, &[found("a"), found("b")]), 0);
+        // No answer at all, or a value nobody wrote, reflects nothing.
+        assert_eq!(lost(&sequential, &[]), 2);
+        assert_eq!(lost(&sequential, &[found("zz")]), 2);
+    }
+
+    #[test]
+    fn a_concurrent_or_unacknowledged_write_may_win() {
+        let concurrent = [("a", 0, Some(5)), ("b", 1, Some(6))];
+        assert_eq!(lost(&concurrent, &[found("a")]), 0);
+        let unknown = [("a", 0, Some(1)), ("b", 2, None)];
+        assert_eq!(lost(&unknown, &[found("b")]), 0);
+    }
+
+    #[test]
+    fn the_witness_of_a_flip_flop_is_its_four_operations() {
+        let mut history = History::new();
+        let mut op = |call: Call, invoke: Time, complete: Time, ret: Ret| {
+            let i = history.invoke("c0", "churn-0", call, invoke);
+            history.complete(i, complete, ret);
+        };
+        let put = |v: &str| Call::Put {
+            value: v.to_string(),
+        };
+        op(put("x"), 0, 1, Ret::Stored { ts: 1 });
+        op(Call::Get, 2, 3, found("x"));
+        op(put("a"), 10, 20, Ret::Stored { ts: 2 });
+        op(put("b"), 11, 21, Ret::Stored { ts: 3 });
+        op(Call::Get, 30, 31, found("b"));
+        op(Call::Get, 40, 41, found("a"));
+        op(put("y"), 50, 51, Ret::Stored { ts: 4 });
+        op(Call::Get, 60, 61, found("y"));
+        let report = check(&history);
+        assert!(report.holds(), "the promise allows it");
+        assert_eq!(report.not_linearizable.len(), 1);
+        let witness = linearizability_witness(&report.not_linearizable[0].ops);
+        let indices: Vec<usize> = witness.iter().map(|o| o.index).collect();
+        assert_eq!(indices, [2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn the_witness_of_a_write_seen_twice_drops_what_it_does_not_need() {
+        // A slow put of "a" is read early, overwritten by "b" and "c", and read again.
+        let mut history = History::new();
+        let mut op = |call: Call, invoke: Time, complete: Time, ret: Ret| {
+            let i = history.invoke("c0", "churn-0", call, invoke);
+            history.complete(i, complete, ret);
+        };
+        let put = |v: &str| Call::Put {
+            value: v.to_string(),
+        };
+        op(put("a"), 10, 100, Ret::Stored { ts: 9 });
+        op(Call::Get, 20, 21, found("a"));
+        op(put("b"), 30, 31, Ret::Stored { ts: 2 });
+        op(Call::Get, 35, 36, found("b"));
+        op(put("c"), 40, 41, Ret::Stored { ts: 3 });
+        op(Call::Get, 110, 111, found("a"));
+        let report = check(&history);
+        assert!(report.holds(), "the promise allows it: \"a\" was in flight");
+        let witness = linearizability_witness(&report.not_linearizable[0].ops);
+        let indices: Vec<usize> = witness.iter().map(|o| o.index).collect();
+        assert_eq!(indices, [0, 1, 2, 5]);
     }
 }

@@ -16,7 +16,7 @@
 //!     [--verbose] [--json]
 //! chord-experiment --mode scale --num-nodes 5 --num-ops 500 --clients 8
 //! chord-experiment --mode churn --num-nodes 6 --restarts 4 --period-ms 10000 \
-//!     [--json] [--plot target/churn.svg]
+//!     [--verbose] [--json] [--plot target/churn.svg]
 //! chord-experiment --mode durable --num-ops 300 --clients 8 --restart-keys 100000 \
 //!     [--data-root target/tmp/durable-bench] [--json] [--plot target/durable.svg]
 //! ```
@@ -136,7 +136,8 @@ struct Cli {
     /// slow-peer, concurrent-writers, mixed.
     #[arg(long, value_delimiter = ',', value_parser = parse_fault_class)]
     faults: Vec<FaultClass>,
-    /// Print every anomaly of a failing seed (sim-history), not just the first three.
+    /// Print every anomaly of a failing seed (sim-history), not just the first three; every
+    /// operation of a key that is not linearizable (churn).
     #[arg(long)]
     verbose: bool,
     /// End stdout with one JSON line: {"mode": ..., "rows": [...]}.
@@ -730,6 +731,10 @@ fn run_churn(cli: &Cli) -> anyhow::Result<()> {
         ("p50 ms", 7),
         ("p99 ms", 7),
         ("acked lost", 0),
+        ("ops", 5),
+        ("anomalies", 0),
+        ("not linearizable keys", 0),
+        ("acked lost (history)", 0),
     ]);
     println!("{}", table.header());
     println!(
@@ -744,8 +749,57 @@ fn run_churn(cli: &Cli) -> anyhow::Result<()> {
             format!("{:.2}", row.p50_ms),
             format!("{:.2}", row.p99_ms),
             row.acked_writes_lost.to_string(),
+            row.ops.to_string(),
+            row.anomalies.to_string(),
+            row.not_linearizable_keys.to_string(),
+            row.acked_writes_lost_history.to_string(),
         ])
     );
+    let report = &row.report;
+    println!(
+        "history of {} clients on {} keys and the read-back from every peer: {} ({} acked \
+         writes, {} undecided keys)",
+        node_native::live::CHURN_CLIENTS,
+        node_native::live::CHURN_KEYS,
+        if report.holds() {
+            "the promise held"
+        } else {
+            "the promise was broken"
+        },
+        report.acked_writes,
+        report.undecided_keys
+    );
+    for anomaly in report.anomalies.iter().take(10) {
+        print!("  {anomaly}");
+    }
+    if report.anomalies.len() > 10 {
+        println!("  ... {} more anomalies", report.anomalies.len() - 10);
+    }
+    if !report.not_linearizable.is_empty() {
+        let keys: Vec<&str> = report
+            .not_linearizable
+            .iter()
+            .map(|a| a.key.as_str())
+            .collect();
+        println!("  not linearizable: {}", keys.join(", "));
+        for anomaly in report.not_linearizable.iter().take(10) {
+            let witness = node_native::live::linearizability_witness(&anomaly.ops);
+            println!(
+                "  {:?}: {} of its {} operations have no linearization:",
+                anomaly.key,
+                witness.len(),
+                anomaly.ops.len()
+            );
+            for op in &witness {
+                println!("      {op}");
+            }
+        }
+        if cli.verbose {
+            for anomaly in &report.not_linearizable {
+                print!("  {anomaly}");
+            }
+        }
+    }
     drop(ring);
     if let Some(path) = &cli.plot {
         prepare_output(path)?;
