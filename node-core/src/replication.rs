@@ -665,24 +665,14 @@ impl Node {
             match self.recent_requests.get(routed.origin, request.op) {
                 Some(Slot::Done(result)) => {
                     // Done before: the same answer again, nothing stamped.
-                    let reply = Routed {
-                        dest: Dest::Peer {
-                            id: routed.origin,
-                            via: routed.origin_via,
-                        },
-                        origin: self.id,
-                        origin_via: None,
-                        hops: 0,
-                        body: Body::KvReply(KvReply {
-                            op: request.op,
-                            result: result.clone(),
-                            hops: routed.hops,
-                        }),
-                    };
+                    let result = result.clone();
                     self.metrics.kv.duplicate_requests += 1;
-                    if !self.route(reply) {
-                        self.metrics.chord.dropped_no_route += 1;
-                    }
+                    self.send_kv_reply(
+                        (routed.origin, routed.origin_via),
+                        request.op,
+                        routed.hops,
+                        result,
+                    );
                     return;
                 }
                 Some(Slot::InProgress) => {
@@ -1056,25 +1046,24 @@ impl Node {
         let Some(c) = self.coordinations.get(&req) else {
             return;
         };
+        let (to, op, hops) = ((c.origin, c.origin_via), c.op, c.hops);
         if matches!(c.kind, CoordKind::Write { .. }) {
-            self.recent_requests.finish(c.origin, c.op, &result);
+            self.recent_requests.finish(to.0, op, &result);
         }
-        let Some(c) = self.coordinations.get(&req) else {
-            return;
-        };
+        self.send_kv_reply(to, op, hops, result);
+    }
+
+    /// Routes a leader's answer to the origin of request `op`.
+    fn send_kv_reply(&mut self, to: (PeerId, Option<PeerId>), op: u64, hops: u8, result: KvResult) {
         let reply = Routed {
             dest: Dest::Peer {
-                id: c.origin,
-                via: c.origin_via,
+                id: to.0,
+                via: to.1,
             },
             origin: self.id,
             origin_via: None,
             hops: 0,
-            body: Body::KvReply(KvReply {
-                op: c.op,
-                result,
-                hops: c.hops,
-            }),
+            body: Body::KvReply(KvReply { op, result, hops }),
         };
         if !self.route(reply) {
             self.metrics.chord.dropped_no_route += 1;
