@@ -264,6 +264,22 @@ pub struct ScaleRow {
     pub seconds: f64,
 }
 
+/// Starts one `chord-node` per `(port, id)` with default flags, the first one the introducer
+/// of the others (300 ms apart); returns the processes and the `(port, id)` pairs that
+/// [`ring_converged`] checks. Tests that need fixed ids and default WebRTC flags use this;
+/// [`LiveRing`] picks ids from a seed and keeps WebRTC on loopback.
+pub fn start_peers(ports: &[u16], ids: &[u32]) -> (Vec<Proc>, Vec<(u16, u32)>) {
+    let mut peers = Vec::with_capacity(ports.len());
+    for (i, (port, id)) in ports.iter().zip(ids).enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        peers.push(Proc::peer(*port, *id, (i > 0).then_some(ports[0])));
+    }
+    let ring = ports.iter().copied().zip(ids.iter().copied()).collect();
+    (peers, ring)
+}
+
 /// Ports of a live experiment ring: `base`, `base+1`, ...
 #[derive(Debug)]
 pub struct LiveRing {
@@ -1042,6 +1058,22 @@ mod tests {
         acked_writes_unread(&history, &[answers.to_vec()])
     }
 
+    fn put(value: &str) -> Call {
+        Call::Put {
+            value: value.to_string(),
+        }
+    }
+
+    /// A history of key `churn-0` from `(call, invoke, complete, result)` rows.
+    fn history_of(rows: &[(Call, Time, Time, Ret)]) -> History {
+        let mut history = History::new();
+        for (call, invoke, complete, ret) in rows {
+            let i = history.invoke("c0", "churn-0", call.clone(), *invoke);
+            history.complete(i, *complete, ret.clone());
+        }
+        history
+    }
+
     fn found(value: &str) -> Ret {
         Ret::Found {
             value: value.to_string(),
@@ -1073,22 +1105,16 @@ mod tests {
 
     #[test]
     fn the_witness_of_a_flip_flop_is_its_four_operations() {
-        let mut history = History::new();
-        let mut op = |call: Call, invoke: Time, complete: Time, ret: Ret| {
-            let i = history.invoke("c0", "churn-0", call, invoke);
-            history.complete(i, complete, ret);
-        };
-        let put = |v: &str| Call::Put {
-            value: v.to_string(),
-        };
-        op(put("x"), 0, 1, Ret::Stored { ts: 1 });
-        op(Call::Get, 2, 3, found("x"));
-        op(put("a"), 10, 20, Ret::Stored { ts: 2 });
-        op(put("b"), 11, 21, Ret::Stored { ts: 3 });
-        op(Call::Get, 30, 31, found("b"));
-        op(Call::Get, 40, 41, found("a"));
-        op(put("y"), 50, 51, Ret::Stored { ts: 4 });
-        op(Call::Get, 60, 61, found("y"));
+        let history = history_of(&[
+            (put("x"), 0, 1, Ret::Stored { ts: 1 }),
+            (Call::Get, 2, 3, found("x")),
+            (put("a"), 10, 20, Ret::Stored { ts: 2 }),
+            (put("b"), 11, 21, Ret::Stored { ts: 3 }),
+            (Call::Get, 30, 31, found("b")),
+            (Call::Get, 40, 41, found("a")),
+            (put("y"), 50, 51, Ret::Stored { ts: 4 }),
+            (Call::Get, 60, 61, found("y")),
+        ]);
         let report = check(&history);
         assert!(report.holds(), "the promise allows it");
         assert_eq!(report.not_linearizable.len(), 1);
@@ -1100,20 +1126,14 @@ mod tests {
     #[test]
     fn the_witness_of_a_write_seen_twice_drops_what_it_does_not_need() {
         // A slow put of "a" is read early, overwritten by "b" and "c", and read again.
-        let mut history = History::new();
-        let mut op = |call: Call, invoke: Time, complete: Time, ret: Ret| {
-            let i = history.invoke("c0", "churn-0", call, invoke);
-            history.complete(i, complete, ret);
-        };
-        let put = |v: &str| Call::Put {
-            value: v.to_string(),
-        };
-        op(put("a"), 10, 100, Ret::Stored { ts: 9 });
-        op(Call::Get, 20, 21, found("a"));
-        op(put("b"), 30, 31, Ret::Stored { ts: 2 });
-        op(Call::Get, 35, 36, found("b"));
-        op(put("c"), 40, 41, Ret::Stored { ts: 3 });
-        op(Call::Get, 110, 111, found("a"));
+        let history = history_of(&[
+            (put("a"), 10, 100, Ret::Stored { ts: 9 }),
+            (Call::Get, 20, 21, found("a")),
+            (put("b"), 30, 31, Ret::Stored { ts: 2 }),
+            (Call::Get, 35, 36, found("b")),
+            (put("c"), 40, 41, Ret::Stored { ts: 3 }),
+            (Call::Get, 110, 111, found("a")),
+        ]);
         let report = check(&history);
         assert!(report.holds(), "the promise allows it: \"a\" was in flight");
         let witness = linearizability_witness(&report.not_linearizable[0].ops);

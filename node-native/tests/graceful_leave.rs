@@ -13,12 +13,7 @@ fn sigterm_leaves_the_ring_gracefully() {
     }
     let ports = [7641u16, 7642, 7643, 7644];
     let ids = [0x1000_0000u32, 0x5000_0000, 0x9000_0000, 0xd000_0000];
-    let mut peers = vec![Proc::peer(ports[0], ids[0], None)];
-    for (port, id) in ports.iter().zip(ids).skip(1) {
-        std::thread::sleep(Duration::from_millis(300));
-        peers.push(Proc::peer(*port, id, Some(ports[0])));
-    }
-    let ring: Vec<(u16, u32)> = ports.iter().copied().zip(ids).collect();
+    let (mut peers, ring) = node_native::live::start_peers(&ports, &ids);
     assert!(
         wait_until(Duration::from_secs(60), || ring_converged(&ring)),
         "no ring of 4: {}",

@@ -177,12 +177,7 @@ fn flood_reports_holders_and_the_whole_tree() {
     }
     let ports = [7621u16, 7622, 7623];
     let ids = [0x2000_0000u32, 0x6000_0000, 0xa000_0000];
-    let mut peers = vec![Proc::peer(ports[0], ids[0], None)];
-    for (port, id) in ports.iter().zip(ids).skip(1) {
-        std::thread::sleep(Duration::from_millis(300));
-        peers.push(Proc::peer(*port, id, Some(ports[0])));
-    }
-    let ring: Vec<(u16, u32)> = ports.iter().copied().zip(ids).collect();
+    let (peers, ring) = node_native::live::start_peers(&ports, &ids);
     assert!(
         wait_until(Duration::from_secs(60), || {
             node_native::live::ring_converged(&ring)

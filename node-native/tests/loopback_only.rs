@@ -12,12 +12,7 @@ fn loopback_only_host_forms_a_ring() {
     }
     let ports = [7631u16, 7632, 7633];
     let ids = [0x1000_0000u32, 0x5000_0000, 0x9000_0000];
-    let mut peers = vec![Proc::peer(ports[0], ids[0], None)];
-    for (port, id) in ports.iter().zip(ids).skip(1) {
-        std::thread::sleep(Duration::from_millis(300));
-        peers.push(Proc::peer(*port, id, Some(ports[0])));
-    }
-    let ring: Vec<(u16, u32)> = ports.iter().copied().zip(ids).collect();
+    let (peers, ring) = node_native::live::start_peers(&ports, &ids);
     assert!(
         wait_until(Duration::from_secs(60), || ring_converged(&ring)),
         "no ring of 3 on a loopback-only host: {}",

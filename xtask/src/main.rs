@@ -444,6 +444,17 @@ fn wasm_test() -> anyhow::Result<()> {
     )
 }
 
+/// `cargo run` of the release `chord-experiment` binary; its own flags follow.
+const CHORD_EXPERIMENT: [&str; 7] = [
+    "run",
+    "--release",
+    "-p",
+    "node-native",
+    "--bin",
+    "chord-experiment",
+    "--",
+];
+
 /// `cargo xtask soak [--seeds N] [--faults LIST]`: the sim-history sweep over many seeds.
 fn soak(args: &[String]) -> anyhow::Result<()> {
     let mut seeds = "10000".to_string();
@@ -456,20 +467,8 @@ fn soak(args: &[String]) -> anyhow::Result<()> {
             other => bail!("soak: unknown argument {other:?} (--seeds N, --faults LIST)"),
         }
     }
-    let mut cargo_args = vec![
-        "run",
-        "--release",
-        "-p",
-        "node-native",
-        "--bin",
-        "chord-experiment",
-        "--",
-        "--mode",
-        "sim-history",
-        "--seeds",
-        &seeds,
-        "--json",
-    ];
+    let mut cargo_args = CHORD_EXPERIMENT.to_vec();
+    cargo_args.extend(["--mode", "sim-history", "--seeds", &seeds, "--json"]);
     if let Some(faults) = &faults {
         cargo_args.extend(["--faults", faults]);
     }
@@ -485,24 +484,21 @@ fn sim_hops(task: &str, nodes: &str) -> anyhow::Result<()> {
     run_step(
         &format!("{task}: sim-hops experiment"),
         &[
-            "run",
-            "--release",
-            "-p",
-            "node-native",
-            "--bin",
-            "chord-experiment",
-            "--",
-            "--mode",
-            "sim-hops",
-            "--nodes",
-            nodes,
-            "--lookups",
-            "10000",
-            "--seed",
-            "1",
-            "--plot",
-            plot,
-        ],
+            &CHORD_EXPERIMENT[..],
+            &[
+                "--mode",
+                "sim-hops",
+                "--nodes",
+                nodes,
+                "--lookups",
+                "10000",
+                "--seed",
+                "1",
+                "--plot",
+                plot,
+            ],
+        ]
+        .concat(),
     )?;
     println!("plot written to {}", project_root().join(plot).display());
     Ok(())
