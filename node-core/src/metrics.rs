@@ -105,6 +105,8 @@ pub struct ChordMetrics {
     /// Peers declared failed because they stopped answering heartbeats.
     pub heartbeat_timeouts: u64,
     pub successor_changes: u64,
+    /// Times every successor failed and the node was cut off (`Event::Isolated`).
+    pub isolations: u64,
     pub predecessor_changes: u64,
     pub stabilize_rounds: u64,
     pub finger_sweeps: u64,

@@ -215,6 +215,11 @@ pub enum Event {
         key: String,
         entry: Entry,
     },
+    /// Every successor of this joined node failed and none is left to stand in: it is cut off
+    /// from a ring it was part of (not a ring of one it created). It does not acknowledge
+    /// writes alone (`peak_set`); the driver should join again through a member it knows of
+    /// (`Node::join` accepts an isolated node). Emitted once per isolation.
+    Isolated,
     /// The local store dropped the tombstone of `key` (tombstone collection): the driver
     /// deletes the key from its persisted store. Nothing newer of the key is stored (a newer
     /// write would come as a later `Stored`).
@@ -399,6 +404,13 @@ pub struct Node {
     /// became one). Only these count toward a quorum for keys of the range (see
     /// `replication.rs`, "Membership changes").
     pub(crate) settled_members: BTreeSet<PeerId>,
+    /// The largest replica set (this node and its successors, at most k) this node has been
+    /// part of since it joined or created its ring. Quorums are never computed over fewer
+    /// members than this: a peer whose successors all failed cannot tell a ring that shrank
+    /// from a ring it is cut off from, so it does not acknowledge alone what a larger set
+    /// should hold (`replication.rs`, "Membership changes"). Only a graceful `Leaving` of a
+    /// member lowers it: that member handed its data on.
+    pub(crate) peak_set: usize,
     /// Replica successors whose round over our range ended equal since they became replicas
     /// (or since their last new link). Unlike `settled_members` (which adopts the replicas we
     /// join in front of), only a round puts a peer here; rounds go to the others first, so a
@@ -494,6 +506,7 @@ impl Node {
             last_predecessor: None,
             handback_from: None,
             settled_members: BTreeSet::new(),
+            peak_set: 1,
             equal_with: BTreeSet::new(),
             rounds_opened: BTreeMap::new(),
             equal_since: BTreeMap::new(),
@@ -602,7 +615,7 @@ impl Node {
     pub fn join(&mut self, bootstrap: PeerId, now: Time) -> OpId {
         self.advance(now);
         let op = self.new_op();
-        if !matches!(self.phase, Phase::Idle | Phase::Left) {
+        if !matches!(self.phase, Phase::Idle | Phase::Left) && !self.is_isolated() {
             self.done(op, Err(OpError::AlreadyJoined));
             return op;
         }
@@ -623,6 +636,12 @@ impl Node {
             self.ensure_link(bootstrap, true);
         }
         op
+    }
+
+    /// Joined, but every successor failed and the node was part of a larger replica set than
+    /// itself: it is cut off, not a ring of one (see [`Event::Isolated`]).
+    pub fn is_isolated(&self) -> bool {
+        self.is_joined() && self.ring.successors().is_empty() && self.peak_set > 1
     }
 
     /// Finds the owner (successor) of `key`.
@@ -1211,10 +1230,21 @@ impl Node {
 
     fn become_joined(&mut self) {
         let op = match self.phase {
-            Phase::Joining { op, .. } => Some(op),
+            Phase::Joining { op, successor, .. } => {
+                // The successor the join found may have been dropped from the pointers while
+                // its link was opening (an old link to it went down meanwhile). Its link is up
+                // now: it is our successor. Without this the node would join as a ring of one.
+                if let Some(successor) = successor
+                    && self.ring.successors().is_empty()
+                {
+                    self.ring.set_successors(successor, &[]);
+                }
+                Some(op)
+            }
             _ => None,
         };
         self.phase = Phase::Joined;
+        self.peak_set = self.replica_set().len();
         // The successors we join in front of were replicas of our range before we came: they
         // hold its writes. We ourselves hold nothing certain until we have synced with them.
         self.settled_members = self.replica_successors().into_iter().collect();
@@ -1417,6 +1447,10 @@ impl Node {
 
     fn on_leaving(&mut self, from: PeerId, pred: Option<Id>, succs: &[Id]) {
         let was_successor = self.ring.successor() == from;
+        if self.replica_successors().contains(&from) {
+            // It handed its data on before leaving: the set may shrink by one for good.
+            self.peak_set = self.peak_set.saturating_sub(1).max(1);
+        }
         let was_predecessor = self.ring.predecessor() == Some(from);
         let mut changed = self.ring.remove_peer(from);
         if was_successor && let Some((first, rest)) = succs.split_first() {
@@ -1511,8 +1545,15 @@ impl Node {
     }
 
     fn after_ring_change(&mut self, changed: Changed) {
+        if self.is_joined() {
+            self.peak_set = self.peak_set.max(self.replica_set().len());
+        }
         if changed.successor {
             self.metrics.chord.successor_changes += 1;
+            if self.is_isolated() {
+                self.metrics.chord.isolations += 1;
+                self.out.push_back(Output::Event(Event::Isolated));
+            }
             let successor = self.ring.successor();
             self.ensure_link(successor, true);
             self.out

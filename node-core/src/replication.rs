@@ -870,7 +870,9 @@ impl Node {
         if c.answered {
             return;
         }
-        let n = c.set.len();
+        // A set that shrank through failures still needs the quorum of the largest set this
+        // node was part of (`peak_set`): alone, a cut-off peer would acknowledge by itself.
+        let n = c.set.len().max(self.peak_set);
         let w = self.config.write_quorum.min(n);
         let counts = |m: &Id| !c.unsettled.contains(m) && !c.fresh.contains(m);
         let mut write_back = None;

@@ -75,3 +75,17 @@ class_tests! {
 fn history_partition() {
     sweep(FaultClass::Partition);
 }
+
+/// The mixed-faults seed where a join's successor was dropped from the pointers while its link
+/// was opening: the newcomer became joined as a ring of one and acknowledged writes alone with
+/// its own low clock (8 stale reads). It must keep the promise.
+#[test]
+fn history_mixed_join_race_seed_460() {
+    let result = run(FaultClass::Mixed, 460);
+    assert!(
+        result.report.holds(),
+        "mixed seed 460: {} anomalies\n  replay: {}",
+        result.report.anomalies.len(),
+        result.replay_command()
+    );
+}

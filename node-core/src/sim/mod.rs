@@ -392,7 +392,9 @@ impl Sim {
         }
         if members.is_empty() {
             let anyone_else = self.nodes.iter().any(|(o, n)| *o != id && n.alive);
-            if anyone_else {
+            // A cut-off node keeps trying: a real introducer still lists the members it lost.
+            let isolated = self.nodes.get(&id).is_some_and(|n| n.node.is_isolated());
+            if anyone_else || isolated {
                 // Others exist but none joined yet (concurrent start): try again shortly.
                 self.schedule(now + 500, Ev::RetryJoin { node: id });
                 return;
@@ -851,7 +853,7 @@ impl Sim {
                 if self
                     .nodes
                     .get(&node)
-                    .is_some_and(|n| n.alive && !n.node.is_joined())
+                    .is_some_and(|n| n.alive && (!n.node.is_joined() || n.node.is_isolated()))
                 {
                     self.start_join(node);
                 }
@@ -1020,6 +1022,10 @@ impl Sim {
                 if !matches!(result, Ok(OpOutcome::SignalSent)) {
                     self.results.insert((id, op), result);
                 }
+            }
+            Event::Isolated => {
+                // Cut off from the ring: join again through a live member, as drivers do.
+                self.schedule(self.now + 1_000, Ev::RetryJoin { node: id });
             }
             Event::Stored { key, entry } => {
                 if let Some(n) = self.nodes.get_mut(&id) {
