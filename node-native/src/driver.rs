@@ -453,7 +453,7 @@ impl Driver {
     /// Joins through the next peer the introducer listed (the first one at first; after a
     /// failed join, the one after the previous bootstrap: it may have been down or unreachable).
     fn start_join(&mut self) {
-        if self.join_candidates.is_empty() || self.node.is_joined() {
+        if self.join_candidates.is_empty() || (self.node.is_joined() && !self.node.is_isolated()) {
             return;
         }
         let bootstrap = self.join_candidates[self.join_attempts % self.join_candidates.len()];
@@ -638,6 +638,12 @@ impl Driver {
                 tracing::info!(?predecessor, "predecessor changed");
             }
             Event::PeerFailed { peer } => tracing::info!(%peer, "peer failed"),
+            Event::Isolated => {
+                // Every successor failed: join again (through the members the introducer
+                // named) rather than serve as a ring of one.
+                tracing::warn!("cut off from the ring; joining again");
+                self.rejoin_at = Some(Instant::now() + REJOIN_DELAY);
+            }
             Event::LeaderElected { set, leader } => {
                 tracing::debug!(?set, %leader, "leader elected");
             }

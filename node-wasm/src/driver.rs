@@ -196,6 +196,8 @@ pub struct Driver {
     /// Ring members the introducer's `welcome` named, tried in turn when a join fails.
     join_candidates: Vec<u32>,
     join_attempts: usize,
+    /// Cut off from the ring after start (`Event::Isolated`): joining again, without limit.
+    rejoining: bool,
     waiting_welcome: bool,
     timer: Option<(i32, Time)>,
     timer_callback: Closure<dyn FnMut()>,
@@ -318,6 +320,7 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
                 join_op: None,
                 join_candidates: Vec::new(),
                 join_attempts: 0,
+                rejoining: false,
                 waiting_welcome: true,
                 timer: None,
                 timer_callback,
@@ -554,6 +557,7 @@ impl Driver {
                     self.join_op = None;
                     match result {
                         Ok(OpOutcome::Joined { successor }) => {
+                            self.rejoining = false;
                             self.emit(
                                 json!({"type": "joined", "successor": successor.to_string()}),
                             );
@@ -568,7 +572,7 @@ impl Driver {
                         // named, a few times, before giving up.
                         Err(e)
                             if !matches!(e, OpError::IdInUse { .. })
-                                && self.join_attempts < MAX_JOIN_ATTEMPTS
+                                && (self.join_attempts < MAX_JOIN_ATTEMPTS || self.rejoining)
                                 && !self.join_candidates.is_empty() =>
                         {
                             let next = self.join_candidates
@@ -597,6 +601,21 @@ impl Driver {
             }
             Event::SuccessorChanged { successor } => {
                 self.emit(json!({"type": "successor", "successor": successor.to_string()}));
+            }
+            Event::Isolated => {
+                // Every successor failed: join again through the members the introducer
+                // named rather than serve as a ring of one.
+                self.emit(json!({"type": "isolated"}));
+                if !self.join_candidates.is_empty() {
+                    self.rejoining = true;
+                    let next =
+                        self.join_candidates[self.join_attempts % self.join_candidates.len()];
+                    let me = self.me.clone();
+                    spawn_local(async move {
+                        sleep_ms(JOIN_RETRY_DELAY_MS).await;
+                        with_weak(&me, |d, _| d.join_through(next));
+                    });
+                }
             }
             Event::PredecessorChanged { predecessor } => {
                 self.emit(json!({
@@ -836,7 +855,8 @@ impl Driver {
 
     /// Joins the ring through `bootstrap` (the first time, or after a failed attempt).
     fn join_through(&mut self, bootstrap: u32) {
-        if self.stopped || self.node.is_joined() || self.started.is_none() {
+        let rejoin = self.rejoining && (!self.node.is_joined() || self.node.is_isolated());
+        if self.stopped || !rejoin && (self.node.is_joined() || self.started.is_none()) {
             return;
         }
         self.join_attempts += 1;
