@@ -287,8 +287,14 @@ pub enum OpError {
     PayloadTooLarge { len: usize },
     #[error("request refused: {0}")]
     Rejected(LimitError),
-    #[error("request for key {key:?} got no answer after {attempts} attempts")]
-    KvTimeout { key: String, attempts: u32 },
+    /// `last_failure`: the last reason a leader gave for not answering (e.g. which members it
+    /// could not count toward the quorum), when one did.
+    #[error("request for key {key:?} got no answer after {attempts} attempts{}", last_failure.as_deref().map(|r| format!(" (last refusal: {r})")).unwrap_or_default())]
+    KvTimeout {
+        key: String,
+        attempts: u32,
+        last_failure: Option<String>,
+    },
     #[error("flood query refused: {0}")]
     FloodRefused(FloodError),
 }
@@ -392,6 +398,12 @@ pub struct Node {
     via_hints_old: BTreeMap<PeerId, PeerId>,
     /// Failed peers remembered for probing: peer -> (failed at, last probed).
     lost: BTreeMap<PeerId, (Time, Time)>,
+    /// Pointed peers whose link failed or never opened, and when: a successor's list that
+    /// still names one is not believed about it for [`FAILED_MEMORY_MS`] (unless a link to it
+    /// opens). In a ring no longer than the successor list, lists wrap around the whole ring
+    /// and each peer adopts its successor's, so a dead peer that only the tails name would
+    /// otherwise circulate for good, and a replica set with a dead member never settles.
+    failed_recently: BTreeMap<PeerId, Time>,
     /// Peers that sent `Notify` (shared in `Neighbors.preds`).
     notifiers: BTreeSet<PeerId>,
     /// The predecessor as last seen, to notice our primary range shrinking.
@@ -447,6 +459,10 @@ const MAX_VIA_HINTS: usize = 256;
 /// Pace of anti-entropy rounds while a replica (or this node) is not yet settled.
 pub(crate) const SETTLE_ROUND_MS: u64 = 250;
 const MAX_LOST: usize = 16;
+/// How long a failed peer is kept out of adopted successor lists (see `failed_recently`).
+pub(crate) const FAILED_MEMORY_MS: Time = 30_000;
+/// Bound on `failed_recently`.
+const MAX_FAILED_RECENTLY: usize = 64;
 const MAX_NOTIFIERS: usize = 32;
 /// A remote timestamp further ahead of our clock than this is not observed (a hostile or broken
 /// peer must not push every clock to the ceiling).
@@ -502,6 +518,7 @@ impl Node {
             via_hints: BTreeMap::new(),
             via_hints_old: BTreeMap::new(),
             lost: BTreeMap::new(),
+            failed_recently: BTreeMap::new(),
             notifiers: BTreeSet::new(),
             last_predecessor: None,
             handback_from: None,
@@ -1004,6 +1021,7 @@ impl Node {
         // Every PeerUp is a fresh data channel (maybe to a restarted incarnation): greet again.
         self.links.up(peer, self.now);
         self.lost.remove(&peer);
+        self.failed_recently.remove(&peer);
         // Maybe a restarted incarnation that lost its store: it must sync again to count, and
         // an `Equal` over the old link proves nothing about what the new one holds.
         self.settled_members.remove(&peer);
@@ -1080,6 +1098,7 @@ impl Node {
         self.elections.forget_peer(peer);
         let pointed = self.ring.pointed_peers().binary_search(&peer).is_ok();
         if pointed {
+            self.note_failed(peer);
             let changed = self.ring.remove_peer(peer);
             self.after_ring_change(changed);
         }
@@ -1365,7 +1384,12 @@ impl Node {
             }
         }
         let replicas_before = self.replica_successors();
-        let changed = self.ring.set_successors(from, succs);
+        let believed: Vec<Id> = succs
+            .iter()
+            .copied()
+            .filter(|s| !self.failed_lately(*s))
+            .collect();
+        let changed = self.ring.set_successors(from, &believed);
         self.after_ring_change(changed);
         if self.replica_successors() != replicas_before {
             self.repair_soon();
@@ -1381,7 +1405,7 @@ impl Node {
         let closer = pred
             .into_iter()
             .chain(preds.iter().copied())
-            .filter(|x| x.in_open(me, from))
+            .filter(|x| x.in_open(me, from) && !self.failed_lately(*x))
             .min_by_key(|x| me.distance_to(*x));
         match closer {
             Some(x) => {
@@ -1720,6 +1744,33 @@ impl Node {
         }
     }
 
+    /// `peer`'s link failed within [`FAILED_MEMORY_MS`] and no new link to it has opened:
+    /// another peer's word that it is alive (a successor list, a recently heard list) is
+    /// stale.
+    fn failed_lately(&self, peer: PeerId) -> bool {
+        !self.links.is_up(peer)
+            && self
+                .failed_recently
+                .get(&peer)
+                .is_some_and(|at| self.now < at + FAILED_MEMORY_MS)
+    }
+
+    fn note_failed(&mut self, peer: PeerId) {
+        let now = self.now;
+        self.failed_recently
+            .retain(|_, at| now < *at + FAILED_MEMORY_MS);
+        if self.failed_recently.len() >= MAX_FAILED_RECENTLY
+            && let Some(oldest) = self
+                .failed_recently
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(p, _)| *p)
+        {
+            self.failed_recently.remove(&oldest);
+        }
+        self.failed_recently.insert(peer, now);
+    }
+
     fn remember_lost(&mut self, peer: PeerId) {
         if self.config.probe_interval_ms == 0 {
             return;
@@ -1919,7 +1970,7 @@ impl Node {
     }
 
     /// Peers a message may be forwarded to: open links to ring members.
-    fn routing_peers(&self) -> impl Iterator<Item = Id> + '_ {
+    pub(crate) fn routing_peers(&self) -> impl Iterator<Item = Id> + '_ {
         self.links.up_ring_members(|p| self.ring.is_pointed(p))
     }
 

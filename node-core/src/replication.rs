@@ -220,6 +220,8 @@ pub(crate) struct OriginOp {
     pub(crate) attempts: u32,
     pub(crate) retry_at: Time,
     pub(crate) deadline: Time,
+    /// The reason of the last `Failed` answer, for the timeout error.
+    pub(crate) last_failure: Option<String>,
 }
 
 /// A request the leader coordinates.
@@ -262,6 +264,27 @@ enum CoordKind {
         /// The version being written back before the answer (see `check_quorum`).
         writing_back: Option<Entry>,
     },
+}
+
+impl Coordination {
+    /// Who answered and who did not count, for the error a client sees when the quorum was
+    /// not reached.
+    fn quorum_state(&self) -> String {
+        let answered: Vec<Id> = match &self.kind {
+            CoordKind::Write { acked, .. } => acked.iter().copied().collect(),
+            CoordKind::Read { replies, .. } => replies.keys().copied().collect(),
+        };
+        let fmt = |ids: &mut dyn Iterator<Item = &Id>| {
+            ids.map(ToString::to_string).collect::<Vec<_>>().join(",")
+        };
+        format!(
+            "set [{}], answered [{}], not yet synced [{}], fresh [{}]",
+            fmt(&mut self.set.iter()),
+            fmt(&mut answered.iter()),
+            fmt(&mut self.unsettled.iter()),
+            fmt(&mut self.fresh.iter())
+        )
+    }
 }
 
 /// A request waiting at the owner for its set's election.
@@ -414,6 +437,7 @@ impl Node {
                 attempts: 0,
                 retry_at: now,
                 deadline: now + self.config.op_timeout_ms,
+                last_failure: None,
             },
         );
         self.send_kv_attempt(op);
@@ -454,6 +478,20 @@ impl Node {
         };
         match self.ring.known_owner(key, true) {
             Some(owner) if owner == self.id => self.kv_at_owner(routed),
+            // Our pointers name an owner we hold no link to: they may be stale (a successor
+            // list learned from a peer that had not yet noticed a death). Route toward the key
+            // instead, so the hops closer to it resolve the owner with their own pointers.
+            Some(owner)
+                if !self.links.is_up(owner)
+                    && !crate::routing::preceding_candidates(
+                        self.id,
+                        key,
+                        self.routing_peers(),
+                    )
+                    .is_empty() =>
+            {
+                self.forward(routed);
+            }
             Some(owner) => {
                 let mut routed = routed;
                 routed.dest = Dest::Peer {
@@ -482,6 +520,7 @@ impl Node {
                 Err(OpError::KvTimeout {
                     key: pending.key,
                     attempts: pending.attempts,
+                    last_failure: pending.last_failure,
                 }),
             );
         } else {
@@ -1110,10 +1149,15 @@ impl Node {
             let answered = self.coordinations.get(&req).is_some_and(|c| c.answered);
             if !answered {
                 self.metrics.kv.quorum_failures += 1;
+                let reason = self
+                    .coordinations
+                    .get(&req)
+                    .map(Coordination::quorum_state)
+                    .unwrap_or_default();
                 self.reply_to_origin(
                     req,
                     KvResult::Failed {
-                        reason: "quorum not reached".to_string(),
+                        reason: format!("quorum not reached at {}: {reason}", self.id),
                     },
                 );
             }
@@ -1411,7 +1455,13 @@ impl Node {
         let is_get = matches!(pending.action, KvAction::Get);
         let hops = u32::from(reply.hops);
         let outcome = match reply.result {
-            KvResult::Failed { .. } => return, // let the retry timer try again
+            KvResult::Failed { reason } => {
+                // Let the retry timer try again; keep the reason for the timeout error.
+                if let Some(pending) = self.kv_ops.get_mut(&op) {
+                    pending.last_failure = Some(reason);
+                }
+                return;
+            }
             KvResult::Stored { ts } => OpOutcome::Stored { ts, hops },
             KvResult::Found { value, ts, writer } => OpOutcome::Found {
                 value,
