@@ -14,14 +14,26 @@
 //! Staying in the ring (issue 12's process lifecycle): the introducer session is opened again
 //! with backoff whenever it cannot connect or drops, trying `--bootstrap` and then the
 //! introducers this peer remembers from earlier runs ([`crate::known_peers`]). A peer that
-//! cannot join serves as a ring of one: at once when it has no `--bootstrap` (or the
-//! introducer lists nobody else), else after [`ALONE_AFTER`] without a join. A ring of one
+//! cannot join serves as a ring of one: at once when it has no `--bootstrap` and nothing from
+//! an earlier run (or the introducer lists nobody else); after [`ALONE_AFTER`] when no
+//! introducer answered and nobody bootstraps through it; while candidates exist (peers an
+//! introducer listed, peers with a session on its own introducer) it keeps joining through
+//! them in turn, for at most 3 x [`ALONE_AFTER`] after start without `--bootstrap` (the ring's
+//! first peer, which the others of a ring restarted at once wait for) or 6 x with it. A ring of one
 //! merges when it learns of other peers: every [`MERGE_CHECK`] it looks at the peers its remote
 //! introducer's welcome listed and at the sessions on its own mounted introducer (peers whose
 //! `--bootstrap` is this peer), and joins through one that was there at the previous check too
 //! (so a newcomer that is joining through it is not taken for a ring to merge with). A failed
 //! merge leaves it a ring of one again (`Node::join` on a node that `is_alone`). A peer that is
 //! a member of a larger ring ignores welcomes.
+//!
+//! Writes a ring of one acknowledged are not carried over when it merges into another ring
+//! (its keys outside its new range are not handed on; issue 10's open partition case). So a
+//! peer without `--bootstrap` that was part of a ring before (it restored data, or remembers
+//! introducers) does not serve alone at once: for [`ALONE_AFTER`] it looks for that ring (the
+//! peers reconnecting to its introducer, the remembered introducers) and joins it as a
+//! newcomer. A peer restarted `--in-memory` without `--bootstrap` has nothing to go by and
+//! serves alone at once.
 //!
 //! Persistence ([`crate::storage`]): a durable peer restores its store right after
 //! `Node::new`, before it joins or creates a ring. Each drain of the core is a group commit:
@@ -236,6 +248,8 @@ struct Driver {
     last_refresh: Instant,
     introducer: Option<SignalingState>,
     known: KnownPeers,
+    /// Started with `--bootstrap` (not the ring's first peer).
+    has_bootstrap: bool,
 }
 
 /// Pause before a failed join is tried again.
@@ -255,6 +269,9 @@ async fn run(
     mut commands: mpsc::Receiver<(Command, oneshot::Sender<Reply>)>,
     mut status: mpsc::Receiver<oneshot::Sender<Status>>,
 ) {
+    let had_data = persistence
+        .as_ref()
+        .is_some_and(|p| !p.loaded.entries.is_empty());
     let (rtc_tx, mut rtc_rx) = mpsc::unbounded_channel();
     let rtc = Rtc::new(config.id.0, config.rtc.clone(), rtc_tx);
     let started = Instant::now();
@@ -289,6 +306,7 @@ async fn run(
         last_refresh: Instant::now(),
         introducer: config.introducer.clone(),
         known: config.known.clone(),
+        has_bootstrap: config.bootstrap.is_some(),
     };
     if let Some(persistence) = persistence {
         d.restore(persistence);
@@ -306,6 +324,17 @@ async fn run(
         drop(ws_in_tx);
     }
     if config.bootstrap.is_some() {
+        d.join_pending = true;
+        d.alone_at = Some(Instant::now() + ALONE_AFTER);
+    } else if had_data || !d.known.urls().is_empty() {
+        // This peer was part of a ring (it restored data, or remembers introducers): that
+        // ring may still be there, and a ring of one would acknowledge writes that merging
+        // into it later does not carry over. So it first waits for the ring: its peers
+        // reconnect to this peer's introducer, or a remembered introducer answers.
+        tracing::info!(
+            "no --bootstrap, but this peer was part of a ring: looking for it for up to \
+             {ALONE_AFTER:?} before serving alone"
+        );
         d.join_pending = true;
         d.alone_at = Some(Instant::now() + ALONE_AFTER);
     } else {
@@ -552,13 +581,45 @@ impl Driver {
 
     /// Joins through the next peer the introducer listed (the first one at first; after a
     /// failed join, the one after the previous bootstrap: it may have been down or unreachable).
+    ///
+    /// Without a welcome (no introducer answered yet), the peers with a session on this peer's
+    /// own introducer are the candidates: a restarted first peer finds its ring that way.
     fn start_join(&mut self) {
-        if self.join_candidates.is_empty() || self.node.is_joined() || self.join_op.is_some() {
+        if self.node.is_joined() || self.join_op.is_some() {
+            return;
+        }
+        if self.join_candidates.is_empty() {
+            let local = self.local_candidates();
+            // Start the rotation at a place of this peer's own, so restarted peers do not all
+            // try the same (perhaps restarting) peer first.
+            let turn = self.join_attempts + self.node.id().0 as usize;
+            if let Some(through) = local.get(turn % local.len().max(1)) {
+                self.join_attempts += 1;
+                self.local_peers.insert(*through);
+                tracing::info!(peer = %Id(*through), "joining through a peer that bootstraps through this one");
+                self.join_through(*through);
+            }
             return;
         }
         let bootstrap = self.join_candidates[self.join_attempts % self.join_candidates.len()];
         self.join_attempts += 1;
         self.join_through(bootstrap);
+    }
+
+    /// Peers with a session on this peer's own introducer (peers whose `--bootstrap` is this
+    /// peer), without this peer.
+    fn local_candidates(&self) -> Vec<u32> {
+        let me = self.node.id().0;
+        self.introducer
+            .as_ref()
+            .map(|i| {
+                i.live_peers()
+                    .into_iter()
+                    .map(|p| p.as_u32())
+                    .filter(|p| *p != me)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn join_through(&mut self, bootstrap: u32) {
@@ -593,12 +654,25 @@ impl Driver {
         if self.node.is_joined() {
             return;
         }
-        if self.join_op.is_some() {
-            // A join is under way: give it its time.
+        // Serving alone is for when nobody is there: while an introducer lists peers or peers
+        // bootstrap through this one (most likely the ring; a join may have gone through a
+        // peer that was restarting, and a join waits up to 2 op timeouts), keep trying them.
+        // A peer without --bootstrap, the ring's first peer, gives up sooner: it may be the
+        // one every other peer of a ring that restarted at once is waiting for.
+        let patience = if self.has_bootstrap {
+            ALONE_AFTER * 6
+        } else {
+            ALONE_AFTER * 3
+        };
+        let candidates = !self.join_candidates.is_empty() || !self.local_candidates().is_empty();
+        if self.join_op.is_some() || (candidates && self.started.elapsed() < patience) {
             self.alone_at = Some(Instant::now() + REJOIN_DELAY);
+            if self.join_op.is_none() && self.rejoin_at.is_none() {
+                self.start_join();
+            }
             return;
         }
-        tracing::warn!("no ring joined within {ALONE_AFTER:?}");
+        tracing::warn!("no ring joined within {:?}", self.started.elapsed());
         self.serve_alone();
     }
 
@@ -608,20 +682,23 @@ impl Driver {
         // keep joining through each other at the same moment.
         let jitter = Duration::from_millis(u64::from(self.node.id().0 ^ self.now() as u32) % 500);
         self.merge_at = Instant::now() + MERGE_CHECK + jitter;
-        if !self.node.is_alone() || self.join_op.is_some() {
+        // Not joined and no join under way or planned: peers that bootstrap through this one
+        // may be the ring it is looking for.
+        let newcomer = !self.node.is_joined() && self.join_op.is_none() && self.rejoin_at.is_none();
+        if self.join_op.is_some() || !(newcomer || self.node.is_alone()) {
             self.merge_seen.clear();
             return;
         }
         let me = self.node.id().0;
-        let local: BTreeSet<u32> = self
-            .introducer
-            .as_ref()
-            .map(|i| i.live_peers().into_iter().map(|p| p.as_u32()).collect())
-            .unwrap_or_default();
+        let local: BTreeSet<u32> = self.local_candidates().into_iter().collect();
         let mut candidates: BTreeSet<u32> = local.iter().copied().collect();
         candidates.extend(self.welcome.iter().copied());
         candidates.remove(&me);
-        let ready: Vec<u32> = candidates.intersection(&self.merge_seen).copied().collect();
+        let ready: Vec<u32> = if newcomer {
+            candidates.iter().copied().collect()
+        } else {
+            candidates.intersection(&self.merge_seen).copied().collect()
+        };
         self.merge_seen = candidates;
         if ready.is_empty() {
             if self.merge_seen.is_empty() && self.last_refresh.elapsed() >= WELCOME_REFRESH {
@@ -634,7 +711,11 @@ impl Driver {
         if local.contains(&through) {
             self.local_peers.insert(through);
         }
-        tracing::info!(peer = %Id(through), "a ring of one merges: joining through a peer it learned of");
+        if newcomer {
+            tracing::info!(peer = %Id(through), "joining through a peer it learned of");
+        } else {
+            tracing::info!(peer = %Id(through), "a ring of one merges: joining through a peer it learned of");
+        }
         self.join_through(through);
     }
 
