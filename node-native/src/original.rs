@@ -80,7 +80,8 @@ pub struct OriginalRow {
     pub read_back: usize,
     /// Acknowledged puts whose final read returned another value or "not found".
     pub lost: Vec<String>,
-    /// Acknowledged puts whose final read got no answer (three tries).
+    /// Acknowledged puts whose final read got no answer (three tries), or that were not read
+    /// because the read-back ran past its 180 s.
     pub unanswered: usize,
 }
 
@@ -302,7 +303,13 @@ pub fn run(ring: &mut OriginalRing, config: &OriginalConfig) -> OriginalRow {
         row.not_right = ring.rings();
     }
     let acked = acked.into_inner().expect("acked");
+    // Bounded: a ring that is down would otherwise take a request timeout per key.
+    let read_until = Instant::now() + Duration::from_secs(180);
     for (key, value, through, at) in &acked {
+        if Instant::now() > read_until {
+            row.unanswered += 1;
+            continue;
+        }
         let mut answer = None;
         for _ in 0..3 {
             answer = get_answer(pick_port(&ports, &mut rng), key);

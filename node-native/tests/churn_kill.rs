@@ -45,6 +45,13 @@ fn churn_by_kill_9_keeps_the_ring_and_every_acknowledged_value() {
         row.ops,
         ring.logs(30)
     );
+    // A get that starts after a put was acknowledged must return its value.
+    assert_eq!(
+        row.gets_wrong,
+        0,
+        "gets right after an acknowledged put returned another value or none\n{}",
+        ring.logs(30)
+    );
     assert!(
         row.converged,
         "after churn the ring is not right: {:?}\n{}",
