@@ -569,9 +569,10 @@ impl Driver {
             ServerMessage::Error { code, reason } => {
                 self.stats.introducer_errors += 1;
                 tracing::warn!(%code, %reason, "introducer error");
-                if code == ErrorCode::DuplicatePeer {
+                if code == ErrorCode::DuplicatePeer && self.last_refresh.elapsed() >= REJOIN_DELAY {
                     // Our previous incarnation's session is still registered there (it has
-                    // not noticed the crash yet): a new session will be welcome soon.
+                    // not noticed the crash yet): a new session will be welcome soon. At most
+                    // one new session per REJOIN_DELAY, so this never spins.
                     self.refresh_welcome();
                 }
             }
