@@ -800,7 +800,7 @@ fn run_original(cli: &Cli) -> anyhow::Result<()> {
         row.gets_failed
     );
     println!(
-        "after churn: ring {}; {} of {} acknowledged values read back ({} lost, {} unanswered)",
+        "at the end: ring {}; {} of {} acknowledged values read back ({} lost, {} unanswered)",
         if row.converged {
             "right (every peer joined, every successor right)"
         } else {
