@@ -548,6 +548,14 @@ impl Node {
         matches!(self.phase, Phase::Joined)
     }
 
+    /// A ring of one: joined, with no other member as successor or predecessor (it created
+    /// the ring, or lost every other member). Such a node may [`join`](Self::join) a ring.
+    pub fn is_alone(&self) -> bool {
+        self.is_joined()
+            && self.ring.successor() == self.id
+            && self.ring.predecessor().is_none_or(|p| p == self.id)
+    }
+
     pub fn ring_view(&self) -> RingView {
         RingView {
             id: self.id,
@@ -629,10 +637,20 @@ impl Node {
 
     /// Joins the ring through `bootstrap`, a ring member the driver can link to (through an
     /// introducer). Ends in `OpDone` with `Joined` once the successor's link is open.
+    ///
+    /// A node that [`is_alone`](Self::is_alone) or [`is_isolated`](Self::is_isolated) may join too: that is how a ring of one merges
+    /// into a ring its driver learned of (e.g. a restarted first peer that others reconnect
+    /// to). Its store is kept, as a restored one is, and anti-entropy reconciles it with the
+    /// ring it joins. Until the join ends the node is not a ring member; if the join fails it
+    /// is `Idle`, and a driver that wants it to keep serving calls [`create_ring`](Self::create_ring)
+    /// again. Any other node that is not idle gets `AlreadyJoined`.
     pub fn join(&mut self, bootstrap: PeerId, now: Time) -> OpId {
         self.advance(now);
         let op = self.new_op();
-        if !matches!(self.phase, Phase::Idle | Phase::Left) && !self.is_isolated() {
+        if !(matches!(self.phase, Phase::Idle | Phase::Left)
+            || self.is_alone()
+            || self.is_isolated())
+        {
             self.done(op, Err(OpError::AlreadyJoined));
             return op;
         }

@@ -11,6 +11,30 @@
 //! introducer for a newcomer that bootstrapped here). Links negotiated through the ring are
 //! counted (`overlay_links`) so a test can see the introducer is no longer needed.
 //!
+//! Staying in the ring (issue 12's process lifecycle): the introducer session is opened again
+//! with backoff whenever it cannot connect or drops, trying `--bootstrap` and then the
+//! introducers this peer remembers from earlier runs ([`crate::known_peers`]). A peer that
+//! cannot join serves as a ring of one: at once when it has no `--bootstrap` and nothing from
+//! an earlier run (or the introducer lists nobody else); after [`ALONE_AFTER`] when no
+//! introducer answered and nobody bootstraps through it; while candidates exist (peers an
+//! introducer listed, peers with a session on its own introducer) it keeps joining through
+//! them in turn, for at most 3 x [`ALONE_AFTER`] after start without `--bootstrap` (the ring's
+//! first peer, which the others of a ring restarted at once wait for) or 6 x with it. A ring of one
+//! merges when it learns of other peers: every [`MERGE_CHECK`] it looks at the peers its remote
+//! introducer's welcome listed and at the sessions on its own mounted introducer (peers whose
+//! `--bootstrap` is this peer), and joins through one that was there at the previous check too
+//! (so a newcomer that is joining through it is not taken for a ring to merge with). A failed
+//! merge leaves it a ring of one again (`Node::join` on a node that `is_alone`). A peer that is
+//! a member of a larger ring ignores welcomes.
+//!
+//! Writes a ring of one acknowledged are not carried over when it merges into another ring
+//! (its keys outside its new range are not handed on; issue 10's open partition case). So a
+//! peer without `--bootstrap` that was part of a ring before (it restored data, or remembers
+//! introducers) does not serve alone at once: for [`ALONE_AFTER`] it looks for that ring (the
+//! peers reconnecting to its introducer, the remembered introducers) and joins it as a
+//! newcomer. A peer restarted `--in-memory` without `--bootstrap` has nothing to go by and
+//! serves alone at once.
+//!
 //! Persistence ([`crate::storage`]): a durable peer restores its store right after
 //! `Node::new`, before it joins or creates a ring. Each drain of the core is a group commit:
 //! the driver collects the drain's outputs, commits every `Event::Stored` among them in one
@@ -19,7 +43,7 @@
 //! (`node_core::persist`). A failed commit stops the driver: the peer then behaves like a
 //! crashed one (`PeerHandle::closed`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -27,11 +51,15 @@ use node_core::node::{Config, Event, Input, OpError, OpId, OpOutcome, Output};
 use node_core::signal_path::{SignalOpDone, SignalPath, SignalPaths, SignalStats};
 use node_core::{Id, Node};
 use serde::Serialize;
-use signaling::{ClientMessage, LocalReceiver, LocalSender, PeerId as SigPeer, ServerMessage};
+use signaling::{
+    ClientMessage, ErrorCode, LocalReceiver, LocalSender, PeerId as SigPeer, ServerMessage,
+    SignalingState,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use crate::known_peers::KnownPeers;
 use crate::rtc::{Rtc, RtcConfig, RtcEvent};
 use crate::storage::{Loaded, Storage, StorageError, StorageStats};
 
@@ -140,6 +168,28 @@ pub struct DriverConfig {
     pub bootstrap: Option<String>,
     /// This peer's HTTP `host:port`, reported to flood origins when it holds a key.
     pub http_addr: Option<String>,
+    /// This peer's own mounted introducer: a ring of one merges with the peers that have a
+    /// session on it. `None` when it mounts none.
+    pub introducer: Option<SignalingState>,
+    /// Introducers remembered from earlier runs: tried after `bootstrap`, and updated when a
+    /// session reaches one ([`crate::known_peers`]).
+    pub known: KnownPeers,
+}
+
+/// What the introducer session task tells the driver.
+#[derive(Debug)]
+enum FromIntroducer {
+    Up { url: String },
+    Message(ServerMessage),
+    Down,
+}
+
+/// What the driver tells the introducer session task.
+#[derive(Debug)]
+enum ToIntroducer {
+    Frame(String),
+    /// Close the session and open a new one (for a fresh welcome).
+    Reconnect,
 }
 
 /// Starts the driver task. `local` is this peer's session on its own mounted introducer;
@@ -169,7 +219,7 @@ struct Driver {
     paths: SignalPaths,
     /// Peers with an open data channel.
     open: HashSet<u32>,
-    ws_out: Option<mpsc::UnboundedSender<String>>,
+    ws_out: Option<mpsc::UnboundedSender<ToIntroducer>>,
     local_out: Option<LocalSender>,
     stats: DriverStats,
     join_pending: bool,
@@ -180,10 +230,37 @@ struct Driver {
     join_attempts: usize,
     /// A failed join is tried again (through the next peer of the list) at this time.
     rejoin_at: Option<Instant>,
+    /// Not joined by then (no introducer answered, or every join failed): serve as a ring of
+    /// one, and keep looking for peers to merge with.
+    alone_at: Option<Instant>,
+    /// This peer has been a ring member (of one or more): after a failed join it serves as a
+    /// ring of one again instead of staying out of every ring.
+    was_member: bool,
+    /// Next look for peers a ring of one could merge with, and the candidates seen at the
+    /// previous look.
+    merge_at: Instant,
+    merge_seen: BTreeSet<u32>,
+    /// Peers on this peer's own introducer a merge join went through (their signals go by the
+    /// local introducer).
+    local_peers: HashSet<u32>,
+    /// The remote introducer's latest welcome, without this peer.
+    welcome: Vec<u32>,
+    last_refresh: Instant,
+    introducer: Option<SignalingState>,
+    known: KnownPeers,
+    /// Started with `--bootstrap` (not the ring's first peer).
+    has_bootstrap: bool,
 }
 
 /// Pause before a failed join is tried again.
 const REJOIN_DELAY: Duration = Duration::from_secs(2);
+/// A peer given `--bootstrap` that is not joined after this long serves as a ring of one.
+pub const ALONE_AFTER: Duration = Duration::from_secs(10);
+/// How often a ring of one looks for peers to merge with.
+pub const MERGE_CHECK: Duration = Duration::from_secs(2);
+/// A ring of one with an introducer session but nobody to merge with reopens the session this
+/// often, for a fresh welcome.
+const WELCOME_REFRESH: Duration = Duration::from_secs(10);
 
 async fn run(
     config: DriverConfig,
@@ -192,6 +269,9 @@ async fn run(
     mut commands: mpsc::Receiver<(Command, oneshot::Sender<Reply>)>,
     mut status: mpsc::Receiver<oneshot::Sender<Status>>,
 ) {
+    let had_data = persistence
+        .as_ref()
+        .is_some_and(|p| !p.loaded.entries.is_empty());
     let (rtc_tx, mut rtc_rx) = mpsc::unbounded_channel();
     let rtc = Rtc::new(config.id.0, config.rtc.clone(), rtc_tx);
     let started = Instant::now();
@@ -217,25 +297,48 @@ async fn run(
         join_candidates: Vec::new(),
         join_attempts: 0,
         rejoin_at: None,
+        alone_at: None,
+        was_member: false,
+        merge_at: Instant::now() + MERGE_CHECK,
+        merge_seen: BTreeSet::new(),
+        local_peers: HashSet::new(),
+        welcome: Vec::new(),
+        last_refresh: Instant::now(),
+        introducer: config.introducer.clone(),
+        known: config.known.clone(),
+        has_bootstrap: config.bootstrap.is_some(),
     };
     if let Some(persistence) = persistence {
         d.restore(persistence);
     }
 
-    // The introducer session: a task turns the WebSocket into two channels.
-    let (ws_in_tx, mut ws_in) = mpsc::unbounded_channel::<ServerMessage>();
-    match &config.bootstrap {
-        Some(url) => {
-            let (out_tx, out_rx) = mpsc::unbounded_channel::<String>();
-            d.ws_out = Some(out_tx);
-            tokio::spawn(introducer_session(url.clone(), config.id, out_rx, ws_in_tx));
-            d.join_pending = true;
-        }
-        None => {
-            let now = d.now();
-            d.node.create_ring(now);
-            drop(ws_in_tx);
-        }
+    // The introducer session: a task turns the WebSocket into two channels, reconnecting
+    // with backoff through `--bootstrap` and the remembered introducers.
+    let (ws_in_tx, mut ws_in) = mpsc::unbounded_channel::<FromIntroducer>();
+    let urls = d.known.session_urls(config.bootstrap.as_deref());
+    if !urls.is_empty() {
+        let (out_tx, out_rx) = mpsc::unbounded_channel::<ToIntroducer>();
+        d.ws_out = Some(out_tx);
+        tokio::spawn(introducer_session(urls, config.id, out_rx, ws_in_tx));
+    } else {
+        drop(ws_in_tx);
+    }
+    if config.bootstrap.is_some() {
+        d.join_pending = true;
+        d.alone_at = Some(Instant::now() + ALONE_AFTER);
+    } else if had_data || !d.known.urls().is_empty() {
+        // This peer was part of a ring (it restored data, or remembers introducers): that
+        // ring may still be there, and a ring of one would acknowledge writes that merging
+        // into it later does not carry over. So it first waits for the ring: its peers
+        // reconnect to this peer's introducer, or a remembered introducer answers.
+        tracing::info!(
+            "no --bootstrap, but this peer was part of a ring: looking for it for up to \
+             {ALONE_AFTER:?} before serving alone"
+        );
+        d.join_pending = true;
+        d.alone_at = Some(Instant::now() + ALONE_AFTER);
+    } else {
+        d.serve_alone();
     }
     let mut healthy = d.drain().await;
 
@@ -251,6 +354,8 @@ async fn run(
                 d.rejoin_at = None;
                 d.start_join();
             }
+            () = sleep_until_some(d.alone_at) => d.on_alone_deadline(),
+            () = tokio::time::sleep_until(d.merge_at) => d.look_for_merge(),
             () = sleep_until_some(flush_at) => {
                 if !d.flush_storage() {
                     break;
@@ -389,7 +494,7 @@ impl Driver {
 
     /// Sends an SDP payload to `peer` the way [`SignalPaths`] chooses.
     fn send_signal(&mut self, peer: u32, payload: String) {
-        let has_remote = self.ws_out.is_some();
+        let has_remote = self.has_remote();
         match self
             .paths
             .choose(Id(peer), !self.open.is_empty(), has_remote)
@@ -405,7 +510,7 @@ impl Driver {
                         to: SigPeer::new(peer),
                         payload,
                     };
-                    let _ = out.send(frame.to_json());
+                    let _ = out.send(ToIntroducer::Frame(frame.to_json()));
                 }
             }
             _ => {
@@ -416,23 +521,42 @@ impl Driver {
         }
     }
 
-    fn on_introducer(&mut self, msg: ServerMessage) {
+    /// Whether SDP payloads can go through the remote introducer now.
+    fn has_remote(&self) -> bool {
+        self.ws_out.is_some() && self.stats.introducer_connected
+    }
+
+    fn on_introducer(&mut self, msg: FromIntroducer) {
+        let msg = match msg {
+            FromIntroducer::Up { url } => {
+                self.stats.introducer_connected = true;
+                self.known.reached(&url);
+                return;
+            }
+            FromIntroducer::Down => {
+                self.stats.introducer_connected = false;
+                return;
+            }
+            FromIntroducer::Message(msg) => msg,
+        };
         match msg {
             ServerMessage::Welcome { peers } => {
-                self.stats.introducer_connected = true;
-                if !self.join_pending {
-                    return;
-                }
-                self.join_pending = false;
-                self.join_candidates = peers
+                self.welcome = peers
                     .iter()
                     .map(|p| p.as_u32())
                     .filter(|p| *p != self.node.id().0)
                     .collect();
+                if self.node.is_joined() || self.join_op.is_some() {
+                    // A member ignores welcomes; a ring of one merges at its next look.
+                    return;
+                }
+                self.join_candidates.clone_from(&self.welcome);
                 if self.join_candidates.is_empty() {
-                    let now = self.now();
-                    self.node.create_ring(now);
-                } else {
+                    // Nobody else is there: this peer starts the ring (and merges later if
+                    // others show up).
+                    self.serve_alone();
+                } else if self.join_pending || self.rejoin_at.is_none() {
+                    self.join_pending = false;
                     self.start_join();
                 }
             }
@@ -445,6 +569,12 @@ impl Driver {
             ServerMessage::Error { code, reason } => {
                 self.stats.introducer_errors += 1;
                 tracing::warn!(%code, %reason, "introducer error");
+                if code == ErrorCode::DuplicatePeer && self.last_refresh.elapsed() >= REJOIN_DELAY {
+                    // Our previous incarnation's session is still registered there (it has
+                    // not noticed the crash yet): a new session will be welcome soon. At most
+                    // one new session per REJOIN_DELAY, so this never spins.
+                    self.refresh_welcome();
+                }
             }
             _ => {}
         }
@@ -452,15 +582,165 @@ impl Driver {
 
     /// Joins through the next peer the introducer listed (the first one at first; after a
     /// failed join, the one after the previous bootstrap: it may have been down or unreachable).
+    ///
+    /// Without a welcome (no introducer answered yet), the peers with a session on this peer's
+    /// own introducer are the candidates: a restarted first peer finds its ring that way.
     fn start_join(&mut self) {
-        if self.join_candidates.is_empty() || (self.node.is_joined() && !self.node.is_isolated()) {
+        if (self.node.is_joined() && !self.node.is_isolated()) || self.join_op.is_some() {
+            return;
+        }
+        if self.join_candidates.is_empty() {
+            let local = self.local_candidates();
+            // Start the rotation at a place of this peer's own, so restarted peers do not all
+            // try the same (perhaps restarting) peer first.
+            let turn = self.join_attempts + self.node.id().0 as usize;
+            if let Some(through) = local.get(turn % local.len().max(1)) {
+                self.join_attempts += 1;
+                self.local_peers.insert(*through);
+                tracing::info!(peer = %Id(*through), "joining through a peer that bootstraps through this one");
+                self.join_through(*through);
+            }
             return;
         }
         let bootstrap = self.join_candidates[self.join_attempts % self.join_candidates.len()];
         self.join_attempts += 1;
-        self.paths.heard(Id(bootstrap), SignalPath::Remote);
+        self.join_through(bootstrap);
+    }
+
+    /// Peers with a session on this peer's own introducer (peers whose `--bootstrap` is this
+    /// peer), without this peer.
+    fn local_candidates(&self) -> Vec<u32> {
+        let me = self.node.id().0;
+        self.introducer
+            .as_ref()
+            .map(|i| {
+                i.live_peers()
+                    .into_iter()
+                    .map(|p| p.as_u32())
+                    .filter(|p| *p != me)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn join_through(&mut self, bootstrap: u32) {
+        let path = if self.local_peers.contains(&bootstrap) {
+            SignalPath::Local
+        } else {
+            SignalPath::Remote
+        };
+        self.paths.heard(Id(bootstrap), path);
         let now = self.now();
         self.join_op = Some(self.node.join(Id(bootstrap), now));
+    }
+
+    /// Becomes a ring of one (unless already a member): with no `--bootstrap`, when the
+    /// introducer lists nobody else, when none answered within [`ALONE_AFTER`], and after a
+    /// failed merge.
+    fn serve_alone(&mut self) {
+        self.alone_at = None;
+        self.join_pending = false;
+        if self.node.is_joined() || self.join_op.is_some() {
+            return;
+        }
+        tracing::info!("serving as a ring of one until other peers show up");
+        let now = self.now();
+        self.node.create_ring(now);
+        self.was_member = true;
+        self.merge_seen.clear();
+    }
+
+    fn on_alone_deadline(&mut self) {
+        self.alone_at = None;
+        if self.node.is_joined() {
+            return;
+        }
+        // Serving alone is for when nobody is there: while an introducer lists peers or peers
+        // bootstrap through this one (most likely the ring; a join may have gone through a
+        // peer that was restarting, and a join waits up to 2 op timeouts), keep trying them.
+        // A peer without --bootstrap, the ring's first peer, gives up sooner: it may be the
+        // one every other peer of a ring that restarted at once is waiting for.
+        let patience = if self.has_bootstrap {
+            ALONE_AFTER * 6
+        } else {
+            ALONE_AFTER * 3
+        };
+        let candidates = !self.join_candidates.is_empty() || !self.local_candidates().is_empty();
+        if self.join_op.is_some() || (candidates && self.started.elapsed() < patience) {
+            self.alone_at = Some(Instant::now() + REJOIN_DELAY);
+            if self.join_op.is_none() && self.rejoin_at.is_none() {
+                self.start_join();
+            }
+            return;
+        }
+        tracing::warn!("no ring joined within {:?}", self.started.elapsed());
+        self.serve_alone();
+    }
+
+    /// A ring of one looks for peers to merge with (the module docs say which and when).
+    fn look_for_merge(&mut self) {
+        // Spread the looks of several lone peers apart (0..500 ms), so two of them do not
+        // keep joining through each other at the same moment.
+        let jitter = Duration::from_millis(u64::from(self.node.id().0 ^ self.now() as u32) % 500);
+        self.merge_at = Instant::now() + MERGE_CHECK + jitter;
+        // Not joined and no join under way or planned: peers that bootstrap through this one
+        // may be the ring it is looking for.
+        let newcomer = !self.node.is_joined() && self.join_op.is_none() && self.rejoin_at.is_none();
+        if self.join_op.is_some() || !(newcomer || self.node.is_alone()) {
+            self.merge_seen.clear();
+            return;
+        }
+        let me = self.node.id().0;
+        let local: BTreeSet<u32> = self.local_candidates().into_iter().collect();
+        let mut candidates: BTreeSet<u32> = local.iter().copied().collect();
+        candidates.extend(self.welcome.iter().copied());
+        candidates.remove(&me);
+        let ready: Vec<u32> = if newcomer {
+            candidates.iter().copied().collect()
+        } else {
+            candidates.intersection(&self.merge_seen).copied().collect()
+        };
+        self.merge_seen = candidates;
+        if ready.is_empty() {
+            if self.merge_seen.is_empty() && self.last_refresh.elapsed() >= WELCOME_REFRESH {
+                self.refresh_welcome();
+            }
+            return;
+        }
+        let through = ready[self.join_attempts % ready.len()];
+        self.join_attempts += 1;
+        if local.contains(&through) {
+            self.local_peers.insert(through);
+        }
+        if newcomer {
+            tracing::info!(peer = %Id(through), "joining through a peer it learned of");
+        } else {
+            tracing::info!(peer = %Id(through), "a ring of one merges: joining through a peer it learned of");
+        }
+        self.join_through(through);
+    }
+
+    /// Reopens the remote introducer session for a fresh welcome (if there is one).
+    fn refresh_welcome(&mut self) {
+        self.last_refresh = Instant::now();
+        if let Some(out) = &self.ws_out {
+            let _ = out.send(ToIntroducer::Reconnect);
+        }
+    }
+
+    /// A join failed: a peer that was a ring member serves as a ring of one again (and keeps
+    /// looking for peers to merge with); a newcomer tries again shortly, through the next
+    /// candidate, with a fresh welcome once every candidate failed.
+    fn after_failed_join(&mut self) {
+        if self.was_member {
+            self.serve_alone();
+            return;
+        }
+        if self.join_attempts >= self.join_candidates.len().max(1) {
+            self.join_attempts = 0;
+            self.refresh_welcome();
+        }
+        self.rejoin_at = Some(Instant::now() + REJOIN_DELAY);
     }
 
     fn on_command(&mut self, command: Command, reply: oneshot::Sender<Reply>) {
@@ -599,20 +879,20 @@ impl Driver {
                             // The only ring member has our id: most likely our previous
                             // incarnation, until the ring notices it died. Keep trying.
                             tracing::warn!(%id, "a ring member has this id; trying again");
-                            self.rejoin_at = Some(Instant::now() + REJOIN_DELAY);
+                            self.after_failed_join();
                         }
                         Err(e) => {
                             tracing::warn!(%e, "join failed; trying again");
-                            self.rejoin_at = Some(Instant::now() + REJOIN_DELAY);
+                            self.after_failed_join();
                         }
-                        Ok(_) => {}
+                        Ok(_) => {
+                            self.was_member = true;
+                            self.alone_at = None;
+                        }
                     }
                     return;
                 }
-                match self
-                    .paths
-                    .op_done(op, result.is_err(), self.ws_out.is_some())
-                {
+                match self.paths.op_done(op, result.is_err(), self.has_remote()) {
                     SignalOpDone::NotSignal => {}
                     SignalOpDone::Resend { peer, payload } => {
                         self.send_signal(peer.0, payload);
@@ -652,55 +932,160 @@ impl Driver {
     }
 }
 
-/// One WebSocket session with the remote introducer: sends `hello`, then relays frames both
-/// ways until either side closes.
+/// First and longest pause between two attempts to open the introducer session.
+const SESSION_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const SESSION_BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// An attempt to connect that takes longer than this counts as "does not answer".
+const SESSION_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The session with the remote introducer, for the driver's whole life: connects to `urls` in
+/// turn (the `--bootstrap` first, then the remembered introducers) with exponential backoff
+/// until one answers, sends `hello`, relays frames both ways, and when the session drops (or
+/// the driver asks for a fresh one) starts over with the first URL. Frames the driver sends
+/// while no session is open are dropped (a signal to nobody; the core retries what matters).
 async fn introducer_session(
-    url: String,
+    urls: Vec<String>,
     me: Id,
-    mut out: mpsc::UnboundedReceiver<String>,
-    into_driver: mpsc::UnboundedSender<ServerMessage>,
+    mut out: mpsc::UnboundedReceiver<ToIntroducer>,
+    into_driver: mpsc::UnboundedSender<FromIntroducer>,
 ) {
-    let stream = match tokio_tungstenite::connect_async(url.as_str()).await {
-        Ok((stream, _)) => stream,
-        Err(e) => {
-            tracing::error!(%url, %e, "cannot reach the introducer");
+    let mut backoff = SESSION_BACKOFF_MIN;
+    let mut attempt = 0usize;
+    let mut failures = 0u64;
+    loop {
+        let url = &urls[attempt % urls.len()];
+        attempt += 1;
+        let connected = tokio::time::timeout(
+            SESSION_CONNECT_TIMEOUT,
+            tokio_tungstenite::connect_async(url),
+        )
+        .await;
+        let stream = match connected {
+            Ok(Ok((stream, _))) => stream,
+            Ok(Err(e)) => {
+                failures += 1;
+                // Loud once, then quiet: a peer may wait a long time for its introducer.
+                if failures == 1 {
+                    tracing::warn!(%url, %e, "cannot reach the introducer; trying again with backoff");
+                } else {
+                    tracing::debug!(%url, %e, "cannot reach the introducer");
+                }
+                if !pause(&mut out, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(SESSION_BACKOFF_MAX);
+                continue;
+            }
+            Err(_) => {
+                failures += 1;
+                tracing::warn!(%url, "the introducer did not answer within {SESSION_CONNECT_TIMEOUT:?}");
+                if !pause(&mut out, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(SESSION_BACKOFF_MAX);
+                continue;
+            }
+        };
+        if failures > 0 {
+            tracing::info!(%url, failures, "reached the introducer");
+        }
+        failures = 0;
+        backoff = SESSION_BACKOFF_MIN;
+        // The next session starts over with `--bootstrap`.
+        attempt = 0;
+        if into_driver
+            .send(FromIntroducer::Up { url: url.clone() })
+            .is_err()
+        {
             return;
         }
-    };
+        let ended = relay_session(stream, me, &mut out, &into_driver).await;
+        if into_driver.send(FromIntroducer::Down).is_err() {
+            return;
+        }
+        match ended {
+            SessionEnd::DriverGone => return,
+            SessionEnd::Reconnect => {}
+            SessionEnd::Dropped => {
+                tracing::warn!(%url, "introducer session closed; opening it again");
+                if !pause(&mut out, backoff).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits `backoff` (plus up to a quarter more, so restarted peers do not knock in step) while
+/// dropping the frames the driver sends meanwhile. False if the driver is gone.
+async fn pause(out: &mut mpsc::UnboundedReceiver<ToIntroducer>, backoff: Duration) -> bool {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let jitter = backoff / 4 * (nanos % 1000) / 1000;
+    let until = Instant::now() + backoff + jitter;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => return true,
+            frame = out.recv() => {
+                if frame.is_none() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+enum SessionEnd {
+    Dropped,
+    Reconnect,
+    DriverGone,
+}
+
+/// One open session: `hello`, then frames both ways until either side closes.
+async fn relay_session(
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    me: Id,
+    out: &mut mpsc::UnboundedReceiver<ToIntroducer>,
+    into_driver: &mpsc::UnboundedSender<FromIntroducer>,
+) -> SessionEnd {
     let (mut sink, mut source) = stream.split();
     let hello = ClientMessage::Hello {
         peer: SigPeer::new(me.0),
     }
     .to_json();
     if sink.send(WsMessage::text(hello)).await.is_err() {
-        return;
+        return SessionEnd::Dropped;
     }
     loop {
         tokio::select! {
             frame = out.recv() => match frame {
-                Some(text) => {
+                Some(ToIntroducer::Frame(text)) => {
                     if sink.send(WsMessage::text(text)).await.is_err() {
-                        return;
+                        return SessionEnd::Dropped;
                     }
                 }
-                None => return,
+                Some(ToIntroducer::Reconnect) => {
+                    let _ = sink.close().await;
+                    return SessionEnd::Reconnect;
+                }
+                None => return SessionEnd::DriverGone,
             },
             incoming = source.next() => match incoming {
                 Some(Ok(WsMessage::Text(text))) => {
                     match serde_json::from_str::<ServerMessage>(text.as_str()) {
                         Ok(msg) => {
-                            if into_driver.send(msg).is_err() {
-                                return;
+                            if into_driver.send(FromIntroducer::Message(msg)).is_err() {
+                                return SessionEnd::DriverGone;
                             }
                         }
                         Err(e) => tracing::warn!(%e, "bad frame from the introducer"),
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    tracing::warn!("introducer session closed");
-                    return;
-                }
+                Some(Err(_)) | None => return SessionEnd::Dropped,
             },
         }
     }

@@ -64,6 +64,12 @@ impl Proc {
         }
     }
 
+    /// `chord-node` with exactly `args` (nothing added), its output in `e2e-<name>.log` in the
+    /// temp dir.
+    pub fn chord_node(name: &str, args: &[String], port: u16) -> Self {
+        Self::spawn(name, "chord-node", args, port)
+    }
+
     /// `chord-node` on 127.0.0.1:`port` with ring id `id` (8 hex digits).
     pub fn peer(port: u16, id: u32, bootstrap: Option<u16>) -> Self {
         Self::peer_with(port, id, bootstrap, &[])
@@ -159,7 +165,8 @@ impl Proc {
     }
 }
 
-fn log_path(name: &str) -> PathBuf {
+/// Where the output of the process named `name` goes.
+pub fn log_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("e2e-{name}.log"))
 }
 

@@ -271,6 +271,13 @@ impl SignalingState {
         Ok((registration, receiver))
     }
 
+    /// Every live peer (remote sessions that said hello and local sessions), sorted. An
+    /// embedding peer uses it to learn who bootstraps through it (`node-native`'s driver: a
+    /// ring of one merges with them).
+    pub fn live_peers(&self) -> Vec<PeerId> {
+        self.registry().peers.keys().copied().collect()
+    }
+
     /// Up to `welcome_peers` live peers other than `me`, picked uniformly at random, sorted.
     pub(crate) fn welcome_peers(&self, me: PeerId) -> Vec<PeerId> {
         let mut registry = self.registry();

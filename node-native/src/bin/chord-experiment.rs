@@ -17,6 +17,9 @@
 //! chord-experiment --mode scale --num-nodes 5 --num-ops 500 --clients 8
 //! chord-experiment --mode churn --num-nodes 6 --restarts 4 --period-ms 10000 \
 //!     [--verbose] [--json] [--plot target/churn.svg]
+//! chord-experiment --mode churn --num-nodes 5 --base-port 5000 --num-ops 200 \
+//!     --churn-interval 4 [--duration 60] [--stop term|kill] [--in-memory]
+//! chord-experiment --mode scale --original --num-nodes 5 --num-ops 200
 //! chord-experiment --mode durable --num-ops 300 --clients 8 --restart-keys 100000 \
 //!     [--data-root target/tmp/durable-bench] [--json] [--plot target/durable.svg]
 //! ```
@@ -121,9 +124,30 @@ struct Cli {
     /// Where `--mode durable` keeps its peers' data directories (emptied first).
     #[arg(long, default_value = "target/tmp/durable-bench")]
     data_root: PathBuf,
-    /// First port of the live ring (scale).
-    #[arg(long, default_value_t = 7600)]
+    /// First port of the live ring (scale, churn, durable); the original's default.
+    #[arg(long, default_value_t = 5000)]
     base_port: u16,
+    /// The original project's harness (scale and churn): peers started with its flags, each
+    /// op a put to a random peer then a get from a random peer (`node_native::original`).
+    /// Implied by `--churn-interval`.
+    #[arg(long)]
+    original: bool,
+    /// Churn of the original harness: every this many seconds a random peer (the bootstrap
+    /// peer included) is stopped (`--stop`) and started again at once with the same flags.
+    #[arg(long, value_name = "SECONDS")]
+    churn_interval: Option<f64>,
+    /// Original harness: keep the workload (and churn) going at least this many seconds, even
+    /// after `--num-ops` ops.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Original harness: how churn stops a peer, `term` (SIGTERM, a graceful leave, as the
+    /// original did) or `kill` (SIGKILL, a crash).
+    #[arg(long, value_enum, default_value_t = StopArg::Term)]
+    stop: StopArg,
+    /// Original harness: peers keep their store in memory (default: a data dir per peer under
+    /// `--data-root`/original, emptied first).
+    #[arg(long)]
+    in_memory: bool,
     /// Seed of the simulation; the same seed replays the same run (sim-history: the first of
     /// `--seeds` consecutive seeds).
     #[arg(long, default_value_t = 1)]
@@ -146,6 +170,12 @@ struct Cli {
     /// Also draw the results as an SVG chart at this path.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StopArg {
+    Term,
+    Kill,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -195,6 +225,9 @@ fn main() -> anyhow::Result<()> {
         Mode::SimFlood => run_sim_flood(&cli),
         Mode::SimChurn => run_sim_churn(&cli),
         Mode::SimHistory => run_sim_history(&cli),
+        Mode::Scale | Mode::Churn if cli.original || cli.churn_interval.is_some() => {
+            run_original(&cli)
+        }
         Mode::Scale => run_scale(&cli),
         Mode::Churn => run_churn(&cli),
         Mode::Durable => run_durable(&cli),
@@ -705,6 +738,91 @@ fn run_scale(cli: &Cli) -> anyhow::Result<()> {
     }
     drop(ring);
     finish(cli, &rows)
+}
+
+/// `--mode scale|churn --original` (or `--churn-interval`): the original project's harness.
+fn run_original(cli: &Cli) -> anyhow::Result<()> {
+    use node_native::original::{OriginalConfig, OriginalRing, Stop, run};
+    use std::time::Duration;
+
+    let churn = matches!(cli.mode, Mode::Churn);
+    anyhow::ensure!(
+        !churn || cli.churn_interval.is_some(),
+        "the original's churn needs --churn-interval SECONDS"
+    );
+    let seconds = |s: f64| {
+        anyhow::ensure!(s.is_finite() && s > 0.0, "seconds must be positive");
+        Ok(Duration::from_secs_f64(s))
+    };
+    let config = OriginalConfig {
+        num_nodes: cli.num_nodes,
+        base_port: cli.base_port,
+        num_ops: cli.num_ops,
+        churn_interval: if churn {
+            cli.churn_interval.map(seconds).transpose()?
+        } else {
+            None
+        },
+        duration: cli.duration.map(seconds).transpose()?,
+        stop: match cli.stop {
+            StopArg::Term => Stop::Term,
+            StopArg::Kill => Stop::Kill,
+        },
+        data_root: (!cli.in_memory).then(|| cli.data_root.join("original")),
+        seed: cli.seed,
+        log_prefix: "original".into(),
+    };
+    println!(
+        "starting {} chord-node processes: --host 127.0.0.1 --port {}.. [--bootstrap 127.0.0.1:{}] \
+         ({}; logs in {})",
+        cli.num_nodes,
+        cli.base_port,
+        cli.base_port,
+        config.data_root.as_ref().map_or_else(
+            || "--in-memory".to_string(),
+            |d| format!("--data-dir under {}", d.display())
+        ),
+        std::env::temp_dir().join("e2e-original-*.log").display()
+    );
+    let mut ring = OriginalRing::start(&config).map_err(anyhow::Error::msg)?;
+    let row = run(&mut ring, &config);
+    drop(ring);
+    println!(
+        "{} ops in {:.1} s, {} restarts: {} of {} puts acknowledged; {} gets returned the value \
+         written, {} another value or none, {} no answer",
+        row.ops,
+        row.seconds,
+        row.restarts,
+        row.puts_acked,
+        row.ops,
+        row.gets_correct,
+        row.gets_wrong,
+        row.gets_failed
+    );
+    println!(
+        "at the end: ring {}; {} of {} acknowledged values read back ({} lost, {} unanswered)",
+        if row.converged {
+            "right (every peer joined, every successor right)"
+        } else {
+            "NOT right"
+        },
+        row.read_back,
+        row.puts_acked,
+        row.lost.len(),
+        row.unanswered
+    );
+    for line in row.not_right.iter().chain(row.lost.iter().take(10)) {
+        println!("  {line}");
+    }
+    if !row.lost.is_empty() {
+        let stops: Vec<String> = row
+            .restart_log
+            .iter()
+            .map(|(at, port)| format!("{port} at {at:.1} s"))
+            .collect();
+        println!("  peers stopped: {}", stops.join(", "));
+    }
+    finish(cli, &[row])
 }
 
 /// `--mode churn`: a live ring where peers crash and come back empty during the workload.

@@ -5,8 +5,11 @@
 //! ```
 //! `--port` serves the HTTP API of the original project and the introducer WebSocket (`/ws`),
 //! so other peers (native or browser) can bootstrap through this one. `--bootstrap` names any
-//! introducer: the `signaling` server or another native peer. Without it the peer starts a new
-//! ring.
+//! introducer: the `signaling` server or another native peer. Without it (or when it names this
+//! peer itself) the peer starts a new ring, a ring of one that merges with the peers that
+//! bootstrap through it. An introducer that does not answer is tried again with backoff, and
+//! then the introducers this peer reached in earlier runs (`node_native::known_peers`); a peer
+//! that cannot join within 10 s serves as a ring of one meanwhile (`node_native::driver`).
 //!
 //! The peer keeps its store in `--data-dir` (default `$XDG_DATA_HOME/chord-kv/<id>`, else
 //! `~/.local/share/chord-kv/<id>`) and comes back with it after a restart; `--in-memory` keeps
@@ -24,6 +27,7 @@ use node_core::node::Config;
 use node_core::{Id, rng::splitmix64};
 use node_native::driver::{self, DriverConfig, Persistence};
 use node_native::http::{self, Api};
+use node_native::known_peers::KnownPeers;
 use node_native::rtc::RtcConfig;
 use node_native::storage::{Durability, Storage};
 use signaling::{PeerId as SigPeer, SignalingConfig, SignalingState, startup};
@@ -108,10 +112,11 @@ fn default_data_dir(id: Id) -> anyhow::Result<std::path::PathBuf> {
     Ok(base.join("chord-kv").join(id.to_string()))
 }
 
-/// Opens and reads the peer's store, or `None` with `--in-memory`.
-fn open_store(cli: &Cli, id: Id) -> anyhow::Result<Option<Persistence>> {
+/// Opens and reads the peer's store and the introducers it remembers, or nothing with
+/// `--in-memory`.
+fn open_store(cli: &Cli, id: Id) -> anyhow::Result<(Option<Persistence>, KnownPeers)> {
     if cli.in_memory {
-        return Ok(None);
+        return Ok((None, KnownPeers::in_memory()));
     }
     let dir = match &cli.data_dir {
         Some(dir) => dir.clone(),
@@ -121,7 +126,36 @@ fn open_store(cli: &Cli, id: Id) -> anyhow::Result<Option<Persistence>> {
     let storage = Storage::open(&dir, id, cli.durability)?;
     let mut loaded = storage.load()?;
     loaded.took = started.elapsed();
-    Ok(Some(Persistence { storage, loaded }))
+    Ok((
+        Some(Persistence { storage, loaded }),
+        KnownPeers::load(&dir),
+    ))
+}
+
+/// Whether `--bootstrap` names this peer itself (the same address, or a name that resolves to
+/// it): then there is no one to join through yet, and the peer starts as a ring of one that
+/// merges with the peers that bootstrap through it (`node_native::driver`).
+fn bootstrap_is_self(bootstrap: &str, addr: std::net::SocketAddr) -> bool {
+    let rest = bootstrap
+        .strip_prefix("ws://")
+        .or_else(|| bootstrap.strip_prefix("wss://"))
+        .unwrap_or(bootstrap);
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    let Some((host, port)) = host_port.rsplit_once(':') else {
+        return false;
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return false;
+    };
+    if port != addr.port() {
+        return false;
+    }
+    match startup::listen_addr(host.trim_matches(['[', ']']), port) {
+        Ok(resolved) => {
+            resolved == addr || (addr.ip().is_unspecified() && resolved.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
 }
 
 fn bootstrap_url(text: &str) -> String {
@@ -163,7 +197,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .as_deref()
         .map_or_else(|| Id::of(addr.to_string().as_bytes()), parse_id);
 
-    let persistence = open_store(&cli, id)?;
+    let (persistence, known) = open_store(&cli, id)?;
+    let bootstrap = match cli.bootstrap.as_deref() {
+        Some(b) if bootstrap_is_self(b, addr) => {
+            println!(
+                "chord-node: --bootstrap {b} is this peer: starting as a ring of one; peers that \
+                 bootstrap through it merge it into their ring"
+            );
+            None
+        }
+        other => other.map(bootstrap_url),
+    };
 
     let mut seed = u64::from(id.0) ^ std::process::id() as u64;
     let now_nanos = std::time::SystemTime::now()
@@ -190,8 +234,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             id,
             node,
             rtc,
-            bootstrap: cli.bootstrap.as_deref().map(bootstrap_url),
+            bootstrap,
             http_addr: Some(addr.to_string()),
+            introducer: Some(introducer.clone()),
+            known,
         },
         Some(local),
         persistence,
