@@ -1423,9 +1423,18 @@ impl Node {
         let closer = pred
             .into_iter()
             .chain(preds.iter().copied())
-            .filter(|x| x.in_open(me, from) && !self.failed_lately(*x))
+            .filter(|x| x.in_open(me, from))
             .min_by_key(|x| me.distance_to(*x));
         match closer {
+            Some(x) if self.failed_lately(x) => {
+                // Its link to us failed lately: the successor may not have noticed a death yet
+                // (it would put a dead peer back into our pointers), or it restarted. Adopt it
+                // only once a new link to it opens (the `Hello` rules and the next round do).
+                self.remember_via(x, from);
+                self.links.clear_backoff(x);
+                self.ensure_link(x, true);
+                self.send(from, &Message::Notify);
+            }
             Some(x) => {
                 // `from` is linked to x (x notified it): signaling to x goes that way.
                 if !self.links.is_up(x) {
