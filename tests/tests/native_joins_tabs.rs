@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e::browser::{Browser, LaunchOptions, Tab};
-use e2e::{Proc, get_value, hex, http, json, put_value, wait_until};
+use e2e::{Proc, hex, http, json, put_value, wait_until};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
