@@ -1,72 +1,15 @@
-//! The original project's churn experiment as an end-to-end test (issue 12): 5 peers started
-//! with its flags (`--host 127.0.0.1 --port P [--bootstrap 127.0.0.1:5000]`, each with its own
-//! data dir); every 4 s for 60 s a random peer, the bootstrap peer included, gets SIGTERM (a graceful leave)
-//! and is started again at once with the same flags, while a workload puts a fresh key
-//! through a random peer and gets it from a random peer. At the end every peer must be joined
-//! with the right successor (`/ring`) and every acknowledged put must read back its value
-//! (`node_native::original`). Real `chord-node` processes over WebRTC, inside a private network
-//! namespace.
+//! The original project's churn experiment (see `common/mod.rs`) where the stopped peer
+//! gets SIGTERM (a graceful leave).
 
-use std::time::Duration;
+mod common;
 
-use node_native::original::{OriginalConfig, OriginalRing, Stop, run};
+use node_native::original::Stop;
 
 #[test]
 fn churn_by_sigterm_keeps_the_ring_and_every_acknowledged_value() {
-    if !node_native::netns::enter_private_netns(
+    common::churn_keeps_every_acknowledged_value(
         "churn_by_sigterm_keeps_the_ring_and_every_acknowledged_value",
-    ) {
-        return;
-    }
-    let root = std::env::temp_dir().join(format!("churn-sigterm-{}", std::process::id()));
-    let config = OriginalConfig {
-        num_nodes: 5,
-        base_port: 5000,
-        num_ops: 20,
-        churn_interval: Some(Duration::from_secs(4)),
-        duration: Some(Duration::from_secs(60)),
-        stop: Stop::Term,
-        data_root: Some(root.clone()),
-        seed: 12,
-        log_prefix: "churn-sigterm".into(),
-    };
-    let mut ring = OriginalRing::start(&config).unwrap_or_else(|e| panic!("{e}"));
-    let row = run(&mut ring, &config);
-    println!("{row:?}");
-    assert!(
-        row.restarts >= 10,
-        "churn stopped and restarted only {} peers",
-        row.restarts
+        Stop::Term,
+        "churn-sigterm",
     );
-    assert!(
-        row.puts_acked >= 10,
-        "only {} of {} puts acknowledged: the workload did not run\n{}",
-        row.puts_acked,
-        row.ops,
-        ring.logs(30)
-    );
-    // A get that starts after a put was acknowledged must return its value.
-    assert_eq!(
-        row.gets_wrong,
-        0,
-        "gets right after an acknowledged put returned another value or none\n{}",
-        ring.logs(30)
-    );
-    assert!(
-        row.converged,
-        "after churn the ring is not right: {:?}\n{}",
-        row.not_right,
-        ring.logs(60)
-    );
-    assert!(
-        row.lost.is_empty() && row.unanswered == 0,
-        "{} of {} acknowledged values lost, {} unanswered: {:?}\n{}",
-        row.lost.len(),
-        row.puts_acked,
-        row.unanswered,
-        row.lost,
-        ring.logs(30)
-    );
-    drop(ring);
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -23,3 +23,16 @@ pub fn ring_order(ids: &[u32], start: u32) -> Vec<String> {
     sorted.rotate_left(at);
     sorted.into_iter().map(hex).collect()
 }
+
+/// The native peer on `port` (ring id `id`) is joined and its successor is the true one among
+/// `ids` (a ring of one, `ids == [id]`, only needs to be joined).
+pub fn joined_with_successor(port: u16, id: u32, ids: &[u32]) -> bool {
+    let Some((_, v)) = json(port, "GET", "/ring", None) else {
+        return false;
+    };
+    if ids == [id] {
+        return v["joined"] == true;
+    }
+    let order = ring_order(ids, id);
+    v["joined"] == true && v["successors"][0].as_str() == order.get(1).map(String::as_str)
+}

@@ -42,22 +42,6 @@ fn ring(port: u16) -> Option<Value> {
     json(port, "GET", "/ring", None).map(|(_, v)| v)
 }
 
-/// The native peer is joined and its successor is the true one among `ids`.
-fn native_joined(port: u16, id: u32, ids: &[u32]) -> bool {
-    let Some(v) = ring(port) else { return false };
-    if ids == [id] {
-        return v["joined"] == true;
-    }
-    let mut sorted = ids.to_vec();
-    sorted.sort_unstable();
-    let next = sorted
-        .iter()
-        .copied()
-        .find(|i| *i > id)
-        .unwrap_or(sorted[0]);
-    v["joined"] == true && v["successors"][0].as_str() == Some(hex(next).as_str())
-}
-
 fn open_tab(rt: &Runtime, browser: &Browser, id: u32) -> Tab {
     let url = format!("http://127.0.0.1:{SIGNALING}/?id={}", hex(id));
     let tab = rt.block_on(browser.open_tab(&url)).expect("open tab");
@@ -118,7 +102,7 @@ fn a_native_peer_joins_a_ring_of_tabs() {
     let mut id = native_id(0);
     let mut native = Proc::peer_with(native_port, id, Some(SIGNALING), &["--log", "info"]);
     assert!(
-        wait_until(Duration::from_secs(20), || native_joined(
+        wait_until(Duration::from_secs(20), || e2e::joined_with_successor(
             native_port,
             id,
             &[id]
@@ -135,7 +119,7 @@ fn a_native_peer_joins_a_ring_of_tabs() {
     let mut all: Vec<u32> = TABS.to_vec();
     all.push(id);
     assert!(
-        wait_until(Duration::from_secs(60), || native_joined(
+        wait_until(Duration::from_secs(60), || e2e::joined_with_successor(
             native_port,
             id,
             &all
@@ -164,7 +148,7 @@ fn a_native_peer_joins_a_ring_of_tabs() {
         // peer's keys are led by live peers again; until then a read of a key the dead peer
         // led waits for the failure detector, see README "Consistency").
         let joined = wait_until(Duration::from_secs(60), || {
-            native_joined(native_port, id, &ids) && tabs_agree(&rt, &tabs, &ids)
+            e2e::joined_with_successor(native_port, id, &ids) && tabs_agree(&rt, &tabs, &ids)
         });
         let join_ms = started.elapsed().as_millis();
         // Every key through the new peer, with the answer of each read that did not return

@@ -17,21 +17,6 @@ const HOLDERS: [(u16, u32); 3] = [
     (7803, 0xd000_0000),
 ];
 
-/// The peer on `port` is joined and its successor is the true one among `ids`.
-fn joined(port: u16, id: u32, ids: &[u32]) -> bool {
-    let Some((_, v)) = json(port, "GET", "/ring", None) else {
-        return false;
-    };
-    let mut sorted = ids.to_vec();
-    sorted.sort_unstable();
-    let next = sorted
-        .iter()
-        .copied()
-        .find(|i| *i > id)
-        .unwrap_or(sorted[0]);
-    v["joined"] == true && v["successors"][0].as_str() == Some(hex(next).as_str())
-}
-
 #[test]
 fn a_newcomer_reads_every_key_after_a_kill() {
     if !node_native::netns::enter_private_netns("a_newcomer_reads_every_key_after_a_kill") {
@@ -53,7 +38,9 @@ fn a_newcomer_reads_every_key_after_a_kill() {
     let mut ids = holder_ids.clone();
     ids.push(id);
     assert!(
-        wait_until(Duration::from_secs(30), || joined(port, id, &ids)),
+        wait_until(Duration::from_secs(30), || e2e::joined_with_successor(
+            port, id, &ids
+        )),
         "the first ring of 4 did not form"
     );
     for k in 0..60 {
@@ -74,8 +61,11 @@ fn a_newcomer_reads_every_key_after_a_kill() {
         let mut ids = holder_ids.clone();
         ids.push(id);
         assert!(
-            wait_until(Duration::from_secs(60), || joined(port, id, &ids)
-                && HOLDERS.iter().all(|(p, h)| joined(*p, *h, &ids))),
+            wait_until(Duration::from_secs(60), || e2e::joined_with_successor(
+                port, id, &ids
+            ) && HOLDERS
+                .iter()
+                .all(|(p, h)| e2e::joined_with_successor(*p, *h, &ids))),
             "round {round}: newcomer {} not taken in within 60 s",
             hex(id)
         );
