@@ -318,15 +318,7 @@ impl LiveRing {
             args.extend(extra(port));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             peers.push((Proc::peer_with(port, id, bootstrap, &args), id));
-            if i == 0 {
-                if !wait_until(Duration::from_secs(10), || {
-                    http(port, "GET", "/ring", None).is_some()
-                }) {
-                    return Err(format!("peer on port {port} did not start"));
-                }
-            } else {
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            pace_start(i, port)?;
         }
         let ring = Self { peers };
         let ports = ring.ports();
@@ -347,6 +339,21 @@ fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1].as_secs_f64() * 1_000.0
+}
+
+/// Paces the start of the `i`-th peer of a ring: the first (the bootstrap peer) must answer
+/// HTTP within 10 s before others bootstrap through it; the others start 200 ms apart.
+pub fn pace_start(i: usize, port: u16) -> Result<(), String> {
+    if i == 0 {
+        if !wait_until(Duration::from_secs(10), || {
+            http(port, "GET", "/ring", None).is_some()
+        }) {
+            return Err(format!("peer on port {port} did not start"));
+        }
+    } else {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
 }
 
 /// `POST /put` of `key` = `value` to the peer on `port`; true when acknowledged.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::live::{Proc, http, json, put_value, ring_converged, wait_until};
+use crate::live::{Proc, json, put_value, ring_converged, wait_until};
 
 /// How churn stops a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -135,15 +135,7 @@ impl OriginalRing {
             ring.args.push(args);
             let proc = ring.spawn(i);
             ring.peers.push(proc);
-            if i == 0 {
-                if !wait_until(Duration::from_secs(10), || {
-                    http(port, "GET", "/ring", None).is_some()
-                }) {
-                    return Err(format!("peer on port {port} did not start"));
-                }
-            } else {
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            crate::live::pace_start(i, port)?;
         }
         if !wait_until(Duration::from_secs(90), || ring_converged(&ring.ids())) {
             return Err(format!(
