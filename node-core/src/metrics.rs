@@ -138,6 +138,11 @@ pub struct KvMetrics {
     pub read_write_backs: u64,
     /// Write requests that came again (retry or duplicate) and were not stamped twice.
     pub duplicate_requests: u64,
+    /// Keys a node that served alone wrote into the ring it then joined ("Merging a ring of
+    /// one" in replication.rs): queued, confirmed by a write quorum, and given up.
+    pub handover_keys: u64,
+    pub handed_over: u64,
+    pub handover_failed: u64,
     pub quorum_failures: u64,
     pub dropped_requests: u64,
     pub rejected_entries: u64,

@@ -442,6 +442,10 @@ pub struct Node {
     /// replica set is incomplete, and client requests for our range wait (`waiting_requests`).
     pub(crate) successors_known: bool,
     pub(crate) waiting_requests: Vec<(Routed, Time)>,
+    /// Hand-over after a merge (`replication.rs`, "Merging a ring of one"): set when a node
+    /// that served alone (or was cut off) with a non-empty store joins a ring; every key it
+    /// holds is then written into the ring it joined, version unchanged.
+    pub(crate) handover: crate::replication::HandOver,
     /// Client requests this node coordinated lately, by (origin, op): a duplicate or retry of a
     /// write that already took effect is answered again, never stamped a second time.
     pub(crate) recent_requests: crate::replication::RecentRequests,
@@ -532,6 +536,7 @@ impl Node {
             adopting: false,
             successors_known: false,
             waiting_requests: Vec::new(),
+            handover: crate::replication::HandOver::default(),
             recent_requests: crate::replication::RecentRequests::default(),
         }
     }
@@ -653,6 +658,10 @@ impl Node {
         {
             self.done(op, Err(OpError::AlreadyJoined));
             return op;
+        }
+        if (self.is_alone() || self.is_isolated()) && !self.store.is_empty() {
+            // A merge: what this node acknowledged alone must reach the ring it joins.
+            self.handover.due = true;
         }
         self.ring.clear();
         self.phase = Phase::Joining {
@@ -1241,6 +1250,7 @@ impl Node {
             }
         }
         self.check_stalled_finger();
+        self.continue_handover();
         self.reask_fresh();
         self.expire_coordinations();
         self.election_timeouts();

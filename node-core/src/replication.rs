@@ -56,6 +56,25 @@
 //! The origin retries a request that got no answer within `lookup_attempt_timeout_ms` and fails
 //! it with a typed error at `op_timeout_ms`.
 //!
+//! # Merging a ring of one
+//!
+//! A peer that serves alone (it created a ring, or its driver let it serve after its ring was
+//! unreachable for long enough) acknowledges writes with a quorum of one. When it later joins
+//! a ring ([`Node::join`] on an alone or cut-off node), most of its keys belong to other
+//! peers' ranges, and anti-entropy, which runs only within replica sets, would never move them.
+//! So the join marks a hand-over (`HandOver`): once the node is joined and knows its successor
+//! list, it writes every key it holds (tombstones included) into the ring as a
+//! [`KvAction::Restore`], a request carrying the stored version unchanged. The key's leader
+//! treats it as a replayed write: it observes the timestamp, stores the entry (LWW) and
+//! spreads it, and a member that holds something newer counts as done. So the ring ends with
+//! the newer of the two versions of every key, as anti-entropy between replicas would have
+//! done. At most `MAX_HANDOVER_INFLIGHT` such requests run at once; one that fails is tried
+//! again later, `MAX_HANDOVER_TRIES` times per key. The node keeps its own copies.
+//!
+//! Last-writer-wins decides between the two sides by Lamport timestamp, not by real time, so
+//! a key written on both sides while they were apart keeps the higher timestamp: serving alone
+//! is available, not consistent (README, "Consistency").
+//!
 //! # Tombstone collection
 //!
 //! The rule of `store.rs` ("a tombstone MAY be dropped only once every replica of its key holds
@@ -128,9 +147,20 @@ pub struct KvRequest {
 #[serde(tag = "a", content = "c", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum KvAction {
-    Put { value: String, writer: String },
-    Delete { writer: String },
+    Put {
+        value: String,
+        writer: String,
+    },
+    Delete {
+        writer: String,
+    },
     Get,
+    /// A version this node already holds, written into the ring as it is (no new stamp): the
+    /// hand-over after a merge (see "Merging a ring of one"). Acknowledged once a write quorum
+    /// holds it or something newer.
+    Restore {
+        entry: Entry,
+    },
 }
 
 /// The leader's answer to the origin.
@@ -367,6 +397,22 @@ const MAX_PARKED: usize = 1_024;
 const MAX_COORDINATIONS: usize = 4_096;
 /// How often a leader stamps one write again after replicas held newer versions.
 const MAX_RESTAMPS: u32 = 4;
+/// Hand-over requests running at once (see "Merging a ring of one").
+const MAX_HANDOVER_INFLIGHT: usize = 8;
+/// Failed hand-over requests of one key before it is given up (counted in
+/// `KvMetrics::handover_failed`).
+const MAX_HANDOVER_TRIES: u8 = 5;
+
+/// The hand-over after a merge (see "Merging a ring of one").
+#[derive(Debug, Default)]
+pub(crate) struct HandOver {
+    /// The node joined a ring from alone: start once the successor list is known.
+    pub(crate) due: bool,
+    /// Keys still to write into the ring, with the failed tries so far.
+    queue: std::collections::VecDeque<(String, u8)>,
+    /// Hand-over requests running, by origin op.
+    inflight: BTreeMap<OpId, (String, u8)>,
+}
 
 impl Node {
     // ----- commands -----------------------------------------------------------------------
@@ -444,6 +490,61 @@ impl Node {
         op
     }
 
+    /// Starts the hand-over after a merge when it is due, and keeps `MAX_HANDOVER_INFLIGHT`
+    /// of its requests running (see "Merging a ring of one").
+    pub(crate) fn continue_handover(&mut self) {
+        if !self.is_joined() || self.ring.successors().is_empty() || !self.successors_known {
+            return;
+        }
+        if std::mem::take(&mut self.handover.due) {
+            self.handover.queue = self.store.iter().map(|r| (r.key.to_string(), 0)).collect();
+            self.metrics.kv.handover_keys += self.handover.queue.len() as u64;
+        }
+        while self.handover.inflight.len() < MAX_HANDOVER_INFLIGHT
+            && self.kv_ops.len() < self.config.max_pending_ops
+        {
+            let Some((key, tries)) = self.handover.queue.pop_front() else {
+                break;
+            };
+            let Some(entry) = self.store.get(&key).cloned() else {
+                continue; // collected meanwhile
+            };
+            let op = self.new_op();
+            let now = self.now;
+            self.kv_ops.insert(
+                op,
+                OriginOp {
+                    key: key.clone(),
+                    action: KvAction::Restore { entry },
+                    started: now,
+                    attempts: 0,
+                    retry_at: now,
+                    deadline: now + self.config.op_timeout_ms,
+                    last_failure: None,
+                },
+            );
+            self.handover.inflight.insert(op, (key, tries));
+            self.send_kv_attempt(op);
+        }
+    }
+
+    /// A hand-over request ended (`ok`: a write quorum holds its version or a newer one). Not
+    /// a client operation: nothing is reported to the driver.
+    fn handover_done(&mut self, op: OpId, ok: bool) -> bool {
+        let Some((key, tries)) = self.handover.inflight.remove(&op) else {
+            return false;
+        };
+        if ok {
+            self.metrics.kv.handed_over += 1;
+        } else if tries + 1 < MAX_HANDOVER_TRIES {
+            self.handover.queue.push_back((key, tries + 1));
+        } else {
+            self.metrics.kv.handover_failed += 1;
+        }
+        self.continue_handover();
+        true
+    }
+
     fn send_kv_attempt(&mut self, op: OpId) {
         let Some(pending) = self.kv_ops.get_mut(&op) else {
             return;
@@ -514,6 +615,9 @@ impl Node {
         }
         if self.now >= pending.deadline {
             let pending = self.kv_ops.remove(&op).expect("present");
+            if self.handover_done(op, false) {
+                return true;
+            }
             self.metrics.kv.failed += 1;
             self.done(
                 op,
@@ -762,6 +866,15 @@ impl Node {
             }
             KvAction::Delete { writer } => {
                 self.stamp_and_store(&request.key, None, writer, req, &others, wid)
+            }
+            KvAction::Restore { entry } => {
+                if !self.clock.accepts(entry.version.ts, MAX_CLOCK_JUMP) {
+                    self.metrics.kv.rejected_entries += 1;
+                    return;
+                }
+                // Later writes of this leader must win over the restored version.
+                self.clock.observe(entry.version.ts);
+                self.replicate_write(&request.key, entry, req, &others, wid, true)
             }
         };
         self.coordinations.insert(
@@ -1471,8 +1584,11 @@ impl Node {
             },
             KvResult::NotFound => OpOutcome::NotFound { hops },
         };
-        self.metrics.kv.hops.record(u64::from(hops));
         self.kv_ops.remove(&op);
+        if self.handover_done(op, true) {
+            return;
+        }
+        self.metrics.kv.hops.record(u64::from(hops));
         if is_get {
             self.metrics.kv.get_latency_ms.record(latency);
             match outcome {
