@@ -120,6 +120,24 @@ fn is_link_local(ip: &std::net::IpAddr) -> bool {
 
 /// The addresses of the machine's interfaces now; `None` if they cannot be listed (the
 /// configured addresses are then left to webrtc-rs as they are).
+/// The UDP addresses a new link binds ([`bind_addrs`] over this host's interfaces). The first
+/// time, and whenever they change, they are logged (`WebRTC binds`): a loopback-only host must
+/// show loopback addresses there, never a wildcard.
+fn link_udp_addrs(configured: &[String]) -> Vec<String> {
+    static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let addrs = match local_ips() {
+        Some(local) => bind_addrs(configured, &local),
+        None => configured.to_vec(),
+    };
+    if let Ok(mut logged) = LOGGED.lock()
+        && *logged != addrs
+    {
+        tracing::info!(addrs = ?addrs, "WebRTC binds");
+        logged.clone_from(&addrs);
+    }
+    addrs
+}
+
 fn local_ips() -> Option<Vec<std::net::IpAddr>> {
     match rtc::shared::ifaces::ifaces() {
         Ok(interfaces) => Some(
@@ -792,10 +810,7 @@ impl Supervisor {
             .with_handler(Arc::new(LinkHandler {
                 control: self.control_tx.clone(),
             }))
-            .with_udp_addrs(match local_ips() {
-                Some(local) => bind_addrs(&config.udp_addrs, &local),
-                None => config.udp_addrs.clone(),
-            })
+            .with_udp_addrs(link_udp_addrs(&config.udp_addrs))
             .with_data_channel_send_buffer_limit(config.send_buffer_limit)
             .build()
             .await
