@@ -270,6 +270,8 @@ pub(crate) struct Coordination {
     /// asked again every `SETTLE_ROUND_MS` until they are settled or the deadline passes.
     fresh: BTreeSet<Id>,
     reask_at: Option<Time>,
+    /// When this leader took the request (restamps stop half an attempt later).
+    started: Time,
     deadline: Time,
     answered: bool,
     kind: CoordKind,
@@ -764,6 +766,10 @@ impl Node {
             .partition(|p| p.set == set);
         self.parked = waiting;
         for parked in ready {
+            if self.superseded(parked.since) {
+                self.metrics.kv.dropped_requests += 1;
+                continue;
+            }
             if leader == self.id {
                 let unsettled = self.unsettled_members();
                 self.coordinate(parked.routed, parked.set, unsettled);
@@ -773,16 +779,33 @@ impl Node {
         }
     }
 
-    /// Requests that waited for our successor list (see `kv_at_owner`) go on.
+    /// Requests that waited for our successor list (see `kv_at_owner`) go on, unless the
+    /// origin has sent a newer attempt meanwhile (`superseded`).
     pub(crate) fn release_waiting_requests(&mut self) {
-        for (routed, _) in std::mem::take(&mut self.waiting_requests) {
+        for (routed, since) in std::mem::take(&mut self.waiting_requests) {
+            if self.superseded(since) {
+                self.metrics.kv.dropped_requests += 1;
+                continue;
+            }
             self.kv_at_owner(routed);
         }
     }
 
-    /// Parked requests whose election never finished are dropped (the origin retries).
+    /// Whether a request that arrived here at `since` and waited (for our successor list, an
+    /// election) is an orphan: by now its origin has retried it (every
+    /// `lookup_attempt_timeout_ms`) and may even have had the retry acknowledged. Stamping the
+    /// orphan then could write its value again *after* a later write of another client, which
+    /// reads would then miss (issue 10: a put that waited 3.8 s at a restarting owner was
+    /// stamped again after an acknowledged delete of its key). So orphans are dropped.
+    fn superseded(&self, since: Time) -> bool {
+        self.now >= since + self.config.lookup_attempt_timeout_ms / 2
+    }
+
+    /// Waiting and parked requests the origin has retried by now are dropped (`superseded`).
     pub(crate) fn expire_parked(&mut self) {
-        let limit = self.now.saturating_sub(self.config.op_timeout_ms);
+        let limit = self
+            .now
+            .saturating_sub(self.config.lookup_attempt_timeout_ms / 2);
         let waiting = self.waiting_requests.len();
         self.waiting_requests.retain(|(_, since)| *since >= limit);
         self.metrics.kv.dropped_requests += (waiting - self.waiting_requests.len()) as u64;
@@ -889,6 +912,7 @@ impl Node {
                 unsettled: unsettled.into_iter().collect(),
                 fresh: self.is_fresh().then_some(self.id).into_iter().collect(),
                 reask_at: None,
+                started: self.now,
                 deadline: self.now + self.config.lookup_attempt_timeout_ms,
                 answered: false,
                 kind,
@@ -971,7 +995,10 @@ impl Node {
             return;
         }
         self.metrics.kv.restamps += 1;
-        if *restamps >= MAX_RESTAMPS {
+        // A new stamp late in the attempt could land after the origin's next attempt was
+        // acknowledged and another client wrote the key again (see `superseded`): past half
+        // the attempt the write is left to fail, and the origin's retry carries it.
+        if *restamps >= MAX_RESTAMPS || self.superseded(c.started) {
             self.coordinations.insert(req, c);
             return; // expires unanswered: the origin retries
         }
