@@ -19,9 +19,10 @@
 //!   are still ordered deterministically: a tombstone beats any value at the same version
 //!   (delete wins, as in remove-wins sets), and between two values the bytewise greater string
 //!   wins.
-//! - **Values are UTF-8 strings.** The HTTP API (DESIGN.md section 8) takes a JSON string
-//!   `value`, and serde_json would encode a `Vec<u8>` as an array of numbers (up to 4 bytes of
-//!   JSON per byte). Strings travel almost 1:1 in JSON frames.
+//! - **Values are UTF-8 strings.** The HTTP API (docs/design.md section 8) carries `value` in
+//!   JSON (any JSON value, kept as a string by [`crate::value`]), and serde_json would encode a
+//!   `Vec<u8>` as an array of numbers (up to 4 bytes of JSON per byte). Strings travel almost
+//!   1:1 in JSON frames.
 //! - **Sizes are measured as JSON.** [`Limits`] bound the *JSON-escaped* length of key, value and
 //!   writer id (what they cost inside a frame): equal to the UTF-8 length for ordinary text, up
 //!   to 6x for control characters. Defaults: key 1 KiB, value 48 KiB, writer id 128 bytes, so one

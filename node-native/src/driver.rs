@@ -2,8 +2,9 @@
 //!
 //! A select loop over (the node's next deadline, WebRTC link events, the introducer WebSocket,
 //! signals that reach this peer through its own mounted introducer, commands from the HTTP
-//! API) that hands every input to the core and carries out every output (STYLE.md habit 5).
-//! Protocol decisions stay in `node-core`; this file only moves bytes and keeps time.
+//! API) that hands every input to the core and carries out every output (thin drivers,
+//! docs/conventions.md habit 5). Protocol decisions stay in `node-core`; this file only moves
+//! bytes and keeps time.
 //!
 //! Signaling paths: an SDP payload for a peer goes through the ring (`Node::signal`) once this
 //! peer is a ring member, else through the remote introducer (the `--bootstrap` WebSocket).

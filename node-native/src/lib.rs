@@ -1,6 +1,6 @@
 //! node-native: the native chord-kv peer and the `chord-experiment` research harness.
 //!
-//! The peer is a thin tokio driver around `node-core` (DESIGN.md section 8): WebRTC data
+//! The peer is a thin tokio driver around `node-core` (docs/design.md section 8): WebRTC data
 //! channels (webrtc-rs), an introducer WebSocket, the HTTP API of the original project, and the
 //! signaling routes mounted on the same port so any native peer can introduce newcomers.
 //!

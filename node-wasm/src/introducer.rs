@@ -1,11 +1,11 @@
 //! The introducer session: how a peer finds its first ring member.
 //!
-//! Two transports speak the same protocol (DESIGN.md section 7, frames from the `signaling`
-//! crate): a WebSocket to the `signaling` server or any native peer's `/ws`, or an in-page
-//! registry (`page:<room>`) through which several peers in one page find each other, for tests
-//! and single-page demos. Either way the session ends quietly when the peer no longer needs it;
-//! an introducer that goes away after the join costs nothing, since later links are negotiated
-//! through the ring.
+//! Two transports speak the same protocol (docs/design.md section 7, frames from the
+//! `signaling` crate): a WebSocket to the `signaling` server or any native peer's `/ws`, or an
+//! in-page registry (`page:<room>`) through which several peers in one page find each other,
+//! for tests and single-page demos. Either way the session ends quietly when the peer no longer
+//! needs it; an introducer that goes away after the join costs nothing, since later links are
+//! negotiated through the ring.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};

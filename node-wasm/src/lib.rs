@@ -2,10 +2,10 @@
 //! WebSocket, `setTimeout`, `performance.now()` and `crypto.getRandomValues`.
 //!
 //! The same protocol code as the native peer runs here; this crate only moves bytes and keeps
-//! time (STYLE.md habit 5). A tab is one peer. Its first link comes through an introducer (the
-//! `signaling` server or any native peer's `/ws`); every later link is negotiated through the
-//! ring (overlay signaling), exactly as the native peer does, so browsers and native peers
-//! interoperate both ways.
+//! time (thin drivers, docs/conventions.md habit 5). A tab is one peer. Its first link comes
+//! through an introducer (the `signaling` server or any native peer's `/ws`); every later link
+//! is negotiated through the ring (overlay signaling), exactly as the native peer does, so
+//! browsers and native peers interoperate both ways.
 //!
 //! # JavaScript API
 //! ```js

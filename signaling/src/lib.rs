@@ -4,7 +4,7 @@
 //! few live peers; it then exchanges WebRTC offers, answers and candidates with one of them as
 //! opaque `signal` payloads relayed by the server. Once in the ring, peers negotiate every
 //! further link through the ring itself, so the introducer is needed only for joins. It stores
-//! nothing but its live sessions (DESIGN.md section 7; frame shapes in [`protocol`]).
+//! nothing but its live sessions (docs/design.md section 7; frame shapes in [`protocol`]).
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {

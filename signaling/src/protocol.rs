@@ -13,8 +13,8 @@
 //! - `{"type":"error","code":"bad_json","reason":"..."}`: see [`ErrorCode`]. The session stays
 //!   open after every error except `too_many_sessions`.
 //!
-//! This is the protocol of DESIGN.md section 7. Unknown fields are ignored; unknown `type`s are
-//! `bad_json`. The server keeps nothing but the live sessions.
+//! This is the introducer protocol of docs/design.md section 7. Unknown fields are ignored;
+//! unknown `type`s are `bad_json`. The server keeps nothing but the live sessions.
 
 use std::fmt;
 use std::str::FromStr;
