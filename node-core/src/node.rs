@@ -773,6 +773,13 @@ impl Node {
         self.anti_entropy_interval =
             (self.anti_entropy_interval * 2).min(self.config.anti_entropy_max_interval_ms);
         let Some(pred) = self.ring.predecessor().filter(|_| self.is_joined()) else {
+            if self.is_joined() && !self.own_settled {
+                // The predecessor failed and its successor has not notified us yet: our range
+                // is growing and its new replica must get it soon (its other copies may be
+                // failing too), so keep the fast pace until a predecessor is known.
+                self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
+                self.next_anti_entropy = self.now + SETTLE_ROUND_MS;
+            }
             return;
         };
         let replicas: Vec<Id> = self
@@ -1648,6 +1655,10 @@ impl Node {
                     .take(self.config.replicas.saturating_sub(2))
                     .collect();
                 self.settled_members.retain(|m| keep.contains(m));
+            } else if !self.own_settled {
+                // A predecessor after none (it failed, the next one notified us): the range
+                // it leaves us is known now; copy it to our replicas at once.
+                self.repair_soon();
             }
             // Rounds over the old range prove nothing about the new one.
             self.equal_with.clear();
