@@ -295,6 +295,10 @@ pub struct ChurnRow {
     pub acked_whole_set_failed_in_window: usize,
     /// Lost writes that are not explained by a whole-set failure (a protocol bug if not 0).
     pub acked_lost_unexplained: usize,
+    /// Over the lost writes, the longest time (ms) between the first and the last crash of
+    /// their last k holders: how far from "within one detection window" the losses were (the
+    /// first crash is noticed `link_detect_ms` after it, and re-replication starts then).
+    pub lost_longest_span_ms: u64,
 }
 
 /// Churn like the Chord paper's Fig. 12 / ToN Table II: on a ring of `nodes`, peers join and
@@ -417,6 +421,14 @@ pub fn sim_churn(
         .count();
     let acked_whole_set_failed_in_window =
         acked.iter().filter(|k| within_window.contains(*k)).count();
+    let k = sim.config().node.replicas;
+    let lost_longest_span_ms = lost_keys
+        .iter()
+        .filter_map(|key| holder_crashes.get(*key))
+        .filter(|crashes| crashes.len() >= k)
+        .map(|crashes| crashes[crashes.len() - 1] - crashes[crashes.len() - k])
+        .max()
+        .unwrap_or(0);
     let acked_lost_unexplained = lost_keys
         .iter()
         .filter(|k| !whole_set_failed.contains(**k))
@@ -434,6 +446,7 @@ pub fn sim_churn(
         acked_writes_lost: lost,
         acked_whole_set_failed,
         acked_whole_set_failed_in_window,
+        lost_longest_span_ms,
         acked_lost_unexplained,
     }
 }

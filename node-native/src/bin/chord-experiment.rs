@@ -578,6 +578,7 @@ fn run_sim_churn(cli: &Cli) -> anyhow::Result<()> {
         ("whole set failed", 0),
         ("in one window", 0),
         ("lost unexplained", 0),
+        ("lost: longest k-crash span s", 0),
         ("wall seconds", 0),
     ]);
     println!(
@@ -606,6 +607,7 @@ fn run_sim_churn(cli: &Cli) -> anyhow::Result<()> {
                 row.acked_whole_set_failed.to_string(),
                 row.acked_whole_set_failed_in_window.to_string(),
                 row.acked_lost_unexplained.to_string(),
+                format!("{:.1}", row.lost_longest_span_ms as f64 / 1000.0),
                 format!("{:.1}", started.elapsed().as_secs_f64()),
             ])
         );
