@@ -28,12 +28,13 @@
 //! merge leaves it a ring of one again (`Node::join` on a node that `is_alone`). A peer that is
 //! a member of a larger ring ignores welcomes.
 //!
-//! Writes a ring of one acknowledged are not carried over when it merges into another ring
-//! (its keys outside its new range are not handed on; issue 10's open partition case). So a
-//! peer without `--bootstrap` that was part of a ring before (it restored data, or remembers
-//! introducers) does not serve alone at once: for [`ALONE_AFTER`] it looks for that ring (the
-//! peers reconnecting to its introducer, the remembered introducers) and joins it as a
-//! newcomer. A peer restarted `--in-memory` without `--bootstrap` has nothing to go by and
+//! When a ring of one merges into another ring, the core writes every key it holds into that
+//! ring (node-core/src/replication.rs, "Merging a ring of one"); a key written on both sides
+//! meanwhile keeps the higher Lamport timestamp, not the later write. So a peer without
+//! `--bootstrap` that was part of a ring before (it restored data, or remembers introducers)
+//! does not serve alone at once: for [`ALONE_AFTER`] it looks for that ring (the peers
+//! reconnecting to its introducer, the remembered introducers) and joins it as a newcomer,
+//! which avoids such conflicts. A peer restarted `--in-memory` without `--bootstrap` has nothing to go by and
 //! serves alone at once.
 //!
 //! Persistence ([`crate::storage`]): a durable peer restores its store right after
