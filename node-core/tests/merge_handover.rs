@@ -8,18 +8,11 @@
 
 mod common;
 
-use common::{assert_seed, converged_ring, pick, seeds};
+use common::{assert_seed, converged_ring, pick, seeds, wait_call};
 use node_core::sim::Sim;
 use node_core::sim::history::{Ret, check};
 
 const TEST: &str = "merge_handover";
-
-fn wait(sim: &mut Sim, index: usize) {
-    let deadline = sim.now() + sim.config().node.op_timeout_ms + 1_000;
-    while !sim.history().is_complete(index) && sim.now() < deadline {
-        sim.run_for(5);
-    }
-}
 
 fn acked(sim: &Sim, index: usize) -> bool {
     matches!(
@@ -38,7 +31,7 @@ fn writes_acknowledged_alone_survive_the_merge() {
         for k in 0..10 {
             let (key, value) = (format!("ring{k}"), format!("r{k}"));
             let put = sim.client_put(members[k % n], &key, &value).expect("alive");
-            wait(&mut sim, put);
+            wait_call(&mut sim, put);
             if acked(&sim, put) {
                 written.push((key, value));
             }
@@ -55,7 +48,7 @@ fn writes_acknowledged_alone_survive_the_merge() {
         for k in 0..30 {
             let (key, value) = (format!("lone{k}"), format!("l{k}"));
             let put = sim.client_put(lone, &key, &value).expect("alive");
-            wait(&mut sim, put);
+            wait_call(&mut sim, put);
             if acked(&sim, put) {
                 alone += 1;
                 written.push((key, value));
@@ -83,7 +76,7 @@ fn writes_acknowledged_alone_survive_the_merge() {
         for peer in sim.truth() {
             for (key, value) in &written {
                 let get = sim.client_get(peer, key).expect("alive");
-                wait(&mut sim, get);
+                wait_call(&mut sim, get);
                 let ret = sim.history().get(get).map(|o| o.ret.clone());
                 if !matches!(&ret, Some(Ret::Found { value: v, .. }) if v == value) {
                     wrong.push(format!("{key} through {peer}: {ret:?}"));

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{assert_seed, seeds};
+use common::{assert_seed, seeds, wait_call};
 use node_core::Id;
 use node_core::sim::history::{Ret, check};
 use node_core::sim::{Sim, SimConfig};
@@ -20,13 +20,6 @@ const HOLDERS: [u32; 3] = [0x3000_0000, 0x8000_0000, 0xd000_0000];
 fn newcomer(seed: u64, round: u64) -> Id {
     let mut s = seed.wrapping_mul(31).wrapping_add(round);
     Id(node_core::rng::splitmix64(&mut s) as u32 | 1)
-}
-
-fn wait(sim: &mut Sim, index: usize) {
-    let deadline = sim.now() + sim.config().node.op_timeout_ms + 1_000;
-    while !sim.history().is_complete(index) && sim.now() < deadline {
-        sim.run_for(5);
-    }
 }
 
 #[test]
@@ -44,7 +37,7 @@ fn a_newcomer_reads_every_key_after_a_crash() {
             let put = sim
                 .client_put(current, &format!("k{k}"), &format!("v{k}"))
                 .expect("alive");
-            wait(&mut sim, put);
+            wait_call(&mut sim, put);
         }
         for round in 1..=5 {
             sim.crash(current);
@@ -60,7 +53,7 @@ fn a_newcomer_reads_every_key_after_a_crash() {
             let mut failed = Vec::new();
             for k in 0..KEYS {
                 let get = sim.client_get(current, &format!("k{k}")).expect("alive");
-                wait(&mut sim, get);
+                wait_call(&mut sim, get);
                 let ret = sim.history().get(get).map(|o| o.ret.clone());
                 let want = format!("v{k}");
                 if !matches!(&ret, Some(Ret::Found { value, .. }) if *value == want) {
@@ -104,7 +97,7 @@ fn a_cut_off_peer_does_not_acknowledge_alone() {
             let put = sim
                 .client_put(a, &format!("k{k}"), &format!("v{k}"))
                 .expect("alive");
-            wait(&mut sim, put);
+            wait_call(&mut sim, put);
             if matches!(
                 sim.history().get(put).map(|o| &o.ret),
                 Some(Ret::Stored { .. })
@@ -121,7 +114,7 @@ fn a_cut_off_peer_does_not_acknowledge_alone() {
         let put = sim
             .client_put(a, "alone", "never acknowledged alone")
             .expect("alive");
-        wait(&mut sim, put);
+        wait_call(&mut sim, put);
         let alone_ret = sim.history().get(put).map(|o| o.ret.clone());
         assert_seed(
             isolated && !matches!(alone_ret, Some(Ret::Stored { .. })),
@@ -136,7 +129,7 @@ fn a_cut_off_peer_does_not_acknowledge_alone() {
         assert_seed(converged, seed, TEST, "the cut-off peer did not join again");
         for k in acked {
             let get = sim.client_get(b, &format!("k{k}")).expect("alive");
-            wait(&mut sim, get);
+            wait_call(&mut sim, get);
         }
         let report = check(sim.history());
         assert_seed(

@@ -22,7 +22,7 @@
 
 mod common;
 
-use common::{assert_seed, pick, seeds};
+use common::{assert_seed, pick, seeds, wait_call};
 use node_core::Id;
 use node_core::sim::history::{Ret, check};
 use node_core::sim::{JoinPattern, Sim, SimConfig};
@@ -30,16 +30,6 @@ use node_core::store::key_id;
 
 const TEST: &str = "tombstone_gc";
 const GRACE_MS: u64 = 60_000;
-
-fn wait(sim: &mut Sim, index: usize) -> Ret {
-    let deadline = sim.now() + sim.config().node.op_timeout_ms + 1_000;
-    while !sim.history().is_complete(index) && sim.now() < deadline {
-        sim.run_for(5);
-    }
-    sim.history()
-        .get(index)
-        .map_or(Ret::Unknown, |o| o.ret.clone())
-}
 
 /// The key's replica set in the true ring: its owner (first id at or after the key's id) and
 /// the next two.
@@ -82,7 +72,7 @@ fn run_seed(seed: u64, loss: f64) {
     let client = outsiders[pick(seed, 2, 0, outsiders.len() as u64 - 1) as usize];
 
     let put = sim.client_put(client, &key, "old").expect("alive");
-    let ret = wait(&mut sim, put);
+    let ret = wait_call(&mut sim, put);
     assert_seed(
         matches!(ret, Ret::Stored { .. }),
         seed,
@@ -99,7 +89,7 @@ fn run_seed(seed: u64, loss: f64) {
         sim.run_for(8_000);
     }
     let delete = sim.client_delete(client, &key).expect("alive");
-    let ret = wait(&mut sim, delete);
+    let ret = wait_call(&mut sim, delete);
     assert_seed(
         matches!(ret, Ret::Stored { .. }),
         seed,
@@ -114,7 +104,7 @@ fn run_seed(seed: u64, loss: f64) {
         sim.restart_with_disk(v);
     }
     let get = sim.client_get(client, &key).expect("alive");
-    let ret = wait(&mut sim, get);
+    let ret = wait_call(&mut sim, get);
     assert_seed(
         ret == Ret::NotFound,
         seed,
@@ -206,7 +196,7 @@ fn run_seed(seed: u64, loss: f64) {
     // Gets after the collection, from every peer, answer not-found.
     for at in sim.truth() {
         let get = sim.client_get(at, &key).expect("alive");
-        let ret = wait(&mut sim, get);
+        let ret = wait_call(&mut sim, get);
         assert_seed(
             ret == Ret::NotFound,
             seed,
@@ -216,7 +206,7 @@ fn run_seed(seed: u64, loss: f64) {
     }
     // The key can be written again.
     let put = sim.client_put(client, &key, "new").expect("alive");
-    let ret = wait(&mut sim, put);
+    let ret = wait_call(&mut sim, put);
     assert_seed(
         matches!(ret, Ret::Stored { .. }),
         seed,
@@ -224,7 +214,7 @@ fn run_seed(seed: u64, loss: f64) {
         format!("put after the collection: {ret:?}"),
     );
     let get = sim.client_get(set_now[0], &key).expect("alive");
-    let ret = wait(&mut sim, get);
+    let ret = wait_call(&mut sim, get);
     assert_seed(
         matches!(&ret, Ret::Found { value, .. } if value == "new"),
         seed,

@@ -4,6 +4,7 @@
 use node_core::Id;
 use node_core::node::OpOutcome;
 use node_core::rng::splitmix64;
+use node_core::sim::history::Ret;
 use node_core::sim::{JoinPattern, Sim, SimConfig};
 
 /// The seeds a randomized test runs: `SIM_SEED=<n>` replays exactly one; otherwise
@@ -86,4 +87,16 @@ pub fn converged_ring_with(config: SimConfig, n: usize, pattern: JoinPattern, te
         format!("ring of {n} did not converge"),
     );
     sim
+}
+
+/// Runs the simulation until the client call recorded at `index` returns (or one operation
+/// timeout and a second more have passed), and gives its outcome.
+pub fn wait_call(sim: &mut Sim, index: usize) -> Ret {
+    let deadline = sim.now() + sim.config().node.op_timeout_ms + 1_000;
+    while !sim.history().is_complete(index) && sim.now() < deadline {
+        sim.run_for(5);
+    }
+    sim.history()
+        .get(index)
+        .map_or(Ret::Unknown, |o| o.ret.clone())
 }
