@@ -22,7 +22,8 @@
 //! ```
 //! Failed operations reject with an `Error` whose `code` is one of `too_large`, `bad_input`,
 //! `timeout`, `not_joined`, `no_route`, `busy`, `stopped`; `start` rejects with
-//! `introducer_unreachable`, `introducer_error`, `join_timeout` or `bad_config`.
+//! `introducer_unreachable`, `introducer_error`, `join_timeout`, `storage_error` (IndexedDB could
+//! not be opened or read) or `bad_config`.
 //!
 //! `introducer: 'page:<room>'` uses an in-page introducer instead of a WebSocket: several peers
 //! in one page find each other (the wasm-bindgen tests use it; links are real RTCPeerConnections).

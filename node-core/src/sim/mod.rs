@@ -7,7 +7,8 @@
 //! - partitions split the peers into groups; frames across groups are dropped and links across
 //!   them are reported down after `link_detect_ms` (ICE consent failure);
 //! - crashes stop a node at once; its peers see its links go down after `link_detect_ms`;
-//!   restarts bring a fresh incarnation with the same id (no disk);
+//!   restarts bring a fresh incarnation with the same id, without its disk (`Sim::restart`) or
+//!   restored from it (`Sim::restart_with_disk`);
 //! - link establishment is modelled on the real drivers: a `Connect` sends an "offer" through the
 //!   ring with [`Node::signal`]; the target's driver answers through the ring; the link opens one
 //!   latency after the answer arrives. If no answer comes within `signal_timeout_ms`, the
