@@ -3,8 +3,7 @@
 //! The core stays sans-IO: it never touches a disk. Every change to the local store comes out
 //! as [`Event::Stored`](crate::node::Event::Stored) (`key`, the winning [`Entry`]); a driver
 //! that keeps those (a database on disk, IndexedDB in a browser) can bring a restarted peer
-//! back with [`Node::restore`]
-//! before it joins. Deletes are tombstones, and the store forgets a key only when it collects
+//! back with [`Node::restore`] before it joins. Deletes are tombstones, and the store forgets a key only when it collects
 //! the key's tombstone, which comes out as `Event::Collected` (`key`): a driver deletes the
 //! key then, and the persisted `(key, entry)` pairs, last event per key, are the whole store.
 //! Order matters within a drain: a `Stored` after a `Collected` of the same key is a newer write.
