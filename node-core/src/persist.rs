@@ -1,15 +1,15 @@
 //! Durable peers: what a driver persists and how a restarted node is restored from it.
 //!
-//! The core stays sans-IO: it never touches a disk. Every change to the local store comes out
-//! as [`Event::Stored`](crate::node::Event::Stored) (`key`, the winning [`Entry`]); a driver
-//! that keeps those (a database on disk, IndexedDB in a browser) can bring a restarted peer
-//! back with [`Node::restore`] before it joins. Deletes are tombstones, and the store forgets a key only when it collects
-//! the key's tombstone, which comes out as `Event::Collected` (`key`): a driver deletes the
-//! key then, and the persisted `(key, entry)` pairs, last event per key, are the whole store.
-//! Order matters within a drain: a `Stored` after a `Collected` of the same key is a newer write.
-//! A deletion lost in a crash is harmless: the restarted peer holds the tombstone again (never a
-//! value), and it is collected again. Keys handed off to another peer are not deleted (they
-//! stay on disk, as in memory).
+//! The core stays sans-IO: it never touches a disk. Every change to the local store comes out as
+//! [`Event::Stored`](crate::node::Event::Stored) (`key`, the winning [`Entry`]); a driver that
+//! keeps those (a database on disk, IndexedDB in a browser) can bring a restarted peer back with
+//! [`Node::restore`] before it joins. Deletes are tombstones, and the store forgets a key only when
+//! it collects the key's tombstone, which comes out as `Event::Collected` (`key`): a driver deletes
+//! the key then, and the persisted `(key, entry)` pairs, last event per key, are the whole store.
+//! Order matters within a drain: a `Stored` after a `Collected` of the same key is a newer write. A
+//! deletion lost in a crash is harmless: the restarted peer holds the tombstone again (never a
+//! value), and it is collected again. Keys handed off to another peer are not deleted (they stay on
+//! disk, as in memory).
 //!
 //! # What a driver MUST do for durable acknowledgements
 //! A node emits `Event::Stored` *before* any output that depends on the write: the leader's
