@@ -9,17 +9,9 @@
 mod common;
 
 use common::{assert_seed, converged_ring, pick, seeds, wait_call};
-use node_core::sim::Sim;
 use node_core::sim::history::{Ret, check};
 
 const TEST: &str = "merge_handover";
-
-fn acked(sim: &Sim, index: usize) -> bool {
-    matches!(
-        sim.history().get(index).map(|o| &o.ret),
-        Some(Ret::Stored { .. })
-    )
-}
 
 #[test]
 fn writes_acknowledged_alone_survive_the_merge() {
@@ -31,8 +23,7 @@ fn writes_acknowledged_alone_survive_the_merge() {
         for k in 0..10 {
             let (key, value) = (format!("ring{k}"), format!("r{k}"));
             let put = sim.client_put(members[k % n], &key, &value).expect("alive");
-            wait_call(&mut sim, put);
-            if acked(&sim, put) {
+            if matches!(wait_call(&mut sim, put), Ret::Stored { .. }) {
                 written.push((key, value));
             }
         }
@@ -48,8 +39,7 @@ fn writes_acknowledged_alone_survive_the_merge() {
         for k in 0..30 {
             let (key, value) = (format!("lone{k}"), format!("l{k}"));
             let put = sim.client_put(lone, &key, &value).expect("alive");
-            wait_call(&mut sim, put);
-            if acked(&sim, put) {
+            if matches!(wait_call(&mut sim, put), Ret::Stored { .. }) {
                 alone += 1;
                 written.push((key, value));
             }
@@ -76,9 +66,8 @@ fn writes_acknowledged_alone_survive_the_merge() {
         for peer in sim.truth() {
             for (key, value) in &written {
                 let get = sim.client_get(peer, key).expect("alive");
-                wait_call(&mut sim, get);
-                let ret = sim.history().get(get).map(|o| o.ret.clone());
-                if !matches!(&ret, Some(Ret::Found { value: v, .. }) if v == value) {
+                let ret = wait_call(&mut sim, get);
+                if !matches!(&ret, Ret::Found { value: v, .. } if v == value) {
                     wrong.push(format!("{key} through {peer}: {ret:?}"));
                 }
             }

@@ -53,10 +53,9 @@ fn a_newcomer_reads_every_key_after_a_crash() {
             let mut failed = Vec::new();
             for k in 0..KEYS {
                 let get = sim.client_get(current, &format!("k{k}")).expect("alive");
-                wait_call(&mut sim, get);
-                let ret = sim.history().get(get).map(|o| o.ret.clone());
+                let ret = wait_call(&mut sim, get);
                 let want = format!("v{k}");
-                if !matches!(&ret, Some(Ret::Found { value, .. }) if *value == want) {
+                if !matches!(&ret, Ret::Found { value, .. } if *value == want) {
                     failed.push(format!("k{k}: {ret:?}"));
                 }
             }
