@@ -3,7 +3,7 @@
 # (10.77.0.1), so WebRTC's ICE checks and mDNS never reach the machine's real interfaces.
 # Unprivileged: `unshare -r` maps the caller to root inside a new user namespace.
 #   scripts/in-netns.sh <command> [args...]
-# The same setup as node-native/src/netns.rs (which re-executes Rust test binaries).
+# The same setup as lab/src/netns.rs (which re-executes Rust test binaries).
 set -e
 exec unshare -rn sh -c '
 set -e

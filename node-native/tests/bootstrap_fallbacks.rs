@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use node_native::live::{Proc, get_value, json, put_value, ring_converged, wait_until};
+use lab::live::{Proc, get_value, json, put_value, ring_converged, wait_until};
 
 fn rings(ports: &[u16]) -> Vec<String> {
     ports
@@ -23,9 +23,8 @@ fn rings(ports: &[u16]) -> Vec<String> {
 
 #[test]
 fn a_peer_whose_bootstrap_is_itself_or_silent_still_rejoins() {
-    if !node_native::netns::enter_private_netns(
-        "a_peer_whose_bootstrap_is_itself_or_silent_still_rejoins",
-    ) {
+    if !lab::netns::enter_private_netns("a_peer_whose_bootstrap_is_itself_or_silent_still_rejoins")
+    {
         return;
     }
     let ports = [7671u16, 7672, 7673];

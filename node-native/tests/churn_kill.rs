@@ -3,7 +3,7 @@
 
 mod common;
 
-use node_native::original::Stop;
+use lab::original::Stop;
 
 #[test]
 fn churn_by_kill_9_keeps_the_ring_and_every_acknowledged_value() {

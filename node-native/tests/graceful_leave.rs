@@ -4,16 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use node_native::live::{Proc, get_value, json, put_value, ring_converged, wait_until};
+use lab::live::{Proc, get_value, json, put_value, ring_converged, wait_until};
 
 #[test]
 fn sigterm_leaves_the_ring_gracefully() {
-    if !node_native::netns::enter_private_netns("sigterm_leaves_the_ring_gracefully") {
+    if !lab::netns::enter_private_netns("sigterm_leaves_the_ring_gracefully") {
         return;
     }
     let ports = [7641u16, 7642, 7643, 7644];
     let ids = [0x1000_0000u32, 0x5000_0000, 0x9000_0000, 0xd000_0000];
-    let (mut peers, ring) = node_native::live::start_peers(&ports, &ids);
+    let (mut peers, ring) = lab::live::start_peers(&ports, &ids);
     assert!(
         wait_until(Duration::from_secs(60), || ring_converged(&ring)),
         "no ring of 4: {}",

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use node_native::live::{Proc, bin_dir, json, wait_until};
+use lab::live::{Proc, bin_dir, json, wait_until};
 use serde_json::{Value, json};
 
 const PORT: u16 = 7610;
@@ -29,7 +29,7 @@ fn lone_peer() -> Proc {
 
 #[test]
 fn the_original_http_api() {
-    if !node_native::netns::enter_private_netns("the_original_http_api") {
+    if !lab::netns::enter_private_netns("the_original_http_api") {
         return;
     }
     let _peer = lone_peer();
@@ -126,7 +126,7 @@ fn the_original_http_api() {
 
 #[test]
 fn host_takes_a_host_name() {
-    if !node_native::netns::enter_private_netns("host_takes_a_host_name") {
+    if !lab::netns::enter_private_netns("host_takes_a_host_name") {
         return;
     }
     let data = std::env::temp_dir().join(format!("chord-kv-http-api-{}", std::process::id()));
@@ -172,15 +172,15 @@ fn host_takes_a_host_name() {
 /// every query message of the flood tree, not only the origin's.
 #[test]
 fn flood_reports_holders_and_the_whole_tree() {
-    if !node_native::netns::enter_private_netns("flood_reports_holders_and_the_whole_tree") {
+    if !lab::netns::enter_private_netns("flood_reports_holders_and_the_whole_tree") {
         return;
     }
     let ports = [7621u16, 7622, 7623];
     let ids = [0x2000_0000u32, 0x6000_0000, 0xa000_0000];
-    let (peers, ring) = node_native::live::start_peers(&ports, &ids);
+    let (peers, ring) = lab::live::start_peers(&ports, &ids);
     assert!(
         wait_until(Duration::from_secs(60), || {
-            node_native::live::ring_converged(&ring)
+            lab::live::ring_converged(&ring)
         }),
         "no ring of 3: {}",
         peers.iter().map(Proc::log).collect::<String>()

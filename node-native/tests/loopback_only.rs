@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
-use node_native::live::{Proc, ring_converged, wait_until};
+use lab::live::{Proc, ring_converged, wait_until};
 
 #[test]
 fn loopback_only_host_forms_a_ring() {
-    if !node_native::netns::enter_loopback_only_netns("loopback_only_host_forms_a_ring") {
+    if !lab::netns::enter_loopback_only_netns("loopback_only_host_forms_a_ring") {
         return;
     }
     let ports = [7631u16, 7632, 7633];
@@ -33,11 +33,11 @@ fn loopback_only_host_forms_a_ring() {
         peers.iter().map(Proc::log).collect::<String>()
     );
     assert!(
-        node_native::live::put_value(ports[0], "on-lo", "yes"),
+        lab::live::put_value(ports[0], "on-lo", "yes"),
         "put on a loopback-only ring"
     );
     assert_eq!(
-        node_native::live::get_value(ports[2], "on-lo").as_deref(),
+        lab::live::get_value(ports[2], "on-lo").as_deref(),
         Some("yes")
     );
     for peer in &peers {

@@ -1,11 +1,11 @@
 //! Two `Rtc` link managers in one process, linked by real WebRTC data channels inside a private
-//! network namespace (see `node_native::netns`). The test plays the signalling server: every
+//! network namespace (see `lab::netns`). The test plays the signalling server: every
 //! `Signal` event is handed to the other side's `on_signal`.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use node_native::netns;
+use lab::netns;
 use node_native::rtc::{Rtc, RtcConfig, RtcEvent};
 use tokio::sync::mpsc;
 

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use node_native::live::{Proc, get_value, json, put_value, ring_converged, wait_until};
+use lab::live::{Proc, get_value, json, put_value, ring_converged, wait_until};
 
 const ROUNDS: usize = 3;
 
@@ -54,9 +54,7 @@ fn tail(peers: &[Proc]) -> String {
 
 #[test]
 fn a_whole_ring_killed_at_once_rejoins_with_every_value() {
-    if !node_native::netns::enter_private_netns(
-        "a_whole_ring_killed_at_once_rejoins_with_every_value",
-    ) {
+    if !lab::netns::enter_private_netns("a_whole_ring_killed_at_once_rejoins_with_every_value") {
         return;
     }
     let ports = [7661u16, 7662, 7663];

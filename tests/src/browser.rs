@@ -23,7 +23,7 @@
 //! - **No panics on garbage.** A CDP message that is not JSON, or has an unexpected shape, is
 //!   ignored and counted ([`Tab::ignored_messages`]).
 //! - **WebRTC stays inside the machine.** Tests that open peer connections run inside a private
-//!   network namespace (`node_native::netns::enter_private_netns`), with a veth interface:
+//!   network namespace (`lab::netns::enter_private_netns`), with a veth interface:
 //!   Chromium gathers no ICE candidates on a loopback-only host.
 //!
 //! # Layout

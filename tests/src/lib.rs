@@ -1,10 +1,10 @@
-//! End-to-end test helpers: the live-ring toolkit of `node-native` (real processes, HTTP on
+//! End-to-end test helpers: the live-ring toolkit of `lab` (real processes, HTTP on
 //! loopback), re-exported so the tests read `e2e::Proc`, `e2e::json`, ..., and
 //! [`browser`], a small Chrome DevTools Protocol client for driving headless Chromium tabs.
 
 pub mod browser;
 
-pub use node_native::live::*;
+pub use lab::live::*;
 
 /// A ring id as the peers print it: 8 lowercase hex digits.
 pub fn hex(id: u32) -> String {

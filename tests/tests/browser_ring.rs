@@ -103,7 +103,7 @@ fn converged(pages: &[Page<'_>], natives: &[(u16, u32)], ids: &[u32]) -> bool {
 
 #[test]
 fn tabs_and_native_peers_form_one_ring() {
-    if !node_native::netns::enter_private_netns("tabs_and_native_peers_form_one_ring") {
+    if !lab::netns::enter_private_netns("tabs_and_native_peers_form_one_ring") {
         return;
     }
     let web = root().join("web");

@@ -112,7 +112,7 @@ fn processes_using(profile: &Path) -> Vec<(u32, u32)> {
 
 #[test]
 fn browser_smoke() {
-    if !node_native::netns::enter_private_netns("browser_smoke") {
+    if !lab::netns::enter_private_netns("browser_smoke") {
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

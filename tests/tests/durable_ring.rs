@@ -90,7 +90,7 @@ fn replicates(ids: &[u32], peer: u32, key: &str) -> bool {
 
 #[test]
 fn durable_replica_set_restarts_with_its_data() {
-    if !node_native::netns::enter_private_netns("durable_replica_set_restarts_with_its_data") {
+    if !lab::netns::enter_private_netns("durable_replica_set_restarts_with_its_data") {
         return;
     }
     let _signaling = Proc::signaling(SIGNALING);

@@ -78,7 +78,7 @@ fn tabs_agree(rt: &Runtime, tabs: &[Tab], ids: &[u32]) -> bool {
 
 #[test]
 fn a_native_peer_joins_a_ring_of_tabs() {
-    if !node_native::netns::enter_private_netns("a_native_peer_joins_a_ring_of_tabs") {
+    if !lab::netns::enter_private_netns("a_native_peer_joins_a_ring_of_tabs") {
         return;
     }
     let rounds: usize = std::env::var("CHORD_NATIVE_JOIN_ROUNDS")

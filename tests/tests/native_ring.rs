@@ -29,7 +29,7 @@ fn overlay_links(port: u16) -> u64 {
 
 #[test]
 fn native_ring_over_webrtc() {
-    if !node_native::netns::enter_private_netns("native_ring_over_webrtc") {
+    if !lab::netns::enter_private_netns("native_ring_over_webrtc") {
         return;
     }
     let mut signaling = Proc::signaling(SIGNALING);

@@ -19,7 +19,7 @@ const HOLDERS: [(u16, u32); 3] = [
 
 #[test]
 fn a_newcomer_reads_every_key_after_a_kill() {
-    if !node_native::netns::enter_private_netns("a_newcomer_reads_every_key_after_a_kill") {
+    if !lab::netns::enter_private_netns("a_newcomer_reads_every_key_after_a_kill") {
         return;
     }
     let _holders: Vec<Proc> = HOLDERS

@@ -449,7 +449,7 @@ const CHORD_EXPERIMENT: [&str; 7] = [
     "run",
     "--release",
     "-p",
-    "node-native",
+    "lab",
     "--bin",
     "chord-experiment",
     "--",

@@ -100,7 +100,7 @@ impl RunResult {
     /// The command that replays this run.
     pub fn replay_command(&self) -> String {
         format!(
-            "cargo run --release -p node-native --bin chord-experiment -- --mode sim-history \
+            "cargo run --release -p lab --bin chord-experiment -- --mode sim-history \
              --faults {} --seed {} --seeds 1 --verbose",
             self.class.name(),
             self.seed

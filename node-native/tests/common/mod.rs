@@ -4,18 +4,18 @@
 //! the bootstrap peer included, is stopped and started again at once with the same flags,
 //! while a workload puts a fresh key through a random peer and gets it from a random peer. At
 //! the end every peer must be joined with the right successor (`/ring`) and every acknowledged
-//! put must read back its value (`node_native::original`). Real `chord-node` processes over
+//! put must read back its value (`lab::original`). Real `chord-node` processes over
 //! WebRTC, inside a private network namespace.
 #![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;
 
-use node_native::original::{OriginalConfig, OriginalRing, Stop, run};
+use lab::original::{OriginalConfig, OriginalRing, Stop, run};
 
 /// Runs the churn test `test` (its name, for the namespace re-run) stopping peers with `stop`;
 /// `tag` names its data dirs and logs.
 pub fn churn_keeps_every_acknowledged_value(test: &str, stop: Stop, tag: &str) {
-    if !node_native::netns::enter_private_netns(test) {
+    if !lab::netns::enter_private_netns(test) {
         return;
     }
     let root = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));

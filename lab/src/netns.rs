@@ -18,7 +18,7 @@
 //! ```no_run
 //! #[test]
 //! fn link_opens() {
-//!     if !node_native::netns::enter_private_netns("link_opens") {
+//!     if !lab::netns::enter_private_netns("link_opens") {
 //!         return; // the run inside the namespace passed
 //!     }
 //!     // ... the test body, now inside the namespace ...

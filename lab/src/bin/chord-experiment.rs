@@ -29,13 +29,13 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use lab::plot::Series;
+use lab::progress::ProgressDisplay;
+use lab::report::{Table, json_line};
+use lab::{antientropy, plot};
 use node_core::merkle::{self, StepOptions};
 use node_core::sim::experiments::{HopsRow, Progress, sim_churn, sim_flood, sim_hops};
 use node_core::sim::faults::{self, FaultClass, HistoryRow};
-use node_native::plot::Series;
-use node_native::progress::ProgressDisplay;
-use node_native::report::{Table, json_line};
-use node_native::{antientropy, plot};
 use serde::Serialize;
 
 #[derive(Debug, Parser)]
@@ -128,7 +128,7 @@ struct Cli {
     #[arg(long, default_value_t = 5000)]
     base_port: u16,
     /// The original project's harness (scale and churn): peers started with its flags, each
-    /// op a put to a random peer then a get from a random peer (`node_native::original`).
+    /// op a put to a random peer then a get from a random peer (`lab::original`).
     /// Implied by `--churn-interval`.
     #[arg(long)]
     original: bool,
@@ -657,9 +657,9 @@ fn run_scale(cli: &Cli) -> anyhow::Result<()> {
         "starting {} chord-node processes (WebRTC on 127.0.0.1) ...",
         cli.num_nodes
     );
-    let ring = node_native::live::LiveRing::start(cli.num_nodes, cli.base_port, cli.seed)
+    let ring = lab::live::LiveRing::start(cli.num_nodes, cli.base_port, cli.seed)
         .map_err(anyhow::Error::msg)?;
-    let rows = node_native::live::scale_workload(&ring, cli.num_ops, cli.clients);
+    let rows = lab::live::scale_workload(&ring, cli.num_ops, cli.clients);
     let table = Table::new(&[
         ("phase", 17),
         ("clients", 0),
@@ -695,7 +695,7 @@ fn run_scale(cli: &Cli) -> anyhow::Result<()> {
     let hops: Vec<f64> = ring
         .ports()
         .iter()
-        .filter_map(|(port, _)| node_native::live::json(*port, "GET", "/metrics", None))
+        .filter_map(|(port, _)| lab::live::json(*port, "GET", "/metrics", None))
         .filter_map(|(_, v)| v["chord"]["avg_hops"].as_f64())
         .collect();
     if !hops.is_empty() {
@@ -744,7 +744,7 @@ fn run_scale(cli: &Cli) -> anyhow::Result<()> {
 
 /// `--mode scale|churn --original` (or `--churn-interval`): the original project's harness.
 fn run_original(cli: &Cli) -> anyhow::Result<()> {
-    use node_native::original::{OriginalConfig, OriginalRing, Stop, run};
+    use lab::original::{OriginalConfig, OriginalRing, Stop, run};
     use std::time::Duration;
 
     let churn = matches!(cli.mode, Mode::Churn);
@@ -834,9 +834,9 @@ fn run_churn(cli: &Cli) -> anyhow::Result<()> {
         cli.num_nodes
     );
     anyhow::ensure!(cli.num_nodes >= 2, "churn needs at least 2 peers");
-    let mut ring = node_native::live::LiveRing::start(cli.num_nodes, cli.base_port, cli.seed)
+    let mut ring = lab::live::LiveRing::start(cli.num_nodes, cli.base_port, cli.seed)
         .map_err(anyhow::Error::msg)?;
-    let row = node_native::live::churn_workload(
+    let row = lab::live::churn_workload(
         &mut ring,
         cli.restarts,
         std::time::Duration::from_millis(cli.period_ms),
@@ -879,8 +879,8 @@ fn run_churn(cli: &Cli) -> anyhow::Result<()> {
     println!(
         "history of {} clients on {} keys and the read-back from every peer: {} ({} acked \
          writes, {} undecided keys)",
-        node_native::live::CHURN_CLIENTS,
-        node_native::live::CHURN_KEYS,
+        lab::live::CHURN_CLIENTS,
+        lab::live::CHURN_KEYS,
         if report.holds() {
             "the promise held"
         } else {
@@ -903,7 +903,7 @@ fn run_churn(cli: &Cli) -> anyhow::Result<()> {
             .collect();
         println!("  not linearizable: {}", keys.join(", "));
         for anomaly in report.not_linearizable.iter().take(10) {
-            let witness = node_native::live::linearizability_witness(&anomaly.ops);
+            let witness = lab::live::linearizability_witness(&anomaly.ops);
             println!(
                 "  {:?}: {} of its {} operations have no linearization:",
                 anomaly.key,
@@ -969,7 +969,7 @@ struct DurableRow {
 /// `--clients` at once, for each durability mode; (b) one peer started on a data directory
 /// holding `--restart-keys` entries (written with `storage.rs` directly): time to serving.
 fn run_durable(cli: &Cli) -> anyhow::Result<()> {
-    use node_native::live::{LiveRing, Proc, json, put_workload};
+    use lab::live::{LiveRing, Proc, json, put_workload};
     use node_native::storage::{Durability, FILE_NAME, Storage};
     use std::time::Duration;
 
