@@ -511,6 +511,7 @@ const ERROR_TEXT = {
   no_route: ['No route', 'No open link leads towards the key’s owner right now; links are still being set up. Retry shortly.'],
   busy: ['Peer busy', 'Too many operations are in flight. Wait for some to finish and retry.'],
   bad_input: ['Invalid input', 'Check the key, value and writer id.'],
+  id_in_use: ['Id in use', 'Another ring member already has this id. Start with another id, or leave the id option out.'],
   stopped: ['Peer stopped', 'This peer was stopped. Reload the page to start a new one.'],
 };
 

@@ -299,6 +299,53 @@ pub enum OpError {
     FloodRefused(FloodError),
 }
 
+impl OpError {
+    /// Every code [`OpError::code`] can return, for documentation and exhaustive tests.
+    pub const CODES: [&'static str; 7] = [
+        "bad_input",
+        "too_large",
+        "timeout",
+        "not_joined",
+        "no_route",
+        "busy",
+        "id_in_use",
+    ];
+
+    /// The machine-readable code of this failure: the one both drivers report, the native HTTP
+    /// API as `{"error": {"code"}}` and the browser peer as the rejected `Error`'s `code`, so a
+    /// client sees the same code for the same failure from either kind of peer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Rejected(LimitError::EmptyWriter) => "bad_input",
+            Self::Rejected(_)
+            | Self::PayloadTooLarge { .. }
+            | Self::FloodRefused(FloodError::KeyTooLarge { .. }) => "too_large",
+            Self::LookupTimeout { .. } | Self::KvTimeout { .. } | Self::JoinTimeout { .. } => {
+                "timeout"
+            }
+            Self::NotJoined | Self::AlreadyJoined => "not_joined",
+            Self::NoRoute { .. } | Self::BootstrapLost { .. } => "no_route",
+            Self::TooManyPendingOps { .. }
+            | Self::FloodRefused(FloodError::TooManyPending { .. }) => "busy",
+            Self::FloodRefused(FloodError::DuplicateId { .. }) => "bad_input",
+            Self::IdInUse { .. } => "id_in_use",
+        }
+    }
+
+    /// The HTTP status the native API answers this failure with, a function of [`Self::code`]
+    /// alone: 400 for input the caller must change, 413 for sizes, 409 for a taken id, 503 for
+    /// "not now, retry" (not joined, no route yet, busy), 504 when the ring did not answer in time.
+    pub fn http_status(&self) -> u16 {
+        match self.code() {
+            "too_large" => 413,
+            "timeout" => 504,
+            "not_joined" | "no_route" | "busy" => 503,
+            "id_in_use" => 409,
+            _ => 400,
+        }
+    }
+}
+
 /// A node's view of the ring, for tools, tests and the page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RingView {

@@ -116,17 +116,13 @@ impl IntoResponse for ApiError {
 }
 
 impl From<OpError> for ApiError {
+    /// The code and status are node-core's ([`OpError::code`], [`OpError::http_status`]), the
+    /// same codes the browser peer rejects with.
     fn from(e: OpError) -> Self {
-        let (status, code) = match &e {
-            OpError::Rejected(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            OpError::NotJoined => (StatusCode::SERVICE_UNAVAILABLE, "not_joined"),
-            OpError::TooManyPendingOps { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
-            OpError::FloodRefused(_) => (StatusCode::BAD_REQUEST, "flood_refused"),
-            _ => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        };
         Self {
-            status,
-            code,
+            status: StatusCode::from_u16(e.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code: e.code(),
             message: e.to_string(),
         }
     }

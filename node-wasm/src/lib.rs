@@ -21,7 +21,8 @@
 //! peer.stop();
 //! ```
 //! Failed operations reject with an `Error` whose `code` is one of `too_large`, `bad_input`,
-//! `timeout`, `not_joined`, `no_route`, `busy`, `stopped`; `start` rejects with
+//! `timeout`, `not_joined`, `no_route`, `busy`, `id_in_use`, `stopped` (node-core's
+//! `OpError::code`, the codes the native HTTP API answers with too); `start` rejects with
 //! `introducer_unreachable`, `introducer_error`, `join_timeout`, `storage_error` (IndexedDB could
 //! not be opened or read) or `bad_config`.
 //!
@@ -48,7 +49,6 @@ use std::rc::Rc;
 use js_sys::Promise;
 use node_core::Id;
 use node_core::node::{OpError, OpOutcome};
-use node_core::store::LimitError;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -247,17 +247,8 @@ fn unexpected(outcome: &OpOutcome) -> JsValue {
     js::error("internal", &format!("unexpected outcome {outcome:?}"))
 }
 
-/// The error code JavaScript sees for a failed operation.
+/// The error code JavaScript sees for a failed operation: node-core's [`OpError::code`], the
+/// same code the native HTTP API answers with.
 pub fn error_code(error: &OpError) -> &'static str {
-    match error {
-        OpError::Rejected(LimitError::EmptyWriter) => "bad_input",
-        OpError::Rejected(_) | OpError::PayloadTooLarge { .. } => "too_large",
-        OpError::LookupTimeout { .. } | OpError::KvTimeout { .. } | OpError::JoinTimeout { .. } => {
-            "timeout"
-        }
-        OpError::NotJoined | OpError::AlreadyJoined => "not_joined",
-        OpError::NoRoute { .. } | OpError::BootstrapLost { .. } => "no_route",
-        OpError::TooManyPendingOps { .. } => "busy",
-        _ => "bad_input",
-    }
+    error.code()
 }
