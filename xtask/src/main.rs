@@ -13,6 +13,7 @@ use anyhow::{Context as _, bail};
 
 use crate::setup::Purpose;
 
+mod deps;
 mod setup;
 
 const USAGE: &str = "\
@@ -40,6 +41,7 @@ tasks:
   soak    the long history sweep: `cargo xtask soak --seeds 10000` runs that many seeds of every
           fault class through the history checker (chord-experiment --mode sim-history), with a
           progress bar; failing seeds print their replay command
+  deps    node-core's module graph and its import loops (fails while any loop remains)
   sim     run the sim-hops experiment at moderate size and plot it to target/sim-hops.svg
   bench   run the full sim-hops experiment (up to 16384 nodes) and plot it
 ";
@@ -74,6 +76,7 @@ fn run(task: Option<&str>, rest: &[String]) -> anyhow::Result<()> {
         Some("wasm-test") => wasm_test(),
         Some("browser-bench") => browser_bench(rest),
         Some("soak") => soak(rest),
+        Some("deps") => deps::deps(&project_root().join("node-core/src")),
         Some("sim") => sim_hops("sim", "64,256,1024,4096"),
         Some("bench") => sim_hops("bench", "64,256,1024,4096,16384"),
         Some("help" | "-h" | "--help") => {

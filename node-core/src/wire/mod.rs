@@ -11,8 +11,11 @@
 
 use crate::election::ElectionMsg;
 use crate::id::Id;
-use crate::replication::{KvMsg, KvReply, KvRequest};
 use serde::{Deserialize, Serialize};
+
+pub mod kv;
+
+use kv::{KvMsg, KvReply, KvRequest};
 
 /// Version carried by every frame; a peer speaking another version is refused.
 pub const PROTOCOL_VERSION: u8 = 1;
