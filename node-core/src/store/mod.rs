@@ -49,12 +49,14 @@
 //!   The tree is allocated on the first entry and released when the store becomes empty, so an
 //!   idle store costs no tree memory.
 
-use crate::merkle::{self, Digest, MerkleError, MerkleTree, NodeRef, RangeTree};
+pub mod tree;
+
 use serde::{Deserialize, Serialize};
 use sha1::{Digest as _, Sha1};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use tree::{Digest, MerkleError, MerkleTree, NodeRef, RangeTree};
 
 /// The ring id of a key: SHA-1 of its UTF-8 bytes, first four bytes, big-endian
 /// (the same value as `Id::of_key(key).0`).
@@ -327,7 +329,7 @@ pub struct Record<'a> {
     pub entry: &'a Entry,
     /// Local time (ms) at which this replica stored the tombstone it holds; `None` for values.
     pub tombstone_since: Option<u64>,
-    /// The entry's anti-entropy digest ([`merkle::entry_digest`]).
+    /// The entry's anti-entropy digest ([`tree::entry_digest`]).
     pub digest: Digest,
 }
 
@@ -357,7 +359,7 @@ impl Default for Store {
 }
 
 impl Store {
-    /// An empty store with a Merkle index of [`merkle::DEFAULT_DEPTH`]. The index allocates its
+    /// An empty store with a Merkle index of [`tree::DEFAULT_DEPTH`]. The index allocates its
     /// memory (128 KiB at the default depth) when the first entry is applied, not here.
     pub fn new(limits: Limits) -> Self {
         Self {
@@ -365,7 +367,7 @@ impl Store {
             entries: BTreeMap::new(),
             tombstones: 0,
             highest_ts: 0,
-            merkle: MerkleTree::new(merkle::DEFAULT_DEPTH).expect("default depth is valid"),
+            merkle: MerkleTree::new(tree::DEFAULT_DEPTH).expect("default depth is valid"),
         }
     }
 
@@ -489,7 +491,7 @@ impl Store {
         let tombstone_since = entry.is_tombstone().then_some(now);
         match self.entries.get_mut(&slot_key) {
             None => {
-                let digest = merkle::entry_digest(key, &entry);
+                let digest = tree::entry_digest(key, &entry);
                 self.merkle.insert(id, digest);
                 self.tombstones += usize::from(entry.is_tombstone());
                 self.entries.insert(
@@ -506,7 +508,7 @@ impl Store {
                 Ordering::Less => Ok(ApplyOutcome::Stale),
                 Ordering::Equal => Ok(ApplyOutcome::Duplicate),
                 Ordering::Greater => {
-                    let digest = merkle::entry_digest(key, &entry);
+                    let digest = tree::entry_digest(key, &entry);
                     self.merkle.update(id, Some(slot.digest), Some(digest));
                     self.tombstones -= usize::from(slot.entry.is_tombstone());
                     self.tombstones += usize::from(entry.is_tombstone());
