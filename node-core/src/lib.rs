@@ -8,18 +8,21 @@
 //! # Layout
 //! - [`id`]: 32-bit SHA-1 ring ids and wrap-around interval math.
 //! - [`rng`]: the seeded PRNG (the only randomness).
-//! - [`wire`]: frame codec, message kinds, size limits.
+//! - [`wire`]: frame codec, message kinds (the store's in `wire::kv`), size limits.
 //! - [`ring`]: predecessor, successor list, finger table and their update rules.
 //! - [`routing`]: next-hop choice over open links.
 //! - [`links`]: which data channels to open, keep and close.
 //! - [`node`]: the state machine that ties them together (join, stabilize, fix-fingers,
 //!   heartbeat, lookups, overlay signaling, leave).
 //! - [`metrics`]: counters and histograms.
-//! - [`clock`], [`store`], [`merkle`]: Lamport clock, LWW store, Merkle anti-entropy.
+//! - [`clock`], [`store`], [`merkle`]: Lamport clock, LWW store (its Merkle index in
+//!   `store::tree`), Merkle anti-entropy.
 //! - [`replication`]: put/get/delete through the key's leader with quorums and read-repair.
 //! - [`election`]: per-replica-set Bully elections.
 //! - [`persist`]: the persistence contract (`Event::Stored` out, `Node::restore` in).
 //! - [`signal_path`]: which way a link's SDP travels (ring or introducer), for every driver.
+//! - [`peer`]: the peer session's policy shared by every driver: WebRTC signalling rules
+//!   (payload codec, offer/answer/glare/re-offer verdicts).
 //! - [`walk`]: asking any peer for its ring pointers (to draw the whole ring).
 //! - [`flood`]: Gnutella-style flooding, the unstructured-search baseline.
 //! - [`value`]: how the APIs' JSON values are kept in the store's string values.
@@ -34,6 +37,7 @@ pub mod links;
 pub mod merkle;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod persist;
 pub mod replication;
 pub mod ring;

@@ -21,16 +21,14 @@
 //!   for `icegatheringstate == "complete"` before sending its description. Candidates a browser
 //!   reveals only through connectivity checks (mDNS `.local` hosts) still work through
 //!   peer-reflexive pairs, which this module accepts at once (`prflx_acceptance_min_wait = 0`).
-//! - **Glare.** If both sides offer at once, the side with the lower id keeps its offer and
-//!   ignores the remote one; the higher-id side drops its own attempt (silently: no `Closed`) and
-//!   answers. This is "perfect negotiation" with the lower id as the impolite peer.
-//! - **Re-offers.** An offer for a peer we already have a link with means the remote lost that
-//!   link (it restarted), so the old link is closed (with `Closed` if it was open) and the new
-//!   offer answered. One case is ambiguous: the lower-id side, holding an *open* link it offered,
-//!   cannot tell a restart from the higher side's stale glare offer that arrived late. It ignores
-//!   the offer (counted in [`RtcStats::ignored_signals`]): a restart then costs the remote one
-//!   connect timeout, and the old link ends on its own when its transport fails. An identical
-//!   duplicate of an offer already being answered is ignored too.
+//! - **Glare, re-offers, duplicates.** What to do with an offer or an answer is decided by
+//!   node-core's signalling rules (`node_core::peer::signal`, module docs), the same functions
+//!   the browser peer and the simulator apply: glare is won by the lower id ("perfect
+//!   negotiation" with the lower id as the impolite peer; the higher side drops its own attempt
+//!   silently, no `Closed`); an offer for a peer we hold a link with replaces that link (with
+//!   `Closed` if it was open), except on the lower-id side holding an open link it offered, and
+//!   except for the very offer the current answerer link answers. Ignored offers are counted in
+//!   [`RtcStats::ignored_signals`].
 //! - **Timeout.** A link that has not opened within [`RtcConfig::connect_timeout`] is closed and
 //!   reported as `Closed`.
 //!
@@ -65,6 +63,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use node_core::peer::signal::{self, Description, LinkSnapshot, OfferVerdict, Role};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -447,12 +446,6 @@ struct Inner {
     counters: Counters,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Offerer,
-    Answerer,
-}
-
 struct Link {
     id: u64,
     role: Role,
@@ -467,6 +460,16 @@ struct Link {
 }
 
 impl Link {
+    /// What node-core's signalling rules need to know of this link.
+    fn snapshot(&self) -> LinkSnapshot<'_> {
+        LinkSnapshot {
+            role: self.role,
+            open: self.outbound.is_some(),
+            answered: self.answered,
+            remote_offer: self.remote_offer_sdp.as_deref(),
+        }
+    }
+
     /// Tells the supervisor to tear the link down; resolves when it has.
     fn stop(self) -> oneshot::Receiver<()> {
         let (done, finished) = oneshot::channel();
@@ -547,28 +550,12 @@ impl Inner {
     fn on_offer(self: &Arc<Self>, peer: u32, offer: RTCSessionDescription) {
         let me = self.me;
         let mut links = self.lock_links();
-        let verdict = match links.get(&peer) {
-            None => OfferVerdict::Answer,
-            Some(link) => match (link.role, link.outbound.is_some()) {
-                // Glare: the lower id keeps its offer.
-                (Role::Offerer, false) if me < peer => OfferVerdict::Ignore("glare, keeping ours"),
-                (Role::Offerer, false) => OfferVerdict::Replace,
-                // Stale glare offer or a restart of the remote: cannot tell (module docs).
-                (Role::Offerer, true) if me < peer => OfferVerdict::Ignore("offer on open link"),
-                (Role::Answerer, false)
-                    if link.remote_offer_sdp.as_deref() == Some(offer.sdp.as_str()) =>
-                {
-                    OfferVerdict::Ignore("duplicate offer")
-                }
-                // The remote started over: its old link is gone.
-                _ => OfferVerdict::Replace,
-            },
-        };
-        if let OfferVerdict::Ignore(why) = verdict {
+        let current = links.get(&peer).map(Link::snapshot);
+        if let OfferVerdict::Ignore(why) = signal::on_offer(me, peer, current, &offer.sdp) {
             self.counters
                 .ignored_signals
                 .fetch_add(1, Ordering::Relaxed);
-            debug!(me = %Hex(me), peer = %Hex(peer), why, "rtc: offer ignored");
+            debug!(me = %Hex(me), peer = %Hex(peer), why = why.as_str(), "rtc: offer ignored");
             return;
         }
         if let Some(old) = links.remove(&peer) {
@@ -590,7 +577,7 @@ impl Inner {
     fn on_answer(&self, peer: u32, answer: RTCSessionDescription) {
         let mut links = self.lock_links();
         match links.get_mut(&peer) {
-            Some(link) if link.role == Role::Offerer && !link.answered => {
+            Some(link) if signal::accepts_answer(Some(link.snapshot())) => {
                 link.answered = true;
                 let _ = link.control.send(Control::RemoteAnswer(Box::new(answer)));
             }
@@ -667,43 +654,29 @@ impl Inner {
     }
 }
 
-enum OfferVerdict {
-    Answer,
-    Replace,
-    Ignore(&'static str),
-}
-
 enum Signal {
     Offer(RTCSessionDescription),
     Answer(RTCSessionDescription),
 }
 
-/// `{"type":"offer"|"answer","sdp":"..."}` with SDP that parses; anything else is `None`.
+/// node-core's `{"type":"offer"|"answer","sdp":"..."}` payload ([`Description::parse`]) with SDP
+/// that webrtc-rs parses; anything else is `None`.
 fn parse_signal(payload: &str) -> Option<Signal> {
-    #[derive(serde::Deserialize)]
-    struct Wire {
-        #[serde(rename = "type")]
-        kind: String,
-        sdp: String,
-    }
-    let wire: Wire = serde_json::from_str(payload).ok()?;
-    match wire.kind.as_str() {
-        "offer" => RTCSessionDescription::offer(wire.sdp)
-            .ok()
-            .map(Signal::Offer),
-        "answer" => RTCSessionDescription::answer(wire.sdp)
-            .ok()
-            .map(Signal::Answer),
-        _ => None,
+    match Description::parse(payload)? {
+        Description::Offer(sdp) => RTCSessionDescription::offer(sdp).ok().map(Signal::Offer),
+        Description::Answer(sdp) => RTCSessionDescription::answer(sdp).ok().map(Signal::Answer),
     }
 }
 
+/// The payload of our local description: an offer or an answer, by the string webrtc-rs gives
+/// its type (`RTCSdpType`'s `Display`: "offer", "answer").
 fn signal_payload(description: &RTCSessionDescription) -> String {
-    serde_json::json!({
-        "type": description.sdp_type.to_string(),
-        "sdp": description.sdp,
-    })
-    .to_string()
+    let sdp = description.sdp.clone();
+    if description.sdp_type.to_string() == "answer" {
+        Description::Answer(sdp).encode()
+    } else {
+        Description::Offer(sdp).encode()
+    }
 }
 
 /// Forwards webrtc-rs callbacks to the supervisor. They run on the connection's driver task, so

@@ -5,12 +5,11 @@
 //! - one ordered, reliable data channel labelled `chord`, created by the offerer; binary frames;
 //! - **non-trickle ICE**: a description is signalled once ICE gathering is complete, as JSON
 //!   `{"type":"offer"|"answer","sdp":"..."}`; no candidate messages;
-//! - **glare**: when both sides offer at once, the lower id keeps its offer and ignores the
-//!   remote one; the higher id drops its own attempt (silently) and answers;
-//! - **re-offers**: an offer for a peer we hold a link with means the remote lost it (it
-//!   restarted): the old link is closed (reported down if it was open) and the offer answered,
-//!   except on the lower-id side holding an open link it offered, which cannot tell a restart
-//!   from a late glare offer and ignores it (counted);
+//! - **glare, re-offers, duplicates**: decided by node-core's signalling rules
+//!   (`node_core::peer::signal`), the functions the native peer and the simulator apply too: the
+//!   lower id wins glare; an offer for a peer we hold a link with replaces it (reported down if
+//!   it was open), except on the lower-id side holding an open link it offered and for the very
+//!   offer the current answerer link answers (both counted as ignored);
 //! - a link not open within [`CONNECT_TIMEOUT_MS`] is closed and reported down.
 //!
 //! Every callback carries the link's generation, and acts only if that link is still the
@@ -29,6 +28,8 @@ use web_sys::{
     RtcSessionDescriptionInit,
 };
 
+use node_core::peer::signal::{self, Description, LinkSnapshot, OfferVerdict, Role};
+
 use crate::driver::{Driver, Handle, Shared, with_weak};
 
 /// The label of the one data channel per link (the native peer's `CHANNEL_LABEL`).
@@ -36,12 +37,6 @@ pub const CHANNEL_LABEL: &str = "chord";
 
 /// A link that has not opened this long after it started is closed and reported down.
 pub const CONNECT_TIMEOUT_MS: i32 = 15_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Offerer,
-    Answerer,
-}
 
 type Callback = Closure<dyn FnMut(JsValue)>;
 
@@ -61,6 +56,16 @@ struct Link {
 }
 
 impl Link {
+    /// What node-core's signalling rules need to know of this link.
+    fn snapshot(&self) -> LinkSnapshot<'_> {
+        LinkSnapshot {
+            role: self.role,
+            open: self.open,
+            answered: self.answered,
+            remote_offer: self.remote_offer.as_deref(),
+        }
+    }
+
     /// Detaches every handler and closes the connection. The closures are dropped in a later
     /// task: this may run inside one of them.
     fn teardown(self) {
@@ -105,21 +110,6 @@ impl std::fmt::Debug for Links {
             .field("me", &self.me)
             .field("peers", &self.table.keys().collect::<Vec<_>>())
             .finish()
-    }
-}
-
-enum Description {
-    Offer(String),
-    Answer(String),
-}
-
-fn parse_description(payload: &str) -> Option<Description> {
-    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
-    let sdp = v["sdp"].as_str()?.to_string();
-    match v["type"].as_str()? {
-        "offer" => Some(Description::Offer(sdp)),
-        "answer" => Some(Description::Answer(sdp)),
-        _ => None,
     }
 }
 
@@ -228,14 +218,14 @@ impl Links {
     /// Handles a signalling payload from `peer` (an offer is answered, an answer applied).
     /// Returns true when an open link to `peer` was replaced (the driver reports it down).
     pub fn on_signal(&mut self, shared: &Handle, peer: u32, payload: &str) -> bool {
-        let Some(description) = parse_description(payload) else {
+        let Some(description) = Description::parse(payload) else {
             self.stats.bad_signals += 1;
             return false;
         };
         match description {
             Description::Answer(sdp) => {
                 match self.table.get_mut(&peer) {
-                    Some(link) if link.role == Role::Offerer && !link.answered => {
+                    Some(link) if signal::accepts_answer(Some(link.snapshot())) => {
                         link.answered = true;
                         let pc = link.pc.clone();
                         let generation = link.generation;
@@ -258,23 +248,20 @@ impl Links {
                 false
             }
             Description::Offer(sdp) => {
-                let mut replaced_open = false;
-                if let Some(link) = self.table.get(&peer) {
-                    let keep_ours = match (link.role, link.open) {
-                        // Glare: the lower id keeps its offer.
-                        (Role::Offerer, false) => self.me < peer,
-                        // Ambiguous: a restart or a late glare offer; keep the open link.
-                        (Role::Offerer, true) => self.me < peer,
-                        (Role::Answerer, _) => link.remote_offer.as_deref() == Some(sdp.as_str()),
-                    };
-                    if keep_ours {
+                let current = self.table.get(&peer).map(Link::snapshot);
+                let replaced_open = match signal::on_offer(self.me, peer, current, &sdp) {
+                    OfferVerdict::Ignore(_) => {
                         self.stats.ignored_signals += 1;
                         return false;
                     }
-                    let old = self.table.remove(&peer).expect("present");
-                    replaced_open = old.open;
-                    old.teardown();
-                }
+                    OfferVerdict::Answer => false,
+                    OfferVerdict::Replace { was_open } => {
+                        if let Some(old) = self.table.remove(&peer) {
+                            old.teardown();
+                        }
+                        was_open
+                    }
+                };
                 self.answer(shared, peer, sdp);
                 replaced_open
             }
@@ -494,11 +481,11 @@ fn maybe_signal(d: &mut Driver, peer: u32, generation: u64) {
         return;
     };
     link.signalled = true;
-    let kind = match local.type_() {
-        RtcSdpType::Offer => "offer",
-        _ => "answer",
-    };
-    let payload = serde_json::json!({"type": kind, "sdp": local.sdp()}).to_string();
+    let payload = match local.type_() {
+        RtcSdpType::Offer => Description::Offer(local.sdp()),
+        _ => Description::Answer(local.sdp()),
+    }
+    .encode();
     d.send_signal(peer, payload);
 }
 

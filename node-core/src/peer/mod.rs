@@ -1,0 +1,8 @@
+//! The peer session: policy that both drivers (node-native, node-wasm) and the simulator used to
+//! state each on their own, stated once here so that they cannot drift apart.
+//!
+//! So far: the WebRTC signalling rules of [`signal`] (the `{type, sdp}` payload codec and the
+//! offer/answer/glare/re-offer decisions). docs/ARCHITECTURE.md lists what still lives in the
+//! drivers.
+
+pub mod signal;

@@ -1,0 +1,241 @@
+//! WebRTC signalling between two peers: the payload codec and what to do with an offer or an
+//! answer, as pure functions of the link table's state. The drivers carry the verdicts out with
+//! their stack (webrtc-rs natively, `RTCPeerConnection` in a tab); the simulator applies the
+//! same verdicts to its modelled links.
+//!
+//! # The rules
+//! - **Payloads** are JSON `{"type":"offer"|"answer","sdp":"..."}` with every ICE candidate in
+//!   the SDP (non-trickle), so a browser passes them straight to `setRemoteDescription`. Anything
+//!   else is refused ([`Description::parse`]) and counted by the driver.
+//! - **Glare.** Both sides offered at once: the lower id keeps its offer and ignores the remote
+//!   one; the higher id drops its own attempt and answers.
+//! - **Re-offers.** An offer for a peer we already hold a link with means the remote lost that
+//!   link (it restarted): the old link is replaced and the offer answered. One case is
+//!   ambiguous: the lower-id side, holding an *open* link it offered, cannot tell a restart from
+//!   the higher side's late glare offer. It ignores the offer; a restart then costs the remote
+//!   one more attempt once the old link's failure is detected.
+//! - **Duplicates.** An offer whose SDP equals the one the current answerer link answered is the
+//!   same offer delivered twice (every new offer carries fresh ICE credentials and a fresh
+//!   certificate fingerprint), whether the link is open yet or not: it is ignored. Replacing an
+//!   open link for it would tear down a working link for nothing.
+//! - **Answers** apply only to a link we offered and that has no answer yet.
+
+use serde::{Deserialize, Serialize};
+
+/// A session description as signalled between peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Description {
+    Offer(String),
+    Answer(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    sdp: std::borrow::Cow<'a, str>,
+}
+
+impl Description {
+    /// `{"type":"offer"|"answer","sdp":"..."}`; `None` for anything else (other types such as
+    /// `rollback`, missing fields, bad JSON). The SDP itself is the driver's stack to check.
+    pub fn parse(payload: &str) -> Option<Self> {
+        let wire: Wire<'_> = serde_json::from_str(payload).ok()?;
+        let sdp = wire.sdp.into_owned();
+        match wire.kind {
+            "offer" => Some(Self::Offer(sdp)),
+            "answer" => Some(Self::Answer(sdp)),
+            _ => None,
+        }
+    }
+
+    /// The payload to signal.
+    pub fn encode(&self) -> String {
+        let (kind, sdp) = match self {
+            Self::Offer(sdp) => ("offer", sdp),
+            Self::Answer(sdp) => ("answer", sdp),
+        };
+        serde_json::to_string(&Wire {
+            kind,
+            sdp: std::borrow::Cow::Borrowed(sdp),
+        })
+        .expect("strings serialize")
+    }
+
+    pub fn sdp(&self) -> &str {
+        match self {
+            Self::Offer(sdp) | Self::Answer(sdp) => sdp,
+        }
+    }
+}
+
+/// Which side of a link this peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Offerer,
+    Answerer,
+}
+
+/// What the signalling rules need to know of the current link to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkSnapshot<'a> {
+    pub role: Role,
+    /// The data channel is open.
+    pub open: bool,
+    /// Offerer: an answer was applied already.
+    pub answered: bool,
+    /// Answerer: the SDP of the offer this link answers.
+    pub remote_offer: Option<&'a str>,
+}
+
+/// Why an offer was ignored (drivers count these as ignored signals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    /// Both sides offered; ours wins (lower id).
+    Glare,
+    /// An offer on an open link we offered, from a higher id: a late glare offer or a restart.
+    OfferOnOpenLink,
+    /// The offer our answerer link already answers.
+    Duplicate,
+}
+
+impl Ignored {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Glare => "glare, keeping ours",
+            Self::OfferOnOpenLink => "offer on open link",
+            Self::Duplicate => "duplicate offer",
+        }
+    }
+}
+
+/// What to do with an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferVerdict {
+    /// No link to the peer: answer it.
+    Answer,
+    /// Close the current link (report it down if it was open) and answer the offer.
+    Replace {
+        was_open: bool,
+    },
+    Ignore(Ignored),
+}
+
+/// The verdict on an offer with SDP `sdp` from `peer`, given our current link to it.
+pub fn on_offer(me: u32, peer: u32, link: Option<LinkSnapshot<'_>>, sdp: &str) -> OfferVerdict {
+    let Some(link) = link else {
+        return OfferVerdict::Answer;
+    };
+    match link.role {
+        Role::Offerer if me < peer && link.open => OfferVerdict::Ignore(Ignored::OfferOnOpenLink),
+        Role::Offerer if me < peer => OfferVerdict::Ignore(Ignored::Glare),
+        Role::Answerer if link.remote_offer == Some(sdp) => {
+            OfferVerdict::Ignore(Ignored::Duplicate)
+        }
+        _ => OfferVerdict::Replace {
+            was_open: link.open,
+        },
+    }
+}
+
+/// Whether an answer applies to our current link to its sender.
+pub fn accepts_answer(link: Option<LinkSnapshot<'_>>) -> bool {
+    link.is_some_and(|link| link.role == Role::Offerer && !link.answered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(role: Role, open: bool, remote_offer: Option<&str>) -> LinkSnapshot<'_> {
+        LinkSnapshot {
+            role,
+            open,
+            answered: false,
+            remote_offer,
+        }
+    }
+
+    #[test]
+    fn codec_round_trips_and_refuses_the_rest() {
+        for d in [
+            Description::Offer("v=0\r\n\"quoted\"".into()),
+            Description::Answer(String::new()),
+        ] {
+            assert_eq!(Description::parse(&d.encode()), Some(d.clone()));
+        }
+        assert_eq!(
+            Description::parse(r#"{"type":"offer","sdp":"x"}"#),
+            Some(Description::Offer("x".into()))
+        );
+        for bad in [
+            "",
+            "{",
+            r#"{"type":"offer"}"#,
+            r#"{"type":"rollback","sdp":""}"#,
+            "[1]",
+        ] {
+            assert_eq!(Description::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn glare_is_won_by_the_lower_id() {
+        let pending = link(Role::Offerer, false, None);
+        assert_eq!(
+            on_offer(1, 2, Some(pending), "o"),
+            OfferVerdict::Ignore(Ignored::Glare)
+        );
+        assert_eq!(
+            on_offer(2, 1, Some(pending), "o"),
+            OfferVerdict::Replace { was_open: false }
+        );
+    }
+
+    #[test]
+    fn an_offer_on_an_open_offered_link_replaces_it_only_on_the_higher_side() {
+        let open = link(Role::Offerer, true, None);
+        assert_eq!(
+            on_offer(1, 2, Some(open), "o"),
+            OfferVerdict::Ignore(Ignored::OfferOnOpenLink)
+        );
+        assert_eq!(
+            on_offer(2, 1, Some(open), "o"),
+            OfferVerdict::Replace { was_open: true }
+        );
+    }
+
+    #[test]
+    fn an_identical_offer_is_ignored_open_or_not_and_a_new_one_replaces() {
+        for open in [false, true] {
+            let answering = link(Role::Answerer, open, Some("o1"));
+            for (me, peer) in [(1, 2), (2, 1)] {
+                assert_eq!(
+                    on_offer(me, peer, Some(answering), "o1"),
+                    OfferVerdict::Ignore(Ignored::Duplicate)
+                );
+                assert_eq!(
+                    on_offer(me, peer, Some(answering), "o2"),
+                    OfferVerdict::Replace { was_open: open }
+                );
+            }
+        }
+        assert_eq!(on_offer(1, 2, None, "o"), OfferVerdict::Answer);
+    }
+
+    #[test]
+    fn answers_apply_once_to_our_own_offer() {
+        assert!(accepts_answer(Some(link(Role::Offerer, false, None))));
+        let answered = LinkSnapshot {
+            answered: true,
+            ..link(Role::Offerer, false, None)
+        };
+        assert!(!accepts_answer(Some(answered)));
+        assert!(!accepts_answer(Some(link(
+            Role::Answerer,
+            false,
+            Some("o")
+        ))));
+        assert!(!accepts_answer(None));
+    }
+}
