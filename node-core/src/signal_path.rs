@@ -8,6 +8,8 @@
 //!   the remote introducer only for the very first link;
 //! - a payload the ring could not route (its `signal` op failed) is sent again through the
 //!   remote introducer, if there is one ([`SignalPaths::op_done`]);
+//! - an offer with no answer in time is sent again through an introducer when there is one
+//!   ([`SignalPaths::choose_retry`], `crate::peer::signal`, "Retries");
 //! - links whose payloads went through the ring are counted as overlay links, the others as
 //!   introducer links, so tests and metrics can see the introducer is no longer needed.
 //!
@@ -92,6 +94,26 @@ impl SignalPaths {
         match path {
             SignalPath::Ring => self.stats.signals_via_ring += 1,
             _ => self.stats.signals_via_introducer += 1,
+        }
+        path
+    }
+
+    /// The way to send a payload to `peer` again because no answer came in time
+    /// (`crate::peer::signal::OFFER_RETRY_MS`): the local introducer session the peer was last
+    /// heard on, else the remote introducer when there is one, else the ring again. Counted as
+    /// sent.
+    pub fn choose_retry(&mut self, peer: PeerId, has_remote: bool) -> SignalPath {
+        let path = match self.last.get(&peer) {
+            Some(SignalPath::Local) => SignalPath::Local,
+            _ if has_remote => SignalPath::Remote,
+            _ => SignalPath::Ring,
+        };
+        match path {
+            SignalPath::Ring => self.stats.signals_via_ring += 1,
+            _ => {
+                self.via_ring.remove(&peer);
+                self.stats.signals_via_introducer += 1;
+            }
         }
         path
     }

@@ -471,7 +471,19 @@ impl Driver {
     fn on_rtc(&mut self, event: RtcEvent) {
         let now = self.now();
         match event {
-            RtcEvent::Signal { peer, payload } => self.send_signal(peer, payload),
+            RtcEvent::Signal {
+                peer,
+                payload,
+                retry: false,
+            } => self.send_signal(peer, payload),
+            RtcEvent::Signal {
+                peer,
+                payload,
+                retry: true,
+            } => {
+                let path = self.paths.choose_retry(Id(peer), self.has_remote());
+                self.send_signal_by(path, peer, payload);
+            }
             RtcEvent::Open { peer } => {
                 self.open.insert(peer);
                 self.paths.link_opened(Id(peer));
@@ -497,10 +509,14 @@ impl Driver {
     /// Sends an SDP payload to `peer` the way [`SignalPaths`] chooses.
     fn send_signal(&mut self, peer: u32, payload: String) {
         let has_remote = self.has_remote();
-        match self
+        let path = self
             .paths
-            .choose(Id(peer), !self.open.is_empty(), has_remote)
-        {
+            .choose(Id(peer), !self.open.is_empty(), has_remote);
+        self.send_signal_by(path, peer, payload);
+    }
+
+    fn send_signal_by(&mut self, path: SignalPath, peer: u32, payload: String) {
+        match path {
             SignalPath::Local => {
                 if let Some(local) = &self.local_out {
                     let _ = local.send(SigPeer::new(peer), payload);

@@ -206,7 +206,13 @@ pub enum RtcEvent {
     /// Deliver `payload` to `peer` through signalling; the remote passes it to its
     /// [`Rtc::on_signal`] (or a browser to `setRemoteDescription`). JSON
     /// `{"type":"offer"|"answer","sdp":"..."}` with every candidate inside (non-trickle).
-    Signal { peer: u32, payload: String },
+    /// `retry`: the same offer again, no answer having come within
+    /// `node_core::peer::signal::OFFER_RETRY_MS`: send it through an introducer if there is one.
+    Signal {
+        peer: u32,
+        payload: String,
+        retry: bool,
+    },
     /// The data channel to `peer` is open: frames can flow.
     Open { peer: u32 },
     /// One frame (one data channel message) from `peer`.
@@ -242,6 +248,10 @@ pub struct RtcStats {
     pub bad_signals: u64,
     /// Well-formed payloads with no use: answers nobody waits for, glare offers, duplicates.
     pub ignored_signals: u64,
+    /// Answers sent again for an offer that came again before the link opened.
+    pub reanswers: u64,
+    /// Offers sent again for want of an answer.
+    pub offer_retries: u64,
 }
 
 /// The WebRTC link manager. Cheap to clone (one `Arc` inside); every clone drives the same links.
@@ -408,6 +418,8 @@ impl Rtc {
             frames_dropped: get(&c.frames_dropped),
             bad_signals: get(&c.bad_signals),
             ignored_signals: get(&c.ignored_signals),
+            reanswers: get(&c.reanswers),
+            offer_retries: get(&c.offer_retries),
         }
     }
 }
@@ -433,6 +445,8 @@ struct Counters {
     frames_dropped: AtomicU64,
     bad_signals: AtomicU64,
     ignored_signals: AtomicU64,
+    reanswers: AtomicU64,
+    offer_retries: AtomicU64,
 }
 
 struct Inner {
@@ -457,6 +471,8 @@ struct Link {
     answered: bool,
     /// Answerer: the SDP of the offer being answered, to spot duplicates.
     remote_offer_sdp: Option<String>,
+    /// Our own description's payload, once signalled (to answer a repeated offer again).
+    local_payload: Option<String>,
 }
 
 impl Link {
@@ -537,6 +553,7 @@ impl Inner {
             outbound: None,
             answered: false,
             remote_offer_sdp,
+            local_payload: None,
         };
         let start = PendingStart {
             id,
@@ -551,12 +568,28 @@ impl Inner {
         let me = self.me;
         let mut links = self.lock_links();
         let current = links.get(&peer).map(Link::snapshot);
-        if let OfferVerdict::Ignore(why) = signal::on_offer(me, peer, current, &offer.sdp) {
-            self.counters
-                .ignored_signals
-                .fetch_add(1, Ordering::Relaxed);
-            debug!(me = %Hex(me), peer = %Hex(peer), why = why.as_str(), "rtc: offer ignored");
-            return;
+        match signal::on_offer(me, peer, current, &offer.sdp) {
+            OfferVerdict::Ignore(why) => {
+                self.counters
+                    .ignored_signals
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(me = %Hex(me), peer = %Hex(peer), why = why.as_str(), "rtc: offer ignored");
+                return;
+            }
+            OfferVerdict::Reanswer => {
+                // Not yet gathered: the answer goes out when it is.
+                if let Some(payload) = links.get(&peer).and_then(|l| l.local_payload.clone()) {
+                    self.counters.reanswers.fetch_add(1, Ordering::Relaxed);
+                    debug!(me = %Hex(me), peer = %Hex(peer), "rtc: offer again, answering again");
+                    self.emit(RtcEvent::Signal {
+                        peer,
+                        payload,
+                        retry: false,
+                    });
+                }
+                return;
+            }
+            OfferVerdict::Answer | OfferVerdict::Replace { .. } => {}
         }
         if let Some(old) = links.remove(&peer) {
             debug!(me = %Hex(me), peer = %Hex(peer), link = old.id, "rtc: replacing link for new offer");
@@ -824,7 +857,12 @@ impl Supervisor {
     async fn supervise(&mut self, deadline: Instant) -> Exit {
         let mut signalled = false;
         let mut opened = false;
+        // Offerer: our offer, and when to send it again if no answer came (node-core's
+        // signalling rules, "Retries").
+        let mut retry: Option<(Instant, String)> = None;
+        let retry_every = Duration::from_millis(signal::OFFER_RETRY_MS);
         loop {
+            let retry_at = retry.as_ref().map(|(at, _)| *at);
             let control = tokio::select! {
                 control = self.control_rx.recv() => control,
                 () = tokio::time::sleep_until(deadline), if !opened => {
@@ -833,6 +871,21 @@ impl Supervisor {
                         continue;
                     }
                     return Exit::Failed("connect timeout".to_owned());
+                }
+                () = tokio::time::sleep_until(retry_at.unwrap_or(deadline)), if retry_at.is_some() => {
+                    let Some((at, payload)) = retry.take() else { continue };
+                    if self.is_open() || !self.is_current() {
+                        continue;
+                    }
+                    self.inner.counters.offer_retries.fetch_add(1, Ordering::Relaxed);
+                    debug!(me = %Hex(self.inner.me), peer = %Hex(self.peer), link = self.id, "rtc: no answer yet, offering again");
+                    self.inner.emit(RtcEvent::Signal {
+                        peer: self.peer,
+                        payload: payload.clone(),
+                        retry: true,
+                    });
+                    retry = Some((at + retry_every, payload));
+                    continue;
                 }
             };
             // `None` cannot happen while we hold a sender ourselves; treat it as a stop.
@@ -843,12 +896,17 @@ impl Supervisor {
                 Control::Stop(done) => return Exit::Stopped(done),
                 Control::GatheringComplete if !signalled => {
                     signalled = true;
-                    if let Err(reason) = self.send_description().await {
-                        return Exit::Failed(reason);
+                    match self.send_description().await {
+                        Err(reason) => return Exit::Failed(reason),
+                        Ok(payload) if self.role == Role::Offerer => {
+                            retry = Some((Instant::now() + retry_every, payload));
+                        }
+                        Ok(_) => {}
                     }
                 }
                 Control::GatheringComplete => {}
                 Control::RemoteAnswer(answer) => {
+                    retry = None;
                     let Some(pc) = &self.pc else {
                         return Exit::Failed("no peer connection".to_owned());
                     };
@@ -887,7 +945,16 @@ impl Supervisor {
             .is_some_and(|link| link.id == self.id && link.outbound.is_some())
     }
 
-    async fn send_description(&self) -> Result<(), String> {
+    /// Whether this link is still the current one for its peer.
+    fn is_current(&self) -> bool {
+        self.inner
+            .lock_links()
+            .get(&self.peer)
+            .is_some_and(|link| link.id == self.id)
+    }
+
+    /// Signals the local description; returns its payload.
+    async fn send_description(&self) -> Result<String, String> {
         let Some(pc) = &self.pc else {
             return Err("no peer connection".to_owned());
         };
@@ -895,15 +962,17 @@ impl Supervisor {
             return Err("no local description after gathering".to_owned());
         };
         let payload = signal_payload(&description);
-        let links = self.inner.lock_links();
-        if links.get(&self.peer).is_some_and(|link| link.id == self.id) {
+        let mut links = self.inner.lock_links();
+        if let Some(link) = links.get_mut(&self.peer).filter(|link| link.id == self.id) {
+            link.local_payload = Some(payload.clone());
             debug!(me = %Hex(self.inner.me), peer = %Hex(self.peer), link = self.id, kind = %description.sdp_type, "rtc: signal");
             self.inner.emit(RtcEvent::Signal {
                 peer: self.peer,
-                payload,
+                payload: payload.clone(),
+                retry: false,
             });
         }
-        Ok(())
+        Ok(payload)
     }
 
     fn adopt_channel(&mut self, dc: Arc<dyn DataChannel>) {

@@ -50,6 +50,8 @@ struct Side {
     messages: Vec<Vec<u8>>,
     /// The last payload this side received through signalling.
     last_signal_in: Option<String>,
+    /// Signals this side sent again for want of an answer (`retry: true`).
+    retries: usize,
 }
 
 impl Side {
@@ -63,6 +65,7 @@ impl Side {
             closes: 0,
             messages: Vec::new(),
             last_signal_in: None,
+            retries: 0,
         }
     }
 }
@@ -140,8 +143,13 @@ impl Pair {
             Which::B => (&mut self.b, &mut self.a),
         };
         match event {
-            RtcEvent::Signal { peer, payload } => {
+            RtcEvent::Signal {
+                peer,
+                payload,
+                retry,
+            } => {
                 assert_eq!(peer, other.id, "signal addressed to the wrong peer");
+                side.retries += usize::from(retry);
                 if self.deliver_signals {
                     other.last_signal_in = Some(payload.clone());
                     other.rtc.on_signal(side.id, &payload).await;
@@ -415,6 +423,40 @@ fn garbage_signals_are_counted_not_fatal() {
         let a = pair.a.rtc.stats();
         assert_eq!((a.bad_signals, a.ignored_signals, a.links_open), (7, 1, 1));
         assert_eq!((pair.a.closes, pair.b.closes), (0, 0));
+        pair.a.rtc.close_all().await;
+        pair.b.rtc.close_all().await;
+    });
+}
+
+/// node-core's signalling rules, "Retries": an offer lost on the way is sent again (the same
+/// payload, flagged for the introducer) until an answer comes, and the copy that gets through
+/// opens the link; the answerer answers a repeated offer again while its link is not open.
+#[test]
+fn a_lost_offer_is_sent_again_and_the_copy_opens_the_link() {
+    if !netns::enter_private_netns("a_lost_offer_is_sent_again_and_the_copy_opens_the_link") {
+        return;
+    }
+    run(async {
+        let mut pair = Pair::new(RtcConfig {
+            connect_timeout: Duration::from_secs(20),
+            ..config()
+        });
+        pair.deliver_signals = false;
+        pair.a.rtc.connect(B).await;
+        pair.run_until("offer sent again", Duration::from_secs(8), |p| {
+            p.a.retries >= 1
+        })
+        .await;
+        assert_eq!(pair.b.rtc.stats().attempts, 0, "the first offer was lost");
+        pair.deliver_signals = true;
+        pair.run_until("link open", Duration::from_secs(12), |p| {
+            p.a.opens == 1 && p.b.opens == 1
+        })
+        .await;
+        let a = pair.a.rtc.stats();
+        assert!(a.offer_retries >= 2, "{a:?}");
+        assert_eq!((pair.a.closes, pair.b.closes), (0, 0));
+        pair.exchange_one_frame().await;
         pair.a.rtc.close_all().await;
         pair.b.rtc.close_all().await;
     });

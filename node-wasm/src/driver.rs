@@ -184,7 +184,7 @@ impl Shared {
 pub struct Driver {
     pub node: Node,
     origin_ms: f64,
-    me: Weak<Shared>,
+    pub(crate) me: Weak<Shared>,
     pub links: Links,
     introducer: Option<Introducer>,
     introducer_url: String,
@@ -228,7 +228,7 @@ impl std::fmt::Debug for Driver {
 const MAX_JOIN_ATTEMPTS: usize = 3;
 const JOIN_RETRY_DELAY_MS: i32 = 2_000;
 
-async fn sleep_ms(ms: i32) {
+pub(crate) async fn sleep_ms(ms: i32) {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         if let Some(window) = web_sys::window() {
             let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
@@ -766,10 +766,36 @@ impl Driver {
         let Some(shared) = self.me.upgrade() else {
             return;
         };
-        if self.links.on_signal(&shared, peer, payload) {
+        // First: a reply goes back the way this payload came.
+        self.paths.heard(Id(peer), path);
+        let outcome = self.links.on_signal(&shared, peer, payload);
+        if outcome.replaced_open {
             self.link_closed(peer, true, "replaced by a new offer (the peer restarted)");
         }
-        self.paths.heard(Id(peer), path);
+        if let Some(reply) = outcome.reply {
+            self.send_signal(peer, reply);
+        }
+    }
+
+    /// Sends an offer again for want of an answer, the way [`SignalPaths::choose_retry`] says.
+    pub fn send_signal_retry(&mut self, peer: u32, payload: String) {
+        let has_remote = self.introducer.is_some();
+        match (
+            self.paths.choose_retry(Id(peer), has_remote),
+            &self.introducer,
+        ) {
+            (SignalPath::Remote, Some(introducer)) => {
+                introducer.send(&ClientMessage::Signal {
+                    to: SigPeer::new(peer),
+                    payload,
+                });
+            }
+            _ => {
+                let now = self.now();
+                let op = self.node.signal(Id(peer), payload.clone(), now);
+                self.paths.sent_through_ring(op, Id(peer), payload);
+            }
+        }
     }
 
     pub fn link_opened(&mut self, peer: u32) {

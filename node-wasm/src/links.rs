@@ -51,6 +51,9 @@ struct Link {
     remote_offer: Option<String>,
     /// The offerer applied an answer already.
     answered: bool,
+    /// Our own description's payload, once signalled (to answer a repeated offer again, or to
+    /// offer again for want of an answer).
+    local_payload: Option<String>,
     callbacks: Vec<Callback>,
     timeout: Option<i32>,
 }
@@ -93,6 +96,19 @@ impl Link {
 pub struct LinkStats {
     pub ignored_signals: u64,
     pub bad_signals: u64,
+    /// Answers sent again for an offer that came again before the link opened.
+    pub reanswers: u64,
+    /// Offers sent again for want of an answer.
+    pub offer_retries: u64,
+}
+
+/// What a signalling payload led to, for the driver to carry out.
+#[derive(Debug, Default)]
+pub struct SignalOutcome {
+    /// An open link to the peer was replaced (the driver reports it down).
+    pub replaced_open: bool,
+    /// Send this payload (our answer, again) back to the peer.
+    pub reply: Option<String>,
 }
 
 /// Every link of one peer.
@@ -216,11 +232,10 @@ impl Links {
     }
 
     /// Handles a signalling payload from `peer` (an offer is answered, an answer applied).
-    /// Returns true when an open link to `peer` was replaced (the driver reports it down).
-    pub fn on_signal(&mut self, shared: &Handle, peer: u32, payload: &str) -> bool {
+    pub fn on_signal(&mut self, shared: &Handle, peer: u32, payload: &str) -> SignalOutcome {
         let Some(description) = Description::parse(payload) else {
             self.stats.bad_signals += 1;
-            return false;
+            return SignalOutcome::default();
         };
         match description {
             Description::Answer(sdp) => {
@@ -245,14 +260,23 @@ impl Links {
                     }
                     _ => self.stats.ignored_signals += 1,
                 }
-                false
+                SignalOutcome::default()
             }
             Description::Offer(sdp) => {
                 let current = self.table.get(&peer).map(Link::snapshot);
                 let replaced_open = match signal::on_offer(self.me, peer, current, &sdp) {
                     OfferVerdict::Ignore(_) => {
                         self.stats.ignored_signals += 1;
-                        return false;
+                        return SignalOutcome::default();
+                    }
+                    OfferVerdict::Reanswer => {
+                        // Not yet gathered: the answer goes out when it is.
+                        let reply = self.table.get(&peer).and_then(|l| l.local_payload.clone());
+                        self.stats.reanswers += u64::from(reply.is_some());
+                        return SignalOutcome {
+                            replaced_open: false,
+                            reply,
+                        };
                     }
                     OfferVerdict::Answer => false,
                     OfferVerdict::Replace { was_open } => {
@@ -263,7 +287,10 @@ impl Links {
                     }
                 };
                 self.answer(shared, peer, sdp);
-                replaced_open
+                SignalOutcome {
+                    replaced_open,
+                    reply: None,
+                }
             }
         }
     }
@@ -393,6 +420,7 @@ impl Links {
             open: false,
             signalled: false,
             remote_offer,
+            local_payload: None,
             answered: false,
             callbacks,
             timeout,
@@ -481,12 +509,40 @@ fn maybe_signal(d: &mut Driver, peer: u32, generation: u64) {
         return;
     };
     link.signalled = true;
-    let payload = match local.type_() {
-        RtcSdpType::Offer => Description::Offer(local.sdp()),
-        _ => Description::Answer(local.sdp()),
+    let offer = local.type_() == RtcSdpType::Offer;
+    let payload = if offer {
+        Description::Offer(local.sdp())
+    } else {
+        Description::Answer(local.sdp())
     }
     .encode();
+    link.local_payload = Some(payload.clone());
     d.send_signal(peer, payload);
+    if offer {
+        retry_offer_later(d.me.clone(), peer, generation);
+    }
+}
+
+/// node-core's signalling rules, "Retries": while the offer of link `generation` has no answer,
+/// it goes again every `OFFER_RETRY_MS`, through the introducer when there is one.
+fn retry_offer_later(me: Weak<Shared>, peer: u32, generation: u64) {
+    spawn_local(async move {
+        crate::driver::sleep_ms(signal::OFFER_RETRY_MS as i32).await;
+        with_weak(&me, |d, _| {
+            let Some(link) = d.links.table.get(&peer) else {
+                return;
+            };
+            if link.generation != generation || link.answered || link.open {
+                return;
+            }
+            let Some(payload) = link.local_payload.clone() else {
+                return;
+            };
+            d.links.stats.offer_retries += 1;
+            d.send_signal_retry(peer, payload);
+            retry_offer_later(d.me.clone(), peer, generation);
+        });
+    });
 }
 
 fn describe(step: &str, error: &JsValue) -> String {

@@ -16,11 +16,21 @@
 //!   one more attempt once the old link's failure is detected.
 //! - **Duplicates.** An offer whose SDP equals the one the current answerer link answered is the
 //!   same offer delivered twice (every new offer carries fresh ICE credentials and a fresh
-//!   certificate fingerprint), whether the link is open yet or not: it is ignored. Replacing an
-//!   open link for it would tear down a working link for nothing.
-//! - **Answers** apply only to a link we offered and that has no answer yet.
+//!   certificate fingerprint). While that link is not open, the offerer evidently has not got
+//!   our answer (it sends an offer again only after [`OFFER_RETRY_MS`] without one), so the
+//!   answer is sent again ([`OfferVerdict::Reanswer`]); once the link is open the duplicate is
+//!   ignored. Replacing the link for it would tear down a working attempt for nothing.
+//! - **Retries.** An offer with no answer after [`OFFER_RETRY_MS`] is sent again, the same
+//!   payload, through the introducer when there is one: the ring lost the offer or the answer
+//!   (a routed signal is fire-and-forget). Without this a lost answer cost the whole connect
+//!   timeout, and a peer whose answers kept getting lost never linked.
+//! - **Answers** apply only to a link we offered and that has no answer yet; a second copy of
+//!   the answer is ignored.
 
 use serde::{Deserialize, Serialize};
+
+/// An offer with no answer this long after it was sent goes again through the introducer.
+pub const OFFER_RETRY_MS: u64 = 3_000;
 
 /// A session description as signalled between peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +105,7 @@ pub enum Ignored {
     Glare,
     /// An offer on an open link we offered, from a higher id: a late glare offer or a restart.
     OfferOnOpenLink,
-    /// The offer our answerer link already answers.
+    /// The offer our open answerer link answered.
     Duplicate,
 }
 
@@ -118,6 +128,8 @@ pub enum OfferVerdict {
     Replace {
         was_open: bool,
     },
+    /// The offer our answerer link (not open yet) answers, again: send our answer again.
+    Reanswer,
     Ignore(Ignored),
 }
 
@@ -129,9 +141,10 @@ pub fn on_offer(me: u32, peer: u32, link: Option<LinkSnapshot<'_>>, sdp: &str) -
     match link.role {
         Role::Offerer if me < peer && link.open => OfferVerdict::Ignore(Ignored::OfferOnOpenLink),
         Role::Offerer if me < peer => OfferVerdict::Ignore(Ignored::Glare),
-        Role::Answerer if link.remote_offer == Some(sdp) => {
+        Role::Answerer if link.remote_offer == Some(sdp) && link.open => {
             OfferVerdict::Ignore(Ignored::Duplicate)
         }
+        Role::Answerer if link.remote_offer == Some(sdp) => OfferVerdict::Reanswer,
         _ => OfferVerdict::Replace {
             was_open: link.open,
         },
@@ -206,14 +219,16 @@ mod tests {
     }
 
     #[test]
-    fn an_identical_offer_is_ignored_open_or_not_and_a_new_one_replaces() {
+    fn an_identical_offer_is_answered_again_until_open_then_ignored_and_a_new_one_replaces() {
         for open in [false, true] {
             let answering = link(Role::Answerer, open, Some("o1"));
             for (me, peer) in [(1, 2), (2, 1)] {
-                assert_eq!(
-                    on_offer(me, peer, Some(answering), "o1"),
+                let expected = if open {
                     OfferVerdict::Ignore(Ignored::Duplicate)
-                );
+                } else {
+                    OfferVerdict::Reanswer
+                };
+                assert_eq!(on_offer(me, peer, Some(answering), "o1"), expected);
                 assert_eq!(
                     on_offer(me, peer, Some(answering), "o2"),
                     OfferVerdict::Replace { was_open: open }

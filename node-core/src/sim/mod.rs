@@ -9,12 +9,17 @@
 //! - crashes stop a node at once; its peers see its links go down after `link_detect_ms`;
 //!   restarts bring a fresh incarnation with the same id, without its disk (`Sim::restart`) or
 //!   restored from it (`Sim::restart_with_disk`);
-//! - link establishment is modelled on the real drivers: a `Connect` sends an "offer" through the
-//!   ring with [`Node::signal`]; the target's driver answers through the ring; the link opens one
-//!   latency after the answer arrives. If no answer comes within `signal_timeout_ms`, the
-//!   introducer (signaling server) relays the offer instead, when it is enabled, both peers are
-//!   alive and not partitioned apart; otherwise the initiator gets `PeerDown` (connect failed).
-//!   A joining node's first link always comes through the introducer.
+//! - link establishment plays the real drivers' signalling with node-core's own rules
+//!   (`crate::peer::signal`): each node keeps a driver's link table (role, open, answered, the
+//!   offer it answers); a `Connect` sends a `{type:"offer",sdp}` payload (unique per attempt, as
+//!   real SDP is) through the ring with [`Node::signal`]; the target's driver decides with
+//!   `signal::on_offer` (answer, replace, or ignore: glare, duplicate, offer on an open link)
+//!   and answers the way the offer came; the link opens one latency after an answer the
+//!   offerer accepts (`signal::accepts_answer`). If no answer comes within `signal_timeout_ms`,
+//!   the introducer relays the offer (and the answer) instead, when it is enabled, both peers
+//!   are alive and not partitioned apart; otherwise the initiator gets `PeerDown`. A side whose
+//!   link is not open `connect_timeout_ms` after its offer or answer gives up and reports
+//!   `PeerDown`. A joining node's first link always comes through the introducer.
 //!
 //! The event loop always processes the earliest of {each node's timeout, each frame in flight,
 //! each link event}, with ties broken by insertion order (as str0m's test harness does), so a
@@ -27,6 +32,7 @@ pub mod history;
 use crate::Time;
 use crate::id::{ID_BITS, Id, successor_in};
 use crate::node::{Config, Event, Input, Node, OpError, OpId, OpOutcome, Output};
+use crate::peer::signal::{self, Description, LinkSnapshot, OfferVerdict, Role};
 use crate::rng::{Rng, splitmix64};
 use crate::store::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -43,10 +49,14 @@ pub struct SimConfig {
     pub loss: f64,
     /// How long a peer takes to notice that a link died (crash, partition).
     pub link_detect_ms: u64,
-    /// How long a driver waits for an overlay-signaled answer before asking the introducer.
+    /// How long a driver waits for an answer before it sends its offer again through the
+    /// introducer (and again after as long, until the link opens or the connect times out).
     pub signal_timeout_ms: u64,
     /// Whether an introducer (signaling server) is reachable.
     pub introducer: bool,
+    /// A link not open this long after its offer or answer was made is closed and reported down
+    /// (the drivers' connect timeout).
+    pub connect_timeout_ms: u64,
     /// Probability that a delivered frame arrives a second time (a misbehaving transport).
     pub duplicate: f64,
 }
@@ -60,8 +70,9 @@ impl SimConfig {
             latency_max_ms: 40,
             loss: 0.0,
             link_detect_ms: 3_000,
-            signal_timeout_ms: 3_000,
+            signal_timeout_ms: signal::OFFER_RETRY_MS,
             introducer: true,
+            connect_timeout_ms: 15_000,
             duplicate: 0.0,
         }
     }
@@ -79,6 +90,19 @@ pub struct SimStats {
     pub links_via_overlay: u64,
     pub links_via_introducer: u64,
     pub connects_failed: u64,
+    /// Offers ignored by the signalling rules (glare lost by the remote, duplicates, offers on
+    /// an open link from a higher id), and answers nobody waited for.
+    pub signals_ignored: u64,
+    /// Signalling payloads that did not parse.
+    pub signals_bad: u64,
+    /// Offers that replaced a link (a re-offer after a restart, the higher id's side of glare).
+    pub links_replaced: u64,
+    /// Links whose offer came while the answering side held an open link to the offerer.
+    pub open_links_replaced: u64,
+    /// Answers sent again for an offer that came again before the link opened.
+    pub reanswers: u64,
+    /// Offers sent again through the introducer for want of an answer.
+    pub offer_retries: u64,
     pub events: u64,
     /// Frames sent, by message kind (and routed body kind).
     pub by_kind: BTreeMap<String, u64>,
@@ -111,6 +135,18 @@ enum Ev {
     SignalTimeout {
         a: Id,
         b: Id,
+    },
+    /// A signalling payload relayed by the introducer.
+    Relay {
+        from: Id,
+        to: Id,
+        payload: String,
+    },
+    /// The link negotiated with local description `sdp` should be open by now.
+    ConnectTimeout {
+        a: Id,
+        b: Id,
+        sdp: String,
     },
     ConnectFailed {
         a: Id,
@@ -194,6 +230,31 @@ struct SimNode {
     /// What a durable driver would have on disk: the last `Event::Stored` per key (a crash keeps
     /// it; [`Sim::restart`] throws it away, [`Sim::restart_with_disk`] restores from it).
     disk: BTreeMap<String, Entry>,
+    /// The driver's link table: links being negotiated or open, by peer, as this node sees them.
+    rtc: BTreeMap<Id, SimLink>,
+}
+
+/// One side of a link in the modelled driver, what `node_core::peer::signal` decides on.
+#[derive(Debug)]
+struct SimLink {
+    role: Role,
+    open: bool,
+    answered: bool,
+    /// Answerer: the offer it answers.
+    remote_offer: Option<String>,
+    /// This side's own description (an offer or an answer), naming this attempt.
+    sdp: String,
+}
+
+impl SimLink {
+    fn snapshot(&self) -> LinkSnapshot<'_> {
+        LinkSnapshot {
+            role: self.role,
+            open: self.open,
+            answered: self.answered,
+            remote_offer: self.remote_offer.as_deref(),
+        }
+    }
 }
 
 /// The simulator.
@@ -211,7 +272,8 @@ pub struct Sim {
     next_gen: u64,
     /// Partition group of each node (absent = group 0); empty when healed.
     groups: HashMap<Id, u8>,
-    pending_connects: BTreeSet<(Id, Id)>,
+    /// Descriptions made so far (each offer or answer is unique, as real SDP is).
+    descriptions: u64,
     /// Members seen by the last full scan (the introducer's session list, roughly).
     member_cache: Vec<Id>,
     joins_since_scan: usize,
@@ -242,7 +304,7 @@ impl Sim {
             draining: BTreeSet::new(),
             next_gen: 1,
             groups: HashMap::new(),
-            pending_connects: BTreeSet::new(),
+            descriptions: 0,
             member_cache: Vec::new(),
             joins_since_scan: 0,
             results: HashMap::new(),
@@ -298,6 +360,28 @@ impl Sim {
         self.results.remove(&(node, op))
     }
 
+    /// Whether a link between `a` and `b` is open.
+    pub fn has_link(&self, a: Id, b: Id) -> bool {
+        self.links.contains_key(&pair(a, b))
+    }
+
+    /// Whether `a`'s driver holds a link to `b` that it believes open.
+    pub fn sees_open(&self, a: Id, b: Id) -> bool {
+        self.nodes
+            .get(&a)
+            .and_then(|n| n.rtc.get(&b))
+            .is_some_and(|l| l.open)
+    }
+
+    /// Both drivers start a link to each other at this very instant, as if both cores had asked
+    /// (`Output::Connect`): the glare case of the signalling rules.
+    pub fn connect_both(&mut self, a: Id, b: Id) {
+        self.connect(a, b);
+        self.connect(b, a);
+        self.drain(a);
+        self.drain(b);
+    }
+
     pub fn link_count(&self) -> usize {
         self.links.len()
     }
@@ -344,6 +428,7 @@ impl Sim {
                 bootstrap: None,
                 incarnation,
                 disk,
+                rtc: BTreeMap::new(),
             },
         );
         self.start_join(id);
@@ -430,7 +515,6 @@ impl Sim {
         };
         n.alive = false;
         self.forget_client_ops(id);
-        self.pending_connects.retain(|(a, b)| *a != id && *b != id);
         let detect = self.now + self.cfg.link_detect_ms;
         let mut mine: Vec<((Id, Id), u64)> = self
             .links
@@ -835,19 +919,53 @@ impl Sim {
                 if !self.links.contains_key(&p) {
                     for side in notify.into_iter().flatten() {
                         let other = if side == a { b } else { a };
+                        if let Some(n) = self.nodes.get_mut(&side)
+                            && n.rtc.get(&other).is_some_and(|l| l.open)
+                        {
+                            n.rtc.remove(&other);
+                        }
                         self.input(side, Input::PeerDown { peer: other });
                     }
                 }
             }
             Ev::SignalTimeout { a, b } => {
-                if self.pending_connects.remove(&(a, b)) {
-                    self.via_introducer(a, b);
+                // No answer over the ring: the driver asks the introducer to relay its offer.
+                let offer = self
+                    .nodes
+                    .get(&a)
+                    .and_then(|n| n.rtc.get(&b))
+                    .and_then(|l| {
+                        (l.role == Role::Offerer && !l.answered && !l.open).then(|| l.sdp.clone())
+                    });
+                if let Some(sdp) = offer {
+                    if self.cfg.introducer && self.alive(b) && self.same_group(a, b) {
+                        self.stats.offer_retries += 1;
+                        self.relay(a, b, Description::Offer(sdp).encode());
+                        let again = self.now + self.cfg.signal_timeout_ms;
+                        self.schedule(again, Ev::SignalTimeout { a, b });
+                    } else {
+                        self.connect_failed(a, b);
+                    }
+                }
+            }
+            Ev::Relay { from, to, payload } => {
+                if self.alive(to) && self.same_group(from, to) {
+                    self.on_signal(to, from, &payload, true);
+                }
+            }
+            Ev::ConnectTimeout { a, b, sdp } => {
+                let stuck = self
+                    .nodes
+                    .get(&a)
+                    .and_then(|n| n.rtc.get(&b))
+                    .is_some_and(|l| l.sdp == sdp && !l.open);
+                if stuck {
+                    self.connect_failed(a, b);
                 }
             }
             Ev::ConnectFailed { a, b } => {
                 if !self.links.contains_key(&pair(a, b)) {
-                    self.stats.connects_failed += 1;
-                    self.input(a, Input::PeerDown { peer: b });
+                    self.connect_failed(a, b);
                 }
             }
             Ev::RetryJoin { node } => {
@@ -871,6 +989,18 @@ impl Sim {
             let generation = self.next_gen;
             self.next_gen += 1;
             self.links.insert(pair(a, b), generation);
+            for (side, other, role) in [(a, b, Role::Offerer), (b, a, Role::Answerer)] {
+                if let Some(n) = self.nodes.get_mut(&side) {
+                    let link = n.rtc.entry(other).or_insert_with(|| SimLink {
+                        role,
+                        open: false,
+                        answered: true,
+                        remote_offer: None,
+                        sdp: String::new(),
+                    });
+                    link.open = true;
+                }
+            }
             if via_introducer {
                 self.stats.links_via_introducer += 1;
             } else {
@@ -933,7 +1063,9 @@ impl Sim {
                             },
                         );
                     }
-                    self.pending_connects.remove(&(id, peer));
+                    if let Some(n) = self.nodes.get_mut(&id) {
+                        n.rtc.remove(&peer);
+                    }
                 }
                 Output::Event(event) => self.on_event(id, event),
             }
@@ -1000,14 +1132,161 @@ impl Sim {
             self.via_introducer(a, b);
             return;
         }
-        if !self.pending_connects.insert((a, b)) {
+        // One link per peer: an attempt under way (or a link this side still holds) stands.
+        if self.nodes.get(&a).is_none_or(|n| n.rtc.contains_key(&b)) {
             return;
         }
-        let now = self.now;
+        let sdp = self.description("offer", a, b);
         if let Some(n) = self.nodes.get_mut(&a) {
-            n.node.signal(b, "offer".to_string(), now);
+            n.rtc.insert(
+                b,
+                SimLink {
+                    role: Role::Offerer,
+                    open: false,
+                    answered: false,
+                    remote_offer: None,
+                    sdp: sdp.clone(),
+                },
+            );
         }
+        let now = self.now;
+        self.schedule(
+            now + self.cfg.connect_timeout_ms,
+            Ev::ConnectTimeout {
+                a,
+                b,
+                sdp: sdp.clone(),
+            },
+        );
         self.schedule(now + self.cfg.signal_timeout_ms, Ev::SignalTimeout { a, b });
+        if let Some(n) = self.nodes.get_mut(&a) {
+            n.node.signal(b, Description::Offer(sdp).encode(), now);
+        }
+    }
+
+    /// A fresh session description (unique, as real SDP with its ICE credentials is).
+    fn description(&mut self, kind: &str, from: Id, to: Id) -> String {
+        self.descriptions += 1;
+        format!("sim {kind} {from}->{to} #{}", self.descriptions)
+    }
+
+    /// Sends a payload from `me` to `to` through the introducer, or through the ring (only
+    /// while `me` is drained, from its `Event::Signal`: the drain goes on).
+    fn send_signal(&mut self, me: Id, to: Id, payload: String, via_introducer: bool) {
+        if via_introducer {
+            self.relay(me, to, payload);
+        } else if let Some(n) = self.nodes.get_mut(&me) {
+            n.node.signal(to, payload, self.now);
+        }
+    }
+
+    /// The introducer carries a payload: one latency to it and one on (its own hop is modelled
+    /// as half the pair's latency each way).
+    fn relay(&mut self, from: Id, to: Id, payload: String) {
+        let at = self.now + self.latency(from, to) * 3 / 2;
+        self.schedule(at, Ev::Relay { from, to, payload });
+    }
+
+    /// `a`'s attempt to link with `b` failed: its driver forgets it and tells the core.
+    fn connect_failed(&mut self, a: Id, b: Id) {
+        if let Some(n) = self.nodes.get_mut(&a)
+            && n.rtc.get(&b).is_some_and(|l| !l.open)
+        {
+            n.rtc.remove(&b);
+        }
+        self.stats.connects_failed += 1;
+        self.input(a, Input::PeerDown { peer: b });
+    }
+
+    /// A signalling payload from `from` reached `me`'s driver (over the ring, or relayed by the
+    /// introducer): node-core's signalling rules decide, as in both real drivers.
+    fn on_signal(&mut self, me: Id, from: Id, payload: &str, via_introducer: bool) {
+        let Some(description) = Description::parse(payload) else {
+            self.stats.signals_bad += 1;
+            return;
+        };
+        let now = self.now;
+        match description {
+            Description::Offer(sdp) => {
+                let Some(n) = self.nodes.get(&me) else {
+                    return;
+                };
+                let current = n.rtc.get(&from).map(SimLink::snapshot);
+                let answered = n.rtc.get(&from).map(|l| l.sdp.clone());
+                match signal::on_offer(me.0, from.0, current, &sdp) {
+                    OfferVerdict::Ignore(_) => {
+                        self.stats.signals_ignored += 1;
+                        return;
+                    }
+                    OfferVerdict::Reanswer => {
+                        self.stats.reanswers += 1;
+                        let payload = Description::Answer(answered.unwrap_or_default()).encode();
+                        self.send_signal(me, from, payload, via_introducer);
+                        return;
+                    }
+                    OfferVerdict::Answer => {}
+                    OfferVerdict::Replace { was_open } => {
+                        self.stats.links_replaced += 1;
+                        if let Some(n) = self.nodes.get_mut(&me) {
+                            n.rtc.remove(&from);
+                        }
+                        if was_open {
+                            self.stats.open_links_replaced += 1;
+                            // Our side of the old link closes now; the offerer no longer holds
+                            // it (it offered anew).
+                            if let Some(generation) = self.links.remove(&pair(me, from)) {
+                                self.draining.insert((pair(me, from), generation));
+                            }
+                            self.input(me, Input::PeerDown { peer: from });
+                        }
+                    }
+                }
+                let answer = self.description("answer", me, from);
+                if let Some(n) = self.nodes.get_mut(&me) {
+                    n.rtc.insert(
+                        from,
+                        SimLink {
+                            role: Role::Answerer,
+                            open: false,
+                            answered: false,
+                            remote_offer: Some(sdp),
+                            sdp: answer.clone(),
+                        },
+                    );
+                }
+                self.schedule(
+                    now + self.cfg.connect_timeout_ms,
+                    Ev::ConnectTimeout {
+                        a: me,
+                        b: from,
+                        sdp: answer.clone(),
+                    },
+                );
+                // The answer goes back the way the offer came.
+                let payload = Description::Answer(answer).encode();
+                self.send_signal(me, from, payload, via_introducer);
+            }
+            Description::Answer(_) => {
+                let Some(link) = self.nodes.get_mut(&me).and_then(|n| n.rtc.get_mut(&from)) else {
+                    self.stats.signals_ignored += 1;
+                    return;
+                };
+                if !signal::accepts_answer(Some(link.snapshot())) {
+                    self.stats.signals_ignored += 1;
+                    return;
+                }
+                link.answered = true;
+                let at = now + self.latency(me, from);
+                self.schedule(
+                    at,
+                    Ev::LinkUp {
+                        a: me,
+                        b: from,
+                        via_introducer,
+                    },
+                );
+            }
+        }
     }
 
     fn on_event(&mut self, id: Id, event: Event) {
@@ -1038,24 +1317,7 @@ impl Sim {
                     n.disk.remove(&key);
                 }
             }
-            Event::Signal { from, payload } => {
-                let now = self.now;
-                if payload == "offer" {
-                    if let Some(n) = self.nodes.get_mut(&id) {
-                        n.node.signal(from, "answer".to_string(), now);
-                    }
-                } else if payload == "answer" && self.pending_connects.remove(&(id, from)) {
-                    let at = now + self.latency(id, from);
-                    self.schedule(
-                        at,
-                        Ev::LinkUp {
-                            a: id,
-                            b: from,
-                            via_introducer: false,
-                        },
-                    );
-                }
-            }
+            Event::Signal { from, payload } => self.on_signal(id, from, &payload, false),
             _ => {}
         }
     }
