@@ -13,10 +13,12 @@
 //! - [`netns`]: the private network namespaces every WebRTC test runs in.
 //! - [`original`]: the original project's live harness (its flags, churn by SIGTERM or kill -9,
 //!   and the promise checked at the end).
+//! - [`experiments`]: the simulator's experiments (`sim-hops`, `sim-flood`, `sim-churn`).
 //! - [`antientropy`]: the `sim-antientropy` experiment (one Merkle anti-entropy round between
 //!   two in-process stores, measured in framed bytes and messages).
 
 pub mod antientropy;
+pub mod experiments;
 pub mod live;
 pub mod netns;
 pub mod original;

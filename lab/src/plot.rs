@@ -11,8 +11,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::antientropy::AntiEntropyRow;
+use crate::experiments::HopsRow;
 use crate::live::{ChurnEventKind, ChurnSlice, LiveChurnRow};
-use node_core::sim::experiments::HopsRow;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;

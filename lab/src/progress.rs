@@ -7,8 +7,8 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use crate::experiments::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use node_core::sim::experiments::Progress;
 
 /// How long a run must last before its bar appears.
 pub const SHOW_AFTER: Duration = Duration::from_secs(1);

@@ -26,7 +26,8 @@
 //! - [`walk`]: asking any peer for its ring pointers (to draw the whole ring).
 //! - [`flood`]: Gnutella-style flooding, the unstructured-search baseline.
 //! - [`value`]: how the APIs' JSON values are kept in the store's string values.
-//! - `sim`: deterministic network simulator and experiments (feature `sim`).
+//! - `sim`: deterministic network simulator, client histories and fault schedules (feature
+//!   `sim`); the experiments built on it live in the `lab` crate.
 #![forbid(unsafe_code)]
 
 pub mod clock;

@@ -29,12 +29,12 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use lab::experiments::{HopsRow, Progress, sim_churn, sim_flood, sim_hops};
 use lab::plot::Series;
 use lab::progress::ProgressDisplay;
 use lab::report::{Table, json_line};
 use lab::{antientropy, plot};
 use node_core::merkle::{self, StepOptions};
-use node_core::sim::experiments::{HopsRow, Progress, sim_churn, sim_flood, sim_hops};
 use node_core::sim::faults::{self, FaultClass, HistoryRow};
 use serde::Serialize;
 

@@ -192,7 +192,7 @@ pub fn run(class: FaultClass, seed: u64) -> RunResult {
             }
             FaultClass::Crashes => {
                 // A crash per detection-and-repair window: losing a whole replica set at once
-                // is the one loss physics allows (see the module doc of `experiments`).
+                // is the one loss physics allows (see `sim-churn` in the lab crate, lab/src/experiments.rs).
                 schedule.push((
                     3_000 + rng.below(6_000),
                     Action::Crash {

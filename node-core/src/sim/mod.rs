@@ -25,7 +25,6 @@
 //! each link event}, with ties broken by insertion order (as str0m's test harness does), so a
 //! run is a pure function of its seed and its script.
 
-pub mod experiments;
 pub mod faults;
 pub mod history;
 

@@ -1,9 +1,10 @@
-//! Experiments run on the simulator, shared by `chord-experiment` and the tests.
+//! Experiments run on node-core's simulator (`sim-hops`, `sim-flood`, `sim-churn`), for
+//! `chord-experiment`.
 
-use super::{JoinPattern, Sim, SimConfig};
-use crate::id::Id;
-use crate::metrics::Histogram;
-use crate::node::{OpId, OpOutcome};
+use node_core::id::Id;
+use node_core::metrics::Histogram;
+use node_core::node::{OpId, OpOutcome};
+use node_core::sim::{JoinPattern, Sim, SimConfig};
 
 /// Progress of a long experiment, for a progress bar.
 #[derive(Debug, Clone, Copy)]
