@@ -2195,11 +2195,9 @@ impl Node {
             return true;
         }
         let next = match routed.dest {
-            Dest::Owner { key } => {
-                routing::preceding_candidates(self.id, key, self.routing_peers())
-                    .first()
-                    .copied()
-            }
+            // The first of `routing::preceding_candidates`, without collecting and sorting
+            // them all (ids are distinct, so the closest one is unique).
+            Dest::Owner { key } => crate::id::closest_preceding(self.id, key, self.routing_peers()),
             Dest::Peer { id, via } => routing::next_hop_to_peer(
                 self.id,
                 self.ring.predecessor(),
