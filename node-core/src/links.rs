@@ -9,6 +9,7 @@
 use crate::Time;
 use crate::id::Id;
 use std::collections::BTreeMap;
+use std::fmt;
 
 /// State of one link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +41,80 @@ struct Backoff {
 /// The node's links.
 #[derive(Debug, Clone, Default)]
 pub struct Links {
-    links: BTreeMap<Id, LinkState>,
+    links: IdMap<LinkState>,
     backoff: BTreeMap<Id, Backoff>,
+}
+
+/// A small map ordered by id, as two sorted vectors: ids apart from values, so a lookup's binary
+/// search reads a few cache lines of ids, and a walk over the links (routing, every forwarded
+/// message) reads two contiguous arrays instead of chasing B-tree nodes. A node holds at most
+/// `max_links` (64) links. Iterates in id order, as the `BTreeMap` it replaces did.
+#[derive(Clone)]
+struct IdMap<V> {
+    ids: Vec<Id>,
+    vals: Vec<V>,
+}
+
+impl<V> IdMap<V> {
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    fn get(&self, id: &Id) -> Option<&V> {
+        self.ids.binary_search(id).ok().map(|i| &self.vals[i])
+    }
+
+    fn get_mut(&mut self, id: &Id) -> Option<&mut V> {
+        self.ids.binary_search(id).ok().map(|i| &mut self.vals[i])
+    }
+
+    fn contains_key(&self, id: &Id) -> bool {
+        self.ids.binary_search(id).is_ok()
+    }
+
+    fn insert(&mut self, id: Id, val: V) -> Option<V> {
+        match self.ids.binary_search(&id) {
+            Ok(i) => Some(std::mem::replace(&mut self.vals[i], val)),
+            Err(i) => {
+                self.ids.insert(i, id);
+                self.vals.insert(i, val);
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &Id) -> Option<V> {
+        let i = self.ids.binary_search(id).ok()?;
+        self.ids.remove(i);
+        Some(self.vals.remove(i))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Id, &V)> + '_ {
+        self.ids.iter().zip(&self.vals)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> + '_ {
+        self.vals.iter()
+    }
+}
+
+impl<V> Default for IdMap<V> {
+    fn default() -> Self {
+        Self {
+            ids: Vec::new(),
+            vals: Vec::new(),
+        }
+    }
+}
+
+impl<V: fmt::Debug> fmt::Debug for IdMap<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
 }
 
 impl Links {

@@ -402,6 +402,52 @@ struct Sweep {
     checking: Option<(usize, u64, Id, Time)>,
 }
 
+/// (wake time, op) for pending operations, with the earliest wake time kept beside the set:
+/// [`Node::next_timeout`] runs after every input, and reading the set's first entry there meant a
+/// walk down a B-tree that is rarely in cache.
+#[derive(Debug, Clone)]
+pub(crate) struct OpTimers {
+    set: BTreeSet<(Time, OpId)>,
+    /// `set.first()`'s time, `Time::MAX` when empty.
+    earliest: Time,
+}
+
+impl Default for OpTimers {
+    fn default() -> Self {
+        Self {
+            set: BTreeSet::new(),
+            earliest: Time::MAX,
+        }
+    }
+}
+
+impl OpTimers {
+    pub(crate) fn insert(&mut self, timer: (Time, OpId)) {
+        self.earliest = self.earliest.min(timer.0);
+        self.set.insert(timer);
+    }
+
+    pub(crate) fn first(&self) -> Option<&(Time, OpId)> {
+        self.set.first()
+    }
+
+    pub(crate) fn pop_first(&mut self) -> Option<(Time, OpId)> {
+        let first = self.set.pop_first();
+        self.earliest = self.set.first().map_or(Time::MAX, |(at, _)| *at);
+        first
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.set.clear();
+        self.earliest = Time::MAX;
+    }
+
+    /// The earliest wake time (`Time::MAX`: none).
+    pub(crate) fn earliest(&self) -> Time {
+        self.earliest
+    }
+}
+
 /// The sans-IO Chord node.
 #[derive(Debug)]
 pub struct Node {
@@ -415,7 +461,7 @@ pub struct Node {
     lookups: BTreeMap<OpId, LookupOp>,
     pub(crate) views: crate::walk::PendingViews,
     /// (wake time, op) for pending lookups and requests; stale entries are skipped.
-    pub(crate) op_timers: BTreeSet<(Time, OpId)>,
+    pub(crate) op_timers: OpTimers,
     next_op: u64,
     pub(crate) out: VecDeque<Output>,
     pub(crate) metrics: Metrics,
@@ -554,7 +600,7 @@ impl Node {
             links: Links::default(),
             lookups: BTreeMap::new(),
             views: BTreeMap::new(),
-            op_timers: BTreeSet::new(),
+            op_timers: OpTimers::default(),
             next_op: first_op,
             out: VecDeque::new(),
             metrics: Metrics::default(),
@@ -1066,9 +1112,7 @@ impl Node {
             .min(self.next_fix)
             .min(self.next_probe)
             .min(self.next_self_check);
-        if let Some((at, _)) = self.op_timers.first() {
-            t = t.min(*at);
-        }
+        t = t.min(self.op_timers.earliest());
         if let Phase::Joining { deadline, .. } = self.phase {
             t = t.min(deadline);
         }
@@ -1318,7 +1362,10 @@ impl Node {
             self.next_probe = now + self.config.probe_interval_ms;
             self.probe_lost_peer();
         }
-        while let Some(&(at, op)) = self.op_timers.first() {
+        // `earliest` first: most timeouts are not an operation's, and it spares a B-tree walk.
+        while self.op_timers.earliest() <= now
+            && let Some(&(at, op)) = self.op_timers.first()
+        {
             if at > now {
                 break;
             }
@@ -2242,11 +2289,9 @@ impl Node {
             return true;
         }
         let next = match routed.dest {
-            Dest::Owner { key } => {
-                routing::preceding_candidates(self.id, key, self.routing_peers())
-                    .first()
-                    .copied()
-            }
+            // The first of `routing::preceding_candidates`, without collecting and sorting
+            // them all (ids are distinct, so the closest one is unique).
+            Dest::Owner { key } => crate::id::closest_preceding(self.id, key, self.routing_peers()),
             Dest::Peer { id, via } => routing::next_hop_to_peer(
                 self.id,
                 self.ring.predecessor(),

@@ -35,6 +35,7 @@ use crate::peer::signal::{self, Description, LinkSnapshot, OfferVerdict, Role};
 use crate::rng::{Rng, splitmix64};
 use crate::store::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Network model and node template.
 #[derive(Debug, Clone)]
@@ -220,7 +221,10 @@ impl EventQueue {
 
 #[derive(Debug)]
 struct SimNode {
-    node: Node,
+    /// Boxed: a `Node` is a few KiB, and the table's small fields (`alive`, `timer_at`) are
+    /// read for every event, often without touching the node (stale timers, frames to the
+    /// dead); unboxed, each of those reads is a cache miss of its own.
+    node: Box<Node>,
     alive: bool,
     timer_at: Time,
     join_op: Option<OpId>,
@@ -267,22 +271,22 @@ pub struct Sim {
     /// Links closed by one side whose in-flight frames still arrive (pair, generation).
     draining: BTreeSet<((Id, Id), u64)>,
     /// Open links (ordered pair) -> generation.
-    links: HashMap<(Id, Id), u64>,
+    links: FastMap<(Id, Id), u64>,
     next_gen: u64,
     /// Partition group of each node (absent = group 0); empty when healed.
-    groups: HashMap<Id, u8>,
+    groups: FastMap<Id, u8>,
     /// Descriptions made so far (each offer or answer is unique, as real SDP is).
     descriptions: u64,
     /// Members seen by the last full scan (the introducer's session list, roughly).
     member_cache: Vec<Id>,
     joins_since_scan: usize,
-    results: HashMap<(Id, OpId), Result<OpOutcome, OpError>>,
+    results: FastMap<(Id, OpId), Result<OpOutcome, OpError>>,
     pub stats: SimStats,
     /// Extra one-way latency to and from a peer (a slow peer).
-    slow: HashMap<Id, u64>,
+    slow: FastMap<Id, u64>,
     /// Client operations recorded for the history checker ([`Sim::client_put`] and friends).
     history: history::History,
-    tracked: HashMap<(Id, OpId), usize>,
+    tracked: FastMap<(Id, OpId), usize>,
     /// Count frames by kind in `stats.by_kind` (costs a little per frame).
     pub count_kinds: bool,
 }
@@ -299,18 +303,18 @@ impl Sim {
             now: 0,
             queue: EventQueue::new(),
             nodes: NodeTable::default(),
-            links: HashMap::new(),
+            links: FastMap::default(),
             draining: BTreeSet::new(),
             next_gen: 1,
-            groups: HashMap::new(),
+            groups: FastMap::default(),
             descriptions: 0,
             member_cache: Vec::new(),
             joins_since_scan: 0,
-            results: HashMap::new(),
+            results: FastMap::default(),
             stats: SimStats::default(),
-            slow: HashMap::new(),
+            slow: FastMap::default(),
             history: history::History::new(),
-            tracked: HashMap::new(),
+            tracked: FastMap::default(),
             count_kinds: false,
         }
     }
@@ -330,7 +334,7 @@ impl Sim {
     }
 
     pub fn node(&self, id: Id) -> Option<&Node> {
-        self.nodes.get(&id).filter(|n| n.alive).map(|n| &n.node)
+        self.nodes.get(&id).filter(|n| n.alive).map(|n| &*n.node)
     }
 
     /// Every node ever added that is alive now, sorted by id.
@@ -412,7 +416,7 @@ impl Sim {
 
     fn add_node_with_disk(&mut self, id: Id, disk: BTreeMap<String, Entry>) {
         let incarnation = self.nodes.get(&id).map_or(0, |n| n.incarnation + 1);
-        let mut node = Node::new(self.node_config(id, incarnation), id, self.now);
+        let mut node = Box::new(Node::new(self.node_config(id, incarnation), id, self.now));
         if !disk.is_empty() {
             node.restore(disk.clone(), 0, self.now)
                 .expect("a fresh node accepts a restore");
@@ -850,12 +854,20 @@ impl Sim {
     }
 
     fn input(&mut self, id: Id, input: Input<'_>) {
+        if let Some(slot) = self.nodes.slot(&id) {
+            self.input_at(slot, id, input);
+        }
+    }
+
+    /// [`Sim::input`] to the node in table slot `slot` (found once per event).
+    fn input_at(&mut self, slot: usize, id: Id, input: Input<'_>) {
         let now = self.now;
-        let Some(n) = self.nodes.get_mut(&id).filter(|n| n.alive) else {
+        let n = self.nodes.at_mut(slot);
+        if !n.alive {
             return;
-        };
+        }
         n.node.handle_input(now, input);
-        self.drain(id);
+        self.drain_at(slot, id);
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -867,7 +879,8 @@ impl Sim {
                 generation,
             } => {
                 let p = pair(from, to);
-                if !self.alive(to) {
+                let slot = self.nodes.slot(&to);
+                if !slot.is_some_and(|slot| self.nodes.at(slot).alive) {
                     self.stats.frames_to_dead += 1;
                 } else if self.links.get(&p) != Some(&generation)
                     && !self.draining.contains(&(p, generation))
@@ -877,7 +890,8 @@ impl Sim {
                     self.stats.frames_partitioned += 1;
                 } else {
                     self.stats.frames_delivered += 1;
-                    self.input(
+                    self.input_at(
+                        slot.expect("alive"),
                         to,
                         Input::Receive {
                             from,
@@ -887,15 +901,12 @@ impl Sim {
                 }
             }
             Ev::Timer { node, at } => {
-                if self
-                    .nodes
-                    .get(&node)
-                    .is_some_and(|n| n.alive && n.timer_at == at)
-                {
-                    if let Some(n) = self.nodes.get_mut(&node) {
+                if let Some(slot) = self.nodes.slot(&node) {
+                    let n = self.nodes.at_mut(slot);
+                    if n.alive && n.timer_at == at {
                         n.timer_at = Time::MAX;
+                        self.input_at(slot, node, Input::Timeout);
                     }
-                    self.input(node, Input::Timeout);
                 }
             }
             Ev::LinkUp {
@@ -1030,10 +1041,19 @@ impl Sim {
 
     /// Drains a node's outputs, playing its driver.
     fn drain(&mut self, id: Id) {
+        if let Some(slot) = self.nodes.slot(&id) {
+            self.drain_at(slot, id);
+        }
+    }
+
+    /// [`Sim::drain`] of the node in table slot `slot` (slots never move; handling an output
+    /// adds no node).
+    fn drain_at(&mut self, slot: usize, id: Id) {
         loop {
-            let Some(n) = self.nodes.get_mut(&id).filter(|n| n.alive) else {
+            let n = self.nodes.at_mut(slot);
+            if !n.alive {
                 return;
-            };
+            }
             match n.node.poll_output() {
                 Output::Timeout(at) => {
                     if at != n.timer_at {
@@ -1441,7 +1461,7 @@ fn frame_kind(bytes: &[u8]) -> String {
 #[derive(Debug, Default)]
 struct NodeTable {
     slots: Vec<(Id, SimNode)>,
-    index: HashMap<Id, usize>,
+    index: FastMap<Id, usize>,
 }
 
 impl NodeTable {
@@ -1451,6 +1471,19 @@ impl NodeTable {
 
     fn get_mut(&mut self, id: &Id) -> Option<&mut SimNode> {
         self.index.get(id).map(|i| &mut self.slots[*i].1)
+    }
+
+    /// The slot of a node: stable for the node's lifetime (a restart reuses it).
+    fn slot(&self, id: &Id) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    fn at(&self, slot: usize) -> &SimNode {
+        &self.slots[slot].1
+    }
+
+    fn at_mut(&mut self, slot: usize) -> &mut SimNode {
+        &mut self.slots[slot].1
     }
 
     fn contains_key(&self, id: &Id) -> bool {
@@ -1470,6 +1503,54 @@ impl NodeTable {
 
     fn iter(&self) -> impl Iterator<Item = (&Id, &SimNode)> {
         self.slots.iter().map(|(id, n)| (id, n))
+    }
+}
+
+/// A `HashMap` with a fixed multiplicative hash (FxHash's) instead of SipHash with a random key:
+/// the simulator looks up its tables several times per event, and its keys (ids, op numbers)
+/// are not chosen by an adversary. Nothing here depends on iteration order (every iteration
+/// that reaches an output is sorted first), so the fixed hash changes no run.
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        // The multiply leaves the best-mixed bits on top; hashbrown indexes by the low bits.
+        self.0.rotate_left(26)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
     }
 }
 

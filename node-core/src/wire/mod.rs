@@ -13,6 +13,7 @@ use crate::election::ElectionMsg;
 use crate::id::Id;
 use serde::{Deserialize, Serialize};
 
+mod fast;
 pub mod kv;
 
 use kv::{KvMsg, KvReply, KvRequest};
@@ -170,11 +171,15 @@ pub enum DecodeError {
 
 /// Encodes a message; `None` when it would exceed the frame limit (the caller counts and drops).
 pub fn encode(message: &Message) -> Option<Vec<u8>> {
-    let bytes = serde_json::to_vec(&FrameOut {
-        v: PROTOCOL_VERSION,
-        m: message,
-    })
-    .ok()?;
+    // The ring's own small frames are written by hand (`fast`, the same bytes), the rest by serde.
+    let bytes = match fast::encode(message) {
+        Some(bytes) => bytes,
+        None => serde_json::to_vec(&FrameOut {
+            v: PROTOCOL_VERSION,
+            m: message,
+        })
+        .ok()?,
+    };
     (bytes.len() <= MAX_FRAME_BYTES).then_some(bytes)
 }
 
@@ -186,17 +191,25 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             max: MAX_FRAME_BYTES,
         });
     }
-    let frame: FrameIn = match serde_json::from_slice(bytes) {
-        Ok(frame) => frame,
-        Err(err) => {
-            // Tell a version mismatch apart from garbage: a newer peer may add message kinds.
-            if let Ok(VersionOnly { v }) = serde_json::from_slice(bytes)
-                && v != PROTOCOL_VERSION
-            {
-                return Err(DecodeError::UnsupportedVersion { got: v });
+    // Canonical frames of the ring's own small messages are read by hand (`fast`); anything else,
+    // including every malformed frame, goes through serde_json.
+    let frame: FrameIn = match fast::decode(bytes) {
+        Some(m) => FrameIn {
+            v: PROTOCOL_VERSION,
+            m,
+        },
+        None => match serde_json::from_slice(bytes) {
+            Ok(frame) => frame,
+            Err(err) => {
+                // Tell a version mismatch apart from garbage: a newer peer may add message kinds.
+                if let Ok(VersionOnly { v }) = serde_json::from_slice(bytes)
+                    && v != PROTOCOL_VERSION
+                {
+                    return Err(DecodeError::UnsupportedVersion { got: v });
+                }
+                return Err(DecodeError::Malformed(err.to_string()));
             }
-            return Err(DecodeError::Malformed(err.to_string()));
-        }
+        },
     };
     if frame.v != PROTOCOL_VERSION {
         return Err(DecodeError::UnsupportedVersion { got: frame.v });

@@ -1,0 +1,558 @@
+//! Hand-written JSON for the frames that make up nearly all ring traffic (stabilize, notify,
+//! hello, heartbeats, link close, lookups and overlay signaling), byte for byte what serde_json
+//! writes for them.
+//!
+//! The simulator spent about a quarter of its time in serde_json for these small frames. The
+//! fast paths never change what goes over the wire or what a frame means:
+//! - [`encode`] writes exactly the bytes `serde_json::to_vec` writes (the tests compare them), and
+//!   answers `None` for any other message, or a string that would need escaping;
+//! - [`decode`] accepts only that canonical form (fields in serde's order, no whitespace, no
+//!   escapes, numbers without leading zeros and in range) and answers `None` for anything else,
+//!   which then goes through serde_json as before. A frame it accepts is the canonical encoding
+//!   of the message it returns, which serde_json decodes to the same message.
+
+use super::{Body, Dest, MAX_LIST_LEN, Message, PROTOCOL_VERSION, Routed};
+use crate::id::Id;
+
+// ----- encode -----------------------------------------------------------------------------
+
+struct Out(Vec<u8>);
+
+impl Out {
+    fn raw(&mut self, s: &[u8]) {
+        self.0.extend_from_slice(s);
+    }
+
+    fn num(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.0.extend_from_slice(&digits[i..]);
+    }
+
+    fn id(&mut self, id: Id) {
+        self.num(u64::from(id.0));
+    }
+
+    fn opt_id(&mut self, id: Option<Id>) {
+        match id {
+            Some(id) => self.id(id),
+            None => self.raw(b"null"),
+        }
+    }
+
+    fn ids(&mut self, ids: &[Id]) {
+        self.raw(b"[");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                self.raw(b",");
+            }
+            self.id(*id);
+        }
+        self.raw(b"]");
+    }
+
+    /// A string serde_json writes unescaped; `None` if it needs escapes.
+    fn plain_str(&mut self, s: &str) -> Option<()> {
+        if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            return None;
+        }
+        self.raw(b"\"");
+        self.raw(s.as_bytes());
+        self.raw(b"\"");
+        Some(())
+    }
+}
+
+/// The frame of `message` as serde_json writes it, or `None` when this module does not cover it.
+pub(super) fn encode(message: &Message) -> Option<Vec<u8>> {
+    let mut o = Out(Vec::with_capacity(128));
+    o.raw(b"{\"v\":");
+    o.num(u64::from(PROTOCOL_VERSION));
+    o.raw(b",\"m\":{\"t\":\"");
+    match message {
+        Message::Hello { joined } => {
+            o.raw(b"hello\",\"c\":{\"joined\":");
+            o.raw(if *joined { b"true" } else { b"false" });
+            o.raw(b"}");
+        }
+        Message::Ping { nonce } | Message::Pong { nonce } | Message::GetNeighbors { nonce } => {
+            o.raw(match message {
+                Message::Ping { .. } => b"ping",
+                Message::Pong { .. } => b"pong",
+                _ => b"get_neighbors",
+            });
+            o.raw(b"\",\"c\":{\"nonce\":");
+            o.num(*nonce);
+            o.raw(b"}");
+        }
+        Message::Neighbors {
+            nonce,
+            pred,
+            succs,
+            preds,
+        } => {
+            o.raw(b"neighbors\",\"c\":{\"nonce\":");
+            o.num(*nonce);
+            o.raw(b",\"pred\":");
+            o.opt_id(*pred);
+            o.raw(b",\"succs\":");
+            o.ids(succs);
+            if !preds.is_empty() {
+                o.raw(b",\"preds\":");
+                o.ids(preds);
+            }
+            o.raw(b"}");
+        }
+        Message::Notify => o.raw(b"notify\""),
+        Message::Bye => o.raw(b"bye\""),
+        Message::Keep => o.raw(b"keep\""),
+        Message::Close => o.raw(b"close\""),
+        Message::Route(routed) => {
+            o.raw(b"route\",\"c\":{\"dest\":{\"k\":\"");
+            match routed.dest {
+                Dest::Owner { key } => {
+                    o.raw(b"owner\",\"c\":{\"key\":");
+                    o.id(key);
+                }
+                Dest::Peer { id, via } => {
+                    o.raw(b"peer\",\"c\":{\"id\":");
+                    o.id(id);
+                    if let Some(via) = via {
+                        o.raw(b",\"via\":");
+                        o.id(via);
+                    }
+                }
+            }
+            o.raw(b"}},\"origin\":");
+            o.id(routed.origin);
+            if let Some(via) = routed.origin_via {
+                o.raw(b",\"origin_via\":");
+                o.id(via);
+            }
+            o.raw(b",\"hops\":");
+            o.num(u64::from(routed.hops));
+            o.raw(b",\"body\":{\"b\":\"");
+            match &routed.body {
+                Body::FindSuccessor { op } => {
+                    o.raw(b"find_successor\",\"c\":{\"op\":");
+                    o.num(*op);
+                }
+                Body::FoundSuccessor { op, owner, hops } => {
+                    o.raw(b"found_successor\",\"c\":{\"op\":");
+                    o.num(*op);
+                    o.raw(b",\"owner\":");
+                    o.id(*owner);
+                    o.raw(b",\"hops\":");
+                    o.num(u64::from(*hops));
+                }
+                Body::Signal { payload } => {
+                    o.raw(b"signal\",\"c\":{\"payload\":");
+                    o.plain_str(payload)?;
+                }
+                _ => return None,
+            }
+            o.raw(b"}}}");
+        }
+        _ => return None,
+    }
+    o.raw(b"}}");
+    Some(o.0)
+}
+
+// ----- decode -----------------------------------------------------------------------------
+
+struct In<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> In<'a> {
+    /// Consumes `s` if the input continues with it.
+    fn eat(&mut self, s: &[u8]) -> bool {
+        if self.b[self.i..].starts_with(s) {
+            self.i += s.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn lit(&mut self, s: &[u8]) -> Option<()> {
+        self.eat(s).then_some(())
+    }
+
+    /// A canonical unsigned integer (no sign, no leading zero, no fraction or exponent).
+    fn num(&mut self) -> Option<u64> {
+        let start = self.i;
+        let mut n: u64 = 0;
+        while let Some(&c) = self.b.get(self.i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            self.i += 1;
+        }
+        let len = self.i - start;
+        if len == 0 || (len > 1 && self.b[start] == b'0') {
+            return None;
+        }
+        // `1.5`, `1e3`: not canonical for an integer field; let serde_json judge.
+        if matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        Some(n)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        u8::try_from(self.num()?).ok()
+    }
+
+    fn id(&mut self) -> Option<Id> {
+        Some(Id(u32::try_from(self.num()?).ok()?))
+    }
+
+    fn opt_id(&mut self) -> Option<Option<Id>> {
+        if self.eat(b"null") {
+            Some(None)
+        } else {
+            self.id().map(Some)
+        }
+    }
+
+    fn ids(&mut self) -> Option<Vec<Id>> {
+        self.lit(b"[")?;
+        let mut ids = Vec::new();
+        if self.eat(b"]") {
+            return Some(ids);
+        }
+        loop {
+            ids.push(self.id()?);
+            if ids.len() > MAX_LIST_LEN {
+                return None; // serde_json's path reports the error
+            }
+            if self.eat(b"]") {
+                return Some(ids);
+            }
+            self.lit(b",")?;
+        }
+    }
+
+    /// A string without escapes or control characters, as valid UTF-8.
+    fn plain_str(&mut self) -> Option<&'a str> {
+        self.lit(b"\"")?;
+        let start = self.i;
+        let len = self.b[start..]
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if self.b[start + len] != b'"' {
+            return None;
+        }
+        self.i = start + len + 1;
+        std::str::from_utf8(&self.b[start..start + len]).ok()
+    }
+
+    /// A tag's name and its closing quote.
+    fn tag(&mut self) -> Option<&'a [u8]> {
+        let start = self.i;
+        let len = self.b[start..].iter().position(|&c| c == b'"')?;
+        self.i = start + len + 1;
+        Some(&self.b[start..start + len])
+    }
+}
+
+/// The message of a canonical frame of a kind [`encode`] writes; `None` for anything else.
+pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
+    let mut c = In { b: bytes, i: 0 };
+    c.lit(b"{\"v\":1,\"m\":{\"t\":\"")?;
+    let message = match c.tag()? {
+        b"notify" => Message::Notify,
+        b"bye" => Message::Bye,
+        b"keep" => Message::Keep,
+        b"close" => Message::Close,
+        b"hello" => {
+            c.lit(b",\"c\":{\"joined\":")?;
+            let joined = if c.eat(b"true") {
+                true
+            } else {
+                c.lit(b"false")?;
+                false
+            };
+            c.lit(b"}")?;
+            Message::Hello { joined }
+        }
+        tag @ (b"ping" | b"pong" | b"get_neighbors") => {
+            c.lit(b",\"c\":{\"nonce\":")?;
+            let nonce = c.num()?;
+            c.lit(b"}")?;
+            match tag {
+                b"ping" => Message::Ping { nonce },
+                b"pong" => Message::Pong { nonce },
+                _ => Message::GetNeighbors { nonce },
+            }
+        }
+        b"neighbors" => {
+            c.lit(b",\"c\":{\"nonce\":")?;
+            let nonce = c.num()?;
+            c.lit(b",\"pred\":")?;
+            let pred = c.opt_id()?;
+            c.lit(b",\"succs\":")?;
+            let succs = c.ids()?;
+            let preds = if c.eat(b",\"preds\":") {
+                let preds = c.ids()?;
+                if preds.is_empty() {
+                    return None; // serde_json never writes an empty `preds`
+                }
+                preds
+            } else {
+                Vec::new()
+            };
+            c.lit(b"}")?;
+            Message::Neighbors {
+                nonce,
+                pred,
+                succs,
+                preds,
+            }
+        }
+        b"route" => {
+            c.lit(b",\"c\":{\"dest\":{\"k\":\"")?;
+            let dest = match c.tag()? {
+                b"owner" => {
+                    c.lit(b",\"c\":{\"key\":")?;
+                    Dest::Owner { key: c.id()? }
+                }
+                b"peer" => {
+                    c.lit(b",\"c\":{\"id\":")?;
+                    let id = c.id()?;
+                    let via = if c.eat(b",\"via\":") {
+                        Some(c.id()?)
+                    } else {
+                        None
+                    };
+                    Dest::Peer { id, via }
+                }
+                _ => return None,
+            };
+            c.lit(b"}},\"origin\":")?;
+            let origin = c.id()?;
+            let origin_via = if c.eat(b",\"origin_via\":") {
+                Some(c.id()?)
+            } else {
+                None
+            };
+            c.lit(b",\"hops\":")?;
+            let hops = c.u8()?;
+            c.lit(b",\"body\":{\"b\":\"")?;
+            let body = match c.tag()? {
+                b"find_successor" => {
+                    c.lit(b",\"c\":{\"op\":")?;
+                    Body::FindSuccessor { op: c.num()? }
+                }
+                b"found_successor" => {
+                    c.lit(b",\"c\":{\"op\":")?;
+                    let op = c.num()?;
+                    c.lit(b",\"owner\":")?;
+                    let owner = c.id()?;
+                    c.lit(b",\"hops\":")?;
+                    let hops = c.u8()?;
+                    Body::FoundSuccessor { op, owner, hops }
+                }
+                b"signal" => {
+                    c.lit(b",\"c\":{\"payload\":")?;
+                    Body::Signal {
+                        payload: c.plain_str()?.to_string(),
+                    }
+                }
+                _ => return None,
+            };
+            c.lit(b"}}}")?;
+            Message::Route(Routed {
+                dest,
+                origin,
+                origin_via,
+                hops,
+                body,
+            })
+        }
+        _ => return None,
+    };
+    c.lit(b"}}")?;
+    (c.i == bytes.len()).then_some(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn ids(rng: &mut Rng, max: u64) -> Vec<Id> {
+        (0..rng.below(max + 1)).map(|_| id(rng)).collect()
+    }
+
+    fn id(rng: &mut Rng) -> Id {
+        // Small and large values: one digit, leading digits, u32::MAX.
+        Id(match rng.below(4) {
+            0 => rng.below(10) as u32,
+            1 => u32::MAX,
+            _ => rng.next_u32(),
+        })
+    }
+
+    fn num(rng: &mut Rng) -> u64 {
+        match rng.below(4) {
+            0 => rng.below(10),
+            1 => u64::MAX,
+            _ => rng.next_u64() >> rng.below(64),
+        }
+    }
+
+    fn opt(rng: &mut Rng) -> Option<Id> {
+        rng.chance(0.5).then(|| id(rng))
+    }
+
+    fn payload(rng: &mut Rng) -> String {
+        let pool = [
+            "offer",
+            "answer",
+            "",
+            "é ü ∑ 🎉",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "nl\n",
+            "\u{7f}",
+            "\u{1}",
+        ];
+        pool[rng.below(pool.len() as u64) as usize].to_string()
+    }
+
+    fn message(rng: &mut Rng) -> Message {
+        match rng.below(12) {
+            0 => Message::Hello {
+                joined: rng.chance(0.5),
+            },
+            1 => Message::Ping { nonce: num(rng) },
+            2 => Message::Pong { nonce: num(rng) },
+            3 => Message::GetNeighbors { nonce: num(rng) },
+            4 => Message::Neighbors {
+                nonce: num(rng),
+                pred: opt(rng),
+                succs: ids(rng, 8),
+                preds: ids(rng, 3),
+            },
+            5 => Message::Notify,
+            6 => Message::Bye,
+            7 => Message::Keep,
+            8 => Message::Close,
+            _ => Message::Route(Routed {
+                dest: if rng.chance(0.5) {
+                    Dest::Owner { key: id(rng) }
+                } else {
+                    Dest::Peer {
+                        id: id(rng),
+                        via: opt(rng),
+                    }
+                },
+                origin: id(rng),
+                origin_via: opt(rng),
+                hops: rng.below(256) as u8,
+                body: match rng.below(4) {
+                    0 => Body::FindSuccessor { op: num(rng) },
+                    1 => Body::FoundSuccessor {
+                        op: num(rng),
+                        owner: id(rng),
+                        hops: rng.below(256) as u8,
+                    },
+                    2 => Body::Signal {
+                        payload: payload(rng),
+                    },
+                    _ => Body::GetView { op: num(rng) },
+                },
+            }),
+        }
+    }
+
+    fn serde_encode(m: &Message) -> Vec<u8> {
+        serde_json::to_vec(&super::super::FrameOut {
+            v: PROTOCOL_VERSION,
+            m,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn encode_writes_what_serde_json_writes_and_decode_reads_it_back() {
+        let mut rng = Rng::new(7);
+        let mut covered = 0;
+        for _ in 0..20_000 {
+            let m = message(&mut rng);
+            let canonical = serde_encode(&m);
+            match encode(&m) {
+                Some(bytes) => {
+                    assert_eq!(
+                        String::from_utf8_lossy(&bytes),
+                        String::from_utf8_lossy(&canonical)
+                    );
+                    covered += 1;
+                    assert_eq!(decode(&canonical).as_ref(), Some(&m), "{m:?}");
+                }
+                None => assert_eq!(decode(&canonical), None, "{m:?}"),
+            }
+            // The public codec round-trips whichever path it takes.
+            assert_eq!(super::super::decode(&canonical), Ok(m));
+        }
+        assert!(covered > 15_000, "{covered}");
+    }
+
+    #[test]
+    fn decode_leaves_non_canonical_frames_to_serde_json() {
+        for frame in [
+            r#"{"v":1,"m":{"t":"ping","c":{"nonce":01}}}"#,
+            r#"{"v":1,"m":{"t":"ping","c":{"nonce":1.0}}}"#,
+            r#"{"v":1,"m":{"t":"ping","c":{"nonce":1e2}}}"#,
+            r#"{"v":1,"m":{"t":"ping","c":{"nonce":-1}}}"#,
+            r#"{"v":1,"m":{"t":"ping","c":{"nonce":18446744073709551616}}}"#,
+            r#"{"v":1,"m":{"t":"ping", "c":{"nonce":1}}}"#,
+            r#"{"v":1,"m":{"c":{"nonce":1},"t":"ping"}}"#,
+            r#"{"v":1,"m":{"t":"ping","c":{"nonce":1}}} "#,
+            r#"{"v":1,"m":{"t":"ping","c":{"nonce":1}}}x"#,
+            r#"{"v":1,"m":{"t":"ping","c":{"nonce":1}}"#,
+            r#"{"v":2,"m":{"t":"notify"}}"#,
+            r#"{"v":1,"m":{"t":"notify","c":null}}"#,
+            r#"{"v":1,"m":{"t":"neighbors","c":{"nonce":1,"pred":null,"succs":[],"preds":[]}}}"#,
+            r#"{"v":1,"m":{"t":"neighbors","c":{"nonce":1,"pred":4294967296,"succs":[]}}}"#,
+            r#"{"v":1,"m":{"t":"neighbors","c":{"nonce":1,"pred":null,"succs":[1,]}}}"#,
+            r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"owner","c":{"key":1}},"origin":2,"origin_via":null,"hops":0,"body":{"b":"find_successor","c":{"op":1}}}}}"#,
+            r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"owner","c":{"key":1}},"origin":2,"hops":256,"body":{"b":"find_successor","c":{"op":1}}}}}"#,
+            r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"peer","c":{"id":1}},"origin":2,"hops":0,"body":{"b":"signal","c":{"payload":"a\nb"}}}}}"#,
+            r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"peer","c":{"id":1}},"origin":2,"hops":0,"body":{"b":"signal","c":{"payload":"a\u0041"}}}}}"#,
+        ] {
+            assert_eq!(decode(frame.as_bytes()), None, "{frame}");
+        }
+        // Invalid UTF-8 in a string.
+        let mut frame = br#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"peer","c":{"id":1}},"origin":2,"hops":0,"body":{"b":"signal","c":{"payload":"#.to_vec();
+        frame.extend_from_slice(b"\"\xff\"}}}}}");
+        assert_eq!(decode(&frame), None);
+        // A list longer than the limit is refused by the public codec, as before.
+        let long = (0..=MAX_LIST_LEN)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>();
+        let frame = format!(
+            r#"{{"v":1,"m":{{"t":"neighbors","c":{{"nonce":1,"pred":null,"succs":[{}]}}}}}}"#,
+            long.join(",")
+        );
+        assert_eq!(decode(frame.as_bytes()), None);
+        assert!(matches!(
+            super::super::decode(frame.as_bytes()),
+            Err(super::super::DecodeError::ListTooLong { .. })
+        ));
+    }
+}
