@@ -46,6 +46,7 @@ pub mod rng;
 pub mod routing;
 pub mod signal_path;
 pub mod store;
+mod timers;
 pub mod value;
 pub mod walk;
 pub mod wire;

@@ -38,6 +38,7 @@ use crate::ring::{Changed, RingState};
 use crate::rng::Rng;
 use crate::routing;
 use crate::store::{Entry, LimitError, Limits, RingRange, Store};
+use crate::timers::{Timer, TimerTable};
 use crate::wire::{self, Body, DecodeError, Dest, Message, Routed};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -473,14 +474,9 @@ pub struct Node {
     pub(crate) parked: Vec<Parked>,
     pub(crate) next_req: u64,
     flooder: Flooder,
-    next_anti_entropy: Time,
+    timers: TimerTable,
     anti_entropy_interval: u64,
     anti_entropy_cursor: usize,
-    next_stabilize: Time,
-    next_heartbeat: Time,
-    next_fix: Time,
-    next_probe: Time,
-    next_self_check: Time,
     self_check_interval: u64,
     fix_interval: u64,
     stabilize_interval: u64,
@@ -586,7 +582,7 @@ impl Node {
             parked: Vec::new(),
             next_req: 1,
             flooder: Flooder::new(config.flood),
-            next_anti_entropy: Time::MAX,
+            timers: TimerTable::default(),
             anti_entropy_interval: config.anti_entropy_min_interval_ms,
             anti_entropy_cursor: 0,
             id,
@@ -604,11 +600,6 @@ impl Node {
             next_op: first_op,
             out: VecDeque::new(),
             metrics: Metrics::default(),
-            next_stabilize: Time::MAX,
-            next_heartbeat: Time::MAX,
-            next_fix: Time::MAX,
-            next_probe: Time::MAX,
-            next_self_check: Time::MAX,
             self_check_interval: 0,
             sweep: None,
             stabilize_nonce: 0,
@@ -765,7 +756,8 @@ impl Node {
             past_self: false,
             deadline: now + 2 * self.config.op_timeout_ms,
         };
-        self.next_heartbeat = now + self.config.heartbeat_interval_ms;
+        self.timers
+            .set(Timer::Heartbeat, now + self.config.heartbeat_interval_ms);
         if self.links.is_up(bootstrap) {
             self.start_join_lookup();
         } else {
@@ -853,15 +845,15 @@ impl Node {
 
     pub(crate) fn reset_anti_entropy(&mut self) {
         self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
-        self.next_anti_entropy = self
-            .next_anti_entropy
-            .min(self.now + self.anti_entropy_interval);
+        self.timers
+            .set_earlier(Timer::AntiEntropy, self.now + self.anti_entropy_interval);
     }
 
     /// Opens one anti-entropy round over this node's primary range `(predecessor, self]` with
     /// the next of the successors that replicate it (round-robin).
     fn anti_entropy_round(&mut self) {
-        self.next_anti_entropy = self.now + self.anti_entropy_interval;
+        self.timers
+            .set(Timer::AntiEntropy, self.now + self.anti_entropy_interval);
         // Rounds that find everything in sync slow the pace (see `on_sync`).
         self.anti_entropy_interval =
             (self.anti_entropy_interval * 2).min(self.config.anti_entropy_max_interval_ms);
@@ -871,7 +863,8 @@ impl Node {
                 // is growing and its new replica must get it soon (its other copies may be
                 // failing too), so keep the fast pace until a predecessor is known.
                 self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
-                self.next_anti_entropy = self.now + SETTLE_ROUND_MS;
+                self.timers
+                    .set(Timer::AntiEntropy, self.now + SETTLE_ROUND_MS);
             }
             return;
         };
@@ -906,7 +899,8 @@ impl Node {
         self.anti_entropy_cursor = self.anti_entropy_cursor.wrapping_add(1);
         if unsettled.is_some() || !self.own_settled {
             self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
-            self.next_anti_entropy = self.now + SETTLE_ROUND_MS;
+            self.timers
+                .set(Timer::AntiEntropy, self.now + SETTLE_ROUND_MS);
         }
         if !self.links.is_up(target) {
             return;
@@ -990,7 +984,8 @@ impl Node {
     fn repair_soon(&mut self) {
         if self.is_joined() {
             self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
-            self.next_anti_entropy = self.next_anti_entropy.min(self.now + SETTLE_ROUND_MS);
+            self.timers
+                .set_earlier(Timer::AntiEntropy, self.now + SETTLE_ROUND_MS);
         }
     }
 
@@ -1075,12 +1070,7 @@ impl Node {
         }
         self.ring.clear();
         self.phase = Phase::Left;
-        self.next_stabilize = Time::MAX;
-        self.next_fix = Time::MAX;
-        self.next_heartbeat = Time::MAX;
-        self.next_probe = Time::MAX;
-        self.next_self_check = Time::MAX;
-        self.next_anti_entropy = Time::MAX;
+        self.timers.stop_all();
         self.done(op, Ok(OpOutcome::Left));
         op
     }
@@ -1106,13 +1096,7 @@ impl Node {
 
     /// When the node next needs `Input::Timeout` (`Time::MAX`: never).
     pub fn next_timeout(&self) -> Time {
-        let mut t = self
-            .next_stabilize
-            .min(self.next_heartbeat)
-            .min(self.next_fix)
-            .min(self.next_probe)
-            .min(self.next_self_check);
-        t = t.min(self.op_timers.earliest());
+        let mut t = self.timers.next().min(self.op_timers.earliest());
         if let Phase::Joining { deadline, .. } = self.phase {
             t = t.min(deadline);
         }
@@ -1132,7 +1116,7 @@ impl Node {
         if let Some(at) = self.flooder.next_timeout() {
             t = t.min(at);
         }
-        t.min(self.next_anti_entropy)
+        t
     }
 
     pub(crate) fn advance(&mut self, now: Time) {
@@ -1169,7 +1153,7 @@ impl Node {
                 self.start_join_lookup();
             }
         } else if self.is_joined() && peer == self.ring.successor() {
-            self.next_stabilize = self.now;
+            self.timers.set(Timer::Stabilize, self.now);
         }
     }
 
@@ -1318,16 +1302,18 @@ impl Node {
         {
             self.abort_join(op, OpError::JoinTimeout { bootstrap });
         }
-        if now >= self.next_heartbeat {
-            self.next_heartbeat = now + self.config.heartbeat_interval_ms;
+        if self.timers.is_due(Timer::Heartbeat, now) {
+            self.timers
+                .set(Timer::Heartbeat, now + self.config.heartbeat_interval_ms);
             self.heartbeat();
         }
-        if now >= self.next_stabilize {
-            self.next_stabilize = now + self.stabilize_interval;
+        if self.timers.is_due(Timer::Stabilize, now) {
+            self.timers
+                .set(Timer::Stabilize, now + self.stabilize_interval);
             self.stabilize();
         }
-        if now >= self.next_fix {
-            self.next_fix = Time::MAX;
+        if self.timers.is_due(Timer::FixFingers, now) {
+            self.timers.stop(Timer::FixFingers);
             if self.sweep.is_none() {
                 self.sweep = Some(Sweep {
                     next: 0,
@@ -1337,8 +1323,9 @@ impl Node {
                 self.continue_sweep();
             }
         }
-        if now >= self.next_self_check {
-            self.next_self_check = now + self.self_check_interval;
+        if self.timers.is_due(Timer::SelfCheck, now) {
+            self.timers
+                .set(Timer::SelfCheck, now + self.self_check_interval);
             // Quiet checks slow down; a mismatch or a ring change resets the pace.
             self.self_check_interval =
                 (self.self_check_interval * 2).min(self.config.self_check_max_interval_ms);
@@ -1352,14 +1339,15 @@ impl Node {
         self.reask_fresh();
         self.expire_coordinations();
         self.election_timeouts();
-        if now >= self.next_anti_entropy {
+        if self.timers.is_due(Timer::AntiEntropy, now) {
             self.anti_entropy_round();
         }
         for (op, result) in self.flooder.poll_done(now) {
             self.done(OpId(op), Ok(OpOutcome::Flooded(result)));
         }
-        if now >= self.next_probe {
-            self.next_probe = now + self.config.probe_interval_ms;
+        if self.timers.is_due(Timer::Probe, now) {
+            self.timers
+                .set(Timer::Probe, now + self.config.probe_interval_ms);
             self.probe_lost_peer();
         }
         // `earliest` first: most timeouts are not an operation's, and it spares a B-tree walk.
@@ -1401,14 +1389,16 @@ impl Node {
         self.pred_settled = false;
         self.successors_known = self.ring.successors().is_empty();
         let now = self.now;
-        self.next_stabilize = now;
-        self.next_fix = now;
-        self.next_heartbeat = now + self.config.heartbeat_interval_ms;
-        self.next_probe = if self.config.probe_interval_ms > 0 {
+        self.timers.set(Timer::Stabilize, now);
+        self.timers.set(Timer::FixFingers, now);
+        self.timers
+            .set(Timer::Heartbeat, now + self.config.heartbeat_interval_ms);
+        let probe = if self.config.probe_interval_ms > 0 {
             now + self.config.probe_interval_ms
         } else {
             Time::MAX
         };
+        self.timers.set(Timer::Probe, probe);
         self.fix_interval = self.config.fix_fingers_min_interval_ms;
         self.reset_self_check();
         self.reset_anti_entropy();
@@ -1771,7 +1761,8 @@ impl Node {
             self.reset_self_check();
             self.reset_anti_entropy();
             self.stabilize_interval = self.config.stabilize_interval_ms;
-            self.next_stabilize = self.next_stabilize.min(self.now + self.stabilize_interval);
+            self.timers
+                .set_earlier(Timer::Stabilize, self.now + self.stabilize_interval);
         }
     }
 
@@ -1785,7 +1776,8 @@ impl Node {
                 } else {
                     (self.fix_interval * 2).min(self.config.fix_fingers_max_interval_ms)
                 };
-                self.next_fix = self.now + self.fix_interval;
+                self.timers
+                    .set(Timer::FixFingers, self.now + self.fix_interval);
                 let wanted = self.ring.pointed_peers().to_vec();
                 for peer in wanted {
                     self.ensure_link(peer, false);
@@ -1851,9 +1843,8 @@ impl Node {
     fn reset_self_check(&mut self) {
         self.self_check_interval = self.config.self_check_min_interval_ms;
         if self.config.self_check_min_interval_ms > 0 {
-            self.next_self_check = self
-                .next_self_check
-                .min(self.now + self.self_check_interval);
+            self.timers
+                .set_earlier(Timer::SelfCheck, self.now + self.self_check_interval);
         }
     }
 
