@@ -5,7 +5,7 @@
 //! The binaries are looked up next to the running executable (`target/<profile>`, where
 //! `cargo build`/`cargo test --workspace` put them), or in `CHORD_KV_BIN_DIR`.
 
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -221,6 +221,68 @@ fn dechunk(body: &str) -> String {
     out
 }
 
+/// One keep-alive HTTP/1.1 connection: every request reuses the socket (the client of a
+/// serious user, and the way to measure what a request itself costs). Bodies must come with a
+/// `Content-Length`, as the peers' JSON answers do.
+#[derive(Debug)]
+pub struct KeepAlive {
+    reader: BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    pub fn connect(port: u16) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Ok(Self {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends one request and reads its whole answer: `(status, body)`.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let body = body.unwrap_or("");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.reader.get_mut().write_all(request.as_bytes())?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("no status line"))?;
+        let mut length = None;
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(bad("connection closed in the headers"));
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse::<usize>().ok();
+            }
+        }
+        let mut answer = vec![0; length.ok_or_else(|| bad("no content-length"))?];
+        self.reader.read_exact(&mut answer)?;
+        Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+    }
+}
+
 /// `http` + JSON parse.
 pub fn json(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u16, Value)> {
     let (status, text) = http(port, method, path, body)?;
@@ -375,7 +437,9 @@ fn get_request(port: u16, key: &str) -> Option<Option<String>> {
 
 /// The original harness's workload through one entry peer: `ops` sequential puts of distinct
 /// keys, `ops` sequential gets of them (checked), then `clients` threads doing puts and gets
-/// of their own keys at once. One TCP connection per request, as the original's client did.
+/// of their own keys at once. One TCP connection per request, as the original's client did;
+/// plus the same sequential puts and gets through one keep-alive connection, beside the HTTP
+/// floor measured on that connection (`keep_alive_rows`).
 /// With `CHORD_KV_TRACE_SLOW` set, puts slower than 100 ms are named on stderr.
 pub fn scale_workload(ring: &LiveRing, ops: usize, clients: usize) -> Vec<ScaleRow> {
     let entry = ring.peers[0].0.port;
@@ -430,6 +494,8 @@ pub fn scale_workload(ring: &LiveRing, ops: usize, clients: usize) -> Vec<ScaleR
         correct,
         wrong,
     ));
+
+    rows.extend(keep_alive_rows(entry, nodes, ops));
 
     let started = Instant::now();
     let per_client = ops.div_ceil(clients);
@@ -541,6 +607,64 @@ pub fn put_workload(ring: &LiveRing, ops: usize, clients: usize) -> Vec<ScaleRow
         0,
     );
     vec![sequential, concurrent]
+}
+
+/// Sequential requests through one keep-alive connection: the floor (`GET /ring`, which does no
+/// ring work), then puts and gets of fresh keys. Phases `floor-keepalive`, `put-keepalive`,
+/// `get-keepalive`; the ratios of their p50s are what a request costs above its HTTP carrier.
+fn keep_alive_rows(entry: u16, nodes: usize, ops: usize) -> Vec<ScaleRow> {
+    let Ok(mut client) = KeepAlive::connect(entry) else {
+        return Vec::new();
+    };
+    let mut rows = Vec::new();
+    let mut phase = |name: &str,
+                     rows: &mut Vec<ScaleRow>,
+                     f: &mut dyn FnMut(&mut KeepAlive, usize) -> Option<bool>| {
+        let mut latencies = Vec::with_capacity(ops);
+        let (mut failed, mut correct, mut wrong) = (0, 0, 0);
+        let started = Instant::now();
+        for k in 0..ops {
+            let t = Instant::now();
+            match f(&mut client, k) {
+                Some(true) => correct += 1,
+                Some(false) => wrong += 1,
+                None => failed += 1,
+            }
+            latencies.push(t.elapsed());
+        }
+        let reads = if name.starts_with("get") {
+            (correct, wrong)
+        } else {
+            (0, 0)
+        };
+        rows.push(summarize(
+            name,
+            nodes,
+            1,
+            &mut latencies,
+            started,
+            failed,
+            reads.0,
+            reads.1,
+        ));
+    };
+    phase("floor-keepalive", &mut rows, &mut |c, _| {
+        c.request("GET", "/ring", None).ok().map(|(s, _)| s == 200)
+    });
+    phase("put-keepalive", &mut rows, &mut |c, k| {
+        let body = format!(r#"{{"key":"ka-{k}","value":"v{k}","writer_id":"live"}}"#);
+        let (s, v) = c.request("POST", "/put", Some(&body)).ok()?;
+        (s == 200)
+            .then_some(true)
+            .filter(|_| v.contains("\"ok\":true"))
+    });
+    phase("get-keepalive", &mut rows, &mut |c, k| {
+        let body = format!(r#"{{"key":"ka-{k}"}}"#);
+        let (s, v) = c.request("POST", "/get", Some(&body)).ok()?;
+        let v: Value = serde_json::from_str(&v).ok()?;
+        (s == 200).then(|| v["value"].as_str() == Some(&format!("v{k}")))
+    });
+    rows
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -688,6 +688,19 @@ fn run_scale(cli: &Cli) -> anyhow::Result<()> {
             ])
         );
     }
+    let p50 = |phase: &str| rows.iter().find(|r| r.phase == phase).map(|r| r.p50_ms);
+    if let (Some(floor), Some(put), Some(get)) = (
+        p50("floor-keepalive"),
+        p50("put-keepalive"),
+        p50("get-keepalive"),
+    ) {
+        println!(
+            "over one keep-alive connection: the HTTP floor (GET /ring, no ring work) p50 {floor:.3} ms; \
+             put p50 = {:.2} x the floor, get p50 = {:.2} x the floor",
+            put / floor.max(1e-9),
+            get / floor.max(1e-9)
+        );
+    }
     println!(
         "baseline (original Python, same workload on this machine, from the issue): puts 35-49 ops/s \
          (median 16-29 ms, p99 40-78 ms), gets 37-53 ops/s (median 15-28 ms), 8 clients 65-111 ops/s"
