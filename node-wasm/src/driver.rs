@@ -743,10 +743,19 @@ impl Driver {
     pub fn send_signal(&mut self, peer: u32, payload: String) {
         let any_open = self.links.any_open();
         let has_remote = self.introducer.is_some();
-        match (
-            self.paths.choose(Id(peer), any_open, has_remote),
-            &self.introducer,
-        ) {
+        let path = self.paths.choose(Id(peer), any_open, has_remote);
+        self.send_signal_by(path, peer, payload);
+    }
+
+    /// Sends an offer again for want of an answer, the way [`SignalPaths::choose_retry`] says.
+    pub fn send_signal_retry(&mut self, peer: u32, payload: String) {
+        let has_remote = self.introducer.is_some();
+        let path = self.paths.choose_retry(Id(peer), has_remote);
+        self.send_signal_by(path, peer, payload);
+    }
+
+    fn send_signal_by(&mut self, path: SignalPath, peer: u32, payload: String) {
+        match (path, &self.introducer) {
             (SignalPath::Remote, Some(introducer)) => {
                 introducer.send(&ClientMessage::Signal {
                     to: SigPeer::new(peer),
@@ -774,27 +783,6 @@ impl Driver {
         }
         if let Some(reply) = outcome.reply {
             self.send_signal(peer, reply);
-        }
-    }
-
-    /// Sends an offer again for want of an answer, the way [`SignalPaths::choose_retry`] says.
-    pub fn send_signal_retry(&mut self, peer: u32, payload: String) {
-        let has_remote = self.introducer.is_some();
-        match (
-            self.paths.choose_retry(Id(peer), has_remote),
-            &self.introducer,
-        ) {
-            (SignalPath::Remote, Some(introducer)) => {
-                introducer.send(&ClientMessage::Signal {
-                    to: SigPeer::new(peer),
-                    payload,
-                });
-            }
-            _ => {
-                let now = self.now();
-                let op = self.node.signal(Id(peer), payload.clone(), now);
-                self.paths.sent_through_ring(op, Id(peer), payload);
-            }
         }
     }
 
