@@ -142,11 +142,11 @@ enum Ev {
         to: Id,
         payload: String,
     },
-    /// The link negotiated with local description `sdp` should be open by now.
+    /// The link attempt `attempt` (its local description's number) should be open by now.
     ConnectTimeout {
         a: Id,
         b: Id,
-        sdp: String,
+        attempt: u64,
     },
     ConnectFailed {
         a: Id,
@@ -247,6 +247,8 @@ struct SimLink {
     remote_offer: Option<String>,
     /// This side's own description (an offer or an answer), naming this attempt.
     sdp: String,
+    /// The description's number (what a connect timeout refers to).
+    attempt: u64,
 }
 
 impl SimLink {
@@ -963,12 +965,12 @@ impl Sim {
                     self.on_signal(to, from, &payload, true);
                 }
             }
-            Ev::ConnectTimeout { a, b, sdp } => {
+            Ev::ConnectTimeout { a, b, attempt } => {
                 let stuck = self
                     .nodes
                     .get(&a)
                     .and_then(|n| n.rtc.get(&b))
-                    .is_some_and(|l| l.sdp == sdp && !l.open);
+                    .is_some_and(|l| l.attempt == attempt && !l.open);
                 if stuck {
                     self.connect_failed(a, b);
                 }
@@ -1007,6 +1009,7 @@ impl Sim {
                         answered: true,
                         remote_offer: None,
                         sdp: String::new(),
+                        attempt: 0,
                     });
                     link.open = true;
                 }
@@ -1155,7 +1158,7 @@ impl Sim {
         if self.nodes.get(&a).is_none_or(|n| n.rtc.contains_key(&b)) {
             return;
         }
-        let sdp = self.description("offer", a, b);
+        let (attempt, sdp) = self.description('o');
         if let Some(n) = self.nodes.get_mut(&a) {
             n.rtc.insert(
                 b,
@@ -1165,17 +1168,14 @@ impl Sim {
                     answered: false,
                     remote_offer: None,
                     sdp: sdp.clone(),
+                    attempt,
                 },
             );
         }
         let now = self.now;
         self.schedule(
             now + self.cfg.connect_timeout_ms,
-            Ev::ConnectTimeout {
-                a,
-                b,
-                sdp: sdp.clone(),
-            },
+            Ev::ConnectTimeout { a, b, attempt },
         );
         self.schedule(now + self.cfg.signal_timeout_ms, Ev::SignalTimeout { a, b });
         if let Some(n) = self.nodes.get_mut(&a) {
@@ -1183,10 +1183,11 @@ impl Sim {
         }
     }
 
-    /// A fresh session description (unique, as real SDP with its ICE credentials is).
-    fn description(&mut self, kind: &str, from: Id, to: Id) -> String {
+    /// A fresh session description, unique as real SDP with its ICE credentials is (its
+    /// content means nothing else here), and its number.
+    fn description(&mut self, kind: char) -> (u64, String) {
         self.descriptions += 1;
-        format!("sim {kind} {from}->{to} #{}", self.descriptions)
+        (self.descriptions, format!("{kind}{}", self.descriptions))
     }
 
     /// Sends a payload from `me` to `to` through the introducer, or through the ring (only
@@ -1260,7 +1261,7 @@ impl Sim {
                         }
                     }
                 }
-                let answer = self.description("answer", me, from);
+                let (attempt, answer) = self.description('a');
                 if let Some(n) = self.nodes.get_mut(&me) {
                     n.rtc.insert(
                         from,
@@ -1270,6 +1271,7 @@ impl Sim {
                             answered: false,
                             remote_offer: Some(sdp),
                             sdp: answer.clone(),
+                            attempt,
                         },
                     );
                 }
@@ -1278,7 +1280,7 @@ impl Sim {
                     Ev::ConnectTimeout {
                         a: me,
                         b: from,
-                        sdp: answer.clone(),
+                        attempt,
                     },
                 );
                 // The answer goes back the way the offer came.
