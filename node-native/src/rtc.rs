@@ -26,9 +26,11 @@
 //!   the browser peer and the simulator apply: glare is won by the lower id ("perfect
 //!   negotiation" with the lower id as the impolite peer; the higher side drops its own attempt
 //!   silently, no `Closed`); an offer for a peer we hold a link with replaces that link (with
-//!   `Closed` if it was open), except on the lower-id side holding an open link it offered, and
-//!   except for the very offer the current answerer link answers. Ignored offers are counted in
-//!   [`RtcStats::ignored_signals`].
+//!   `Closed` if it was open), except on the lower-id side holding an open link it offered
+//!   (ignored); the very offer the current answerer link answers is answered again while that
+//!   link is not open ([`RtcStats::reanswers`]) and ignored once it is. Ignored offers are
+//!   counted in [`RtcStats::ignored_signals`]. An offer with no answer goes again every
+//!   `OFFER_RETRY_MS` ([`RtcEvent::Signal`] with `retry`, [`RtcStats::offer_retries`]).
 //! - **Timeout.** A link that has not opened within [`RtcConfig::connect_timeout`] is closed and
 //!   reported as `Closed`.
 //!
@@ -874,7 +876,7 @@ impl Supervisor {
                 }
                 () = tokio::time::sleep_until(retry_at.unwrap_or(deadline)), if retry_at.is_some() => {
                     let Some((at, payload)) = retry.take() else { continue };
-                    if self.is_open() || !self.is_current() {
+                    if self.is_open() || !self.is_current_unanswered() {
                         continue;
                     }
                     self.inner.counters.offer_retries.fetch_add(1, Ordering::Relaxed);
@@ -945,12 +947,13 @@ impl Supervisor {
             .is_some_and(|link| link.id == self.id && link.outbound.is_some())
     }
 
-    /// Whether this link is still the current one for its peer.
-    fn is_current(&self) -> bool {
+    /// Whether this link is still the current one for its peer and has no answer yet (one may
+    /// have been accepted while its `RemoteAnswer` is still queued for this task).
+    fn is_current_unanswered(&self) -> bool {
         self.inner
             .lock_links()
             .get(&self.peer)
-            .is_some_and(|link| link.id == self.id)
+            .is_some_and(|link| link.id == self.id && !link.answered)
     }
 
     /// Signals the local description; returns its payload.

@@ -780,6 +780,8 @@ impl Driver {
         let outcome = self.links.on_signal(&shared, peer, payload);
         if outcome.replaced_open {
             self.link_closed(peer, true, "replaced by a new offer (the peer restarted)");
+            // Closing forgot the peer's path; the answer to its new offer goes back its way.
+            self.paths.heard(Id(peer), path);
         }
         if let Some(reply) = outcome.reply {
             self.send_signal(peer, reply);

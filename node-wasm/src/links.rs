@@ -8,8 +8,9 @@
 //! - **glare, re-offers, duplicates**: decided by node-core's signalling rules
 //!   (`node_core::peer::signal`), the functions the native peer and the simulator apply too: the
 //!   lower id wins glare; an offer for a peer we hold a link with replaces it (reported down if
-//!   it was open), except on the lower-id side holding an open link it offered and for the very
-//!   offer the current answerer link answers (both counted as ignored);
+//!   it was open), except on the lower-id side holding an open link it offered (ignored); the
+//!   very offer the current answerer link answers is answered again while that link is not
+//!   open, ignored once it is; an offer with no answer goes again every `OFFER_RETRY_MS`;
 //! - a link not open within [`CONNECT_TIMEOUT_MS`] is closed and reported down.
 //!
 //! Every callback carries the link's generation, and acts only if that link is still the

@@ -50,7 +50,8 @@ pub struct SimConfig {
     /// How long a peer takes to notice that a link died (crash, partition).
     pub link_detect_ms: u64,
     /// How long a driver waits for an answer before it sends its offer again through the
-    /// introducer (and again after as long, until the link opens or the connect times out).
+    /// introducer (and again after as long, until the offer is answered or the attempt ends;
+    /// with no introducer to relay it, the attempt fails then).
     pub signal_timeout_ms: u64,
     /// Whether an introducer (signaling server) is reachable.
     pub introducer: bool,
@@ -132,9 +133,11 @@ enum Ev {
         generation: u64,
         notify: [Option<Id>; 2],
     },
+    /// Offer attempt `attempt` of `a` to `b` may need sending again.
     SignalTimeout {
         a: Id,
         b: Id,
+        attempt: u64,
     },
     /// A signalling payload relayed by the introducer.
     Relay {
@@ -940,21 +943,22 @@ impl Sim {
                     }
                 }
             }
-            Ev::SignalTimeout { a, b } => {
+            Ev::SignalTimeout { a, b, attempt } => {
                 // No answer over the ring: the driver asks the introducer to relay its offer.
                 let offer = self
                     .nodes
                     .get(&a)
                     .and_then(|n| n.rtc.get(&b))
                     .and_then(|l| {
-                        (l.role == Role::Offerer && !l.answered && !l.open).then(|| l.sdp.clone())
+                        (l.attempt == attempt && l.role == Role::Offerer && !l.answered && !l.open)
+                            .then(|| l.sdp.clone())
                     });
                 if let Some(sdp) = offer {
                     if self.cfg.introducer && self.alive(b) && self.same_group(a, b) {
                         self.stats.offer_retries += 1;
                         self.relay(a, b, Description::Offer(sdp).encode());
                         let again = self.now + self.cfg.signal_timeout_ms;
-                        self.schedule(again, Ev::SignalTimeout { a, b });
+                        self.schedule(again, Ev::SignalTimeout { a, b, attempt });
                     } else {
                         self.connect_failed(a, b);
                     }
@@ -1177,7 +1181,10 @@ impl Sim {
             now + self.cfg.connect_timeout_ms,
             Ev::ConnectTimeout { a, b, attempt },
         );
-        self.schedule(now + self.cfg.signal_timeout_ms, Ev::SignalTimeout { a, b });
+        self.schedule(
+            now + self.cfg.signal_timeout_ms,
+            Ev::SignalTimeout { a, b, attempt },
+        );
         if let Some(n) = self.nodes.get_mut(&a) {
             n.node.signal(b, Description::Offer(sdp).encode(), now);
         }
