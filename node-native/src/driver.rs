@@ -19,8 +19,10 @@
 //! an earlier run (or the introducer lists nobody else); after [`ALONE_AFTER`] when no
 //! introducer answered and nobody bootstraps through it; while candidates exist (peers an
 //! introducer listed, peers with a session on its own introducer) it keeps joining through
-//! them in turn, for at most 3 x [`ALONE_AFTER`] after start without `--bootstrap` (the ring's
-//! first peer, which the others of a ring restarted at once wait for) or 6 x with it. A ring of one
+//! them in turn (node-core's join plan, `node_core::peer::join`: a failed join is tried again
+//! after its pause, through the next candidate), for at most the plan's patience after start
+//! with `--bootstrap`, or half of it without (the ring's first peer, which the others of a
+//! ring restarted at once wait for). A ring of one
 //! merges when it learns of other peers: every [`MERGE_CHECK`] it looks at the peers its remote
 //! introducer's welcome listed and at the sessions on its own mounted introducer (peers whose
 //! `--bootstrap` is this peer), and joins through one that was there at the previous check too
@@ -50,6 +52,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use node_core::node::{Config, Event, Input, OpError, OpId, OpOutcome, Output};
+use node_core::peer::join::{JOIN_PATIENCE_MS, JOIN_RETRY_MS, JoinPlan, Retry};
 use node_core::signal_path::{SignalOpDone, SignalPath, SignalPaths, SignalStats};
 use node_core::{Id, Node};
 use serde::Serialize;
@@ -228,8 +231,10 @@ struct Driver {
     storage: Option<Storage>,
     /// The join in flight, and the introducer's peer list to pick bootstrap peers from.
     join_op: Option<OpId>,
-    join_candidates: Vec<u32>,
-    join_attempts: usize,
+    /// Whom to join through and when to try again (node-core's join plan).
+    plan: JoinPlan,
+    /// Turn among peers that bootstrap through this one, and among merge candidates.
+    local_turn: usize,
     /// A failed join is tried again (through the next peer of the list) at this time.
     rejoin_at: Option<Instant>,
     /// Not joined by then (no introducer answered, or every join failed): serve as a ring of
@@ -255,7 +260,7 @@ struct Driver {
 }
 
 /// Pause before a failed join is tried again.
-const REJOIN_DELAY: Duration = Duration::from_secs(2);
+const REJOIN_DELAY: Duration = Duration::from_millis(JOIN_RETRY_MS);
 /// A peer given `--bootstrap` that is not joined after this long serves as a ring of one.
 pub const ALONE_AFTER: Duration = Duration::from_secs(10);
 /// How often a ring of one looks for peers to merge with.
@@ -296,8 +301,8 @@ async fn run(
         join_pending: false,
         storage: None,
         join_op: None,
-        join_candidates: Vec::new(),
-        join_attempts: 0,
+        plan: JoinPlan::new(),
+        local_turn: 0,
         rejoin_at: None,
         alone_at: None,
         was_member: false,
@@ -568,8 +573,10 @@ impl Driver {
                     // A member ignores welcomes; a ring of one merges at its next look.
                     return;
                 }
-                self.join_candidates.clone_from(&self.welcome);
-                if self.join_candidates.is_empty() {
+                let me = self.node.id();
+                self.plan
+                    .set_candidates(self.welcome.iter().map(|p| Id(*p)), me, 0);
+                if !self.plan.has_candidates() {
                     // Nobody else is there: this peer starts the ring (and merges later if
                     // others show up).
                     self.serve_alone();
@@ -607,22 +614,24 @@ impl Driver {
         if (self.node.is_joined() && !self.node.is_isolated()) || self.join_op.is_some() {
             return;
         }
-        if self.join_candidates.is_empty() {
+        self.rejoin_at = None;
+        if !self.plan.has_candidates() {
             let local = self.local_candidates();
             // Start the rotation at a place of this peer's own, so restarted peers do not all
             // try the same (perhaps restarting) peer first.
-            let turn = self.join_attempts + self.node.id().0 as usize;
+            let turn = self.local_turn + self.node.id().0 as usize;
             if let Some(through) = local.get(turn % local.len().max(1)) {
-                self.join_attempts += 1;
+                self.local_turn += 1;
                 self.local_peers.insert(*through);
                 tracing::info!(peer = %Id(*through), "joining through a peer that bootstraps through this one");
                 self.join_through(*through);
             }
             return;
         }
-        let bootstrap = self.join_candidates[self.join_attempts % self.join_candidates.len()];
-        self.join_attempts += 1;
-        self.join_through(bootstrap);
+        let now = self.now();
+        if let Some(bootstrap) = self.plan.attempt(now) {
+            self.join_through(bootstrap.0);
+        }
     }
 
     /// Peers with a session on this peer's own introducer (peers whose `--bootstrap` is this
@@ -678,12 +687,13 @@ impl Driver {
         // peer that was restarting, and a join waits up to 2 op timeouts), keep trying them.
         // A peer without --bootstrap, the ring's first peer, gives up sooner: it may be the
         // one every other peer of a ring that restarted at once is waiting for.
+        let patience = Duration::from_millis(JOIN_PATIENCE_MS);
         let patience = if self.has_bootstrap {
-            ALONE_AFTER * 6
+            patience
         } else {
-            ALONE_AFTER * 3
+            patience / 2
         };
-        let candidates = !self.join_candidates.is_empty() || !self.local_candidates().is_empty();
+        let candidates = self.plan.has_candidates() || !self.local_candidates().is_empty();
         if self.join_op.is_some() || (candidates && self.started.elapsed() < patience) {
             self.alone_at = Some(Instant::now() + REJOIN_DELAY);
             if self.join_op.is_none() && self.rejoin_at.is_none() {
@@ -725,8 +735,8 @@ impl Driver {
             }
             return;
         }
-        let through = ready[self.join_attempts % ready.len()];
-        self.join_attempts += 1;
+        let through = ready[self.local_turn % ready.len()];
+        self.local_turn += 1;
         if local.contains(&through) {
             self.local_peers.insert(through);
         }
@@ -747,18 +757,36 @@ impl Driver {
     }
 
     /// A join failed: a peer that was a ring member serves as a ring of one again (and keeps
-    /// looking for peers to merge with); a newcomer tries again shortly, through the next
-    /// candidate, with a fresh welcome once every candidate failed.
+    /// looking for peers to merge with); a newcomer tries again when the join plan says,
+    /// through the next candidate, with a fresh welcome once every candidate failed, and serves
+    /// alone when the plan gives up.
     fn after_failed_join(&mut self) {
         if self.was_member {
+            self.plan.give_up();
             self.serve_alone();
             return;
         }
-        if self.join_attempts >= self.join_candidates.len().max(1) {
-            self.join_attempts = 0;
-            self.refresh_welcome();
+        let now = self.now();
+        match self.plan.failed(now) {
+            Retry::At { at, through } => {
+                let tried = self.plan.attempts();
+                if tried > 0 && tried % self.plan.candidates().len() == 0 {
+                    self.refresh_welcome();
+                }
+                tracing::info!(peer = %through, "join failed; trying again");
+                self.rejoin_at = Some(Instant::now() + Duration::from_millis(at - now));
+            }
+            Retry::GiveUp if !self.plan.has_candidates() => {
+                // Only peers bootstrapping through this one were candidates: keep trying them,
+                // and ask the introducer again.
+                self.refresh_welcome();
+                self.rejoin_at = Some(Instant::now() + Duration::from_millis(JOIN_RETRY_MS));
+            }
+            Retry::GiveUp => {
+                tracing::warn!("no ring joined within the join plan's patience");
+                self.serve_alone();
+            }
         }
-        self.rejoin_at = Some(Instant::now() + REJOIN_DELAY);
     }
 
     fn on_command(&mut self, command: Command, reply: oneshot::Sender<Reply>) {
@@ -904,6 +932,7 @@ impl Driver {
                             self.after_failed_join();
                         }
                         Ok(_) => {
+                            self.plan.joined();
                             self.was_member = true;
                             self.alone_at = None;
                         }
@@ -940,7 +969,9 @@ impl Driver {
                 // Every successor failed: join again (through the members the introducer
                 // named) rather than serve as a ring of one.
                 tracing::warn!("cut off from the ring; joining again");
-                self.rejoin_at = Some(Instant::now() + REJOIN_DELAY);
+                let now = self.now();
+                let at = self.plan.isolated(now).unwrap_or(now + JOIN_RETRY_MS);
+                self.rejoin_at = Some(Instant::now() + Duration::from_millis(at - now));
             }
             Event::LeaderElected { set, leader } => {
                 tracing::debug!(?set, %leader, "leader elected");

@@ -17,7 +17,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::{Rc, Weak};
 
 use futures_channel::oneshot;
-use node_core::node::{Config, Event, Input, OpError, OpId, OpOutcome, Output};
+use node_core::node::{Config, Event, Input, OpId, OpOutcome, Output};
+use node_core::peer::join::{JoinPlan, Retry};
 use node_core::signal_path::{SignalOpDone, SignalPath, SignalPaths};
 use node_core::{Id, Node, Time};
 use serde_json::{Value, json};
@@ -193,9 +194,9 @@ pub struct Driver {
     paths: SignalPaths,
     started: Option<oneshot::Sender<Result<(), StartError>>>,
     join_op: Option<OpId>,
-    /// Ring members the introducer's `welcome` named, tried in turn when a join fails.
-    join_candidates: Vec<u32>,
-    join_attempts: usize,
+    /// Ring members the introducer's `welcome` named, tried in turn when a join fails, and
+    /// when to try again (node-core's join plan).
+    plan: JoinPlan,
     /// Cut off from the ring after start (`Event::Isolated`): joining again, without limit.
     rejoining: bool,
     waiting_welcome: bool,
@@ -223,10 +224,6 @@ impl std::fmt::Debug for Driver {
         write!(f, "Driver({})", self.node.id())
     }
 }
-
-/// Join attempts (through the members the introducer named, in turn) before `start` fails.
-const MAX_JOIN_ATTEMPTS: usize = 3;
-const JOIN_RETRY_DELAY_MS: i32 = 2_000;
 
 pub(crate) async fn sleep_ms(ms: i32) {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
@@ -318,8 +315,7 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
                 paths: SignalPaths::default(),
                 started: Some(started_tx),
                 join_op: None,
-                join_candidates: Vec::new(),
-                join_attempts: 0,
+                plan: JoinPlan::new(),
                 rejoining: false,
                 waiting_welcome: true,
                 timer: None,
@@ -558,6 +554,7 @@ impl Driver {
                     match result {
                         Ok(OpOutcome::Joined { successor }) => {
                             self.rejoining = false;
+                            self.plan.joined();
                             self.emit(
                                 json!({"type": "joined", "successor": successor.to_string()}),
                             );
@@ -568,27 +565,25 @@ impl Driver {
                             format!("unexpected join outcome {other:?}"),
                         ))),
                         // A join through one member can fail for reasons of that member (its
-                        // link to us did not open, it left): try the next one the introducer
-                        // named, a few times, before giving up.
-                        Err(e)
-                            if !matches!(e, OpError::IdInUse { .. })
-                                && (self.join_attempts < MAX_JOIN_ATTEMPTS || self.rejoining)
-                                && !self.join_candidates.is_empty() =>
-                        {
-                            let next = self.join_candidates
-                                [self.join_attempts % self.join_candidates.len()];
-                            self.emit(json!({
-                                "type": "join_retry",
-                                "reason": e.to_string(),
-                                "via": format!("{next:08x}"),
-                            }));
-                            let me = self.me.clone();
-                            spawn_local(async move {
-                                sleep_ms(JOIN_RETRY_DELAY_MS).await;
-                                with_weak(&me, |d, _| d.join_through(next));
-                            });
+                        // link to us did not open, it left, our previous incarnation still
+                        // holds our id): the join plan says when to try the next one the
+                        // introducer named, and when to give up.
+                        Err(e) => {
+                            let now = self.now();
+                            match self.plan.failed(now) {
+                                Retry::At { at, through } => {
+                                    self.emit(json!({
+                                        "type": "join_retry",
+                                        "reason": e.to_string(),
+                                        "via": through.to_string(),
+                                    }));
+                                    self.retry_join_at(at);
+                                }
+                                Retry::GiveUp => {
+                                    self.finish_start(Err(("join_timeout", e.to_string())));
+                                }
+                            }
                         }
-                        Err(e) => self.finish_start(Err(("join_timeout", e.to_string()))),
                     }
                 } else if let Some(tx) = self.pending.remove(&op) {
                     let reply =
@@ -606,15 +601,10 @@ impl Driver {
                 // Every successor failed: join again through the members the introducer
                 // named rather than serve as a ring of one.
                 self.emit(json!({"type": "isolated"}));
-                if !self.join_candidates.is_empty() {
+                let now = self.now();
+                if let Some(at) = self.plan.isolated(now) {
                     self.rejoining = true;
-                    let next =
-                        self.join_candidates[self.join_attempts % self.join_candidates.len()];
-                    let me = self.me.clone();
-                    spawn_local(async move {
-                        sleep_ms(JOIN_RETRY_DELAY_MS).await;
-                        with_weak(&me, |d, _| d.join_through(next));
-                    });
+                    self.retry_join_at(at);
                 }
             }
             Event::PredecessorChanged { predecessor } => {
@@ -837,13 +827,10 @@ impl Driver {
                 }
                 let now = self.now();
                 let me = self.node.id().0;
-                self.join_candidates = peers
-                    .iter()
-                    .map(|p| p.as_u32())
-                    .filter(|p| *p != me)
-                    .collect();
-                match self.join_candidates.first().copied() {
-                    Some(first) => self.join_through(first),
+                self.plan
+                    .set_candidates(peers.iter().map(|p| Id(p.as_u32())), Id(me), 0);
+                match self.plan.attempt(now) {
+                    Some(first) => self.join_through(first.0),
                     None => {
                         self.node.create_ring(now);
                         self.emit(
@@ -875,10 +862,26 @@ impl Driver {
         if self.stopped || !rejoin && (self.node.is_joined() || self.started.is_none()) {
             return;
         }
-        self.join_attempts += 1;
         self.paths.heard(Id(bootstrap), SignalPath::Remote);
         let now = self.now();
         self.join_op = Some(self.node.join(Id(bootstrap), now));
+    }
+
+    /// Arms the join plan's retry for core time `at`; the attempt goes through the candidate
+    /// the plan names then (none if the peer joined meanwhile).
+    fn retry_join_at(&mut self, at: Time) {
+        let wait = at.saturating_sub(self.now());
+        let me = self.me.clone();
+        spawn_local(async move {
+            sleep_ms(i32::try_from(wait).unwrap_or(i32::MAX)).await;
+            with_weak(&me, |d, _| {
+                // A timer is not early, but the clock's rounding may make it look so.
+                let now = d.now().max(at);
+                if let Some(through) = d.plan.due(now) {
+                    d.join_through(through.0);
+                }
+            });
+        });
     }
 
     /// The introducer session ended (or never opened).

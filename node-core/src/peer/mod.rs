@@ -2,7 +2,8 @@
 //! state each on their own, stated once here so that they cannot drift apart.
 //!
 //! So far: the WebRTC signalling rules of [`signal`] (the `{type, sdp}` payload codec and the
-//! offer/answer/glare/re-offer decisions). docs/ARCHITECTURE.md lists what still lives in the
-//! drivers.
+//! offer/answer/glare/re-offer decisions) and the join plan of [`join`] (candidates in turn,
+//! retry pause, patience). docs/ARCHITECTURE.md lists what still lives in the drivers.
 
+pub mod join;
 pub mod signal;

@@ -31,6 +31,7 @@ pub mod history;
 use crate::Time;
 use crate::id::{ID_BITS, Id, successor_in};
 use crate::node::{Config, Event, Input, Node, OpError, OpId, OpOutcome, Output};
+use crate::peer::join::{JOIN_RETRY_MS, JoinPlan, Retry};
 use crate::peer::signal::{self, Description, LinkSnapshot, OfferVerdict, Role};
 use crate::rng::{Rng, splitmix64};
 use crate::store::Entry;
@@ -104,6 +105,11 @@ pub struct SimStats {
     pub reanswers: u64,
     /// Offers sent again through the introducer for want of an answer.
     pub offer_retries: u64,
+    /// Joins started (first attempts and retries), joins that failed, and rounds of attempts
+    /// the join plan gave up (node-core's `peer::join`).
+    pub join_attempts: u64,
+    pub joins_failed: u64,
+    pub joins_given_up: u64,
     pub events: u64,
     /// Frames sent, by message kind (and routed body kind).
     pub by_kind: BTreeMap<String, u64>,
@@ -232,6 +238,11 @@ struct SimNode {
     timer_at: Time,
     join_op: Option<OpId>,
     bootstrap: Option<Id>,
+    /// The driver's join plan, as both drivers keep it (node-core's `peer::join`).
+    plan: JoinPlan,
+    /// A fixed introducer welcome for this node ([`Sim::add_node_via`]); without it each
+    /// attempt's welcome is a fresh pick of one live member.
+    welcome: Option<Vec<Id>>,
     incarnation: u64,
     /// What a durable driver would have on disk: the last `Event::Stored` per key (a crash keeps
     /// it; [`Sim::restart`] throws it away, [`Sim::restart_with_disk`] restores from it).
@@ -420,6 +431,12 @@ impl Sim {
     }
 
     fn add_node_with_disk(&mut self, id: Id, disk: BTreeMap<String, Entry>) {
+        self.insert_node(id, disk);
+        self.start_join(id);
+    }
+
+    /// Puts a fresh incarnation of node `id` in the table, not joined.
+    fn insert_node(&mut self, id: Id, disk: BTreeMap<String, Entry>) {
         let incarnation = self.nodes.get(&id).map_or(0, |n| n.incarnation + 1);
         let mut node = Box::new(Node::new(self.node_config(id, incarnation), id, self.now));
         if !disk.is_empty() {
@@ -434,12 +451,13 @@ impl Sim {
                 timer_at: Time::MAX,
                 join_op: None,
                 bootstrap: None,
+                plan: JoinPlan::new(),
+                welcome: None,
                 incarnation,
                 disk,
                 rtc: BTreeMap::new(),
             },
         );
-        self.start_join(id);
     }
 
     /// The introducer's pick: a random live member on the same side of any partition. Samples
@@ -478,12 +496,24 @@ impl Sim {
     }
 
     fn start_join(&mut self, id: Id) {
-        let member = self.pick_member(id);
-        let members: Vec<Id> = member.into_iter().collect();
         let now = self.now;
         if !self.alive(id) {
             return;
         }
+        if let Some(welcome) = self.nodes.get(&id).and_then(|n| n.welcome.clone()) {
+            // A fixed welcome (perhaps naming peers that are gone): the plan's turn picks.
+            let n = self.nodes.get_mut(&id).expect("present");
+            n.plan.set_candidates(welcome, id, 0);
+            if let Some(bootstrap) = n.plan.attempt(now) {
+                n.bootstrap = Some(bootstrap);
+                n.join_op = Some(n.node.join(bootstrap, now));
+                self.stats.join_attempts += 1;
+                self.drain(id);
+            }
+            return;
+        }
+        let member = self.pick_member(id);
+        let members: Vec<Id> = member.into_iter().collect();
         if members.is_empty() {
             let anyone_else = self.nodes.iter().any(|(o, n)| *o != id && n.alive);
             // A cut-off node keeps trying: a real introducer still lists the members it lost.
@@ -497,12 +527,29 @@ impl Sim {
             n.node.create_ring(now);
             n.join_op = None;
         } else {
-            let bootstrap = members[0];
             let n = self.nodes.get_mut(&id).expect("present");
+            n.plan.set_candidates(members, id, 0);
+            let bootstrap = n.plan.attempt(now).expect("one candidate");
             n.bootstrap = Some(bootstrap);
             n.join_op = Some(n.node.join(bootstrap, now));
+            self.stats.join_attempts += 1;
         }
         self.drain(id);
+    }
+
+    /// Adds node `id` whose introducer welcome is always `welcome` (which may name peers that
+    /// are gone): it joins through them in the join plan's turn.
+    pub fn add_node_via(&mut self, id: Id, welcome: Vec<Id>) {
+        self.insert_node(id, BTreeMap::new());
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.welcome = Some(welcome);
+        }
+        self.start_join(id);
+    }
+
+    /// The peer `id` last joined (or tried to join) through.
+    pub fn bootstrap_of(&self, id: Id) -> Option<Id> {
+        self.nodes.get(&id).and_then(|n| n.bootstrap)
     }
 
     /// Adds `count` fresh nodes at once and returns their ids.
@@ -1324,8 +1371,8 @@ impl Sim {
                     self.history.complete(index, self.now, history_ret(&result));
                 }
                 let is_join = self.nodes.get(&id).and_then(|n| n.join_op) == Some(op);
-                if is_join && result.is_err() {
-                    self.schedule(self.now + 1_000, Ev::RetryJoin { node: id });
+                if is_join {
+                    self.join_done(id, result.is_ok());
                 }
                 if !matches!(result, Ok(OpOutcome::SignalSent)) {
                     self.results.insert((id, op), result);
@@ -1333,7 +1380,13 @@ impl Sim {
             }
             Event::Isolated => {
                 // Cut off from the ring: join again through a live member, as drivers do.
-                self.schedule(self.now + 1_000, Ev::RetryJoin { node: id });
+                let now = self.now;
+                let at = self
+                    .nodes
+                    .get_mut(&id)
+                    .and_then(|n| n.plan.isolated(now))
+                    .unwrap_or(now + JOIN_RETRY_MS);
+                self.schedule(at, Ev::RetryJoin { node: id });
             }
             Event::Stored { key, entry } => {
                 if let Some(n) = self.nodes.get_mut(&id) {
@@ -1348,6 +1401,30 @@ impl Sim {
             Event::Signal { from, payload } => self.on_signal(id, from, &payload, false),
             _ => {}
         }
+    }
+
+    /// A join finished: the plan says when to try again. A round the plan gives up is
+    /// counted and followed by a new one (a fresh welcome): a simulated peer has no ring of one
+    /// to fall back on, and the scenarios want every peer in the ring eventually.
+    fn join_done(&mut self, id: Id, ok: bool) {
+        let now = self.now;
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        n.join_op = None;
+        if ok {
+            n.plan.joined();
+            return;
+        }
+        self.stats.joins_failed += 1;
+        let at = match n.plan.failed(now) {
+            Retry::At { at, .. } => at,
+            Retry::GiveUp => {
+                self.stats.joins_given_up += 1;
+                now + JOIN_RETRY_MS
+            }
+        };
+        self.schedule(at, Ev::RetryJoin { node: id });
     }
 
     // ----- global truth -------------------------------------------------------------------
