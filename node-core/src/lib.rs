@@ -30,6 +30,7 @@
 //!   `sim`); the experiments built on it live in the `lab` crate.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod clock;
 pub mod election;
 pub mod flood;
@@ -48,7 +49,6 @@ pub mod signal_path;
 pub mod store;
 mod timers;
 pub mod value;
-pub mod walk;
 pub mod wire;
 
 #[cfg(feature = "sim")]

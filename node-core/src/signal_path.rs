@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::api::OpId;
 use crate::id::PeerId;
-use crate::node::OpId;
 
 /// A way for signaling payloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -51,7 +51,7 @@ pub fn ring_view(view: &RingView) -> Value {
     })
 }
 
-pub fn peer_view(view: &node_core::walk::PeerView) -> Value {
+pub fn peer_view(view: &node_core::api::PeerView) -> Value {
     json!({
         "id": view.id.to_string(),
         "predecessor": view.predecessor.map(hex),

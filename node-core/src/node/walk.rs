@@ -11,22 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
+use super::Node;
 use crate::Time;
+use crate::api::{OpError, OpId, OpOutcome, PeerView};
 use crate::id::{Id, PeerId};
-use crate::node::{Node, OpError, OpId, OpOutcome};
 use crate::wire::{Body, Dest, MAX_LIST_LEN, Routed};
-
-/// A peer's ring pointers as it answered a [`Node::peer_view`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PeerView {
-    pub id: PeerId,
-    pub predecessor: Option<PeerId>,
-    pub successors: Vec<PeerId>,
-    /// Hops the request took to reach the peer.
-    pub hops: u32,
-}
 
 /// Pending view requests: op -> deadline.
 pub(crate) type PendingViews = BTreeMap<OpId, Time>;

@@ -127,7 +127,7 @@ pub enum Body {
     KvDirect(KvMsg),
     /// An election message to a member this node holds no link to.
     Election(ElectionMsg),
-    /// Ask the destination peer for its ring pointers ([`crate::walk`]).
+    /// Ask the destination peer for its ring pointers (`node/walk.rs`).
     GetView { op: u64 },
     /// The answer; `hops` is how many hops the `GetView` took.
     View {
