@@ -53,7 +53,8 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use node_core::node::{Config, Event, Input, OpError, OpId, OpOutcome, Output};
 use node_core::peer::join::{JOIN_PATIENCE_MS, JOIN_RETRY_MS, JoinPlan, Retry};
-use node_core::signal_path::{SignalOpDone, SignalPath, SignalPaths, SignalStats};
+use node_core::peer::stats::LinkStats;
+use node_core::signal_path::{SignalOpDone, SignalPath, SignalPaths};
 use node_core::{Id, Node};
 use serde::Serialize;
 use signaling::{
@@ -106,22 +107,12 @@ pub struct Status {
     pub ring: node_core::RingView,
     pub metrics: node_core::metrics::Summary,
     pub raw: node_core::Metrics,
+    pub keys_stored: usize,
     pub driver: DriverStats,
 }
 
-/// Counters of the driver itself.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct DriverStats {
-    /// Overlay vs introducer links and signals (`overlay_links`, ...), filled in by `status`.
-    #[serde(flatten)]
-    pub signaling: SignalStats,
-    pub introducer_connected: bool,
-    pub introducer_errors: u64,
-    /// Frames the core sent to a peer whose data channel was not open (dropped).
-    pub frames_without_channel: u64,
-    /// The durable store (`durability: "in-memory"` without one); filled in by `status`.
-    pub storage: StorageStats,
-}
+/// Counters of the driver itself: node-core's shape, the same a tab reports.
+pub use node_core::peer::stats::DriverStats;
 
 /// Handle to a running driver.
 #[derive(Debug, Clone)]
@@ -814,12 +805,30 @@ impl Driver {
 
     fn status(&self) -> Status {
         let raw = self.node.metrics();
+        let rtc = self.rtc.stats();
         Status {
             ring: self.node.ring_view(),
             metrics: raw.summary(),
             raw,
+            keys_stored: self.node.store().len(),
             driver: DriverStats {
                 signaling: self.paths.stats(),
+                links: rtc.links_open as u64,
+                rtc: LinkStats {
+                    links_open: rtc.links_open as u64,
+                    attempts: rtc.attempts,
+                    opened: rtc.opened,
+                    failures: rtc.failures,
+                    frames_in: rtc.frames_in,
+                    frames_out: rtc.frames_out,
+                    bytes_in: rtc.bytes_in,
+                    bytes_out: rtc.bytes_out,
+                    frames_dropped: rtc.frames_dropped,
+                    bad_signals: rtc.bad_signals,
+                    ignored_signals: rtc.ignored_signals,
+                    reanswers: rtc.reanswers,
+                    offer_retries: rtc.offer_retries,
+                },
                 storage: self
                     .storage
                     .as_ref()

@@ -304,23 +304,15 @@ async fn flood(
 
 async fn metrics(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
     let status = status_of(&api).await?;
-    let mut value = serde_json::to_value(&status.metrics).unwrap_or(Value::Null);
-    if let Some(gnutella) = value.get_mut("gnutella").and_then(Value::as_object_mut) {
-        // The original's name for the core's `avg_forwarded`.
-        gnutella.insert(
-            "avg_forwarded_per_query".into(),
-            json!(status.metrics.gnutella.avg_forwarded),
-        );
-    }
+    // The document a tab's `peer.metrics()` returns too (node-core's `peer::stats`), plus what
+    // only a native peer has.
+    let mut value =
+        node_core::peer::stats::document(&status.raw, status.keys_stored, &status.driver);
     if let Value::Object(map) = &mut value {
         map.insert("node".into(), json!(*api.name));
         map.insert(
             "uptime_sec".into(),
             json!(api.started.elapsed().as_secs_f64()),
-        );
-        map.insert(
-            "driver".into(),
-            serde_json::to_value(&status.driver).unwrap_or_default(),
         );
         map.insert(
             "http".into(),

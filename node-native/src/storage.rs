@@ -134,57 +134,8 @@ pub struct Loaded {
     pub took: Duration,
 }
 
-/// Counters for `GET /metrics` -> `driver.storage`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct StorageStats {
-    /// `strict`, `relaxed` or `in-memory`.
-    pub durability: String,
-    /// The database file (empty in memory).
-    pub path: String,
-    /// Entries written (one per `Stored` event; a key written twice counts twice).
-    pub entries_persisted: u64,
-    /// Transactions committed, durable or not.
-    pub commits: u64,
-    /// Commits made durable (`fsync`): every commit in strict mode, the flushes in relaxed mode.
-    pub durable_commits: u64,
-    pub last_commit_ms: f64,
-    pub mean_commit_ms: f64,
-    pub max_commit_ms: f64,
-    /// Commits by latency: counts of commits that took at most 0.1, 0.5, 1, 2, 5, 10, 50 ms,
-    /// and longer (the last bucket).
-    pub commit_ms_histogram: [u64; 8],
-    /// Entries loaded into the node at start.
-    pub restored_entries: u64,
-    /// Opening, reading and restoring the store at start, in milliseconds.
-    pub restore_ms: f64,
-}
-
-const HISTOGRAM_BOUNDS_MS: [f64; 7] = [0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 50.0];
-
-impl StorageStats {
-    /// The counters of a peer without persistence.
-    pub fn in_memory() -> Self {
-        Self {
-            durability: "in-memory".into(),
-            ..Self::default()
-        }
-    }
-
-    fn record_commit(&mut self, took: Duration, entries: usize, durable: bool) {
-        let ms = took.as_secs_f64() * 1_000.0;
-        self.commits += 1;
-        self.durable_commits += u64::from(durable);
-        self.entries_persisted += entries as u64;
-        self.last_commit_ms = ms;
-        self.max_commit_ms = self.max_commit_ms.max(ms);
-        self.mean_commit_ms += (ms - self.mean_commit_ms) / self.commits as f64;
-        let bucket = HISTOGRAM_BOUNDS_MS
-            .iter()
-            .position(|bound| ms <= *bound)
-            .unwrap_or(HISTOGRAM_BOUNDS_MS.len());
-        self.commit_ms_histogram[bucket] += 1;
-    }
-}
+/// Counters for `GET /metrics` -> `driver.storage`: node-core's, the same shape a tab reports.
+pub use node_core::peer::stats::StorageStats;
 
 /// One peer's open database.
 pub struct Storage {
@@ -450,7 +401,8 @@ impl Storage {
         } else {
             self.not_durable_since.get_or_insert(started);
         }
-        self.stats.record_commit(started.elapsed(), count, durable);
+        self.stats
+            .record_commit(started.elapsed().as_secs_f64() * 1_000.0, count, durable);
         Ok(())
     }
 

@@ -114,6 +114,21 @@ fn the_original_http_api() {
         metrics["gnutella"]["avg_forwarded_per_query"].is_f64(),
         "{metrics}"
     );
+    // The sections a tab's `peer.metrics()` has too: one document, built by node-core.
+    for path in [
+        "/kv/hop_histogram",
+        "/kv/keys_stored",
+        "/chord/hop_histogram",
+        "/driver/links",
+        "/driver/overlay_links",
+        "/driver/rtc/attempts",
+        "/driver/rtc/reanswers",
+        "/driver/frames_bad",
+        "/driver/storage/durability",
+        "/driver/storage/frames_held",
+    ] {
+        assert!(metrics.pointer(path).is_some(), "{path}: {metrics}");
+    }
 
     // Errors stay JSON with codes.
     let (status, error) = json(PORT, "POST", "/put", Some("{not json")).expect("answer");

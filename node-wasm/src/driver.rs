@@ -119,21 +119,8 @@ impl StartOptions {
     }
 }
 
-/// Counters of the driver itself (the native driver's, plus browser-only ones).
-#[derive(Debug, Clone, Default)]
-pub struct DriverStats {
-    pub introducer_connected: bool,
-    pub introducer_errors: u64,
-    pub frames_without_channel: u64,
-    pub links_failed: u64,
-    pub restored_entries: usize,
-    pub restore_ms: f64,
-    pub storage_transactions: u64,
-    pub storage_entries_written: u64,
-    pub storage_errors: u64,
-    /// Frames held until the IndexedDB transaction of the entries they depend on completed.
-    pub frames_held: u64,
-}
+/// Counters of the driver itself: node-core's shape, the same the native peer reports.
+use node_core::peer::stats::DriverStats;
 
 /// An outgoing frame waiting for a transaction, or the point where a transaction's frames start.
 #[derive(Debug)]
@@ -215,7 +202,8 @@ pub struct Driver {
     next_transaction: u64,
     commit_queued: bool,
     /// Transactions written and not yet completed, and completed ones still queued in `held`.
-    transactions_pending: std::collections::BTreeSet<u64>,
+    /// (when it was queued, how many entries) by transaction.
+    transactions_pending: std::collections::BTreeMap<u64, (f64, usize)>,
     transactions_done: std::collections::BTreeSet<u64>,
 }
 
@@ -327,7 +315,7 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
                 held: VecDeque::new(),
                 next_transaction: 0,
                 commit_queued: false,
-                transactions_pending: std::collections::BTreeSet::new(),
+                transactions_pending: std::collections::BTreeMap::new(),
                 transactions_done: std::collections::BTreeSet::new(),
             }),
             events: RefCell::new(VecDeque::new()),
@@ -346,8 +334,8 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
                 .node
                 .restore(loaded.entries, loaded.lamport, now)
                 .map_err(|e| ("storage_error", e.to_string()))?;
-            d.stats.restored_entries = restored.entries;
-            d.stats.restore_ms = performance_now() - began;
+            d.stats.storage.restored_entries = restored.entries as u64;
+            d.stats.storage.restore_ms = performance_now() - began;
             d.storage = Some(storage);
             Ok::<_, StartError>(())
         })?;
@@ -658,7 +646,7 @@ impl Driver {
             self.held.push_back(Held::Commit(self.next_transaction));
             self.commit_queued = true;
         }
-        self.stats.frames_held += 1;
+        self.stats.storage.frames_held += 1;
         self.held.push_back(Held::Frame(to, bytes));
     }
 
@@ -676,24 +664,26 @@ impl Driver {
             self.transaction_done(transaction, true);
             return;
         };
-        self.stats.storage_transactions += 1;
-        self.transactions_pending.insert(transaction);
+        self.transactions_pending
+            .insert(transaction, (performance_now(), entries.len()));
         let me = self.me.clone();
         let queued = storage.write(&entries, self.node.lamport(), move |committed| {
             with_weak(&me, |d, _| d.transaction_done(transaction, committed));
         });
-        if queued {
-            self.stats.storage_entries_written += entries.len() as u64;
-        } else {
+        if !queued {
             self.transaction_done(transaction, false);
         }
     }
 
     /// A transaction completed (or failed: counted, and its frames leave all the same).
     fn transaction_done(&mut self, transaction: u64, committed: bool) {
-        let known = self.transactions_pending.remove(&transaction);
-        if !committed && known {
-            self.stats.storage_errors += 1;
+        match self.transactions_pending.remove(&transaction) {
+            Some((queued_at, entries)) if committed => {
+                let took = performance_now() - queued_at;
+                self.stats.storage.record_commit(took, entries, true);
+            }
+            Some(_) => self.stats.storage.errors += 1,
+            None => {}
         }
         self.transactions_done.insert(transaction);
         loop {
@@ -791,6 +781,7 @@ impl Driver {
     }
 
     pub fn link_frame(&mut self, peer: u32, bytes: &[u8]) {
+        self.links.received(bytes.len());
         let now = self.now();
         self.node.handle_input(
             now,
@@ -804,11 +795,9 @@ impl Driver {
     /// A link closed or failed to open (whichever side started it).
     pub fn link_closed(&mut self, peer: u32, was_open: bool, reason: &str) {
         self.paths.forget(Id(peer));
-        if !was_open {
-            self.stats.links_failed += 1;
-        }
         self.emit(json!({
             "type": "link_down", "peer": format!("{peer:08x}"), "reason": reason,
+            "was_open": was_open,
         }));
         let now = self.now();
         self.node
@@ -901,36 +890,18 @@ impl Driver {
         }
     }
 
+    /// The metrics document (node-core's `peer::stats`, the native `/metrics` shape).
     pub fn metrics_json(&self) -> Value {
-        let raw = self.node.metrics();
-        let mut summary = serde_json::to_value(raw.summary()).unwrap_or_default();
-        summary["chord"]["hop_histogram"] = js::histogram(&raw.chord.hops);
-        summary["kv"]["hop_histogram"] = js::histogram(&raw.kv.hops);
-        summary["kv"]["keys_stored"] = json!(self.node.store().len());
-        let s = &self.stats;
-        let signaling = self.paths.stats();
-        summary["driver"] = json!({
-            "links": self.links.open_count(),
-            "overlay_links": signaling.overlay_links,
-            "introducer_links": signaling.introducer_links,
-            "signals_via_ring": signaling.signals_via_ring,
-            "signals_via_introducer": signaling.signals_via_introducer,
-            "introducer_connected": s.introducer_connected,
-            "introducer_errors": s.introducer_errors,
-            "frames_without_channel": s.frames_without_channel,
-            "links_failed": s.links_failed,
-            "storage": {
-                "database": self.storage.as_ref().map(|st| st.name().to_string()),
-                "restored_entries": s.restored_entries,
-                "restore_ms": s.restore_ms,
-                "transactions": s.storage_transactions,
-                "entries_written": s.storage_entries_written,
-                "errors": s.storage_errors,
-                "frames_held": s.frames_held,
-            },
-            "frames_bad": raw.chord.bad_frames + raw.chord.oversize_frames
-                + raw.chord.bad_version_frames,
-        });
-        summary
+        let mut driver = self.stats.clone();
+        driver.signaling = self.paths.stats();
+        driver.rtc = self.links.stats();
+        match &self.storage {
+            Some(storage) => {
+                driver.storage.durability = "indexeddb".into();
+                driver.storage.path = storage.name().to_string();
+            }
+            None => driver.storage.durability = "in-memory".into(),
+        }
+        node_core::peer::stats::document(&self.node.metrics(), self.node.store().len(), &driver)
     }
 }

@@ -92,16 +92,8 @@ impl Link {
     }
 }
 
-/// Counters of the link layer.
-#[derive(Debug, Clone, Default)]
-pub struct LinkStats {
-    pub ignored_signals: u64,
-    pub bad_signals: u64,
-    /// Answers sent again for an offer that came again before the link opened.
-    pub reanswers: u64,
-    /// Offers sent again for want of an answer.
-    pub offer_retries: u64,
-}
+/// Counters of the link layer: node-core's shape, the same the native peer reports.
+pub use node_core::peer::stats::LinkStats;
 
 /// What a signalling payload led to, for the driver to carry out.
 #[derive(Debug, Default)]
@@ -150,14 +142,35 @@ impl Links {
     }
 
     /// Sends one frame; false when no open channel leads to `peer` (the frame is dropped).
-    pub fn send(&self, peer: u32, bytes: &[u8]) -> bool {
-        match self.table.get(&peer) {
+    pub fn send(&mut self, peer: u32, bytes: &[u8]) -> bool {
+        let sent = match self.table.get(&peer) {
             Some(Link {
                 open: true,
                 dc: Some(dc),
                 ..
             }) => dc.send_with_u8_array(bytes).is_ok(),
             _ => false,
+        };
+        if sent {
+            self.stats.frames_out += 1;
+            self.stats.bytes_out += bytes.len() as u64;
+        } else {
+            self.stats.frames_dropped += 1;
+        }
+        sent
+    }
+
+    /// Counts a frame received on a current link.
+    pub fn received(&mut self, bytes: usize) {
+        self.stats.frames_in += 1;
+        self.stats.bytes_in += bytes as u64;
+    }
+
+    /// The counters, with the links open now.
+    pub fn stats(&self) -> LinkStats {
+        LinkStats {
+            links_open: self.open_count() as u64,
+            ..self.stats
         }
     }
 
@@ -185,6 +198,7 @@ impl Links {
         match self.table.get_mut(&peer) {
             Some(link) if link.generation == generation && !link.open => {
                 link.open = true;
+                self.stats.opened += 1;
                 if let (Some(handle), Some(window)) = (link.timeout.take(), web_sys::window()) {
                     window.clear_timeout_with_handle(handle);
                 }
@@ -202,6 +216,7 @@ impl Links {
         let link = self.table.remove(&peer)?;
         let was_open = link.open;
         link.teardown();
+        self.stats.failures += u64::from(!was_open);
         Some(was_open)
     }
 
@@ -218,6 +233,7 @@ impl Links {
         attach_channel(&mut link, &dc, Rc::downgrade(shared), peer);
         let pc = link.pc.clone();
         let generation = link.generation;
+        self.stats.attempts += 1;
         self.table.insert(peer, link);
         let me = Rc::downgrade(shared);
         spawn_local(async move {
@@ -314,6 +330,7 @@ impl Links {
             .set_ondatachannel(Some(on_channel.as_ref().unchecked_ref()));
         link.callbacks.push(on_channel);
         let pc = link.pc.clone();
+        self.stats.attempts += 1;
         self.table.insert(peer, link);
         spawn_local(async move {
             let result = async {

@@ -140,6 +140,21 @@ async fn three_peers_form_a_ring_and_read_each_others_writes() {
     let metrics = c.metrics();
     let driver = field(&metrics, "driver");
     assert!(number(&driver, "links") >= 2.0, "{driver:?}");
+    // The native `/metrics` document (node-core's `peer::stats`): link counters too.
+    let rtc = field(&driver, "rtc");
+    assert!(number(&rtc, "opened") >= 2.0, "{rtc:?}");
+    assert!(
+        number(&rtc, "frames_out") > 0.0 && number(&rtc, "bytes_in") > 0.0,
+        "{rtc:?}"
+    );
+    assert_eq!(number(&rtc, "links_open"), number(&driver, "links"));
+    let storage = field(&driver, "storage");
+    assert_eq!(
+        text(&storage, "durability").as_deref(),
+        Some("in-memory"),
+        "{storage:?}"
+    );
+    assert!(field(&field(&metrics, "kv"), "hop_histogram").is_array());
     for peer in [a, b, c] {
         peer.stop();
     }

@@ -109,6 +109,10 @@ fn test() -> anyhow::Result<()> {
             "warnings",
         ],
     )?;
+    // One module graph without loops inside node-core (docs/ARCHITECTURE.md, section 1).
+    step("node-core import loops", || {
+        deps::deps(&project_root().join("node-core/src"))
+    })?;
     // The browser end-to-end tests (tests/tests/browser_ring.rs) load the page's wasm package.
     wasm_package()?;
     run_step("tests", &["test", "--workspace", "--all-features"])?;

@@ -3,7 +3,9 @@
 //!
 //! So far: the WebRTC signalling rules of [`signal`] (the `{type, sdp}` payload codec and the
 //! offer/answer/glare/re-offer decisions) and the join plan of [`join`] (candidates in turn,
-//! retry pause, patience). docs/ARCHITECTURE.md lists what still lives in the drivers.
+//! retry pause, patience), and the metrics document with the counters every driver keeps
+//! ([`stats`]). docs/ARCHITECTURE.md lists what still lives in the drivers.
 
 pub mod join;
 pub mod signal;
+pub mod stats;
