@@ -40,11 +40,11 @@
 //! serves alone at once.
 //!
 //! Persistence ([`crate::storage`]): a durable peer restores its store right after
-//! `Node::new`, before it joins or creates a ring. Each drain of the core is a group commit:
-//! the driver collects the drain's outputs, commits every `Event::Stored` among them in one
-//! transaction, and only then carries out the outputs (sends, replies), so in strict mode
-//! nothing that depends on a write leaves this peer before the write is on disk
-//! (`node_core::persist`). A failed commit stops the driver: the peer then behaves like a
+//! `Node::new`, before it joins or creates a ring. Each drain of the core is a group commit
+//! (node-core's `peer::commit`, the rule a tab follows too): the outputs after a write wait,
+//! the drain's writes are committed in one transaction, and only then are the outputs carried
+//! out (sends, replies), so in strict mode nothing that depends on a write leaves this peer
+//! before the write is on disk (`node_core::persist`). A failed commit stops the driver: the peer then behaves like a
 //! crashed one (`PeerHandle::closed`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -52,6 +52,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use node_core::node::{Config, Event, Input, OpError, OpId, OpOutcome, Output};
+use node_core::peer::commit::{Batch, CommitGate};
 use node_core::peer::join::{JOIN_PATIENCE_MS, JOIN_RETRY_MS, JoinPlan, Retry};
 use node_core::peer::stats::LinkStats;
 use node_core::signal_path::{SignalOpDone, SignalPath, SignalPaths};
@@ -224,6 +225,8 @@ struct Driver {
     join_op: Option<OpId>,
     /// Whom to join through and when to try again (node-core's join plan).
     plan: JoinPlan,
+    /// Outputs held until the drain's writes are committed (node-core's `peer::commit`).
+    gate: CommitGate<Output>,
     /// Turn among peers that bootstrap through this one, and among merge candidates.
     local_turn: usize,
     /// A failed join is tried again (through the next peer of the list) at this time.
@@ -293,6 +296,7 @@ async fn run(
         storage: None,
         join_op: None,
         plan: JoinPlan::new(),
+        gate: CommitGate::new(),
         local_turn: 0,
         rejoin_at: None,
         alone_at: None,
@@ -814,6 +818,14 @@ impl Driver {
             driver: DriverStats {
                 signaling: self.paths.stats(),
                 links: rtc.links_open as u64,
+                storage: {
+                    let mut storage = self
+                        .storage
+                        .as_ref()
+                        .map_or_else(StorageStats::in_memory, |s| s.stats().clone());
+                    storage.frames_held = self.gate.items_held;
+                    storage
+                },
                 rtc: LinkStats {
                     links_open: rtc.links_open as u64,
                     attempts: rtc.attempts,
@@ -829,10 +841,6 @@ impl Driver {
                     reanswers: rtc.reanswers,
                     offer_retries: rtc.offer_retries,
                 },
-                storage: self
-                    .storage
-                    .as_ref()
-                    .map_or_else(StorageStats::in_memory, |s| s.stats().clone()),
                 ..self.stats.clone()
             },
         }
@@ -844,56 +852,51 @@ impl Driver {
     /// that round was sent).
     async fn drain(&mut self) -> bool {
         loop {
-            let mut outputs = Vec::new();
+            let mut ready = Vec::new();
+            let mut polled = false;
             loop {
-                match self.node.poll_output() {
+                let output = match self.node.poll_output() {
                     Output::Timeout(_) => break,
-                    output => outputs.push(output),
+                    output => output,
+                };
+                polled = true;
+                match output {
+                    Output::Event(Event::Stored { key, entry }) if self.storage.is_some() => {
+                        self.gate.stored(key, entry);
+                    }
+                    Output::Event(Event::Collected { key }) if self.storage.is_some() => {
+                        self.gate.collected(key);
+                    }
+                    output => ready.extend(self.gate.pass(output)),
                 }
             }
-            if outputs.is_empty() {
+            if !polled {
                 return true;
             }
-            if !self.persist(&outputs) {
-                return false;
+            if let Some(batch) = self.gate.take_batch() {
+                if !self.commit(&batch) {
+                    return false;
+                }
+                ready.extend(self.gate.committed(batch.id));
             }
-            for output in outputs {
+            for output in ready {
                 self.carry_out(output);
             }
         }
     }
 
-    /// Commits the `Stored` entries among `outputs` (one transaction), then deletes the keys
-    /// whose last event of the drain is `Collected` (the last event per key wins).
-    fn persist(&mut self, outputs: &[Output]) -> bool {
+    /// Commits one drain's writes (node-core's `peer::commit`: the last event per key), in one
+    /// transaction; the outputs held for them are carried out after.
+    fn commit(&mut self, batch: &Batch) -> bool {
         let lamport = self.node.lamport();
         let Some(storage) = self.storage.as_mut() else {
             return true;
         };
-        let mut last: std::collections::BTreeMap<&str, Option<&node_core::store::Entry>> =
-            std::collections::BTreeMap::new();
-        for output in outputs {
-            match output {
-                Output::Event(Event::Stored { key, entry }) => {
-                    last.insert(key.as_str(), Some(entry));
-                }
-                Output::Event(Event::Collected { key }) => {
-                    last.insert(key.as_str(), None);
-                }
-                _ => {}
-            }
-        }
-        if last.is_empty() {
-            return true;
-        }
-        let stored = last
+        let stored = batch
+            .stored
             .iter()
-            .filter_map(|(key, entry)| entry.map(|entry| (*key, entry)));
-        let collected: Vec<&str> = last
-            .iter()
-            .filter(|(_, entry)| entry.is_none())
-            .map(|(key, _)| *key)
-            .collect();
+            .map(|(key, entry)| (key.as_str(), entry));
+        let collected: Vec<&str> = batch.collected.iter().map(String::as_str).collect();
         let result = blocking(|| {
             storage.persist(stored, lamport)?;
             storage.forget(&collected, lamport)

@@ -18,6 +18,7 @@ use std::rc::{Rc, Weak};
 
 use futures_channel::oneshot;
 use node_core::node::{Config, Event, Input, OpId, OpOutcome, Output};
+use node_core::peer::commit::CommitGate;
 use node_core::peer::join::{JoinPlan, Retry};
 use node_core::signal_path::{SignalOpDone, SignalPath, SignalPaths};
 use node_core::{Id, Node, Time};
@@ -122,13 +123,6 @@ impl StartOptions {
 /// Counters of the driver itself: node-core's shape, the same the native peer reports.
 use node_core::peer::stats::DriverStats;
 
-/// An outgoing frame waiting for a transaction, or the point where a transaction's frames start.
-#[derive(Debug)]
-enum Held {
-    Frame(u32, Vec<u8>),
-    Commit(u64),
-}
-
 /// The cell every callback enters through.
 pub struct Shared {
     id: Id,
@@ -192,19 +186,10 @@ pub struct Driver {
     stats: DriverStats,
     stopped: bool,
     storage: Option<crate::storage::Storage>,
-    /// `Event::Stored` entries (`Some`) and `Event::Collected` keys (`None`) of the current
-    /// drain, in order, written in one transaction after it.
-    unwritten: Vec<(String, Option<node_core::store::Entry>)>,
-    /// Frames that wait for transactions, in send order (see [`Driver::persist`]).
-    held: VecDeque<Held>,
-    /// Id of the transaction the current drain's entries will go in; whether a
-    /// `Held::Commit` for it is queued already.
-    next_transaction: u64,
-    commit_queued: bool,
-    /// Transactions written and not yet completed, and completed ones still queued in `held`.
-    /// (when it was queued, how many entries) by transaction.
+    /// Outputs held until the IndexedDB transaction of the writes before them completed
+    /// (node-core's `peer::commit`, the rule the native peer follows too).
+    gate: CommitGate<Output>,
     transactions_pending: std::collections::BTreeMap<u64, (f64, usize)>,
-    transactions_done: std::collections::BTreeSet<u64>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -311,12 +296,8 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
                 stats: DriverStats::default(),
                 stopped: false,
                 storage: None,
-                unwritten: Vec::new(),
-                held: VecDeque::new(),
-                next_transaction: 0,
-                commit_queued: false,
+                gate: CommitGate::new(),
                 transactions_pending: std::collections::BTreeMap::new(),
-                transactions_done: std::collections::BTreeSet::new(),
             }),
             events: RefCell::new(VecDeque::new()),
             callback: RefCell::new(None),
@@ -468,17 +449,38 @@ impl Driver {
             return;
         }
         loop {
-            match self.node.poll_output() {
+            let output = match self.node.poll_output() {
                 Output::Timeout(_) => return,
-                Output::Send { to, bytes } => self.send_after_commit(to.0, bytes),
-                Output::Connect(peer) => self.links.connect(shared, peer.0),
-                Output::Disconnect(peer) => {
-                    self.paths.forget(peer);
-                    self.links.close(peer.0);
+                output => output,
+            };
+            match &output {
+                Output::Event(Event::Stored { key, entry }) if self.storage.is_some() => {
+                    self.gate.stored(key.clone(), entry.clone());
                 }
-                Output::Event(event) => self.on_event(event),
+                Output::Event(Event::Collected { key }) if self.storage.is_some() => {
+                    self.gate.collected(key.clone());
+                }
                 _ => {}
             }
+            if let Some(output) = self.gate.pass(output) {
+                self.carry_out(shared, output);
+            }
+        }
+    }
+
+    fn carry_out(&mut self, shared: &Handle, output: Output) {
+        match output {
+            Output::Send { to, bytes } => {
+                let sent = self.links.send(to.0, &bytes);
+                self.stats.frames_without_channel += u64::from(!sent);
+            }
+            Output::Connect(peer) => self.links.connect(shared, peer.0),
+            Output::Disconnect(peer) => {
+                self.paths.forget(peer);
+                self.links.close(peer.0);
+            }
+            Output::Event(event) => self.on_event(event),
+            _ => {}
         }
     }
 
@@ -612,9 +614,6 @@ impl Driver {
                 }));
             }
             Event::Stored { key, entry } => {
-                if self.storage.is_some() {
-                    self.unwritten.push((key.clone(), Some(entry.clone())));
-                }
                 self.emit(json!({
                     "type": "stored",
                     "key": key,
@@ -623,60 +622,47 @@ impl Driver {
                     "deleted": entry.value.is_none(),
                 }));
             }
-            // In order with the `Stored` entries of the drain: a newer write after the
-            // collection comes as a later `Stored` and is put again.
-            Event::Collected { key } if self.storage.is_some() => {
-                self.unwritten.push((key, None));
-            }
             _ => {}
         }
     }
 
-    /// Sends a frame of the core, unless it depends on entries not yet committed to IndexedDB
-    /// (the core emits every `Stored` before the frames that depend on it): then it waits in
-    /// `held` for their transaction, and so does every frame after it, to keep link order.
-    fn send_after_commit(&mut self, to: u32, bytes: Vec<u8>) {
-        let waits = !self.held.is_empty() || !self.unwritten.is_empty();
-        if !waits {
-            let sent = self.links.send(to, &bytes);
-            self.stats.frames_without_channel += u64::from(!sent);
-            return;
-        }
-        if !self.unwritten.is_empty() && !self.commit_queued {
-            self.held.push_back(Held::Commit(self.next_transaction));
-            self.commit_queued = true;
-        }
-        self.stats.storage.frames_held += 1;
-        self.held.push_back(Held::Frame(to, bytes));
-    }
-
-    /// Writes the drain's stored entries to IndexedDB in one transaction; the frames held for
-    /// it leave when it completes (see [`crate::storage`], "Durability").
+    /// Writes the drain's writes to IndexedDB in one transaction; the outputs held for it
+    /// are carried out when it completes (see [`crate::storage`], "Durability").
     fn persist(&mut self) {
-        if self.unwritten.is_empty() {
-            return;
-        }
-        let entries = std::mem::take(&mut self.unwritten);
-        let transaction = self.next_transaction;
-        self.next_transaction += 1;
-        self.commit_queued = false;
-        let Some(storage) = &self.storage else {
-            self.transaction_done(transaction, true);
+        let Some(batch) = self.gate.take_batch() else {
             return;
         };
+        let Some(storage) = &self.storage else {
+            return;
+        };
+        let entries: Vec<(String, Option<node_core::store::Entry>)> = batch
+            .stored
+            .into_iter()
+            .map(|(key, entry)| (key, Some(entry)))
+            .chain(batch.collected.into_iter().map(|key| (key, None)))
+            .collect();
+        let transaction = batch.id;
         self.transactions_pending
             .insert(transaction, (performance_now(), entries.len()));
         let me = self.me.clone();
         let queued = storage.write(&entries, self.node.lamport(), move |committed| {
-            with_weak(&me, |d, _| d.transaction_done(transaction, committed));
+            with_weak(&me, |d, shared| {
+                d.transaction_done(shared, transaction, committed)
+            });
         });
         if !queued {
-            self.transaction_done(transaction, false);
+            let me = self.me.clone();
+            spawn_local(async move {
+                with_weak(&me, |d, shared| {
+                    d.transaction_done(shared, transaction, false)
+                });
+            });
         }
     }
 
-    /// A transaction completed (or failed: counted, and its frames leave all the same).
-    fn transaction_done(&mut self, transaction: u64, committed: bool) {
+    /// A transaction completed (or failed: counted, and its outputs are carried out all the
+    /// same: the tab cannot stop being a peer; its store is then behind, as after a crash).
+    fn transaction_done(&mut self, shared: &Handle, transaction: u64, committed: bool) {
         match self.transactions_pending.remove(&transaction) {
             Some((queued_at, entries)) if committed => {
                 let took = performance_now() - queued_at;
@@ -685,29 +671,11 @@ impl Driver {
             Some(_) => self.stats.storage.errors += 1,
             None => {}
         }
-        self.transactions_done.insert(transaction);
-        loop {
-            match self.held.front() {
-                Some(Held::Frame(..)) => {
-                    if let Some(Held::Frame(to, bytes)) = self.held.pop_front() {
-                        let sent = self.links.send(to, &bytes);
-                        self.stats.frames_without_channel += u64::from(!sent);
-                    }
-                }
-                Some(Held::Commit(t)) if self.transactions_done.remove(t) => {
-                    self.held.pop_front();
-                }
-                _ => break,
-            }
+        if self.stopped {
+            return;
         }
-        // Transactions whose frames all left already need no memory.
-        let oldest_queued = self.held.iter().find_map(|h| match h {
-            Held::Commit(t) => Some(*t),
-            Held::Frame(..) => None,
-        });
-        match oldest_queued {
-            Some(oldest) => self.transactions_done.retain(|t| *t >= oldest),
-            None => self.transactions_done.clear(),
+        for output in self.gate.committed(transaction) {
+            self.carry_out(shared, output);
         }
     }
 
@@ -895,6 +863,7 @@ impl Driver {
         let mut driver = self.stats.clone();
         driver.signaling = self.paths.stats();
         driver.rtc = self.links.stats();
+        driver.storage.frames_held = self.gate.items_held;
         match &self.storage {
             Some(storage) => {
                 driver.storage.durability = "indexeddb".into();

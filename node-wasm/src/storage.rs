@@ -7,13 +7,15 @@
 //!
 //! Durability: a tab acknowledges only what its database committed. IndexedDB is asynchronous,
 //! so the driver writes each drain's entries in one readwrite transaction and *holds* every
-//! frame the core produced after them (a replica's `ReplicateAck`, a leader's `Replicate` and
-//! answer) until that transaction's `complete` event; later frames queue behind it, so links
-//! keep their order (see `Driver::persist` in driver.rs). So a put is acknowledged only once it
-//! is in the IndexedDB of every acknowledging tab. "Committed" is the browser's own durability
+//! output the core produced after them (a replica's `ReplicateAck`, a leader's `Replicate` and
+//! answer, the `OpDone` that resolves a put's Promise) until that transaction's `complete`
+//! event; later outputs queue behind it, so links keep their order. The rule is node-core's
+//! (node-core/src/peer/commit.rs), the native peer's too; `Driver::persist` in driver.rs carries
+//! it out. So a put is acknowledged only once it is in the IndexedDB of every acknowledging tab,
+//! a tab serving alone included. "Committed" is the browser's own durability
 //! (`complete` with the default durability: it survives a closed or crashed tab and browser;
 //! Chromium does not promise an OS crash, see the IndexedDB spec's "relaxed" durability).
-//! A transaction that fails releases its frames all the same (counted as a storage error): a
+//! A transaction that fails releases its outputs all the same (counted as a storage error): a
 //! tab whose database is broken keeps serving as a memory replica rather than freezing.
 //!
 //! An unreadable database or a malformed record fails the peer's start with an error that names

@@ -474,3 +474,46 @@ async fn a_put_is_acknowledged_only_after_indexeddb_committed() {
         peer.stop();
     }
 }
+
+/// A tab serving alone (a ring of one) resolves a put only after its IndexedDB transaction
+/// committed: the `OpDone` of a write waits behind the write like every frame does
+/// (node-core's `peer::commit`). Before, only frames waited, so the Promise resolved first.
+#[wasm_bindgen_test]
+async fn a_ring_of_one_resolves_a_put_only_after_indexeddb_committed() {
+    let id = "74000000";
+    let peer = ChordPeer::start(durable("page:commit-alone", id))
+        .await
+        .expect("start");
+    call(peer.put("warm".into(), "up".into(), None))
+        .await
+        .expect("put before the block");
+    let block = block_database(id).await;
+    let done = std::rc::Rc::new(std::cell::Cell::new(false));
+    let put = peer.put("alone".into(), "after commit".into(), None);
+    {
+        let done = done.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = JsFuture::from(put).await;
+            done.set(true);
+        });
+    }
+    sleep(1_000).await;
+    assert!(
+        !done.get(),
+        "the put resolved while the tab could not commit it to IndexedDB"
+    );
+    block.set(false);
+    for _ in 0..100 {
+        if done.get() {
+            break;
+        }
+        sleep(100).await;
+    }
+    assert!(
+        done.get(),
+        "the put did not resolve once the database was free"
+    );
+    let got = call(peer.get("alone".into())).await.expect("get");
+    assert_eq!(text(&got, "value").as_deref(), Some("after commit"));
+    peer.stop();
+}

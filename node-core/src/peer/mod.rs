@@ -6,6 +6,7 @@
 //! retry pause, patience), and the metrics document with the counters every driver keeps
 //! ([`stats`]). docs/ARCHITECTURE.md lists what still lives in the drivers.
 
+pub mod commit;
 pub mod join;
 pub mod signal;
 pub mod stats;
