@@ -58,14 +58,14 @@
 //! driver task per connection. All are spawned on the ambient tokio runtime, so every method
 //! that starts a link must be called inside one.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use node_core::peer::signal::{self, Description, LinkSnapshot, OfferVerdict, Role};
+use node_core::peer::signal::{self, Description, Role};
+use node_core::peer::table::{LinkTable, OnOffer};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -282,8 +282,7 @@ impl Rtc {
                 me,
                 config,
                 events,
-                links: Mutex::new(HashMap::new()),
-                next_link_id: AtomicU64::new(1),
+                links: Mutex::new(LinkTable::new(me)),
                 counters: Counters::default(),
             }),
         }
@@ -305,15 +304,20 @@ impl Rtc {
             return;
         }
         let mut links = inner.lock_links();
-        if links.contains_key(&peer) {
+        let mut start = None;
+        let Some(id) = links.start(peer, Role::Offerer, None, |id| {
+            let (handle, pending) = inner.new_link(id, Role::Offerer);
+            start = Some(pending);
+            Some(handle)
+        }) else {
             debug!(me = %Hex(inner.me), peer = %Hex(peer), "rtc: connect: link exists");
             return;
-        }
-        let (link, start) = inner.new_link(Role::Offerer, None);
-        debug!(me = %Hex(inner.me), peer = %Hex(peer), link = link.id, "rtc: connect");
-        links.insert(peer, link);
+        };
         drop(links);
-        start.spawn(Arc::clone(inner), peer, None);
+        debug!(me = %Hex(inner.me), peer = %Hex(peer), link = id, "rtc: connect");
+        if let Some(start) = start {
+            start.spawn(Arc::clone(inner), peer, None);
+        }
     }
 
     /// Handles a signalling payload from `peer`: an offer is answered (a `Signal` event follows),
@@ -344,8 +348,8 @@ impl Rtc {
         let queued = len <= inner.config.max_frame_bytes
             && inner
                 .lock_links()
-                .get(&peer)
-                .and_then(|link| link.outbound.as_ref())
+                .get(peer)
+                .and_then(|link| link.handle.outbound.as_ref())
                 .is_some_and(|outbound| outbound.try_send(Bytes::from(bytes)).is_ok());
         if queued {
             inner.counters.frames_out.fetch_add(1, Ordering::Relaxed);
@@ -367,7 +371,7 @@ impl Rtc {
     pub async fn close(&self, peer: u32) {
         let stopped = {
             let mut links = self.inner.lock_links();
-            links.remove(&peer).map(|link| link.stop())
+            links.close(peer).map(|link| link.handle.stop())
         };
         if let Some(done) = stopped {
             debug!(me = %Hex(self.inner.me), peer = %Hex(peer), "rtc: close");
@@ -379,7 +383,11 @@ impl Rtc {
     pub async fn close_all(&self) {
         let stopped: Vec<_> = {
             let mut links = self.inner.lock_links();
-            links.drain().map(|(_, link)| link.stop()).collect()
+            links
+                .drain()
+                .into_iter()
+                .map(|(_, link)| link.handle.stop())
+                .collect()
         };
         for done in stopped {
             let _ = tokio::time::timeout(CLOSE_WAIT, done).await;
@@ -388,40 +396,29 @@ impl Rtc {
 
     /// Peers whose data channel is open now, sorted.
     pub fn open_peers(&self) -> Vec<u32> {
-        let mut peers: Vec<u32> = self
-            .inner
-            .lock_links()
-            .iter()
-            .filter(|(_, link)| link.outbound.is_some())
-            .map(|(peer, _)| *peer)
-            .collect();
-        peers.sort_unstable();
-        peers
+        self.inner.lock_links().open_peers()
     }
 
     /// The counters, and the links open now.
     pub fn stats(&self) -> RtcStats {
         let c = &self.inner.counters;
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        // The table counts what it decides; the atomics what the tasks see.
+        let table = self.inner.lock_links().stats();
         RtcStats {
-            links_open: self
-                .inner
-                .lock_links()
-                .values()
-                .filter(|link| link.outbound.is_some())
-                .count(),
-            attempts: get(&c.attempts),
-            opened: get(&c.opened),
-            failures: get(&c.failures),
+            links_open: table.links_open as usize,
+            attempts: table.attempts,
+            opened: table.opened,
+            failures: table.failures,
             frames_in: get(&c.frames_in),
             frames_out: get(&c.frames_out),
             bytes_in: get(&c.bytes_in),
             bytes_out: get(&c.bytes_out),
             frames_dropped: get(&c.frames_dropped),
             bad_signals: get(&c.bad_signals),
-            ignored_signals: get(&c.ignored_signals),
-            reanswers: get(&c.reanswers),
-            offer_retries: get(&c.offer_retries),
+            ignored_signals: table.ignored_signals,
+            reanswers: table.reanswers,
+            offer_retries: table.offer_retries,
         }
     }
 }
@@ -437,57 +434,35 @@ impl fmt::Display for Hex {
 
 #[derive(Default)]
 struct Counters {
-    attempts: AtomicU64,
-    opened: AtomicU64,
-    failures: AtomicU64,
     frames_in: AtomicU64,
     frames_out: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     frames_dropped: AtomicU64,
     bad_signals: AtomicU64,
-    ignored_signals: AtomicU64,
-    reanswers: AtomicU64,
-    offer_retries: AtomicU64,
 }
 
 struct Inner {
     me: u32,
     config: RtcConfig,
     events: mpsc::UnboundedSender<RtcEvent>,
-    /// The current link per peer. A link's tasks act only while their `id` is still the one in
-    /// this table, which is what makes replaced or closed links fall silent.
-    links: Mutex<HashMap<u32, Link>>,
-    next_link_id: AtomicU64,
+    /// The current link per peer (node-core's link table, `peer::table`). A link's tasks act
+    /// only while their `id` (the table's generation) is still the current one, which is what
+    /// makes replaced or closed links fall silent.
+    links: Mutex<LinkTable<Handle>>,
     counters: Counters,
 }
 
-struct Link {
-    id: u64,
-    role: Role,
+/// webrtc-rs's side of one link; node-core's link table holds it with the link's generation
+/// and negotiation state.
+struct Handle {
     /// To the link's supervisor task.
     control: mpsc::UnboundedSender<Control>,
     /// The send queue; `Some` exactly while the data channel is open.
     outbound: Option<mpsc::Sender<Bytes>>,
-    /// Offerer: the remote answer has been handed to the supervisor.
-    answered: bool,
-    /// Answerer: the SDP of the offer being answered, to spot duplicates.
-    remote_offer_sdp: Option<String>,
-    /// Our own description's payload, once signalled (to answer a repeated offer again).
-    local_payload: Option<String>,
 }
 
-impl Link {
-    /// What node-core's signalling rules need to know of this link.
-    fn snapshot(&self) -> LinkSnapshot<'_> {
-        LinkSnapshot {
-            role: self.role,
-            open: self.outbound.is_some(),
-            answered: self.answered,
-            remote_offer: self.remote_offer_sdp.as_deref(),
-        }
-    }
-
+impl Handle {
     /// Tells the supervisor to tear the link down; resolves when it has.
     fn stop(self) -> oneshot::Receiver<()> {
         let (done, finished) = oneshot::channel();
@@ -533,7 +508,7 @@ impl PendingStart {
 impl Inner {
     /// The link table. A poisoned lock is taken over: every critical section leaves the table
     /// consistent, and a panic elsewhere must not take the network down with it.
-    fn lock_links(&self) -> MutexGuard<'_, HashMap<u32, Link>> {
+    fn lock_links(&self) -> MutexGuard<'_, LinkTable<Handle>> {
         self.links
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -544,18 +519,12 @@ impl Inner {
         let _ = self.events.send(event);
     }
 
-    fn new_link(&self, role: Role, remote_offer_sdp: Option<String>) -> (Link, PendingStart) {
-        let id = self.next_link_id.fetch_add(1, Ordering::Relaxed);
-        self.counters.attempts.fetch_add(1, Ordering::Relaxed);
+    /// The handle and the not yet spawned supervisor of link `id`.
+    fn new_link(&self, id: u64, role: Role) -> (Handle, PendingStart) {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let link = Link {
-            id,
-            role,
+        let handle = Handle {
             control: control_tx.clone(),
             outbound: None,
-            answered: false,
-            remote_offer_sdp,
-            local_payload: None,
         };
         let start = PendingStart {
             id,
@@ -563,25 +532,20 @@ impl Inner {
             control_tx,
             control_rx,
         };
-        (link, start)
+        (handle, start)
     }
 
     fn on_offer(self: &Arc<Self>, peer: u32, offer: RTCSessionDescription) {
         let me = self.me;
         let mut links = self.lock_links();
-        let current = links.get(&peer).map(Link::snapshot);
-        match signal::on_offer(me, peer, current, &offer.sdp) {
-            OfferVerdict::Ignore(why) => {
-                self.counters
-                    .ignored_signals
-                    .fetch_add(1, Ordering::Relaxed);
+        match links.on_offer(peer, &offer.sdp) {
+            OnOffer::Ignore(why) => {
                 debug!(me = %Hex(me), peer = %Hex(peer), why = why.as_str(), "rtc: offer ignored");
                 return;
             }
-            OfferVerdict::Reanswer => {
-                // Not yet gathered: the answer goes out when it is.
-                if let Some(payload) = links.get(&peer).and_then(|l| l.local_payload.clone()) {
-                    self.counters.reanswers.fetch_add(1, Ordering::Relaxed);
+            OnOffer::Reanswer(payload) => {
+                // `None`: not yet gathered; the answer goes out when it is.
+                if let Some(payload) = payload {
                     debug!(me = %Hex(me), peer = %Hex(peer), "rtc: offer again, answering again");
                     self.emit(RtcEvent::Signal {
                         peer,
@@ -591,57 +555,56 @@ impl Inner {
                 }
                 return;
             }
-            OfferVerdict::Answer | OfferVerdict::Replace { .. } => {}
-        }
-        if let Some(old) = links.remove(&peer) {
-            debug!(me = %Hex(me), peer = %Hex(peer), link = old.id, "rtc: replacing link for new offer");
-            if old.outbound.is_some() {
-                self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                self.emit(RtcEvent::Closed { peer });
+            OnOffer::Answer { replaced } => {
+                if let Some(old) = replaced {
+                    debug!(me = %Hex(me), peer = %Hex(peer), link = old.generation, "rtc: replacing link for new offer");
+                    if old.open {
+                        self.emit(RtcEvent::Closed { peer });
+                    }
+                    // Teardown goes on in the background; the new link does not wait for it.
+                    drop(old.handle.stop());
+                }
             }
-            // Teardown goes on in the background; the new link does not wait for it.
-            drop(old.stop());
         }
-        let (link, start) = self.new_link(Role::Answerer, Some(offer.sdp.clone()));
-        debug!(me = %Hex(me), peer = %Hex(peer), link = link.id, "rtc: answering offer");
-        links.insert(peer, link);
+        let mut start = None;
+        let id = links.start(peer, Role::Answerer, Some(offer.sdp.clone()), |id| {
+            let (handle, pending) = self.new_link(id, Role::Answerer);
+            start = Some(pending);
+            Some(handle)
+        });
         drop(links);
-        start.spawn(Arc::clone(self), peer, Some(offer));
+        if let (Some(id), Some(start)) = (id, start) {
+            debug!(me = %Hex(me), peer = %Hex(peer), link = id, "rtc: answering offer");
+            start.spawn(Arc::clone(self), peer, Some(offer));
+        }
     }
 
     fn on_answer(&self, peer: u32, answer: RTCSessionDescription) {
         let mut links = self.lock_links();
-        match links.get_mut(&peer) {
-            Some(link) if signal::accepts_answer(Some(link.snapshot())) => {
-                link.answered = true;
-                let _ = link.control.send(Control::RemoteAnswer(Box::new(answer)));
+        match links.accept_answer(peer) {
+            Some(link) => {
+                let _ = link
+                    .handle
+                    .control
+                    .send(Control::RemoteAnswer(Box::new(answer)));
             }
-            _ => {
-                self.counters
-                    .ignored_signals
-                    .fetch_add(1, Ordering::Relaxed);
-                debug!(me = %Hex(self.me), peer = %Hex(peer), "rtc: unexpected answer ignored");
-            }
+            // Counted by the table.
+            None => debug!(me = %Hex(self.me), peer = %Hex(peer), "rtc: unexpected answer ignored"),
         }
     }
 
     fn is_current(&self, peer: u32, id: u64) -> bool {
-        self.lock_links()
-            .get(&peer)
-            .is_some_and(|link| link.id == id)
+        self.lock_links().is_current(peer, id)
     }
 
     /// The data channel of link `id` opened: set up its send queue and writer, report `Open`.
     fn mark_open(self: &Arc<Self>, peer: u32, id: u64, dc: &Arc<dyn DataChannel>) {
         let mut links = self.lock_links();
-        let Some(link) = links.get_mut(&peer).filter(|link| link.id == id) else {
+        let Some(link) = links.mark_open(peer, id) else {
             return;
         };
-        if link.outbound.is_some() {
-            return;
-        }
         let (outbound, queue) = mpsc::channel(self.config.send_queue_frames.max(1));
-        link.outbound = Some(outbound);
+        link.handle.outbound = Some(outbound);
         tokio::spawn(write_frames(
             Arc::clone(self),
             peer,
@@ -649,16 +612,13 @@ impl Inner {
             Arc::clone(dc),
             queue,
         ));
-        self.counters.opened.fetch_add(1, Ordering::Relaxed);
         debug!(me = %Hex(self.me), peer = %Hex(peer), link = id, "rtc: open");
         self.emit(RtcEvent::Open { peer });
     }
 
     fn deliver(&self, peer: u32, id: u64, data: BytesMut) {
         let links = self.lock_links();
-        let open = links
-            .get(&peer)
-            .is_some_and(|link| link.id == id && link.outbound.is_some());
+        let open = links.current(peer, id).is_some_and(|link| link.open);
         if !open {
             return;
         }
@@ -676,16 +636,12 @@ impl Inner {
     /// down. A no-op if the link was already replaced or closed.
     fn fail(&self, peer: u32, id: u64, reason: &str) {
         let mut links = self.lock_links();
-        if links.get(&peer).map(|link| link.id) != Some(id) {
-            return;
-        }
-        let Some(link) = links.remove(&peer) else {
+        let Some(link) = links.fail(peer, id) else {
             return;
         };
         debug!(me = %Hex(self.me), peer = %Hex(peer), link = id, reason, "rtc: link down");
-        self.counters.failures.fetch_add(1, Ordering::Relaxed);
         self.emit(RtcEvent::Closed { peer });
-        let _ = link.control.send(Control::Stop(None));
+        let _ = link.handle.control.send(Control::Stop(None));
     }
 }
 
@@ -861,10 +817,10 @@ impl Supervisor {
         let mut opened = false;
         // Offerer: our offer, and when to send it again if no answer came (node-core's
         // signalling rules, "Retries").
-        let mut retry: Option<(Instant, String)> = None;
+        let mut retry: Option<Instant> = None;
         let retry_every = Duration::from_millis(signal::OFFER_RETRY_MS);
         loop {
-            let retry_at = retry.as_ref().map(|(at, _)| *at);
+            let retry_at = retry;
             let control = tokio::select! {
                 control = self.control_rx.recv() => control,
                 () = tokio::time::sleep_until(deadline), if !opened => {
@@ -875,18 +831,18 @@ impl Supervisor {
                     return Exit::Failed("connect timeout".to_owned());
                 }
                 () = tokio::time::sleep_until(retry_at.unwrap_or(deadline)), if retry_at.is_some() => {
-                    let Some((at, payload)) = retry.take() else { continue };
-                    if self.is_open() || !self.is_current_unanswered() {
-                        continue;
-                    }
-                    self.inner.counters.offer_retries.fetch_add(1, Ordering::Relaxed);
+                    let Some(at) = retry.take() else { continue };
+                    // Still current, unanswered (an answer may be accepted while its
+                    // `RemoteAnswer` is queued for this task) and not open: the table decides.
+                    let payload = self.inner.lock_links().retry_payload(self.peer, self.id);
+                    let Some(payload) = payload else { continue };
                     debug!(me = %Hex(self.inner.me), peer = %Hex(self.peer), link = self.id, "rtc: no answer yet, offering again");
                     self.inner.emit(RtcEvent::Signal {
                         peer: self.peer,
-                        payload: payload.clone(),
+                        payload,
                         retry: true,
                     });
-                    retry = Some((at + retry_every, payload));
+                    retry = Some(at + retry_every);
                     continue;
                 }
             };
@@ -900,10 +856,10 @@ impl Supervisor {
                     signalled = true;
                     match self.send_description().await {
                         Err(reason) => return Exit::Failed(reason),
-                        Ok(payload) if self.role == Role::Offerer => {
-                            retry = Some((Instant::now() + retry_every, payload));
+                        Ok(()) if self.role == Role::Offerer => {
+                            retry = Some(Instant::now() + retry_every);
                         }
-                        Ok(_) => {}
+                        Ok(()) => {}
                     }
                 }
                 Control::GatheringComplete => {}
@@ -943,21 +899,12 @@ impl Supervisor {
     fn is_open(&self) -> bool {
         self.inner
             .lock_links()
-            .get(&self.peer)
-            .is_some_and(|link| link.id == self.id && link.outbound.is_some())
+            .current(self.peer, self.id)
+            .is_some_and(|link| link.open)
     }
 
-    /// Whether this link is still the current one for its peer and has no answer yet (one may
-    /// have been accepted while its `RemoteAnswer` is still queued for this task).
-    fn is_current_unanswered(&self) -> bool {
-        self.inner
-            .lock_links()
-            .get(&self.peer)
-            .is_some_and(|link| link.id == self.id && !link.answered)
-    }
-
-    /// Signals the local description; returns its payload.
-    async fn send_description(&self) -> Result<String, String> {
+    /// Signals the local description (and leaves its payload in the table, to be sent again).
+    async fn send_description(&self) -> Result<(), String> {
         let Some(pc) = &self.pc else {
             return Err("no peer connection".to_owned());
         };
@@ -966,16 +913,15 @@ impl Supervisor {
         };
         let payload = signal_payload(&description);
         let mut links = self.inner.lock_links();
-        if let Some(link) = links.get_mut(&self.peer).filter(|link| link.id == self.id) {
-            link.local_payload = Some(payload.clone());
+        if links.set_local_payload(self.peer, self.id, payload.clone()) {
             debug!(me = %Hex(self.inner.me), peer = %Hex(self.peer), link = self.id, kind = %description.sdp_type, "rtc: signal");
             self.inner.emit(RtcEvent::Signal {
                 peer: self.peer,
-                payload: payload.clone(),
+                payload,
                 retry: false,
             });
         }
-        Ok(payload)
+        Ok(())
     }
 
     fn adopt_channel(&mut self, dc: Arc<dyn DataChannel>) {

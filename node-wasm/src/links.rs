@@ -16,7 +16,6 @@
 //! Every callback carries the link's generation, and acts only if that link is still the
 //! current one for its peer, so events of a replaced link never reach the core.
 
-use std::collections::HashMap;
 use std::rc::Weak;
 
 use js_sys::Uint8Array;
@@ -29,7 +28,8 @@ use web_sys::{
     RtcSessionDescriptionInit,
 };
 
-use node_core::peer::signal::{self, Description, LinkSnapshot, OfferVerdict, Role};
+use node_core::peer::signal::{self, Description, Role};
+use node_core::peer::table::{LinkTable, OnOffer};
 
 use crate::driver::{Driver, Handle, Shared, with_weak};
 
@@ -41,35 +41,17 @@ pub const CONNECT_TIMEOUT_MS: i32 = 15_000;
 
 type Callback = Closure<dyn FnMut(JsValue)>;
 
-struct Link {
-    generation: u64,
-    role: Role,
+/// The browser's side of one link; node-core's link table (`peer::table`) holds it with the
+/// link's generation and negotiation state.
+struct Stack {
     pc: RtcPeerConnection,
     dc: Option<RtcDataChannel>,
-    open: bool,
     signalled: bool,
-    /// The offer this answerer answers (to ignore an identical duplicate).
-    remote_offer: Option<String>,
-    /// The offerer applied an answer already.
-    answered: bool,
-    /// Our own description's payload, once signalled (to answer a repeated offer again, or to
-    /// offer again for want of an answer).
-    local_payload: Option<String>,
     callbacks: Vec<Callback>,
     timeout: Option<i32>,
 }
 
-impl Link {
-    /// What node-core's signalling rules need to know of this link.
-    fn snapshot(&self) -> LinkSnapshot<'_> {
-        LinkSnapshot {
-            role: self.role,
-            open: self.open,
-            answered: self.answered,
-            remote_offer: self.remote_offer.as_deref(),
-        }
-    }
-
+impl Stack {
     /// Detaches every handler and closes the connection. The closures are dropped in a later
     /// task: this may run inside one of them.
     fn teardown(self) {
@@ -106,18 +88,17 @@ pub struct SignalOutcome {
 
 /// Every link of one peer.
 pub struct Links {
-    me: u32,
     ice_servers: Vec<String>,
-    table: HashMap<u32, Link>,
-    next_generation: u64,
-    pub stats: LinkStats,
+    table: LinkTable<Stack>,
+    /// Frames and bytes (the table counts the rest).
+    frames: LinkStats,
 }
 
 impl std::fmt::Debug for Links {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Links")
-            .field("me", &self.me)
-            .field("peers", &self.table.keys().collect::<Vec<_>>())
+            .field("me", &self.table.me())
+            .field("open", &self.table.open_peers())
             .finish()
     }
 }
@@ -125,116 +106,114 @@ impl std::fmt::Debug for Links {
 impl Links {
     pub fn new(me: u32, ice_servers: Vec<String>) -> Self {
         Self {
-            me,
             ice_servers,
-            table: HashMap::new(),
-            next_generation: 1,
-            stats: LinkStats::default(),
+            table: LinkTable::new(me),
+            frames: LinkStats::default(),
         }
     }
 
     pub fn any_open(&self) -> bool {
-        self.table.values().any(|l| l.open)
+        self.table.open_count() > 0
     }
 
     pub fn open_count(&self) -> usize {
-        self.table.values().filter(|l| l.open).count()
+        self.table.open_count()
     }
 
     /// Sends one frame; false when no open channel leads to `peer` (the frame is dropped).
     pub fn send(&mut self, peer: u32, bytes: &[u8]) -> bool {
-        let sent = match self.table.get(&peer) {
-            Some(Link {
-                open: true,
-                dc: Some(dc),
-                ..
-            }) => dc.send_with_u8_array(bytes).is_ok(),
+        let sent = match self.table.get(peer) {
+            Some(link) if link.open => link
+                .handle
+                .dc
+                .as_ref()
+                .is_some_and(|dc| dc.send_with_u8_array(bytes).is_ok()),
             _ => false,
         };
         if sent {
-            self.stats.frames_out += 1;
-            self.stats.bytes_out += bytes.len() as u64;
+            self.frames.frames_out += 1;
+            self.frames.bytes_out += bytes.len() as u64;
         } else {
-            self.stats.frames_dropped += 1;
+            self.frames.frames_dropped += 1;
         }
         sent
     }
 
     /// Counts a frame received on a current link.
     pub fn received(&mut self, bytes: usize) {
-        self.stats.frames_in += 1;
-        self.stats.bytes_in += bytes as u64;
+        self.frames.frames_in += 1;
+        self.frames.bytes_in += bytes as u64;
     }
 
     /// The counters, with the links open now.
     pub fn stats(&self) -> LinkStats {
         LinkStats {
-            links_open: self.open_count() as u64,
-            ..self.stats
+            frames_in: self.frames.frames_in,
+            frames_out: self.frames.frames_out,
+            bytes_in: self.frames.bytes_in,
+            bytes_out: self.frames.bytes_out,
+            frames_dropped: self.frames.frames_dropped,
+            ..self.table.stats()
         }
     }
 
     /// Closes the link to `peer` without reporting it (the core asked for it).
     pub fn close(&mut self, peer: u32) {
-        if let Some(link) = self.table.remove(&peer) {
-            link.teardown();
+        if let Some(link) = self.table.close(peer) {
+            link.handle.teardown();
         }
     }
 
     pub fn close_all(&mut self) {
         for (_, link) in self.table.drain() {
-            link.teardown();
+            link.handle.teardown();
         }
     }
 
     fn is_current(&self, peer: u32, generation: u64) -> bool {
-        self.table
-            .get(&peer)
-            .is_some_and(|l| l.generation == generation)
+        self.table.is_current(peer, generation)
     }
 
     /// Marks the link open; true if it is the current link and was not open yet.
     fn mark_open(&mut self, peer: u32, generation: u64) -> bool {
-        match self.table.get_mut(&peer) {
-            Some(link) if link.generation == generation && !link.open => {
-                link.open = true;
-                self.stats.opened += 1;
-                if let (Some(handle), Some(window)) = (link.timeout.take(), web_sys::window()) {
-                    window.clear_timeout_with_handle(handle);
-                }
-                true
-            }
-            _ => false,
+        let Some(link) = self.table.mark_open(peer, generation) else {
+            return false;
+        };
+        if let (Some(handle), Some(window)) = (link.handle.timeout.take(), web_sys::window()) {
+            window.clear_timeout_with_handle(handle);
         }
+        true
     }
 
     /// Removes a failed current link; `Some(was_open)` when it was the current one.
     fn fail(&mut self, peer: u32, generation: u64) -> Option<bool> {
-        if !self.is_current(peer, generation) {
-            return None;
-        }
-        let link = self.table.remove(&peer)?;
+        let link = self.table.fail(peer, generation)?;
         let was_open = link.open;
-        link.teardown();
-        self.stats.failures += u64::from(!was_open);
+        link.handle.teardown();
         Some(was_open)
     }
 
     /// Starts a link to `peer` as the offerer (nothing if one exists or is being made).
     pub fn connect(&mut self, shared: &Handle, peer: u32) {
-        if peer == self.me || self.table.contains_key(&peer) {
+        let servers = &self.ice_servers;
+        let Some(generation) = self.table.start(peer, Role::Offerer, None, |generation| {
+            new_stack(servers, shared, peer, generation)
+        }) else {
             return;
-        }
-        let Some(mut link) = self.new_link(shared, peer, Role::Offerer, None) else {
+        };
+        let Some(link) = self.table.current_mut(peer, generation) else {
             return;
         };
         // The W3C defaults: ordered and reliable.
-        let dc = link.pc.create_data_channel(CHANNEL_LABEL);
-        attach_channel(&mut link, &dc, Rc::downgrade(shared), peer);
-        let pc = link.pc.clone();
-        let generation = link.generation;
-        self.stats.attempts += 1;
-        self.table.insert(peer, link);
+        let dc = link.handle.pc.create_data_channel(CHANNEL_LABEL);
+        attach_channel(
+            &mut link.handle,
+            generation,
+            &dc,
+            Rc::downgrade(shared),
+            peer,
+        );
+        let pc = link.handle.pc.clone();
         let me = Rc::downgrade(shared);
         spawn_local(async move {
             let result = async {
@@ -251,57 +230,41 @@ impl Links {
     /// Handles a signalling payload from `peer` (an offer is answered, an answer applied).
     pub fn on_signal(&mut self, shared: &Handle, peer: u32, payload: &str) -> SignalOutcome {
         let Some(description) = Description::parse(payload) else {
-            self.stats.bad_signals += 1;
+            self.table.count_bad_signal();
             return SignalOutcome::default();
         };
         match description {
             Description::Answer(sdp) => {
-                match self.table.get_mut(&peer) {
-                    Some(link) if signal::accepts_answer(Some(link.snapshot())) => {
-                        link.answered = true;
-                        let pc = link.pc.clone();
-                        let generation = link.generation;
-                        let me = Rc::downgrade(shared);
-                        spawn_local(async move {
-                            let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
-                            init.set_sdp(&sdp);
-                            if let Err(e) = JsFuture::from(pc.set_remote_description(&init)).await {
-                                fail_link(
-                                    &me,
-                                    peer,
-                                    generation,
-                                    &describe("applying the answer", &e),
-                                );
-                            }
-                        });
-                    }
-                    _ => self.stats.ignored_signals += 1,
+                // (An answer nobody waits for is counted by the table.)
+                if let Some(link) = self.table.accept_answer(peer) {
+                    let pc = link.handle.pc.clone();
+                    let generation = link.generation;
+                    let me = Rc::downgrade(shared);
+                    spawn_local(async move {
+                        let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+                        init.set_sdp(&sdp);
+                        if let Err(e) = JsFuture::from(pc.set_remote_description(&init)).await {
+                            fail_link(&me, peer, generation, &describe("applying the answer", &e));
+                        }
+                    });
                 }
                 SignalOutcome::default()
             }
             Description::Offer(sdp) => {
-                let current = self.table.get(&peer).map(Link::snapshot);
-                let replaced_open = match signal::on_offer(self.me, peer, current, &sdp) {
-                    OfferVerdict::Ignore(_) => {
-                        self.stats.ignored_signals += 1;
-                        return SignalOutcome::default();
-                    }
-                    OfferVerdict::Reanswer => {
-                        // Not yet gathered: the answer goes out when it is.
-                        let reply = self.table.get(&peer).and_then(|l| l.local_payload.clone());
-                        self.stats.reanswers += u64::from(reply.is_some());
+                let replaced_open = match self.table.on_offer(peer, &sdp) {
+                    OnOffer::Ignore(_) => return SignalOutcome::default(),
+                    // Not yet gathered (`None`): the answer goes out when it is.
+                    OnOffer::Reanswer(reply) => {
                         return SignalOutcome {
                             replaced_open: false,
                             reply,
                         };
                     }
-                    OfferVerdict::Answer => false,
-                    OfferVerdict::Replace { was_open } => {
-                        if let Some(old) = self.table.remove(&peer) {
-                            old.teardown();
-                        }
+                    OnOffer::Answer { replaced } => replaced.is_some_and(|old| {
+                        let was_open = old.open;
+                        old.handle.teardown();
                         was_open
-                    }
+                    }),
                 };
                 self.answer(shared, peer, sdp);
                 SignalOutcome {
@@ -313,11 +276,19 @@ impl Links {
     }
 
     fn answer(&mut self, shared: &Handle, peer: u32, sdp: String) {
-        let Some(mut link) = self.new_link(shared, peer, Role::Answerer, Some(sdp.clone())) else {
+        let servers = &self.ice_servers;
+        let Some(generation) =
+            self.table
+                .start(peer, Role::Answerer, Some(sdp.clone()), |generation| {
+                    new_stack(servers, shared, peer, generation)
+                })
+        else {
+            return;
+        };
+        let Some(link) = self.table.current_mut(peer, generation) else {
             return;
         };
         let me = Rc::downgrade(shared);
-        let generation = link.generation;
         let on_channel = {
             let me = me.clone();
             Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
@@ -326,12 +297,11 @@ impl Links {
                 with_weak(&me, |d, h| d.links.adopt_channel(h, peer, generation, dc));
             })
         };
-        link.pc
+        link.handle
+            .pc
             .set_ondatachannel(Some(on_channel.as_ref().unchecked_ref()));
-        link.callbacks.push(on_channel);
-        let pc = link.pc.clone();
-        self.stats.attempts += 1;
-        self.table.insert(peer, link);
+        link.handle.callbacks.push(on_channel);
+        let pc = link.handle.pc.clone();
         spawn_local(async move {
             let result = async {
                 let offer = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
@@ -349,41 +319,43 @@ impl Links {
 
     /// The answerer got the offerer's channel.
     fn adopt_channel(&mut self, shared: &Handle, peer: u32, generation: u64, dc: RtcDataChannel) {
-        let Some(link) = self.table.get_mut(&peer) else {
+        let Some(link) = self.table.current_mut(peer, generation) else {
             dc.close();
             return;
         };
-        if link.generation != generation || link.dc.is_some() || dc.label() != CHANNEL_LABEL {
+        if link.handle.dc.is_some() || dc.label() != CHANNEL_LABEL {
             dc.close();
             return;
         }
-        attach_channel(link, &dc, Rc::downgrade(shared), peer);
+        attach_channel(
+            &mut link.handle,
+            generation,
+            &dc,
+            Rc::downgrade(shared),
+            peer,
+        );
         if dc.ready_state() == RtcDataChannelState::Open {
             // Already open: no `open` event will come.
             let me = Rc::downgrade(shared);
             spawn_local(async move { channel_opened(&me, peer, generation) });
         }
     }
+}
 
-    fn new_link(
-        &mut self,
-        shared: &Handle,
-        peer: u32,
-        role: Role,
-        remote_offer: Option<String>,
-    ) -> Option<Link> {
+/// The browser's objects for link `generation` to `peer`: the peer connection with its
+/// handlers and the connect timeout (`None` when the browser refused to make one).
+fn new_stack(ice_servers: &[String], shared: &Handle, peer: u32, generation: u64) -> Option<Stack> {
+    {
         let config = web_sys::RtcConfiguration::new();
         let servers = js_sys::Array::new();
-        if !self.ice_servers.is_empty() {
+        if !ice_servers.is_empty() {
             let server = js_sys::Object::new();
-            let urls: js_sys::Array = self.ice_servers.iter().map(JsValue::from).collect();
+            let urls: js_sys::Array = ice_servers.iter().map(JsValue::from).collect();
             let _ = js_sys::Reflect::set(&server, &"urls".into(), &urls);
             servers.push(&server);
         }
         let _ = js_sys::Reflect::set(&config, &"iceServers".into(), &servers);
         let pc = RtcPeerConnection::new_with_configuration(&config).ok()?;
-        let generation = self.next_generation;
-        self.next_generation += 1;
         let me = Rc::downgrade(shared);
         let mut callbacks = Vec::new();
 
@@ -430,16 +402,10 @@ impl Links {
         });
         callbacks.push(timeout_callback);
 
-        Some(Link {
-            generation,
-            role,
+        Some(Stack {
             pc,
             dc: None,
-            open: false,
             signalled: false,
-            remote_offer,
-            local_payload: None,
-            answered: false,
             callbacks,
             timeout,
         })
@@ -449,8 +415,13 @@ impl Links {
 use std::rc::Rc;
 
 /// Wires a data channel's events to the driver.
-fn attach_channel(link: &mut Link, dc: &RtcDataChannel, me: Weak<Shared>, peer: u32) {
-    let generation = link.generation;
+fn attach_channel(
+    link: &mut Stack,
+    generation: u64,
+    dc: &RtcDataChannel,
+    me: Weak<Shared>,
+    peer: u32,
+) {
     dc.set_binary_type(RtcDataChannelType::Arraybuffer);
     let on_open = {
         let me = me.clone();
@@ -514,19 +485,18 @@ fn after_local_description(
 
 /// Signals the local description once gathering is complete (non-trickle), exactly once.
 fn maybe_signal(d: &mut Driver, peer: u32, generation: u64) {
-    let Some(link) = d.links.table.get_mut(&peer) else {
+    let Some(link) = d.links.table.current_mut(peer, generation) else {
         return;
     };
-    if link.generation != generation
-        || link.signalled
-        || link.pc.ice_gathering_state() != RtcIceGatheringState::Complete
+    if link.handle.signalled
+        || link.handle.pc.ice_gathering_state() != RtcIceGatheringState::Complete
     {
         return;
     }
-    let Some(local) = link.pc.local_description() else {
+    let Some(local) = link.handle.pc.local_description() else {
         return;
     };
-    link.signalled = true;
+    link.handle.signalled = true;
     let offer = local.type_() == RtcSdpType::Offer;
     let payload = if offer {
         Description::Offer(local.sdp())
@@ -547,16 +517,10 @@ fn retry_offer_later(me: Weak<Shared>, peer: u32, generation: u64) {
     spawn_local(async move {
         crate::driver::sleep_ms(signal::OFFER_RETRY_MS as i32).await;
         with_weak(&me, |d, _| {
-            let Some(link) = d.links.table.get(&peer) else {
+            // Still current, unanswered and not open: node-core's table decides.
+            let Some(payload) = d.links.table.retry_payload(peer, generation) else {
                 return;
             };
-            if link.generation != generation || link.answered || link.open {
-                return;
-            }
-            let Some(payload) = link.local_payload.clone() else {
-                return;
-            };
-            d.links.stats.offer_retries += 1;
             d.send_signal_retry(peer, payload);
             retry_offer_later(d.me.clone(), peer, generation);
         });

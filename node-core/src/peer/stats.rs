@@ -26,7 +26,8 @@ pub struct LinkStats {
     pub attempts: u64,
     /// Links whose data channel opened.
     pub opened: u64,
-    /// Links that closed before they opened (failed, timed out, refused).
+    /// Links that failed: timed out, ICE failed, closed by the remote, or replaced while open by
+    /// the remote's new offer (an explicit close by the core is not a failure).
     pub failures: u64,
     /// Frames received, and sent, over data channels; their payload bytes.
     pub frames_in: u64,

@@ -1,0 +1,381 @@
+//! A driver's link table: one current link per remote peer, each with a generation, its role
+//! and negotiation state, and the driver's own handle for its WebRTC stack (`H`: webrtc-rs
+//! tasks natively, an `RTCPeerConnection` and its callbacks in a tab).
+//!
+//! Every callback of a stack carries the generation of the link it belongs to and acts only
+//! while that link is still the current one ([`LinkTable::current`]): a replaced or closed link
+//! falls silent. The table applies the signalling rules of [`super::signal`] to its own state,
+//! so a driver asks it what to do with an offer ([`LinkTable::on_offer`]), an answer
+//! ([`LinkTable::accept_answer`]) and a retry timer ([`LinkTable::retry_payload`]), and only
+//! carries the answer out with its stack. It also keeps the table's counters (attempts,
+//! opened, failures, ignored signals, re-answers, offer retries; [`LinkStats`]).
+//!
+//! Before this module each driver held its own table with these fields and checks; the "is this
+//! offer still unanswered, current and not open" test of the retry timer was written twice.
+
+use std::collections::HashMap;
+
+use super::signal::{self, Ignored, LinkSnapshot, OfferVerdict, Role};
+use super::stats::LinkStats;
+
+/// One link as the table sees it.
+#[derive(Debug)]
+pub struct Link<H> {
+    pub generation: u64,
+    pub role: Role,
+    /// The data channel is open.
+    pub open: bool,
+    /// Offerer: an answer was accepted for this link.
+    pub answered: bool,
+    /// Answerer: the SDP of the offer it answers (to spot the same offer delivered twice).
+    pub remote_offer: Option<String>,
+    /// Our own description's payload once signalled (to answer a repeated offer again, or to
+    /// offer again for want of an answer).
+    pub local_payload: Option<String>,
+    /// The driver's handle on its stack for this link.
+    pub handle: H,
+}
+
+impl<H> Link<H> {
+    /// What the signalling rules need to know of this link.
+    pub fn snapshot(&self) -> LinkSnapshot<'_> {
+        LinkSnapshot {
+            role: self.role,
+            open: self.open,
+            answered: self.answered,
+            remote_offer: self.remote_offer.as_deref(),
+        }
+    }
+}
+
+/// What to do with an offer (see [`super::signal::on_offer`] for the rules).
+#[derive(Debug)]
+pub enum OnOffer<H> {
+    /// Nothing (counted).
+    Ignore(Ignored),
+    /// The same offer again before the link opened: send our answer again (`None`: not
+    /// gathered yet; it goes out when it is).
+    Reanswer(Option<String>),
+    /// Answer it with a new link ([`LinkTable::start`] as the answerer). `replaced` is the link
+    /// the offer replaces, already out of the table: the driver tears it down, and reports the
+    /// peer down if it was open.
+    Answer { replaced: Option<Link<H>> },
+}
+
+/// Every link of one peer.
+#[derive(Debug)]
+pub struct LinkTable<H> {
+    me: u32,
+    links: HashMap<u32, Link<H>>,
+    next_generation: u64,
+    stats: LinkStats,
+}
+
+impl<H> LinkTable<H> {
+    pub fn new(me: u32) -> Self {
+        Self {
+            me,
+            links: HashMap::new(),
+            next_generation: 1,
+            stats: LinkStats::default(),
+        }
+    }
+
+    pub fn me(&self) -> u32 {
+        self.me
+    }
+
+    /// Starts a link to `peer` in `role`: `make` builds the driver's handle for the given
+    /// generation (`None` when the stack refused; nothing is recorded then). Returns the new
+    /// generation. An offerer link is not started while any link to `peer` exists.
+    pub fn start(
+        &mut self,
+        peer: u32,
+        role: Role,
+        remote_offer: Option<String>,
+        make: impl FnOnce(u64) -> Option<H>,
+    ) -> Option<u64> {
+        if peer == self.me || (role == Role::Offerer && self.links.contains_key(&peer)) {
+            return None;
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let handle = make(generation)?;
+        self.stats.attempts += 1;
+        self.links.insert(
+            peer,
+            Link {
+                generation,
+                role,
+                open: false,
+                answered: false,
+                remote_offer,
+                local_payload: None,
+                handle,
+            },
+        );
+        Some(generation)
+    }
+
+    /// An offer from `peer` with this SDP.
+    pub fn on_offer(&mut self, peer: u32, sdp: &str) -> OnOffer<H> {
+        let current = self.links.get(&peer).map(Link::snapshot);
+        match signal::on_offer(self.me, peer, current, sdp) {
+            OfferVerdict::Ignore(why) => {
+                self.stats.ignored_signals += 1;
+                OnOffer::Ignore(why)
+            }
+            OfferVerdict::Reanswer => {
+                let payload = self.links.get(&peer).and_then(|l| l.local_payload.clone());
+                self.stats.reanswers += u64::from(payload.is_some());
+                OnOffer::Reanswer(payload)
+            }
+            OfferVerdict::Answer | OfferVerdict::Replace { .. } => {
+                let replaced = self.links.remove(&peer);
+                if replaced.as_ref().is_some_and(|l| l.open) {
+                    self.stats.failures += 1;
+                }
+                OnOffer::Answer { replaced }
+            }
+        }
+    }
+
+    /// An answer from `peer`: the link it answers (now marked answered), or `None` when nobody
+    /// waits for it (counted as ignored).
+    pub fn accept_answer(&mut self, peer: u32) -> Option<&mut Link<H>> {
+        match self.links.get_mut(&peer) {
+            Some(link) if signal::accepts_answer(Some(link.snapshot())) => {
+                link.answered = true;
+                Some(link)
+            }
+            _ => {
+                self.stats.ignored_signals += 1;
+                None
+            }
+        }
+    }
+
+    /// The link to `peer` if `generation` is still the current one.
+    pub fn current(&self, peer: u32, generation: u64) -> Option<&Link<H>> {
+        self.links
+            .get(&peer)
+            .filter(|link| link.generation == generation)
+    }
+
+    pub fn current_mut(&mut self, peer: u32, generation: u64) -> Option<&mut Link<H>> {
+        self.links
+            .get_mut(&peer)
+            .filter(|link| link.generation == generation)
+    }
+
+    pub fn is_current(&self, peer: u32, generation: u64) -> bool {
+        self.current(peer, generation).is_some()
+    }
+
+    /// The current link to `peer`, whatever its generation.
+    pub fn get(&self, peer: u32) -> Option<&Link<H>> {
+        self.links.get(&peer)
+    }
+
+    pub fn get_mut(&mut self, peer: u32) -> Option<&mut Link<H>> {
+        self.links.get_mut(&peer)
+    }
+
+    pub fn contains(&self, peer: u32) -> bool {
+        self.links.contains_key(&peer)
+    }
+
+    /// The data channel of link `generation` opened: `Some` (the link, now open) if it is the
+    /// current link and was not open yet.
+    pub fn mark_open(&mut self, peer: u32, generation: u64) -> Option<&mut Link<H>> {
+        let link = self
+            .links
+            .get_mut(&peer)
+            .filter(|l| l.generation == generation && !l.open)?;
+        link.open = true;
+        self.stats.opened += 1;
+        Some(link)
+    }
+
+    /// Our description of link `generation` is ready: remember its payload (to answer or offer
+    /// it again). False if the link is no longer current.
+    pub fn set_local_payload(&mut self, peer: u32, generation: u64, payload: String) -> bool {
+        match self.current_mut(peer, generation) {
+            Some(link) => {
+                link.local_payload = Some(payload);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The retry timer of offer `generation` fired: the payload to send again while that offer
+    /// is still current, unanswered and not open (counted); `None` otherwise.
+    pub fn retry_payload(&mut self, peer: u32, generation: u64) -> Option<String> {
+        let link = self.current(peer, generation)?;
+        if link.role != Role::Offerer || link.answered || link.open {
+            return None;
+        }
+        let payload = link.local_payload.clone()?;
+        self.stats.offer_retries += 1;
+        Some(payload)
+    }
+
+    /// Link `generation` failed (timed out, ICE failed, closed by the remote): removed and
+    /// returned (the driver tears it down and reports the peer down), if it was current.
+    pub fn fail(&mut self, peer: u32, generation: u64) -> Option<Link<H>> {
+        self.current(peer, generation)?;
+        let link = self.links.remove(&peer)?;
+        self.stats.failures += 1;
+        Some(link)
+    }
+
+    /// The core closed the link to `peer`: removed and returned, not counted as a failure.
+    pub fn close(&mut self, peer: u32) -> Option<Link<H>> {
+        self.links.remove(&peer)
+    }
+
+    /// Every link, removed (shutdown).
+    pub fn drain(&mut self) -> Vec<(u32, Link<H>)> {
+        self.links.drain().collect()
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.links.values().filter(|l| l.open).count()
+    }
+
+    /// Peers with an open link.
+    pub fn open_peers(&self) -> Vec<u32> {
+        let mut peers: Vec<u32> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.open)
+            .map(|(p, _)| *p)
+            .collect();
+        peers.sort_unstable();
+        peers
+    }
+
+    /// The table's counters, with the links open now. The driver adds what its stack counts
+    /// (frames, bytes, drops, unparsable payloads).
+    pub fn stats(&self) -> LinkStats {
+        LinkStats {
+            links_open: self.open_count() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Counts a payload that did not parse (the driver parses before it knows the kind).
+    pub fn count_bad_signal(&mut self) {
+        self.stats.bad_signals += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer_sdp(n: u32) -> String {
+        format!("v=0 offer {n}")
+    }
+
+    #[test]
+    fn callbacks_of_a_replaced_link_fall_silent() {
+        let mut table = LinkTable::new(5);
+        let first = table.start(9, Role::Offerer, None, Some).unwrap();
+        assert_eq!(
+            table.start(9, Role::Offerer, None, Some),
+            None,
+            "one at a time"
+        );
+        // A higher id's offer while we (lower) wait for our answer: glare, ignored.
+        assert!(matches!(
+            table.on_offer(9, &offer_sdp(1)),
+            OnOffer::Ignore(_)
+        ));
+        // The peer's offer from a restart once ours failed.
+        assert!(table.fail(9, first).is_some());
+        assert!(table.fail(9, first).is_none(), "once");
+        let OnOffer::Answer { replaced } = table.on_offer(9, &offer_sdp(2)) else {
+            panic!("a fresh offer is answered");
+        };
+        assert!(replaced.is_none());
+        let second = table
+            .start(9, Role::Answerer, Some(offer_sdp(2)), Some)
+            .unwrap();
+        assert!(table.mark_open(9, first).is_none(), "old generation");
+        assert!(table.mark_open(9, second).is_some());
+        assert!(table.mark_open(9, second).is_none(), "opens once");
+        let s = table.stats();
+        assert_eq!(
+            (s.attempts, s.opened, s.failures, s.links_open),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(s.ignored_signals, 1);
+    }
+
+    #[test]
+    fn the_same_offer_is_answered_again_until_the_link_opens() {
+        let mut table: LinkTable<()> = LinkTable::new(9);
+        let sdp = offer_sdp(3);
+        assert!(matches!(table.on_offer(2, &sdp), OnOffer::Answer { .. }));
+        let generation = table
+            .start(2, Role::Answerer, Some(sdp.clone()), |_| Some(()))
+            .unwrap();
+        assert!(
+            matches!(table.on_offer(2, &sdp), OnOffer::Reanswer(None)),
+            "not gathered"
+        );
+        assert!(table.set_local_payload(2, generation, "answer".into()));
+        assert!(matches!(table.on_offer(2, &sdp), OnOffer::Reanswer(Some(p)) if p == "answer"));
+        table.mark_open(2, generation);
+        assert!(matches!(table.on_offer(2, &sdp), OnOffer::Ignore(_)));
+        assert_eq!(table.stats().reanswers, 1);
+    }
+
+    #[test]
+    fn an_offer_is_retried_only_while_current_unanswered_and_closed() {
+        let mut table: LinkTable<()> = LinkTable::new(1);
+        let generation = table.start(7, Role::Offerer, None, |_| Some(())).unwrap();
+        assert_eq!(
+            table.retry_payload(7, generation),
+            None,
+            "nothing gathered yet"
+        );
+        table.set_local_payload(7, generation, "offer".into());
+        assert_eq!(table.retry_payload(7, generation).as_deref(), Some("offer"));
+        assert_eq!(
+            table.retry_payload(7, generation + 1),
+            None,
+            "another generation"
+        );
+        assert!(table.accept_answer(7).is_some());
+        assert!(
+            table.accept_answer(7).is_none(),
+            "a second answer is ignored"
+        );
+        assert_eq!(table.retry_payload(7, generation), None, "answered");
+        assert_eq!(table.stats().offer_retries, 1);
+        assert_eq!(table.stats().ignored_signals, 1);
+    }
+
+    #[test]
+    fn an_offer_replacing_an_open_link_hands_it_back() {
+        let mut table: LinkTable<&str> = LinkTable::new(9);
+        let sdp = offer_sdp(4);
+        table.on_offer(2, &sdp);
+        let generation = table
+            .start(2, Role::Answerer, Some(sdp), |_| Some("old"))
+            .unwrap();
+        table.mark_open(2, generation);
+        // The remote restarted and offers anew.
+        let OnOffer::Answer { replaced } = table.on_offer(2, &offer_sdp(5)) else {
+            panic!("a new offer replaces the link");
+        };
+        let old = replaced.expect("the old link");
+        assert!(old.open);
+        assert_eq!(old.handle, "old");
+        assert!(!table.contains(2));
+        assert_eq!(table.stats().failures, 1);
+    }
+}
