@@ -127,6 +127,44 @@ use crate::wire::Routed;
 use crate::wire::kv::{KvAction, KvResult};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The replicated store's request state, owned by the node (its protocol methods are in
+/// `node/replicate.rs`: they read the ring, the links, the store and the clock besides).
+#[derive(Debug)]
+pub(crate) struct Replicator {
+    /// Client requests pending at this node as their origin.
+    pub(crate) kv_ops: BTreeMap<OpId, OriginOp>,
+    /// Requests this node coordinates as a set's leader, by request id.
+    pub(crate) coordinations: BTreeMap<u64, Coordination>,
+    /// Requests waiting for an election or a link.
+    pub(crate) parked: Vec<Parked>,
+    /// The next request id.
+    pub(crate) next_req: u64,
+    /// Until our successor list came from the successor since we joined, our replica set is
+    /// incomplete, and client requests for our range wait here (`Node::successors_known`).
+    pub(crate) waiting_requests: Vec<(Routed, Time)>,
+    /// Hand-over after a merge ("Merging a ring of one" above): set when a node that served
+    /// alone (or was cut off) with a non-empty store joins a ring; every key it holds is then
+    /// written into the ring it joined, version unchanged.
+    pub(crate) handover: HandOver,
+    /// Client requests this node coordinated lately, by (origin, op): a duplicate or retry of
+    /// a write that already took effect is answered again, never stamped a second time.
+    pub(crate) recent_requests: RecentRequests,
+}
+
+impl Default for Replicator {
+    fn default() -> Self {
+        Self {
+            kv_ops: BTreeMap::new(),
+            coordinations: BTreeMap::new(),
+            parked: Vec::new(),
+            next_req: 1,
+            waiting_requests: Vec::new(),
+            handover: HandOver::default(),
+            recent_requests: RecentRequests::default(),
+        }
+    }
+}
+
 /// A request pending at its origin.
 #[derive(Debug, Clone)]
 pub(crate) struct OriginOp {

@@ -33,7 +33,7 @@ use crate::id::{ID_BITS, Id, PeerId};
 use crate::links::{LinkState, Links};
 use crate::merkle::{self, StepOptions, SyncMsg};
 use crate::metrics::Metrics;
-use crate::replication::{Coordination, OriginOp, Parked};
+use crate::replication::Replicator;
 use crate::ring::{Changed, RingState};
 use crate::rng::Rng;
 use crate::routing;
@@ -259,10 +259,9 @@ pub struct Node {
     pub(crate) store: Store,
     pub(crate) clock: LamportClock,
     pub(crate) elections: Elections,
-    pub(crate) kv_ops: BTreeMap<OpId, OriginOp>,
-    pub(crate) coordinations: BTreeMap<u64, Coordination>,
-    pub(crate) parked: Vec<Parked>,
-    pub(crate) next_req: u64,
+    /// The replicated store's request state (`replication.rs`): requests pending here as
+    /// their origin, coordinations led here, parked and waiting requests, the hand-over.
+    pub(crate) repl: Replicator,
     flooder: Flooder,
     timers: TimerTable,
     anti_entropy_interval: u64,
@@ -320,14 +319,6 @@ pub struct Node {
     /// Whether our successor list came from the successor since we joined; until then our
     /// replica set is incomplete, and client requests for our range wait (`waiting_requests`).
     pub(crate) successors_known: bool,
-    pub(crate) waiting_requests: Vec<(Routed, Time)>,
-    /// Hand-over after a merge (`replication.rs`, "Merging a ring of one"): set when a node
-    /// that served alone (or was cut off) with a non-empty store joins a ring; every key it
-    /// holds is then written into the ring it joined, version unchanged.
-    pub(crate) handover: crate::replication::HandOver,
-    /// Client requests this node coordinated lately, by (origin, op): a duplicate or retry of a
-    /// write that already took effect is answered again, never stamped a second time.
-    pub(crate) recent_requests: crate::replication::RecentRequests,
     /// Per replica successor: when the oldest anti-entropy round over our range that it has not
     /// answered `Equal` yet was opened (a round that got lost keeps its older time, which only
     /// makes the proof below weaker, never wrong).
@@ -367,10 +358,7 @@ impl Node {
             store: Store::new(config.limits),
             clock: LamportClock::new(),
             elections: Elections::new(id, config.election),
-            kv_ops: BTreeMap::new(),
-            coordinations: BTreeMap::new(),
-            parked: Vec::new(),
-            next_req: 1,
+            repl: Replicator::default(),
             flooder: Flooder::new(config.flood),
             timers: TimerTable::default(),
             anti_entropy_interval: config.anti_entropy_min_interval_ms,
@@ -409,9 +397,6 @@ impl Node {
             pred_settled: false,
             adopting: false,
             successors_known: false,
-            waiting_requests: Vec::new(),
-            handover: crate::replication::HandOver::default(),
-            recent_requests: crate::replication::RecentRequests::default(),
         }
     }
 
@@ -535,7 +520,7 @@ impl Node {
         }
         if (self.is_alone() || self.is_isolated()) && !self.store.is_empty() {
             // A merge: what this node acknowledged alone must reach the ring it joins.
-            self.handover.due = true;
+            self.repl.handover.due = true;
         }
         self.ring.clear();
         self.phase = Phase::Joining {
@@ -2126,7 +2111,7 @@ impl Node {
     }
 
     fn fail_pending_ops(&mut self) {
-        for (op, _) in std::mem::take(&mut self.kv_ops) {
+        for (op, _) in std::mem::take(&mut self.repl.kv_ops) {
             self.done(op, Err(OpError::NotJoined));
         }
         for (op, _) in std::mem::take(&mut self.views) {

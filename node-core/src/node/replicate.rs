@@ -62,7 +62,7 @@ impl Node {
             self.done(op, Err(OpError::NotJoined));
             return op;
         }
-        if self.kv_ops.len() >= self.config.max_pending_ops {
+        if self.repl.kv_ops.len() >= self.config.max_pending_ops {
             self.done(
                 op,
                 Err(OpError::TooManyPendingOps {
@@ -75,7 +75,7 @@ impl Node {
             KvAction::Get => self.metrics.kv.total_gets += 1,
             _ => self.metrics.kv.total_puts += 1,
         }
-        self.kv_ops.insert(
+        self.repl.kv_ops.insert(
             op,
             OriginOp {
                 key: key.to_string(),
@@ -97,14 +97,14 @@ impl Node {
         if !self.is_joined() || self.ring.successors().is_empty() || !self.successors_known {
             return;
         }
-        if std::mem::take(&mut self.handover.due) {
-            self.handover.queue = self.store.iter().map(|r| (r.key.to_string(), 0)).collect();
-            self.metrics.kv.handover_keys += self.handover.queue.len() as u64;
+        if std::mem::take(&mut self.repl.handover.due) {
+            self.repl.handover.queue = self.store.iter().map(|r| (r.key.to_string(), 0)).collect();
+            self.metrics.kv.handover_keys += self.repl.handover.queue.len() as u64;
         }
-        while self.handover.inflight.len() < MAX_HANDOVER_INFLIGHT
-            && self.kv_ops.len() < self.config.max_pending_ops
+        while self.repl.handover.inflight.len() < MAX_HANDOVER_INFLIGHT
+            && self.repl.kv_ops.len() < self.config.max_pending_ops
         {
-            let Some((key, tries)) = self.handover.queue.pop_front() else {
+            let Some((key, tries)) = self.repl.handover.queue.pop_front() else {
                 break;
             };
             let Some(entry) = self.store.get(&key).cloned() else {
@@ -112,7 +112,7 @@ impl Node {
             };
             let op = self.new_op();
             let now = self.now;
-            self.kv_ops.insert(
+            self.repl.kv_ops.insert(
                 op,
                 OriginOp {
                     key: key.clone(),
@@ -124,7 +124,7 @@ impl Node {
                     last_failure: None,
                 },
             );
-            self.handover.inflight.insert(op, (key, tries));
+            self.repl.handover.inflight.insert(op, (key, tries));
             self.send_kv_attempt(op);
         }
     }
@@ -132,13 +132,13 @@ impl Node {
     /// A hand-over request ended (`ok`: a write quorum holds its version or a newer one). Not
     /// a client operation: nothing is reported to the driver.
     fn handover_done(&mut self, op: OpId, ok: bool) -> bool {
-        let Some((key, tries)) = self.handover.inflight.remove(&op) else {
+        let Some((key, tries)) = self.repl.handover.inflight.remove(&op) else {
             return false;
         };
         if ok {
             self.metrics.kv.handed_over += 1;
         } else if tries + 1 < MAX_HANDOVER_TRIES {
-            self.handover.queue.push_back((key, tries + 1));
+            self.repl.handover.queue.push_back((key, tries + 1));
         } else {
             self.metrics.kv.handover_failed += 1;
         }
@@ -147,7 +147,7 @@ impl Node {
     }
 
     fn send_kv_attempt(&mut self, op: OpId) {
-        let Some(pending) = self.kv_ops.get_mut(&op) else {
+        let Some(pending) = self.repl.kv_ops.get_mut(&op) else {
             return;
         };
         pending.attempts += 1;
@@ -208,14 +208,14 @@ impl Node {
 
     /// Origin-side timer: retry or give up.
     pub(crate) fn on_kv_timer(&mut self, op: OpId, at: Time) -> bool {
-        let Some(pending) = self.kv_ops.get(&op) else {
+        let Some(pending) = self.repl.kv_ops.get(&op) else {
             return false;
         };
         if at != pending.retry_at.min(pending.deadline) {
             return true;
         }
         if self.now >= pending.deadline {
-            let pending = self.kv_ops.remove(&op).expect("present");
+            let pending = self.repl.kv_ops.remove(&op).expect("present");
             if self.handover_done(op, false) {
                 return true;
             }
@@ -265,8 +265,8 @@ impl Node {
         if !self.successors_known {
             // Joined a moment ago: our successor list (so the replica set) is not known yet.
             // It comes with the successor's first answer; the request waits for it.
-            if self.waiting_requests.len() < MAX_PARKED {
-                self.waiting_requests.push((routed, self.now));
+            if self.repl.waiting_requests.len() < MAX_PARKED {
+                self.repl.waiting_requests.push((routed, self.now));
             } else {
                 self.metrics.kv.dropped_requests += 1;
             }
@@ -280,11 +280,11 @@ impl Node {
             }
             Some(leader) => self.hand_to_leader(routed, set, leader),
             None => {
-                if self.parked.len() >= MAX_PARKED {
+                if self.repl.parked.len() >= MAX_PARKED {
                     self.metrics.kv.dropped_requests += 1;
                     return;
                 }
-                self.parked.push(Parked {
+                self.repl.parked.push(Parked {
                     routed,
                     set: set.clone(),
                     since: self.now,
@@ -360,10 +360,10 @@ impl Node {
             set: set.clone(),
             leader,
         }));
-        let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+        let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.repl.parked)
             .into_iter()
             .partition(|p| p.set == set);
-        self.parked = waiting;
+        self.repl.parked = waiting;
         for parked in ready {
             if self.superseded(parked.since) {
                 self.metrics.kv.dropped_requests += 1;
@@ -381,7 +381,7 @@ impl Node {
     /// Requests that waited for our successor list (see `kv_at_owner`) go on, unless the
     /// origin has sent a newer attempt meanwhile (`superseded`).
     pub(crate) fn release_waiting_requests(&mut self) {
-        for (routed, since) in std::mem::take(&mut self.waiting_requests) {
+        for (routed, since) in std::mem::take(&mut self.repl.waiting_requests) {
             if self.superseded(since) {
                 self.metrics.kv.dropped_requests += 1;
                 continue;
@@ -405,12 +405,14 @@ impl Node {
         let limit = self
             .now
             .saturating_sub(self.config.lookup_attempt_timeout_ms / 2);
-        let waiting = self.waiting_requests.len();
-        self.waiting_requests.retain(|(_, since)| *since >= limit);
-        self.metrics.kv.dropped_requests += (waiting - self.waiting_requests.len()) as u64;
-        let before = self.parked.len();
-        self.parked.retain(|p| p.since >= limit);
-        self.metrics.kv.dropped_requests += (before - self.parked.len()) as u64;
+        let waiting = self.repl.waiting_requests.len();
+        self.repl
+            .waiting_requests
+            .retain(|(_, since)| *since >= limit);
+        self.metrics.kv.dropped_requests += (waiting - self.repl.waiting_requests.len()) as u64;
+        let before = self.repl.parked.len();
+        self.repl.parked.retain(|p| p.since >= limit);
+        self.metrics.kv.dropped_requests += (before - self.repl.parked.len()) as u64;
     }
 
     // ----- at the leader ------------------------------------------------------------------
@@ -419,7 +421,7 @@ impl Node {
         let Body::Kv(request) = routed.body else {
             return;
         };
-        if self.coordinations.len() >= MAX_COORDINATIONS {
+        if self.repl.coordinations.len() >= MAX_COORDINATIONS {
             self.metrics.kv.dropped_requests += 1;
             return;
         }
@@ -427,7 +429,7 @@ impl Node {
         let wid = (routed.origin, request.op);
         let mut replayed = None;
         if is_write {
-            match self.recent_requests.get(routed.origin, request.op) {
+            match self.repl.recent_requests.get(routed.origin, request.op) {
                 Some(Slot::Done(result)) => {
                     // Done before: the same answer again, nothing stamped.
                     let result = result.clone();
@@ -454,11 +456,16 @@ impl Node {
                 None => {}
             }
             let keep = self.config.op_timeout_ms * 2;
-            self.recent_requests
-                .set(routed.origin, request.op, self.now, keep, Slot::InProgress);
+            self.repl.recent_requests.set(
+                routed.origin,
+                request.op,
+                self.now,
+                keep,
+                Slot::InProgress,
+            );
         }
-        let req = self.next_req;
-        self.next_req += 1;
+        let req = self.repl.next_req;
+        self.repl.next_req += 1;
         let others: Vec<Id> = set.iter().copied().filter(|m| *m != self.id).collect();
         let kind = match request.action {
             KvAction::Get => {
@@ -499,7 +506,7 @@ impl Node {
                 self.replicate_write(&request.key, entry, req, &others, wid, true)
             }
         };
-        self.coordinations.insert(
+        self.repl.coordinations.insert(
             req,
             Coordination {
                 origin: routed.origin,
@@ -578,19 +585,19 @@ impl Node {
     /// longer count), at most [`MAX_RESTAMPS`] times; then the write fails and the origin
     /// retries it.
     fn restamp(&mut self, req: u64, newer: u64) {
-        let Some(mut c) = self.coordinations.remove(&req) else {
+        let Some(mut c) = self.repl.coordinations.remove(&req) else {
             return;
         };
         let CoordKind::Write {
             entry, restamps, ..
         } = &c.kind
         else {
-            self.coordinations.insert(req, c);
+            self.repl.coordinations.insert(req, c);
             return;
         };
         if !self.clock.accepts(newer, MAX_CLOCK_JUMP) {
             self.metrics.kv.rejected_entries += 1;
-            self.coordinations.insert(req, c);
+            self.repl.coordinations.insert(req, c);
             return;
         }
         self.metrics.kv.restamps += 1;
@@ -598,14 +605,14 @@ impl Node {
         // acknowledged and another client wrote the key again (see `superseded`): past half
         // the attempt the write is left to fail, and the origin's retry carries it.
         if *restamps >= MAX_RESTAMPS || self.superseded(c.started) {
-            self.coordinations.insert(req, c);
+            self.repl.coordinations.insert(req, c);
             return; // expires unanswered: the origin retries
         }
         self.clock.observe(newer);
         let restamps = restamps + 1;
         let (value, writer) = (entry.value.clone(), entry.version.writer.clone());
-        let new_req = self.next_req;
-        self.next_req += 1;
+        let new_req = self.repl.next_req;
+        self.repl.next_req += 1;
         let others: Vec<Id> = c.set.iter().copied().filter(|m| *m != self.id).collect();
         let wid = (c.origin, c.op);
         let mut kind = self.stamp_and_store(&c.key, value, writer, new_req, &others, wid);
@@ -613,7 +620,7 @@ impl Node {
             *r = restamps;
         }
         c.kind = kind;
-        self.coordinations.insert(new_req, c);
+        self.repl.coordinations.insert(new_req, c);
         self.check_quorum(new_req);
     }
 
@@ -642,7 +649,7 @@ impl Node {
     /// members hold it, writing it back first when fewer do (ABD's second phase), so a later
     /// read cannot return anything older: reads never go backwards.
     fn check_quorum(&mut self, req: u64) {
-        let Some(c) = self.coordinations.get(&req) else {
+        let Some(c) = self.repl.coordinations.get(&req) else {
             return;
         };
         if c.answered {
@@ -715,7 +722,7 @@ impl Node {
             // Not enough settled answers yet: fresh members may settle within a few fast
             // anti-entropy rounds; ask them again then instead of failing at the deadline.
             let now = self.now;
-            if let Some(c) = self.coordinations.get_mut(&req)
+            if let Some(c) = self.repl.coordinations.get_mut(&req)
                 && !c.fresh.is_empty()
                 && c.reask_at.is_none()
             {
@@ -723,7 +730,7 @@ impl Node {
             }
         }
         if let Some(result) = result {
-            if let Some(c) = self.coordinations.get_mut(&req) {
+            if let Some(c) = self.repl.coordinations.get_mut(&req) {
                 c.answered = true;
                 c.reask_at = None;
             }
@@ -744,7 +751,7 @@ impl Node {
                     ..
                 },
             ..
-        }) = self.coordinations.get_mut(&req)
+        }) = self.repl.coordinations.get_mut(&req)
         else {
             return;
         };
@@ -759,7 +766,7 @@ impl Node {
                     && let Some(Coordination {
                         kind: CoordKind::Read { written_back, .. },
                         ..
-                    }) = self.coordinations.get_mut(&req)
+                    }) = self.repl.coordinations.get_mut(&req)
                 {
                     written_back.insert(peer);
                 }
@@ -784,7 +791,7 @@ impl Node {
             key,
             kind: CoordKind::Read { replies, .. },
             ..
-        }) = self.coordinations.get(&req)
+        }) = self.repl.coordinations.get(&req)
         else {
             return;
         };
@@ -815,7 +822,7 @@ impl Node {
             if let Some(Coordination {
                 kind: CoordKind::Read { replies, .. },
                 ..
-            }) = self.coordinations.get_mut(&req)
+            }) = self.repl.coordinations.get_mut(&req)
             {
                 replies.insert(peer, Some(newest.clone()));
             }
@@ -823,12 +830,12 @@ impl Node {
     }
 
     fn reply_to_origin(&mut self, req: u64, result: KvResult) {
-        let Some(c) = self.coordinations.get(&req) else {
+        let Some(c) = self.repl.coordinations.get(&req) else {
             return;
         };
         let (to, op, hops) = ((c.origin, c.origin_via), c.op, c.hops);
         if matches!(c.kind, CoordKind::Write { .. }) {
-            self.recent_requests.finish(to.0, op, &result);
+            self.repl.recent_requests.finish(to.0, op, &result);
         }
         self.send_kv_reply(to, op, hops, result);
     }
@@ -854,6 +861,7 @@ impl Node {
     pub(crate) fn expire_coordinations(&mut self) {
         let now = self.now;
         let due: Vec<u64> = self
+            .repl
             .coordinations
             .iter()
             .filter(|(_, c)| c.deadline <= now)
@@ -868,7 +876,7 @@ impl Node {
                 set,
                 kind: CoordKind::Write { entry, acked, .. },
                 ..
-            }) = self.coordinations.get(&req)
+            }) = self.repl.coordinations.get(&req)
             {
                 let missing: Vec<Id> = set.iter().copied().filter(|m| !acked.contains(m)).collect();
                 let (key, entry) = (key.clone(), entry.clone());
@@ -885,10 +893,15 @@ impl Node {
                     );
                 }
             }
-            let answered = self.coordinations.get(&req).is_some_and(|c| c.answered);
+            let answered = self
+                .repl
+                .coordinations
+                .get(&req)
+                .is_some_and(|c| c.answered);
             if !answered {
                 self.metrics.kv.quorum_failures += 1;
                 let reason = self
+                    .repl
                     .coordinations
                     .get(&req)
                     .map(Coordination::quorum_state)
@@ -900,12 +913,13 @@ impl Node {
                     },
                 );
             }
-            self.coordinations.remove(&req);
+            self.repl.coordinations.remove(&req);
         }
     }
 
     pub(crate) fn next_coordination_deadline(&self) -> Option<Time> {
-        self.coordinations
+        self.repl
+            .coordinations
             .values()
             .map(|c| match c.reask_at {
                 Some(at) if !c.answered => at.min(c.deadline),
@@ -919,6 +933,7 @@ impl Node {
     pub(crate) fn reask_fresh(&mut self) {
         let now = self.now;
         let due: Vec<u64> = self
+            .repl
             .coordinations
             .iter()
             .filter(|(_, c)| !c.answered && c.reask_at.is_some_and(|at| at <= now))
@@ -926,7 +941,7 @@ impl Node {
             .collect();
         let me_fresh = self.is_fresh();
         for req in due {
-            let Some(c) = self.coordinations.get_mut(&req) else {
+            let Some(c) = self.repl.coordinations.get_mut(&req) else {
                 continue;
             };
             c.reask_at = None;
@@ -954,7 +969,7 @@ impl Node {
             }
             self.check_quorum(req);
             // Still waiting on fresh members: ask again next round.
-            if let Some(c) = self.coordinations.get_mut(&req)
+            if let Some(c) = self.repl.coordinations.get_mut(&req)
                 && !c.answered
                 && !c.fresh.is_empty()
                 && c.reask_at.is_none()
@@ -1060,7 +1075,8 @@ impl Node {
                         .map(|held| held.version.ts);
                     if let (None, Some((origin, op))) = (newer, wid) {
                         let keep = self.config.op_timeout_ms * 2;
-                        self.recent_requests
+                        self.repl
+                            .recent_requests
                             .replicated(origin, op, self.now, keep, entry);
                     }
                     let fresh = self.is_fresh();
@@ -1068,7 +1084,7 @@ impl Node {
                 }
             }
             KvMsg::ReplicateAck { req, newer, fresh } => {
-                let Some(c) = self.coordinations.get_mut(&req) else {
+                let Some(c) = self.repl.coordinations.get_mut(&req) else {
                     return;
                 };
                 if !c.set.contains(&from) {
@@ -1128,7 +1144,7 @@ impl Node {
                 {
                     self.clock.observe(entry.version.ts);
                 }
-                let answered = match self.coordinations.get_mut(&req) {
+                let answered = match self.repl.coordinations.get_mut(&req) {
                     Some(Coordination {
                         kind: CoordKind::Read { replies, .. },
                         set,
@@ -1187,7 +1203,7 @@ impl Node {
 
     pub(crate) fn on_kv_reply(&mut self, reply: KvReply) {
         let op = OpId(reply.op);
-        let Some(pending) = self.kv_ops.get(&op) else {
+        let Some(pending) = self.repl.kv_ops.get(&op) else {
             return; // late answer to a finished or retried op
         };
         let latency = self.now.saturating_sub(pending.started);
@@ -1196,7 +1212,7 @@ impl Node {
         let outcome = match reply.result {
             KvResult::Failed { reason } => {
                 // Let the retry timer try again; keep the reason for the timeout error.
-                if let Some(pending) = self.kv_ops.get_mut(&op) {
+                if let Some(pending) = self.repl.kv_ops.get_mut(&op) {
                     pending.last_failure = Some(reason);
                 }
                 return;
@@ -1210,7 +1226,7 @@ impl Node {
             },
             KvResult::NotFound => OpOutcome::NotFound { hops },
         };
-        self.kv_ops.remove(&op);
+        self.repl.kv_ops.remove(&op);
         if self.handover_done(op, true) {
             return;
         }
