@@ -1,0 +1,373 @@
+//! Lookups and routing as methods of [`Node`]: lookup attempts and their timers, routed
+//! messages hop by hop over open links (`crate::routing` picks the next hop), delivery at the
+//! owner or the named peer, and the routing hints a newcomer's answers travel by.
+
+use super::*;
+
+impl Node {
+    pub(super) fn start_lookup(&mut self, op: OpId, key: Id, purpose: Purpose) {
+        self.metrics.chord.total_lookups += 1;
+        let now = self.now;
+        self.lookups.insert(
+            op,
+            LookupOp {
+                key,
+                purpose,
+                attempts: 0,
+                deadline: now + self.config.op_timeout_ms,
+                retry_at: now,
+            },
+        );
+        self.send_lookup_attempt(op);
+    }
+
+    pub(super) fn send_lookup_attempt(&mut self, op: OpId) {
+        let Some(lookup) = self.lookups.get_mut(&op) else {
+            return;
+        };
+        lookup.attempts += 1;
+        if lookup.attempts > 1 {
+            self.metrics.chord.lookup_retries += 1;
+        }
+        let (key, attempts, purpose) = (lookup.key, lookup.attempts, lookup.purpose);
+        let retry_at = self.now + self.config.lookup_attempt_timeout_ms;
+        lookup.retry_at = retry_at;
+        let wake = retry_at.min(lookup.deadline);
+        self.op_timers.insert((wake, op));
+
+        // A finger refresh must not be answered by the finger it refreshes; a self-check must
+        // not be answered by ourselves at all.
+        let use_fingers = !matches!(purpose, Purpose::Finger(_));
+        if self.is_joined()
+            && purpose != Purpose::SelfCheck
+            && let Some(owner) = self.ring.known_owner(key, use_fingers)
+        {
+            self.complete_lookup(op, owner, 0);
+            return;
+        }
+        let next = match self.phase {
+            Phase::Joining { bootstrap, .. } => self.links.is_up(bootstrap).then_some(bootstrap),
+            Phase::Joined => {
+                // Later attempts try the next-best first hop, to get around a dead one.
+                let candidates = routing::preceding_candidates(self.id, key, self.routing_peers());
+                (!candidates.is_empty())
+                    .then(|| candidates[(attempts as usize - 1) % candidates.len()])
+            }
+            _ => None,
+        };
+        let Some(next) = next else {
+            self.metrics.chord.dropped_no_route += 1;
+            return;
+        };
+        let routed = Routed {
+            dest: Dest::Owner { key },
+            origin: self.id,
+            origin_via: self.origin_via(),
+            hops: 1,
+            body: Body::FindSuccessor { op: op.0 },
+        };
+        self.send(next, &Message::Route(routed));
+    }
+
+    pub(super) fn on_op_timer(&mut self, op: OpId, at: Time) {
+        if self.on_kv_timer(op, at) || self.on_view_timer(op, at) {
+            return;
+        }
+        let Some(lookup) = self.lookups.get(&op) else {
+            return;
+        };
+        if at != lookup.retry_at.min(lookup.deadline) {
+            return; // superseded by a later attempt
+        }
+        if self.now >= lookup.deadline {
+            let lookup = self.lookups.remove(&op).expect("present");
+            self.metrics.chord.lookups_failed += 1;
+            self.lookup_failed(op, lookup);
+        } else {
+            self.send_lookup_attempt(op);
+        }
+    }
+
+    pub(super) fn lookup_failed(&mut self, op: OpId, lookup: LookupOp) {
+        match lookup.purpose {
+            Purpose::User => self.done(
+                op,
+                Err(OpError::LookupTimeout {
+                    key: lookup.key,
+                    attempts: lookup.attempts,
+                }),
+            ),
+            Purpose::Join | Purpose::SelfCheck => {} // the join's own deadline reports it
+            Purpose::Finger(i) => {
+                // Skip this finger for now; the next sweep tries again.
+                if let Some(sweep) = &mut self.sweep {
+                    sweep.next = i + 1;
+                }
+                self.continue_sweep();
+            }
+        }
+    }
+
+    pub(super) fn complete_lookup(&mut self, op: OpId, owner: Id, hops: u32) {
+        let Some(lookup) = self.lookups.remove(&op) else {
+            return; // a late answer to a finished lookup
+        };
+        self.metrics.chord.lookups_ok += 1;
+        self.metrics.chord.hops.record(u64::from(hops));
+        match lookup.purpose {
+            Purpose::User => self.done(
+                op,
+                Ok(OpOutcome::Lookup {
+                    key: lookup.key,
+                    owner,
+                    hops,
+                }),
+            ),
+            Purpose::Join => self.join_found_successor(owner),
+            Purpose::SelfCheck => {} // handled in `deliver`, which knows the resolver
+            Purpose::Finger(i) => {
+                if self.sweep.is_some_and(|s| s.next == i) {
+                    self.apply_finger(i, owner);
+                    self.continue_sweep();
+                }
+            }
+        }
+    }
+
+    pub(super) fn join_found_successor(&mut self, owner: Id) {
+        let Phase::Joining { op, .. } = self.phase else {
+            return;
+        };
+        if owner == self.id {
+            // The ring still lists a peer with our id: our previous incarnation (a restart
+            // faster than failure detection). Join in front of the peer after it, which is
+            // where that incarnation stood; our links replace its dead ones. Only when that
+            // peer is ourselves too (the old incarnation was the whole ring) is the id taken.
+            if let Phase::Joining { past_self, .. } = &mut self.phase
+                && !*past_self
+            {
+                *past_self = true;
+                let lookup = self.new_op();
+                self.start_lookup(lookup, Id(self.id.0.wrapping_add(1)), Purpose::Join);
+                return;
+            }
+            self.abort_join(op, OpError::IdInUse { id: self.id });
+            return;
+        }
+        if let Phase::Joining { successor, .. } = &mut self.phase {
+            *successor = Some(owner);
+        }
+        self.ring.set_successors(owner, &[]);
+        if self.links.is_up(owner) {
+            self.become_joined();
+        } else {
+            self.links.clear_backoff(owner);
+            self.ensure_link(owner, true);
+        }
+    }
+
+    /// Peers a message may be forwarded to: open links to ring members.
+    pub(crate) fn routing_peers(&self) -> impl Iterator<Item = Id> + '_ {
+        self.links.up_ring_members(|p| self.ring.is_pointed(p))
+    }
+
+    /// Evidence that `peer` is a live ring member (it resolved a lookup, or a resolver named it):
+    /// when it sits between us and our successor, it is our true successor and two chains of
+    /// the ring (left by concurrent joins, or a healed partition) get zipped here.
+    pub(super) fn learn_of(&mut self, peer: PeerId, via: Option<PeerId>) {
+        if !self.is_joined() || peer == self.id || !peer.in_open(self.id, self.ring.successor()) {
+            return;
+        }
+        if let Some(via) = via.filter(|v| *v != self.id)
+            && !self.links.is_up(peer)
+        {
+            self.remember_via(peer, via);
+        }
+        let changed = self.ring.offer_successor(peer);
+        self.after_ring_change(changed);
+    }
+
+    /// Remembers that `via` holds a link to `peer` (bounded; oldest entries go first).
+    pub(super) fn remember_via(&mut self, peer: PeerId, via: PeerId) {
+        // Two generations: when the young map fills up it becomes the old one, so the oldest
+        // hints go first at O(log n) per insert.
+        if self.via_hints.len() >= MAX_VIA_HINTS / 2 && !self.via_hints.contains_key(&peer) {
+            self.via_hints_old = std::mem::take(&mut self.via_hints);
+        }
+        self.via_hints.insert(peer, via);
+    }
+
+    pub(crate) fn via_hint(&self, peer: PeerId) -> Option<PeerId> {
+        self.via_hints
+            .get(&peer)
+            .or_else(|| self.via_hints_old.get(&peer))
+            .copied()
+    }
+
+    /// A peer linked to us, carried in routed messages so answers can reach us even before the
+    /// ring routes to us: the bootstrap while joining, then the successor (it holds a link to
+    /// us and sits next to us on the ring, so the detour costs at most one hop).
+    pub(crate) fn origin_via(&self) -> Option<PeerId> {
+        match self.phase {
+            Phase::Joining { bootstrap, .. } => Some(bootstrap),
+            Phase::Joined => {
+                let successor = self.ring.successor();
+                (successor != self.id && self.links.is_up(successor)).then_some(successor)
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn on_routed(&mut self, routed: Routed) {
+        if let Some(via) = routed.origin_via
+            && routed.origin != self.id
+        {
+            self.remember_via(routed.origin, via);
+        }
+
+        match routed.dest {
+            Dest::Owner { key } => {
+                if !self.is_joined() {
+                    self.metrics.chord.unexpected_messages += 1;
+                    return;
+                }
+                if matches!(routed.body, Body::Kv(_)) {
+                    self.kv_route(routed);
+                    return;
+                }
+                if let Some(owner) = self.ring.known_owner(key, true) {
+                    self.resolved(routed, owner);
+                } else {
+                    self.forward(routed);
+                }
+            }
+            Dest::Peer { id, .. } if id == self.id => self.deliver(routed),
+            Dest::Peer { id, via } => {
+                if matches!(routed.body, Body::Signal { .. }) {
+                    self.metrics.chord.signals_relayed += 1;
+                }
+                let mut routed = routed;
+                if via == Some(self.id) {
+                    // We were the relay but hold no link to the target: from here on plain
+                    // greedy routing, never back toward us.
+                    routed.dest = Dest::Peer { id, via: None };
+                }
+                self.forward(routed);
+            }
+        }
+    }
+
+    /// This node knows the owner of a routed request's key.
+    pub(super) fn resolved(&mut self, routed: Routed, owner: Id) {
+        match routed.body {
+            Body::FindSuccessor { op, .. } => {
+                let answer = Routed {
+                    dest: Dest::Peer {
+                        id: routed.origin,
+                        via: routed.origin_via,
+                    },
+                    origin: self.id,
+                    origin_via: None,
+                    hops: 0,
+                    body: Body::FoundSuccessor {
+                        op,
+                        owner,
+                        hops: routed.hops,
+                    },
+                };
+                if !self.route(answer) {
+                    self.metrics.chord.dropped_no_route += 1;
+                }
+            }
+            _ => self.metrics.chord.unexpected_messages += 1,
+        }
+    }
+
+    pub(super) fn deliver(&mut self, routed: Routed) {
+        match routed.body {
+            Body::FoundSuccessor { op, owner, hops } => {
+                // The resolver knew the owner from its own pointers, so it most likely holds a
+                // link to it: the way to signal the owner if we need a link of our own.
+                if owner != routed.origin && !self.links.is_up(owner) {
+                    self.remember_via(owner, routed.origin);
+                }
+                self.learn_of(owner, Some(routed.origin));
+                self.learn_of(routed.origin, None);
+                let self_check = self
+                    .lookups
+                    .get(&OpId(op))
+                    .is_some_and(|l| l.purpose == Purpose::SelfCheck);
+                if self_check && owner != self.id {
+                    self.on_self_check_mismatch(routed.origin, owner);
+                }
+                self.complete_lookup(OpId(op), owner, u32::from(hops));
+            }
+            Body::Signal { payload } => {
+                self.metrics.chord.signals_delivered += 1;
+                self.out.push_back(Output::Event(Event::Signal {
+                    from: routed.origin,
+                    payload,
+                }));
+            }
+            Body::Kv(_) => self.kv_at_owner(routed),
+            Body::KvReply(reply) => self.on_kv_reply(reply),
+            Body::KvDirect(msg) => self.on_kv_msg(routed.origin, msg),
+            Body::Election(msg) => self.on_election_msg(routed.origin, msg),
+            Body::GetView { op } => self.on_view_request(&routed, op),
+            Body::View {
+                op,
+                predecessor,
+                successors,
+                hops,
+            } => self.on_view_reply(routed.origin, op, predecessor, successors, hops),
+            _ => self.metrics.chord.unexpected_messages += 1,
+        }
+    }
+
+    pub(crate) fn forward(&mut self, mut routed: Routed) {
+        routed.hops = routed.hops.saturating_add(1);
+        if routed.hops > self.config.max_hops {
+            self.metrics.chord.dropped_hop_limit += 1;
+            return;
+        }
+        self.metrics.chord.messages_forwarded += 1;
+        if !self.route(routed) {
+            self.metrics.chord.dropped_no_route += 1;
+        }
+    }
+
+    /// Sends a routed message one hop on (or handles it here when it is for this node).
+    /// Returns false when no open link leads on.
+    pub(crate) fn route(&mut self, routed: Routed) -> bool {
+        if matches!(routed.dest, Dest::Peer { id, .. } if id == self.id) {
+            self.deliver(routed);
+            return true;
+        }
+        let next = match routed.dest {
+            // The first of `routing::preceding_candidates`, without collecting and sorting
+            // them all (ids are distinct, so the closest one is unique).
+            Dest::Owner { key } => crate::id::closest_preceding(self.id, key, self.routing_peers()),
+            Dest::Peer { id, via } => routing::next_hop_to_peer(
+                self.id,
+                self.ring.predecessor(),
+                id,
+                via,
+                self.ring.successors(),
+                |p| self.links.is_up(p),
+                self.routing_peers(),
+            ),
+        };
+        // A joining node reaches the ring only through its bootstrap.
+        let next = next.or_else(|| match self.phase {
+            Phase::Joining { bootstrap, .. } => self.links.is_up(bootstrap).then_some(bootstrap),
+            _ => None,
+        });
+        match next {
+            Some(next) => {
+                self.send(next, &Message::Route(routed));
+                true
+            }
+            None => false,
+        }
+    }
+}

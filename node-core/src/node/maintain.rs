@@ -1,0 +1,582 @@
+//! Ring maintenance as methods of [`Node`]: becoming a member, stabilize and notify,
+//! heartbeats, the links the ring needs, finger sweeps, self-checks and probes of lost peers
+//! (the protocols are in the module docs of `node`).
+
+use super::*;
+
+impl Node {
+    pub(super) fn become_joined(&mut self) {
+        let op = match self.phase {
+            Phase::Joining { op, successor, .. } => {
+                // The successor the join found may have been dropped from the pointers while
+                // its link was opening (an old link to it went down meanwhile). Its link is up
+                // now: it is our successor. Without this the node would join as a ring of one.
+                if let Some(successor) = successor
+                    && self.ring.successors().is_empty()
+                {
+                    self.ring.set_successors(successor, &[]);
+                }
+                Some(op)
+            }
+            _ => None,
+        };
+        self.phase = Phase::Joined;
+        self.peak_set = self.replica_set().len();
+        // The successors we join in front of were replicas of our range before we came: they
+        // hold its writes. We ourselves hold nothing certain until we have synced with them.
+        self.settled_members = self.replica_successors().into_iter().collect();
+        self.own_settled = self.settled_members.is_empty();
+        self.adopting = !self.own_settled || self.ring.successors().is_empty();
+        self.pred_settled = false;
+        self.successors_known = self.ring.successors().is_empty();
+        let now = self.now;
+        self.timers.set(Timer::Stabilize, now);
+        self.timers.set(Timer::FixFingers, now);
+        self.timers
+            .set(Timer::Heartbeat, now + self.config.heartbeat_interval_ms);
+        let probe = if self.config.probe_interval_ms > 0 {
+            now + self.config.probe_interval_ms
+        } else {
+            Time::MAX
+        };
+        self.timers.set(Timer::Probe, probe);
+        self.fix_interval = self.config.fix_fingers_min_interval_ms;
+        self.reset_self_check();
+        self.reset_anti_entropy();
+        // Our store counts toward quorums only once rounds with our replicas ended equal.
+        self.repair_soon();
+        let peers: Vec<Id> = self.links.up_peers().collect();
+        for peer in peers {
+            self.send(peer, &Message::Hello { joined: true });
+        }
+        if let Some(op) = op {
+            let successor = self.ring.successor();
+            self.done(op, Ok(OpOutcome::Joined { successor }));
+        }
+    }
+
+    pub(super) fn abort_join(&mut self, op: OpId, error: OpError) {
+        let join_lookups: Vec<OpId> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| l.purpose == Purpose::Join)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in join_lookups {
+            self.lookups.remove(&id);
+        }
+        self.ring.clear();
+        self.phase = Phase::Idle;
+        self.done(op, Err(error));
+    }
+
+    pub(super) fn start_join_lookup(&mut self) {
+        if let Phase::Joining { lookup_started, .. } = &mut self.phase {
+            *lookup_started = true;
+        }
+        let op = self.new_op();
+        self.start_lookup(op, self.id, Purpose::Join);
+    }
+
+    pub(super) fn on_hello(&mut self, from: PeerId, joined: bool) {
+        self.links.set_in_ring(from, joined);
+        if joined && self.is_joined() {
+            // A member we did not know of may sit between us and our successor (a reconnected
+            // peer after a partition, a newcomer, or a node the ring skipped); stabilization
+            // verifies it.
+            let changed = self.ring.offer_successor(from);
+            self.after_ring_change(changed);
+        }
+    }
+
+    pub(super) fn stabilize(&mut self) {
+        if !self.is_joined() {
+            return;
+        }
+        self.metrics.chord.stabilize_rounds += 1;
+        if self.ring.successors().is_empty() {
+            // Alone: someone that notified us is our successor too (two-node ring).
+            if let Some(p) = self.ring.predecessor()
+                && self.links.is_up(p)
+            {
+                let changed = self.ring.set_successors(p, &[]);
+                self.after_ring_change(changed);
+            } else {
+                return;
+            }
+        }
+        let successor = self.ring.successor();
+        if self.links.is_up(successor) {
+            self.stabilize_nonce = self.rng.next_u64() >> 11;
+            let nonce = self.stabilize_nonce;
+            self.send(successor, &Message::GetNeighbors { nonce });
+        } else {
+            self.ensure_link(successor, true);
+        }
+    }
+
+    pub(super) fn on_neighbors(
+        &mut self,
+        from: PeerId,
+        nonce: u64,
+        pred: Option<Id>,
+        succs: &[Id],
+        preds: &[Id],
+    ) {
+        if let Some(Sweep {
+            checking: Some((i, expected, finger, _)),
+            ..
+        }) = self.sweep
+            && expected == nonce
+            && finger == from
+        {
+            self.on_finger_checked(i, finger, pred);
+            return;
+        }
+        if !self.is_joined() || from != self.ring.successor() || nonce != self.stabilize_nonce {
+            self.metrics.chord.unexpected_messages += 1;
+            return;
+        }
+        // The successor keeps links to its own successors: signal them through it.
+        for s in succs.iter().take(self.config.successor_list_len) {
+            if *s != self.id && !self.links.is_up(*s) {
+                self.remember_via(*s, from);
+            }
+        }
+        let replicas_before = self.replica_successors();
+        let believed: Vec<Id> = succs
+            .iter()
+            .copied()
+            .filter(|s| !self.failed_lately(*s))
+            .collect();
+        let changed = self.ring.set_successors(from, &believed);
+        self.after_ring_change(changed);
+        if self.replica_successors() != replicas_before {
+            self.repair_soon();
+        }
+        if !self.successors_known {
+            self.successors_known = true;
+            self.release_waiting_requests();
+        }
+        // Chord's rule (adopt the successor's predecessor when it lies between us), widened to
+        // every peer the successor recently heard from: the closest one after us wins. It is
+        // adopted at once (ownership answers are right without a link); the link follows.
+        let me = self.id;
+        let closer = pred
+            .into_iter()
+            .chain(preds.iter().copied())
+            .filter(|x| x.in_open(me, from))
+            .min_by_key(|x| me.distance_to(*x));
+        match closer {
+            Some(x) if self.failed_lately(x) => {
+                // Its link to us failed lately: the successor may not have noticed a death yet
+                // (it would put a dead peer back into our pointers), or it restarted. Adopt it
+                // only once a new link to it opens (the `Hello` rules and the next round do).
+                self.remember_via(x, from);
+                self.links.clear_backoff(x);
+                self.ensure_link(x, true);
+                self.send(from, &Message::Notify);
+            }
+            Some(x) => {
+                // `from` is linked to x (x notified it): signaling to x goes that way.
+                if !self.links.is_up(x) {
+                    self.remember_via(x, from);
+                }
+                let changed = self.ring.offer_successor(x);
+                self.after_ring_change(changed);
+                if self.links.is_up(x) {
+                    self.send(x, &Message::Notify);
+                }
+            }
+            None => self.send(from, &Message::Notify),
+        }
+        // Quiet rounds slow stabilization down; any change (see `after_ring_change`) resets it.
+        if closer.is_none() && !changed.successor {
+            self.stabilize_interval =
+                (self.stabilize_interval * 2).min(self.config.stabilize_max_interval_ms);
+        }
+    }
+
+    /// Linked peers that notified us lately, closest preceding first (bounded).
+    pub(super) fn recent_notifiers(&self) -> Vec<Id> {
+        let me = self.id;
+        let mut list: Vec<Id> = self
+            .notifiers
+            .iter()
+            .copied()
+            .filter(|p| self.links.is_up(*p) && Some(*p) != self.ring.predecessor())
+            .collect();
+        list.sort_unstable_by_key(|p| p.distance_to(me));
+        list.truncate(MAX_NOTIFIERS_SHARED);
+        list
+    }
+
+    pub(super) fn on_notify(&mut self, from: PeerId) {
+        if !self.is_joined() {
+            self.metrics.chord.unexpected_messages += 1;
+            return;
+        }
+        self.links.set_in_ring(from, true);
+        if self.notifiers.len() >= MAX_NOTIFIERS && !self.notifiers.contains(&from) {
+            // Keep the closest preceding ones: drop the farthest.
+            let me = self.id;
+            if let Some(far) = self
+                .notifiers
+                .iter()
+                .copied()
+                .max_by_key(|p| p.distance_to(me))
+            {
+                self.notifiers.remove(&far);
+            }
+        }
+        self.notifiers.insert(from);
+        let mut changed = self.ring.offer_predecessor(from);
+        if self.ring.successors().is_empty() {
+            let c = self.ring.set_successors(from, &[]);
+            changed.successor |= c.successor;
+        }
+        self.after_ring_change(changed);
+    }
+
+    pub(super) fn on_leaving(&mut self, from: PeerId, pred: Option<Id>, succs: &[Id]) {
+        let was_successor = self.ring.successor() == from;
+        if self.replica_successors().contains(&from) {
+            // It handed its data on before leaving: the set may shrink by one for good.
+            self.peak_set = self.peak_set.saturating_sub(1).max(1);
+        }
+        let was_predecessor = self.ring.predecessor() == Some(from);
+        let mut changed = self.ring.remove_peer(from);
+        if was_successor && let Some((first, rest)) = succs.split_first() {
+            let c = self.ring.set_successors(*first, rest);
+            changed.successor |= c.successor;
+        }
+        if was_predecessor {
+            let c = self.ring.set_predecessor(pred);
+            changed.predecessor |= c.predecessor;
+        }
+        self.after_ring_change(changed);
+        self.links.down(from, self.now, 0, 0);
+        self.out.push_back(Output::Disconnect(from));
+    }
+
+    pub(super) fn heartbeat(&mut self) {
+        let now = self.now;
+        // Connects that never completed count as failures of that peer.
+        let stale = self
+            .links
+            .stale_connects(now.saturating_sub(self.config.connect_timeout_ms));
+        for peer in stale {
+            self.out.push_back(Output::Disconnect(peer));
+            self.on_peer_down(peer);
+        }
+        if !self.is_joined() {
+            return;
+        }
+        self.expire_parked();
+        let mut watched: Vec<Id> = self.ring.predecessor().into_iter().collect();
+        watched.push(self.ring.successor());
+        for peer in watched {
+            if peer == self.id {
+                continue;
+            }
+            if let Some(LinkState::Up { last_heard, .. }) = self.links.get(peer) {
+                let silent = now.saturating_sub(last_heard);
+                if silent >= self.config.heartbeat_timeout_ms {
+                    self.metrics.chord.heartbeat_timeouts += 1;
+                    self.out.push_back(Output::Disconnect(peer));
+                    self.links.down(peer, now, 0, 0);
+                    self.forget_peer(peer, true);
+                } else if silent >= self.config.heartbeat_interval_ms {
+                    let nonce = self.rng.next_u64() >> 11;
+                    self.send(peer, &Message::Ping { nonce });
+                }
+            }
+        }
+        self.maintain_links();
+    }
+
+    /// Opens links the ring points at and closes the least used ones beyond the bound.
+    pub(super) fn maintain_links(&mut self) {
+        let wanted = self.ring.pointed_peers().to_vec();
+        let successors: Vec<Id> = self.ring.successors().to_vec();
+        for peer in &wanted {
+            let essential = successors.contains(peer) || self.ring.predecessor() == Some(*peer);
+            self.ensure_link(*peer, essential);
+        }
+        // Links nobody needs are closed by agreement (Bye/Keep), so a link one side still
+        // routes through is never cut under it.
+        let idle_before = self.now.saturating_sub(self.config.link_idle_ms);
+        for peer in self.links.unneeded(&wanted, idle_before) {
+            self.links.set_closing(peer);
+            self.send(peer, &Message::Bye);
+        }
+        // The hard bound wins over a peer's wish.
+        for peer in self.links.excess(self.config.max_links, &wanted) {
+            self.send(peer, &Message::Close);
+            self.close_link(peer);
+        }
+        self.links
+            .expire_backoff(self.now, self.config.connect_backoff_max_ms);
+    }
+
+    pub(super) fn close_link(&mut self, peer: PeerId) {
+        self.links.down(peer, self.now, 0, 0);
+        self.metrics.chord.links_pruned += 1;
+        self.out.push_back(Output::Disconnect(peer));
+    }
+
+    pub(super) fn ensure_link(&mut self, peer: PeerId, essential: bool) {
+        if peer == self.id || !self.links.may_connect(peer, self.now) {
+            return;
+        }
+        if !essential && self.links.len() >= self.config.max_links {
+            return;
+        }
+        self.links.start_connecting(peer, self.now);
+        self.metrics.chord.connects_requested += 1;
+        self.out.push_back(Output::Connect(peer));
+    }
+
+    pub(super) fn after_ring_change(&mut self, changed: Changed) {
+        if self.is_joined() {
+            self.peak_set = self.peak_set.max(self.replica_set().len());
+        }
+        if changed.successor {
+            self.metrics.chord.successor_changes += 1;
+            if self.is_isolated() {
+                self.metrics.chord.isolations += 1;
+                self.out.push_back(Output::Event(Event::Isolated));
+            }
+            let successor = self.ring.successor();
+            self.ensure_link(successor, true);
+            self.out
+                .push_back(Output::Event(Event::SuccessorChanged { successor }));
+        }
+        if changed.predecessor {
+            self.metrics.chord.predecessor_changes += 1;
+            let predecessor = self.ring.predecessor();
+            if let (Some(old), Some(new)) = (self.last_predecessor, predecessor)
+                && self.is_joined()
+                && new.in_open(old, self.id)
+            {
+                self.handback_from = self.handback_from.or(Some(old));
+            }
+            let grew = match (self.last_predecessor, predecessor) {
+                (Some(old), Some(new)) => old.in_open(new, self.id),
+                (_, None) => false,
+                (None, Some(_)) => false,
+            };
+            if grew || predecessor.is_none() {
+                self.repair_soon();
+                // Our range took over a departed predecessor's part. Its old replica set was
+                // that predecessor, us and our first k-2 successors: only those still count
+                // for the whole range, and we ourselves must sync first.
+                self.own_settled = false;
+                let keep: Vec<Id> = self
+                    .ring
+                    .successors()
+                    .iter()
+                    .copied()
+                    .take(self.config.replicas.saturating_sub(2))
+                    .collect();
+                self.settled_members.retain(|m| keep.contains(m));
+            } else if !self.own_settled {
+                // A predecessor after none (it failed, the next one notified us): the range
+                // it leaves us is known now; copy it to our replicas at once.
+                self.repair_soon();
+            }
+            // Rounds over the old range prove nothing about the new one.
+            self.equal_with.clear();
+            self.last_predecessor = predecessor;
+            if let Some(p) = predecessor {
+                self.ensure_link(p, true);
+            }
+            self.out
+                .push_back(Output::Event(Event::PredecessorChanged { predecessor }));
+        }
+        if (changed.successor || changed.predecessor) && self.is_joined() {
+            // Our neighbourhood moved: stabilize and self-check at full pace again. Fingers
+            // keep their own pace (a sweep that changes nothing slows down): a join next to us
+            // rarely moves a finger, and refreshing them all on every local change is what
+            // costs the most messages while a large ring forms.
+            self.reset_self_check();
+            self.reset_anti_entropy();
+            self.stabilize_interval = self.config.stabilize_interval_ms;
+            self.timers
+                .set_earlier(Timer::Stabilize, self.now + self.stabilize_interval);
+        }
+    }
+
+    pub(super) fn continue_sweep(&mut self) {
+        while let Some(sweep) = self.sweep {
+            if sweep.next >= ID_BITS {
+                self.sweep = None;
+                self.metrics.chord.finger_sweeps += 1;
+                self.fix_interval = if sweep.changed {
+                    self.config.fix_fingers_min_interval_ms
+                } else {
+                    (self.fix_interval * 2).min(self.config.fix_fingers_max_interval_ms)
+                };
+                self.timers
+                    .set(Timer::FixFingers, self.now + self.fix_interval);
+                let wanted = self.ring.pointed_peers().to_vec();
+                for peer in wanted {
+                    self.ensure_link(peer, false);
+                }
+                return;
+            }
+            let i = sweep.next;
+            let start = self.id.finger_start(i);
+            // Fingers below the successor need no message. A linked finger is verified with one
+            // round trip (its predecessor must lie before the finger's start); only a finger
+            // that is missing or proved stale costs a lookup (never answered from the finger
+            // table itself, which is what is being refreshed).
+            if let Some(owner) = self.ring.known_owner(start, false) {
+                self.apply_finger(i, owner);
+            } else if let Some(finger) = self.ring.finger(i).filter(|f| self.links.is_up(*f)) {
+                let nonce = self.rng.next_u64() >> 11;
+                if let Some(sweep) = &mut self.sweep {
+                    sweep.checking = Some((i, nonce, finger, self.now));
+                }
+                self.send(finger, &Message::GetNeighbors { nonce });
+                return;
+            } else {
+                let op = self.new_op();
+                self.start_lookup(op, start, Purpose::Finger(i));
+                return;
+            }
+        }
+    }
+
+    /// A finger answered with its predecessor: it is still the owner of the finger's start
+    /// unless that predecessor lies in `[start, finger)`.
+    pub(super) fn on_finger_checked(&mut self, i: usize, finger: Id, pred: Option<Id>) {
+        if let Some(sweep) = &mut self.sweep {
+            sweep.checking = None;
+        }
+        let start = self.id.finger_start(i);
+        let stale = pred.is_none_or(|p| p != finger && p.in_closed(start, finger));
+        if stale {
+            let op = self.new_op();
+            self.start_lookup(op, start, Purpose::Finger(i));
+        } else {
+            self.apply_finger(i, finger);
+            self.continue_sweep();
+        }
+    }
+
+    /// A finger that does not answer its check within a lookup attempt is looked up instead.
+    pub(super) fn check_stalled_finger(&mut self) {
+        if let Some(Sweep {
+            checking: Some((i, _, _, since)),
+            ..
+        }) = self.sweep
+            && self.now >= since + self.config.lookup_attempt_timeout_ms
+        {
+            if let Some(sweep) = &mut self.sweep {
+                sweep.checking = None;
+            }
+            let op = self.new_op();
+            self.start_lookup(op, self.id.finger_start(i), Purpose::Finger(i));
+        }
+    }
+
+    pub(super) fn reset_self_check(&mut self) {
+        self.self_check_interval = self.config.self_check_min_interval_ms;
+        if self.config.self_check_min_interval_ms > 0 {
+            self.timers
+                .set_earlier(Timer::SelfCheck, self.now + self.self_check_interval);
+        }
+    }
+
+    /// Our own id resolved to `owner` at `resolver`: the ring skips us there (an "appendage"
+    /// left by concurrent joins, or the seam of two rings after a partition). Linking to both
+    /// lets the `Hello` rules put us between them; stabilization does the rest.
+    pub(super) fn on_self_check_mismatch(&mut self, resolver: PeerId, owner: PeerId) {
+        self.metrics.chord.self_check_repairs += 1;
+        self.reset_self_check();
+        // The owner the resolver knows may be closer than our own successor (two chains that
+        // interleave): take it, and let the resolver take us (its `Hello` rule). This zips the
+        // chains together one pair per check.
+        let changed = self.ring.offer_successor(owner);
+        self.after_ring_change(changed);
+        for peer in [resolver, owner] {
+            if peer != self.id && !self.links.is_up(peer) {
+                self.links.clear_backoff(peer);
+                self.ensure_link(peer, true);
+            } else if self.links.is_up(peer) {
+                self.send(peer, &Message::Hello { joined: true });
+            }
+        }
+    }
+
+    pub(super) fn apply_finger(&mut self, i: usize, owner: Id) {
+        let (next, changed) = self.ring.set_finger(i, owner);
+        if let Some(sweep) = &mut self.sweep {
+            sweep.next = next;
+            sweep.changed |= changed;
+        }
+    }
+
+    /// `peer`'s link failed within [`FAILED_MEMORY_MS`] and no new link to it has opened:
+    /// another peer's word that it is alive (a successor list, a recently heard list) is
+    /// stale.
+    pub(super) fn failed_lately(&self, peer: PeerId) -> bool {
+        !self.links.is_up(peer)
+            && self
+                .failed_recently
+                .get(&peer)
+                .is_some_and(|at| self.now < at + FAILED_MEMORY_MS)
+    }
+
+    pub(super) fn note_failed(&mut self, peer: PeerId) {
+        let now = self.now;
+        self.failed_recently
+            .retain(|_, at| now < *at + FAILED_MEMORY_MS);
+        if self.failed_recently.len() >= MAX_FAILED_RECENTLY
+            && let Some(oldest) = self
+                .failed_recently
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(p, _)| *p)
+        {
+            self.failed_recently.remove(&oldest);
+        }
+        self.failed_recently.insert(peer, now);
+    }
+
+    pub(super) fn remember_lost(&mut self, peer: PeerId) {
+        if self.config.probe_interval_ms == 0 {
+            return;
+        }
+        if self.lost.len() >= MAX_LOST
+            && let Some(oldest) = self
+                .lost
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(p, _)| *p)
+        {
+            self.lost.remove(&oldest);
+        }
+        self.lost.insert(peer, (self.now, self.now));
+    }
+
+    pub(super) fn probe_lost_peer(&mut self) {
+        let now = self.now;
+        let memory = self.config.probe_memory_ms;
+        self.lost.retain(|_, (at, _)| now < *at + memory);
+        let candidate = self
+            .lost
+            .iter()
+            .filter(|(p, _)| self.links.get(**p).is_none())
+            .min_by_key(|(_, (_, probed))| *probed)
+            .map(|(p, _)| *p);
+        if let Some(peer) = candidate {
+            if let Some(entry) = self.lost.get_mut(&peer) {
+                entry.1 = now;
+            }
+            self.links.clear_backoff(peer);
+            self.ensure_link(peer, false);
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Anti-entropy scheduling as methods of [`Node`]: rounds over our range and our replica
+//! successors' ranges, hand-back to a new predecessor, and the answers to Merkle sessions
+//! (the sessions themselves are `crate::merkle`; the tree is `crate::store::tree`).
+
+use super::*;
+
+impl Node {
+    pub(crate) fn reset_anti_entropy(&mut self) {
+        self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
+        self.timers
+            .set_earlier(Timer::AntiEntropy, self.now + self.anti_entropy_interval);
+    }
+
+    /// Opens one anti-entropy round over this node's primary range `(predecessor, self]` with
+    /// the next of the successors that replicate it (round-robin).
+    pub(super) fn anti_entropy_round(&mut self) {
+        self.timers
+            .set(Timer::AntiEntropy, self.now + self.anti_entropy_interval);
+        // Rounds that find everything in sync slow the pace (see `on_sync`).
+        self.anti_entropy_interval =
+            (self.anti_entropy_interval * 2).min(self.config.anti_entropy_max_interval_ms);
+        let Some(pred) = self.ring.predecessor().filter(|_| self.is_joined()) else {
+            if self.is_joined() && !self.own_settled {
+                // The predecessor failed and its successor has not notified us yet: our range
+                // is growing and its new replica must get it soon (its other copies may be
+                // failing too), so keep the fast pace until a predecessor is known.
+                self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
+                self.timers
+                    .set(Timer::AntiEntropy, self.now + SETTLE_ROUND_MS);
+            }
+            return;
+        };
+        let replicas: Vec<Id> = self
+            .ring
+            .successors()
+            .iter()
+            .copied()
+            .take(self.config.replicas.saturating_sub(1))
+            .collect();
+        if replicas.is_empty() {
+            return;
+        }
+        self.hand_back(pred);
+        // Members that do not yet count toward quorums (and our own store, until it is
+        // settled) go first, at a fast pace: until then the range's operations may fail.
+        self.settled_members.retain(|m| replicas.contains(m));
+        self.equal_with.retain(|m| replicas.contains(m));
+        let unsettled = replicas.iter().copied().find(|m| {
+            (!self.settled_members.contains(m) || !self.equal_with.contains(m))
+                && self.links.is_up(*m)
+        });
+        let target = match unsettled {
+            Some(m) => m,
+            None if !self.own_settled => replicas
+                .iter()
+                .copied()
+                .find(|m| self.links.is_up(*m))
+                .unwrap_or(replicas[0]),
+            None => replicas[self.anti_entropy_cursor % replicas.len()],
+        };
+        self.anti_entropy_cursor = self.anti_entropy_cursor.wrapping_add(1);
+        if unsettled.is_some() || !self.own_settled {
+            self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
+            self.timers
+                .set(Timer::AntiEntropy, self.now + SETTLE_ROUND_MS);
+        }
+        if !self.links.is_up(target) {
+            return;
+        }
+        self.collect_tombstones(pred, &replicas);
+        self.metrics.kv.anti_entropy_rounds += 1;
+        let range = RingRange::new(pred.0, self.id.0);
+        self.rounds_opened.entry(target).or_insert(self.now);
+        let opening = merkle::open_round(&self.store, range);
+        self.send(target, &Message::Sync(opening));
+    }
+
+    /// Hands the part of our old primary range that a new predecessor now owns, `(start, pred]`,
+    /// back to it. Without this, writes a peer took while the range's replicas were all down
+    /// would stay with it alone once they return (it is no longer in the range's replica set,
+    /// and anti-entropy only runs within replica sets).
+    pub(super) fn hand_back(&mut self, pred: PeerId) {
+        let Some(start) = self.handback_from else {
+            return;
+        };
+        if !pred.in_open(start, self.id) {
+            self.handback_from = None; // our range grew back: nothing to hand
+            return;
+        }
+        if !self.links.is_up(pred) {
+            return; // next round
+        }
+        self.handback_from = None;
+        self.metrics.kv.anti_entropy_rounds += 1;
+        let opening = merkle::open_round(&self.store, RingRange::new(start.0, pred.0));
+        self.send(pred, &Message::Sync(opening));
+    }
+
+    pub(super) fn on_sync(&mut self, from: PeerId, msg: SyncMsg) {
+        // `merkle::handle` merges whatever entries of the message's range it gets, so only two
+        // ranges are accepted: ours, `(predecessor, self]` (answers within a round we opened),
+        // and the sender's own primary range, which must lie behind us and not span our
+        // predecessor unless the sender is our predecessor (we replicate it).
+        let range = msg.range();
+        let pred = self.ring.predecessor();
+        let ours = range.to == self.id.0 && pred.map(|p| p.0) == Some(range.from);
+        let theirs = range.to == from.0
+            && !range.contains(self.id.0)
+            && pred.is_none_or(|p| p == from || !range.contains(p.0));
+        // Our successor handing back a range that ends at us (see `hand_back`).
+        let handed_back = range.to == self.id.0 && self.ring.successor() == from;
+        if !(ours || theirs || handed_back) {
+            self.metrics.kv.anti_entropy_refused += 1;
+            return;
+        }
+        if let SyncMsg::Entries { entries, .. } = &msg {
+            for (_, entry) in entries {
+                if self.clock.accepts(entry.version.ts, MAX_CLOCK_JUMP) {
+                    self.clock.observe(entry.version.ts);
+                }
+            }
+        }
+        match merkle::handle(&mut self.store, msg, self.now, &StepOptions::default()) {
+            Ok(handled) => {
+                if handled.in_sync {
+                    self.on_range_equal(from, range, ours);
+                }
+                self.metrics.kv.anti_entropy_applied += handled.applied as u64;
+                if handled.applied > 0 {
+                    self.reset_anti_entropy();
+                }
+                for (key, entry) in handled.stored {
+                    self.out
+                        .push_back(Output::Event(Event::Stored { key, entry }));
+                }
+                for reply in handled.replies {
+                    self.send(from, &Message::Sync(reply));
+                }
+            }
+            Err(_) => self.metrics.kv.anti_entropy_refused += 1,
+        }
+    }
+
+    /// Runs an anti-entropy round within [`SETTLE_ROUND_MS`]: the replica set of our range
+    /// changed, and a new member holds none of it yet.
+    pub(super) fn repair_soon(&mut self) {
+        if self.is_joined() {
+            self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
+            self.timers
+                .set_earlier(Timer::AntiEntropy, self.now + SETTLE_ROUND_MS);
+        }
+    }
+
+    /// A round over `range` with `from` found both stores equal.
+    pub(super) fn on_range_equal(&mut self, from: PeerId, range: RingRange, ours: bool) {
+        if ours {
+            if let Some(opened) = self.rounds_opened.remove(&from) {
+                self.equal_since.insert(from, (opened, range));
+            }
+            if self.replica_successors().contains(&from) {
+                self.settled_members.insert(from);
+                self.equal_with.insert(from);
+            }
+            let replicas = self.replica_successors();
+            if replicas.iter().all(|m| self.settled_members.contains(m)) {
+                self.own_settled = true;
+                self.adopting = false;
+            }
+        } else if self.ring.predecessor() == Some(from) && range.to == from.0 {
+            self.pred_settled = true;
+        }
+    }
+
+    /// The first k-1 successors: the other members of our primary range's replica set.
+    pub(crate) fn replica_successors(&self) -> Vec<Id> {
+        self.ring
+            .successors()
+            .iter()
+            .copied()
+            .take(self.config.replicas.saturating_sub(1))
+            .collect()
+    }
+
+    /// Whether this node may still lack writes of ranges it replicates (it started, joined or
+    /// took over a range and has not synced since): its replica answers then do not count.
+    pub(crate) fn is_fresh(&self) -> bool {
+        !(self.own_settled && (self.pred_settled || self.ring.predecessor().is_none()))
+    }
+}
