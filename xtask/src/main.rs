@@ -35,7 +35,7 @@ tasks:
                (put, get, crash, restart, flood, metrics), as the original project's demo did
   wasm         build the browser peer's package into web/pkg (release; wasm-opt when npm's
                binaryen is installed) and print its size
-  wasm-test    the node-wasm tests in headless Chromium, inside a private network namespace
+  wasm-test    the node-wasm tests in headless Chromium and Firefox, inside a private network namespace
   browser-bench  8 headless tabs + 1 native peer (private netns): time to ready, time to a
                converged ring, tab-to-tab get latency percentiles
   soak    the long history sweep: `cargo xtask soak --seeds 10000` runs that many seeds of every
@@ -423,32 +423,69 @@ fn browser_bench(args: &[String]) -> anyhow::Result<()> {
     })
 }
 
-/// node-wasm's wasm-bindgen tests in headless Chromium, inside a private network namespace.
+/// The browsers the node-wasm tests run in: (name, the runner's driver variable, the driver,
+/// a WebDriver capabilities file for the runner, relative to the project root).
+const TEST_BROWSERS: [(&str, &str, &str, Option<&str>); 2] = [
+    ("Chromium", "CHROMEDRIVER", "chromedriver", None),
+    // Firefox hides host candidates behind mDNS names and limits them to the default route's
+    // address unless told otherwise; inside the private namespace there is no mDNS responder.
+    (
+        "Firefox",
+        "GECKODRIVER",
+        "geckodriver",
+        Some("node-wasm/webdriver-firefox.json"),
+    ),
+];
+
+/// node-wasm's wasm-bindgen tests in headless Chromium and headless Firefox, inside a private
+/// network namespace.
 fn wasm_test() -> anyhow::Result<()> {
-    step(
-        "node-wasm tests in headless Chromium (private netns)",
-        || {
-            let status = Command::new(project_root().join("scripts/in-netns.sh"))
-                .arg(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .args(["test", "-p", "node-wasm", "--target", WASM_TARGET])
-                .env(
-                    "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
-                    "wasm-bindgen-test-runner",
-                )
-                // The runner's default (20 s for the whole file) is shorter than the suite.
-                .env("WASM_BINDGEN_TEST_TIMEOUT", "300")
-                .current_dir(project_root())
-                .status()
-                .context("cannot run scripts/in-netns.sh (needs unshare and ip)")?;
-            if !status.success() {
-                bail!(
-                    "node-wasm browser tests failed ({status}); they need chromium, chromedriver and \
-                 wasm-bindgen-test-runner on PATH (`cargo xtask setup` installs them)"
-                );
-            }
-            Ok(())
-        },
-    )
+    for (browser, variable, driver, capabilities) in TEST_BROWSERS {
+        step(
+            &format!("node-wasm tests in headless {browser} (private netns)"),
+            || {
+                let mut command = Command::new(project_root().join("scripts/in-netns.sh"));
+                command
+                    .arg(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                    .args(["test", "-p", "node-wasm", "--target", WASM_TARGET])
+                    .env(
+                        "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+                        "wasm-bindgen-test-runner",
+                    )
+                    // The runner's default (20 s for the whole file) is shorter than the suite.
+                    .env("WASM_BINDGEN_TEST_TIMEOUT", "300")
+                    .current_dir(project_root());
+                // The runner takes the first driver it finds on PATH unless one is named.
+                for (_, other, _, _) in TEST_BROWSERS {
+                    command.env_remove(other);
+                }
+                command.env(variable, driver);
+                match capabilities {
+                    Some(file) => {
+                        command.env(
+                            "WASM_BINDGEN_TEST_WEBDRIVER_JSON",
+                            project_root().join(file),
+                        );
+                    }
+                    None => {
+                        command.env_remove("WASM_BINDGEN_TEST_WEBDRIVER_JSON");
+                    }
+                }
+                let status = command
+                    .status()
+                    .context("cannot run scripts/in-netns.sh (needs unshare and ip)")?;
+                if !status.success() {
+                    bail!(
+                        "node-wasm browser tests failed in {browser} ({status}); they need the \
+                         browser, {driver} and wasm-bindgen-test-runner on PATH (`cargo xtask \
+                         setup` installs them)"
+                    );
+                }
+                Ok(())
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// `cargo run` of the release `chord-experiment` binary; its own flags follow.

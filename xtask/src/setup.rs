@@ -6,9 +6,11 @@
 //! - Through cargo: `wasm-bindgen-cli` at exactly the `wasm-bindgen` crate's version in
 //!   Cargo.lock (the generated glue and the crate must match). Not `--locked`: the CLI's own
 //!   lock file pins crates that no longer build with the current toolchain.
+//! - Through cargo, only for the tests: `geckodriver` at [`GECKODRIVER_VERSION`] (`--locked`),
+//!   the WebDriver server of the Firefox tests (never a downloaded binary).
 //! - Through apt (Debian), only for the tests: a C linker, `ip` and `unshare` for the private
-//!   network namespaces, Chromium and chromedriver for the browser tests; and `curl` for the
-//!   demo scripts. As root apt runs directly, otherwise through `sudo -n` when that needs no
+//!   network namespaces, Chromium, chromedriver and Firefox ESR for the browser tests; and
+//!   `curl` for the demo scripts. As root apt runs directly, otherwise through `sudo -n` when that needs no
 //!   password; else the one command to run is printed and the task fails.
 //! - Optionally, when npm exists: npm's binaryen (wasm-opt) in `target/tools`. Never Debian's
 //!   binaryen 108, whose output does not load.
@@ -71,7 +73,15 @@ const TEST_TOOLS: &[SystemTool] = &[
         packages: &["chromium-driver"],
         why: "the browser tests drive Chromium through WebDriver",
     },
+    SystemTool {
+        command: "firefox-esr",
+        packages: &["firefox-esr"],
+        why: "the node-wasm tests run in headless Firefox too",
+    },
 ];
+
+/// The geckodriver the Firefox tests use (crates.io; supports Firefox ESR 115 and later).
+const GECKODRIVER_VERSION: &str = "0.37.1";
 
 /// Checks everything `purpose` needs and installs what is missing.
 pub(crate) fn ensure(purpose: Purpose) -> anyhow::Result<()> {
@@ -83,6 +93,9 @@ pub(crate) fn ensure(purpose: Purpose) -> anyhow::Result<()> {
     system_packages(&tools)?;
     rust_toolchain_parts()?;
     wasm_bindgen_cli()?;
+    if purpose == Purpose::Test {
+        geckodriver()?;
+    }
     binaryen();
     Ok(())
 }
@@ -133,6 +146,28 @@ fn rust_toolchain_parts() -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `geckodriver` at [`GECKODRIVER_VERSION`], built by cargo.
+fn geckodriver() -> anyhow::Result<()> {
+    let installed = capture("geckodriver", &["--version"]).unwrap_or_default();
+    // "geckodriver 0.37.1 ( ... )"
+    if installed.split_whitespace().nth(1) == Some(GECKODRIVER_VERSION) {
+        return Ok(());
+    }
+    step(
+        &format!("setup: cargo install geckodriver --version {GECKODRIVER_VERSION} --locked"),
+        || {
+            run(cargo().args([
+                "install",
+                "--force",
+                "--locked",
+                "geckodriver",
+                "--version",
+                GECKODRIVER_VERSION,
+            ]))
+        },
+    )
 }
 
 /// `wasm-bindgen` (and `wasm-bindgen-test-runner`) at the Cargo.lock version of the crate.
