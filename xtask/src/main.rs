@@ -33,8 +33,9 @@ tasks:
                stops); open the URL in several tabs. `cargo xtask demo --port 9000` moves it.
   demo-script  build the native peer and run scripts/demo.sh: 4 chord-node processes on loopback
                (put, get, crash, restart, flood, metrics), as the original project's demo did
-  wasm         build the browser peer's package into web/pkg (release; wasm-opt when npm's
-               binaryen is installed) and print its size
+  wasm         build the browser peer's npm package (chord-kv: wasm, JS glue, TypeScript
+               declarations, package.json) into web/pkg (release; wasm-opt when npm's binaryen
+               is installed) and print its size
   wasm-test    the node-wasm tests in headless Chromium, inside a private network namespace
   browser-bench  8 headless tabs + 1 native peer (private netns): time to ready, time to a
                converged ring, tab-to-tab get latency percentiles
@@ -249,8 +250,10 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds `web/pkg` (the browser peer: release wasm, wasm-bindgen's `--target web` glue, and
-/// wasm-opt when a good one is installed); returns the path of the `.wasm` it wrote.
+/// Builds `web/pkg`, the npm package `chord-kv` (the browser peer: release wasm,
+/// wasm-bindgen's `--target web` glue and `node_wasm.d.ts`, which holds
+/// node-wasm/js/types.d.ts, package.json from node-wasm/js/, and wasm-opt when a good one is
+/// installed); returns the path of the `.wasm` it wrote.
 fn wasm_package() -> anyhow::Result<PathBuf> {
     run_step(
         "wasm: build node-wasm (wasm-release profile, wasm32)",
@@ -275,7 +278,6 @@ fn wasm_package() -> anyhow::Result<PathBuf> {
             .args([
                 "--target",
                 "web",
-                "--no-typescript",
                 "--remove-name-section",
                 "--remove-producers-section",
                 "--out-dir",
@@ -292,6 +294,9 @@ fn wasm_package() -> anyhow::Result<PathBuf> {
             bail!("wasm-bindgen failed ({status}); is wasm-bindgen-cli the Cargo.lock version?");
         }
         Ok(())
+    })?;
+    step("wasm: package.json (npm package chord-kv)", || {
+        write_package_json(&root, &out)
     })?;
     match wasm_opt() {
         // wasm-opt shrinks the raw module but, on this crate, often makes it compress worse:
@@ -346,6 +351,39 @@ fn wasm_package() -> anyhow::Result<PathBuf> {
         None => println!("wasm: {} is {:.1} KiB", wasm.display(), raw as f64 / 1024.0),
     }
     Ok(wasm)
+}
+
+/// `web/pkg/package.json`: node-wasm/js/package.json with the node-wasm crate's version, so
+/// `web/pkg` is an npm package (`exports`, `types` = the generated `node_wasm.d.ts`, which
+/// holds node-wasm/js/types.d.ts).
+fn write_package_json(root: &Path, out: &Path) -> anyhow::Result<()> {
+    let manifest = std::fs::read_to_string(root.join("node-wasm/Cargo.toml"))
+        .context("reading node-wasm/Cargo.toml")?;
+    let version = manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .context("node-wasm/Cargo.toml has no `version = \"...\"` line")?;
+    let template = std::fs::read_to_string(root.join("node-wasm/js/package.json"))
+        .context("reading node-wasm/js/package.json")?;
+    let mut replaced = false;
+    let json: Vec<String> = template
+        .lines()
+        .map(|line| {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            if !replaced && line.trim_start().starts_with("\"version\":") {
+                replaced = true;
+                format!("{indent}\"version\": \"{version}\",")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    if !replaced {
+        bail!("node-wasm/js/package.json has no \"version\" line");
+    }
+    std::fs::write(out.join("package.json"), json.join("\n") + "\n")
+        .context("writing web/pkg/package.json")
 }
 
 /// Size of `path` after `gzip -9`, if gzip runs.
