@@ -15,6 +15,7 @@ use crate::setup::Purpose;
 
 mod deps;
 mod setup;
+mod types;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -22,11 +23,12 @@ usage: cargo xtask <task>
 Both `test` and `demo` first check their prerequisites and install what is missing (see
 xtask/src/setup.rs): the wasm32 target, rustfmt, clippy, wasm-bindgen-cli at the Cargo.lock
 version, curl; for `test` also gcc, iproute2, util-linux, chromium and chromium-driver through
-apt (as root or with password-less sudo; otherwise the command to run is printed).
+apt (as root or with password-less sudo; otherwise the command to run is printed), and nodejs
+and npm for the type-check of the package's TypeScript declarations.
 
 tasks:
   setup        only check and install what `test` needs
-  test         fmt check, clippy, the wasm package, all native tests, node-core/node-wasm wasm32
+  test         fmt check, clippy, the wasm package and its type-check, all native tests, node-core/node-wasm wasm32
                checks, the browser tests in headless Chromium (what CI runs)
   demo         the main job: build the page's wasm package and the peers, start the introducer
                serving the page on http://127.0.0.1:8080 plus 2 native peers, and wait (Ctrl-C
@@ -36,6 +38,8 @@ tasks:
   wasm         build the browser peer's npm package (chord-kv: wasm, JS glue, TypeScript
                declarations, package.json) into web/pkg (release; wasm-opt when npm's binaryen
                is installed) and print its size
+  types        `wasm`, then type-check node-wasm/types-test/example.ts against web/pkg with
+               npm's tsc --strict, and check that `any` in place of each documented type fails
   wasm-test    the node-wasm tests in headless Chromium, inside a private network namespace
   browser-bench  8 headless tabs + 1 native peer (private netns): time to ready, time to a
                converged ring, tab-to-tab get latency percentiles
@@ -63,6 +67,7 @@ fn run(task: Option<&str>, rest: &[String]) -> anyhow::Result<()> {
     let purpose = match task {
         Some("setup" | "test" | "wasm-test" | "browser-bench") => Some(Purpose::Test),
         Some("demo" | "demo-script" | "wasm") => Some(Purpose::Demo),
+        Some("types") => Some(Purpose::Types),
         _ => None,
     };
     if let Some(purpose) = purpose {
@@ -74,6 +79,7 @@ fn run(task: Option<&str>, rest: &[String]) -> anyhow::Result<()> {
         Some("demo") => demo(rest),
         Some("demo-script") => demo_script(),
         Some("wasm") => wasm_package().map(drop),
+        Some("types") => wasm_package().and_then(|_| types::check()),
         Some("wasm-test") => wasm_test(),
         Some("browser-bench") => browser_bench(rest),
         Some("soak") => soak(rest),
@@ -116,6 +122,9 @@ fn test() -> anyhow::Result<()> {
     })?;
     // The browser end-to-end tests (tests/tests/browser_ring.rs) load the page's wasm package.
     wasm_package()?;
+    // The package's TypeScript declarations, precise enough that `any` in place of any
+    // documented type fails (xtask/src/types.rs).
+    types::check()?;
     run_step("tests", &["test", "--workspace", "--all-features"])?;
     // The browser peer depends on node-core compiling to plain wasm32: no wasm-bindgen, no
     // OS services. Building it for that target (and linting it there) keeps that true.
