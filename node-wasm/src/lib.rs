@@ -24,7 +24,12 @@
 //! `timeout`, `not_joined`, `no_route`, `busy`, `id_in_use`, `stopped` (node-core's
 //! `OpError::code`, the codes the native HTTP API answers with too); `start` rejects with
 //! `introducer_unreachable`, `introducer_error`, `join_timeout`, `storage_error` (IndexedDB could
-//! not be opened or read) or `bad_config`.
+//! not be opened or read) or `bad_config` (`stopped` too when the peer is stopped meanwhile;
+//! `internal` marks a driver bug).
+//!
+//! TypeScript: `node_wasm.d.ts` (web/pkg, the npm package `chord-kv`) types every option,
+//! result, event and error code; the shapes are in js/types.d.ts, which must change with any
+//! `json!` the API returns or emits (the `ts_types` test and `cargo xtask types` check it).
 //!
 //! `introducer: 'page:<room>'` uses an in-page introducer instead of a WebSocket: several peers
 //! in one page find each other (the wasm-bindgen tests use it; links are real RTCPeerConnections).
