@@ -24,7 +24,12 @@
 //! `timeout`, `not_joined`, `no_route`, `busy`, `id_in_use`, `stopped` (node-core's
 //! `OpError::code`, the codes the native HTTP API answers with too); `start` rejects with
 //! `introducer_unreachable`, `introducer_error`, `join_timeout`, `storage_error` (IndexedDB could
-//! not be opened or read) or `bad_config`.
+//! not be opened or read) or `bad_config` (`stopped` too when the peer is stopped meanwhile;
+//! `internal` marks a driver bug).
+//!
+//! TypeScript: `node_wasm.d.ts` (web/pkg, the npm package `chord-kv`) types every option,
+//! result, event and error code; the shapes are in js/types.d.ts, which must change with any
+//! `json!` the API returns or emits (the `ts_types` test and `cargo xtask types` check it).
 //!
 //! `introducer: 'page:<room>'` uses an in-page introducer instead of a WebSocket: several peers
 //! in one page find each other (the wasm-bindgen tests use it; links are real RTCPeerConnections).
@@ -43,6 +48,8 @@ pub mod introducer;
 pub mod js;
 pub mod links;
 pub mod storage;
+#[cfg(test)]
+mod ts_types;
 
 use std::rc::Rc;
 
@@ -53,6 +60,11 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::driver::{Handle, StartOptions};
+
+/// The TypeScript shapes of the options, results, events and errors below, copied verbatim
+/// into the generated `node_wasm.d.ts`; the methods name them with `unchecked_*_type`.
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &str = include_str!("../js/types.d.ts");
 
 /// One browser peer of the ring.
 #[wasm_bindgen]
@@ -68,7 +80,9 @@ impl ChordPeer {
     /// new ring). Without `id` the tab's id from `sessionStorage` is reused (a reload is the same
     /// peer), else a random one. `storage: 'indexeddb'` (default) restores and persists the
     /// store in IndexedDB; `'memory'` keeps nothing.
-    pub async fn start(options: JsValue) -> Result<Self, JsValue> {
+    pub async fn start(
+        #[wasm_bindgen(unchecked_param_type = "StartOptions")] options: JsValue,
+    ) -> Result<Self, JsValue> {
         let options = StartOptions::from_js(&options).map_err(|m| js::error("bad_config", &m))?;
         match driver::start(options).await {
             Ok(handle) => Ok(Self { handle }),
@@ -77,7 +91,7 @@ impl ChordPeer {
     }
 
     /// This peer's ring id (8 hex digits).
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, unchecked_return_type = "PeerId")]
     pub fn id(&self) -> String {
         self.handle.id().to_string()
     }
@@ -90,14 +104,24 @@ impl ChordPeer {
 
     /// `cb(event)` for every event: `{type, at_ms, ...}` (see the crate docs).
     #[wasm_bindgen(js_name = onEvent)]
-    pub fn on_event(&self, callback: js_sys::Function) {
+    pub fn on_event(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(event: PeerEvent) => void")]
+        callback: js_sys::Function,
+    ) {
         self.handle.set_callback(callback);
     }
 
     /// `put(key, value, writerId?)` -> `{ok, ts, hops, latency_ms}`; `writerId` defaults to the
     /// peer id. `value` is any JSON-serializable value; `get` gives back the same value, here
     /// and from the native HTTP API (`node_core::value` is the shared encoding).
-    pub fn put(&self, key: String, value: JsValue, writer: Option<String>) -> Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<WriteResult>")]
+    pub fn put(
+        &self,
+        key: String,
+        #[wasm_bindgen(unchecked_param_type = "JsonValue")] value: JsValue,
+        #[wasm_bindgen(js_name = writerId)] writer: Option<String>,
+    ) -> Promise {
         let writer = writer.unwrap_or_else(|| self.id());
         let handle = Rc::clone(&self.handle);
         future_to_promise(async move {
@@ -109,7 +133,12 @@ impl ChordPeer {
     }
 
     /// `delete(key, writerId?)` -> `{ok, ts, hops, latency_ms}` (a tombstone).
-    pub fn delete(&self, key: String, writer: Option<String>) -> Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<WriteResult>")]
+    pub fn delete(
+        &self,
+        key: String,
+        #[wasm_bindgen(js_name = writerId)] writer: Option<String>,
+    ) -> Promise {
         let writer = writer.unwrap_or_else(|| self.id());
         let handle = Rc::clone(&self.handle);
         future_to_promise(async move {
@@ -119,6 +148,7 @@ impl ChordPeer {
     }
 
     /// `get(key)` -> `{found, value, ts, writer_id, hops, latency_ms}`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<GetResult>")]
     pub fn get(&self, key: String) -> Promise {
         let handle = Rc::clone(&self.handle);
         future_to_promise(async move {
@@ -145,6 +175,7 @@ impl ChordPeer {
 
     /// Gnutella-style flood for `key` with `ttl` (the unstructured-search baseline):
     /// `{matches: [{peer}], stats, latency_ms}`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<FloodResult>")]
     pub fn flood(&self, key: String, ttl: u8) -> Promise {
         let handle = Rc::clone(&self.handle);
         future_to_promise(async move {
@@ -157,6 +188,7 @@ impl ChordPeer {
     }
 
     /// Owner of `key`'s id, as a routed Chord lookup finds it: `{key_id, owner, hops}`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<LookupResult>")]
     pub fn lookup(&self, key: String) -> Promise {
         let handle = Rc::clone(&self.handle);
         future_to_promise(async move {
@@ -173,6 +205,7 @@ impl ChordPeer {
     }
 
     /// This peer's pointers: `{id, joined, predecessor, successors, fingers, links}`.
+    #[wasm_bindgen(unchecked_return_type = "RingView")]
     pub fn ring(&self) -> JsValue {
         js::value(&driver::with_driver(&self.handle, |d, _| {
             js::ring_view(&d.node.ring_view())
@@ -181,6 +214,7 @@ impl ChordPeer {
 
     /// The whole ring as far as successor pointers lead from here (at most `limit` peers,
     /// default 64): `[{id, predecessor, successors, hops}]`, starting with this peer.
+    #[wasm_bindgen(unchecked_return_type = "Promise<WalkEntry[]>")]
     pub fn walk(&self, limit: Option<usize>) -> Promise {
         let handle = Rc::clone(&self.handle);
         future_to_promise(async move {
@@ -191,12 +225,13 @@ impl ChordPeer {
 
     /// Counters: the native `/metrics` shape (`kv`, `chord`, `gnutella` with percentiles), the
     /// hop histograms and the driver's own counters.
+    #[wasm_bindgen(unchecked_return_type = "Metrics")]
     pub fn metrics(&self) -> JsValue {
         js::value(&driver::with_driver(&self.handle, |d, _| d.metrics_json()))
     }
 
     /// This peer's store (at most 1000 entries): `[{key, key_id, value, ts, writer_id, deleted}]`.
-    #[wasm_bindgen(js_name = localKeys)]
+    #[wasm_bindgen(js_name = localKeys, unchecked_return_type = "LocalEntry[]")]
     pub fn local_keys(&self) -> JsValue {
         js::value(&driver::with_driver(&self.handle, |d, _| {
             js::local_keys(d.node.store(), 1000)
@@ -204,7 +239,7 @@ impl ChordPeer {
     }
 
     /// The ring id of `key` (SHA-1, first 32 bits), 8 hex digits.
-    #[wasm_bindgen(js_name = keyId)]
+    #[wasm_bindgen(js_name = keyId, unchecked_return_type = "PeerId")]
     pub fn key_id(&self, key: &str) -> String {
         Id::of_key(key).to_string()
     }

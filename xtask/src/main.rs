@@ -15,6 +15,7 @@ use crate::setup::Purpose;
 
 mod deps;
 mod setup;
+mod types;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -22,19 +23,23 @@ usage: cargo xtask <task>
 Both `test` and `demo` first check their prerequisites and install what is missing (see
 xtask/src/setup.rs): the wasm32 target, rustfmt, clippy, wasm-bindgen-cli at the Cargo.lock
 version, curl; for `test` also gcc, iproute2, util-linux, chromium and chromium-driver through
-apt (as root or with password-less sudo; otherwise the command to run is printed).
+apt (as root or with password-less sudo; otherwise the command to run is printed), and nodejs
+and npm for the type-check of the package's TypeScript declarations.
 
 tasks:
   setup        only check and install what `test` needs
-  test         fmt check, clippy, the wasm package, all native tests, node-core/node-wasm wasm32
+  test         fmt check, clippy, the wasm package and its type-check, all native tests, node-core/node-wasm wasm32
                checks, the browser tests in headless Chromium (what CI runs)
   demo         the main job: build the page's wasm package and the peers, start the introducer
                serving the page on http://127.0.0.1:8080 plus 2 native peers, and wait (Ctrl-C
                stops); open the URL in several tabs. `cargo xtask demo --port 9000` moves it.
   demo-script  build the native peer and run scripts/demo.sh: 4 chord-node processes on loopback
                (put, get, crash, restart, flood, metrics), as the original project's demo did
-  wasm         build the browser peer's package into web/pkg (release; wasm-opt when npm's
-               binaryen is installed) and print its size
+  wasm         build the browser peer's npm package (chord-kv: wasm, JS glue, TypeScript
+               declarations, package.json) into web/pkg (release; wasm-opt when npm's binaryen
+               is installed) and print its size
+  types        `wasm`, then type-check node-wasm/types-test/example.ts against web/pkg with
+               npm's tsc --strict, and check that `any` in place of each documented type fails
   wasm-test    the node-wasm tests in headless Chromium and Firefox, inside a private network namespace
   browser-bench  8 headless tabs + 1 native peer (private netns): time to ready, time to a
                converged ring, tab-to-tab get latency percentiles
@@ -62,6 +67,7 @@ fn run(task: Option<&str>, rest: &[String]) -> anyhow::Result<()> {
     let purpose = match task {
         Some("setup" | "test" | "wasm-test" | "browser-bench") => Some(Purpose::Test),
         Some("demo" | "demo-script" | "wasm") => Some(Purpose::Demo),
+        Some("types") => Some(Purpose::Types),
         _ => None,
     };
     if let Some(purpose) = purpose {
@@ -73,6 +79,7 @@ fn run(task: Option<&str>, rest: &[String]) -> anyhow::Result<()> {
         Some("demo") => demo(rest),
         Some("demo-script") => demo_script(),
         Some("wasm") => wasm_package().map(drop),
+        Some("types") => wasm_package().and_then(|_| types::check()),
         Some("wasm-test") => wasm_test(),
         Some("browser-bench") => browser_bench(rest),
         Some("soak") => soak(rest),
@@ -115,6 +122,9 @@ fn test() -> anyhow::Result<()> {
     })?;
     // The browser end-to-end tests (tests/tests/browser_ring.rs) load the page's wasm package.
     wasm_package()?;
+    // The package's TypeScript declarations, precise enough that `any` in place of any
+    // documented type fails (xtask/src/types.rs).
+    types::check()?;
     run_step("tests", &["test", "--workspace", "--all-features"])?;
     // The browser peer depends on node-core compiling to plain wasm32: no wasm-bindgen, no
     // OS services. Building it for that target (and linting it there) keeps that true.
@@ -249,8 +259,10 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds `web/pkg` (the browser peer: release wasm, wasm-bindgen's `--target web` glue, and
-/// wasm-opt when a good one is installed); returns the path of the `.wasm` it wrote.
+/// Builds `web/pkg`, the npm package `chord-kv` (the browser peer: release wasm,
+/// wasm-bindgen's `--target web` glue and `node_wasm.d.ts`, which holds
+/// node-wasm/js/types.d.ts, package.json from node-wasm/js/, and wasm-opt when a good one is
+/// installed); returns the path of the `.wasm` it wrote.
 fn wasm_package() -> anyhow::Result<PathBuf> {
     run_step(
         "wasm: build node-wasm (wasm-release profile, wasm32)",
@@ -275,7 +287,6 @@ fn wasm_package() -> anyhow::Result<PathBuf> {
             .args([
                 "--target",
                 "web",
-                "--no-typescript",
                 "--remove-name-section",
                 "--remove-producers-section",
                 "--out-dir",
@@ -292,6 +303,9 @@ fn wasm_package() -> anyhow::Result<PathBuf> {
             bail!("wasm-bindgen failed ({status}); is wasm-bindgen-cli the Cargo.lock version?");
         }
         Ok(())
+    })?;
+    step("wasm: package.json (npm package chord-kv)", || {
+        write_package_json(&root, &out)
     })?;
     match wasm_opt() {
         // wasm-opt shrinks the raw module but, on this crate, often makes it compress worse:
@@ -346,6 +360,39 @@ fn wasm_package() -> anyhow::Result<PathBuf> {
         None => println!("wasm: {} is {:.1} KiB", wasm.display(), raw as f64 / 1024.0),
     }
     Ok(wasm)
+}
+
+/// `web/pkg/package.json`: node-wasm/js/package.json with the node-wasm crate's version, so
+/// `web/pkg` is an npm package (`exports`, `types` = the generated `node_wasm.d.ts`, which
+/// holds node-wasm/js/types.d.ts).
+fn write_package_json(root: &Path, out: &Path) -> anyhow::Result<()> {
+    let manifest = std::fs::read_to_string(root.join("node-wasm/Cargo.toml"))
+        .context("reading node-wasm/Cargo.toml")?;
+    let version = manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .context("node-wasm/Cargo.toml has no `version = \"...\"` line")?;
+    let template = std::fs::read_to_string(root.join("node-wasm/js/package.json"))
+        .context("reading node-wasm/js/package.json")?;
+    let mut replaced = false;
+    let json: Vec<String> = template
+        .lines()
+        .map(|line| {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            if !replaced && line.trim_start().starts_with("\"version\":") {
+                replaced = true;
+                format!("{indent}\"version\": \"{version}\",")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    if !replaced {
+        bail!("node-wasm/js/package.json has no \"version\" line");
+    }
+    std::fs::write(out.join("package.json"), json.join("\n") + "\n")
+        .context("writing web/pkg/package.json")
 }
 
 /// Size of `path` after `gzip -9`, if gzip runs.

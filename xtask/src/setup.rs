@@ -12,6 +12,9 @@
 //!   network namespaces, Chromium, chromedriver and Firefox ESR for the browser tests; and
 //!   `curl` for the demo scripts. As root apt runs directly, otherwise through `sudo -n` when that needs no
 //!   password; else the one command to run is printed and the task fails.
+//! - Through apt, for `test` and `types`: Node.js and npm (Debian's `nodejs`, `npm`), which
+//!   run npm's TypeScript (pinned by node-wasm/types-test/package-lock.json) on the package's
+//!   declarations.
 //! - Optionally, when npm exists: npm's binaryen (wasm-opt) in `target/tools`. Never Debian's
 //!   binaryen 108, whose output does not load.
 //!
@@ -32,6 +35,8 @@ pub(crate) enum Purpose {
     Demo,
     /// Everything CI runs, including the namespaced WebRTC and headless-browser tests.
     Test,
+    /// The wasm package and the type-check of its TypeScript declarations.
+    Types,
 }
 
 /// A Debian package and the command that shows it is installed.
@@ -83,11 +88,28 @@ const TEST_TOOLS: &[SystemTool] = &[
 /// The geckodriver the Firefox tests use (crates.io; supports Firefox ESR 115 and later).
 const GECKODRIVER_VERSION: &str = "0.37.1";
 
+/// What the type-check of the package's declarations runs on (`test` and `types`).
+const TYPES_TOOLS: &[SystemTool] = &[
+    SystemTool {
+        command: "node",
+        packages: &["nodejs"],
+        why: "the package's TypeScript declarations are type-checked with npm's tsc",
+    },
+    SystemTool {
+        command: "npm",
+        packages: &["npm"],
+        why: "npm ci installs the pinned TypeScript for the type-check",
+    },
+];
+
 /// Checks everything `purpose` needs and installs what is missing.
 pub(crate) fn ensure(purpose: Purpose) -> anyhow::Result<()> {
     let mut tools: Vec<&SystemTool> = DEMO_TOOLS.iter().collect();
     if purpose == Purpose::Test {
         tools.extend(TEST_TOOLS);
+    }
+    if matches!(purpose, Purpose::Test | Purpose::Types) {
+        tools.extend(TYPES_TOOLS);
     }
     // System packages first: building wasm-bindgen-cli needs the C linker.
     system_packages(&tools)?;
