@@ -783,7 +783,7 @@ const METRIC_HEADLINES = {
   kv: ['total_puts', 'total_gets', 'total_get_hits', 'total_get_misses', 'failed', 'read_repairs', 'elections_started', 'elections_won', 'keys_stored', 'anti_entropy_rounds'],
   chord: ['total_lookups', 'avg_hops', 'lookups_failed', 'links_up'],
   gnutella: ['total_queries', 'avg_forwarded', 'duplicates_dropped'],
-  driver: ['links', 'overlay_links', 'introducer_links', 'frames_bad'],
+  driver: ['links', 'connections_created', 'overlay_links', 'introducer_links', 'frames_bad'],
 };
 
 function renderStats() {

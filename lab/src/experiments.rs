@@ -300,6 +300,11 @@ pub struct ChurnRow {
     /// their last k holders: how far from "within one detection window" the losses were (the
     /// first crash is noticed `link_detect_ms` after it, and re-replication starts then).
     pub lost_longest_span_ms: u64,
+    /// WebRTC connections a peer creates per hour of churn, on average: the links opened
+    /// during the churn (each is one connection on either side) plus the attempts that failed,
+    /// over the peer-hours lived. A browser tab may create 500 in its lifetime (Chromium's
+    /// cap), so this says how long a tab lasts in such a ring (issue 14).
+    pub connections_per_peer_hour: f64,
 }
 
 /// Churn like the Chord paper's Fig. 12 / ToN Table II: on a ring of `nodes`, peers join and
@@ -324,7 +329,11 @@ pub fn sim_churn(
     let mut within_window = std::collections::BTreeSet::new();
     let mut holder_crashes: std::collections::BTreeMap<String, Vec<u64>> =
         std::collections::BTreeMap::new();
+    let links_before = sim.stats.links_via_overlay + sim.stats.links_via_introducer;
+    let failed_before = sim.stats.connects_failed;
+    let mut peer_seconds = 0u64;
     for second in 0..seconds {
+        peer_seconds += sim.alive_count() as u64;
         debt += rate;
         while debt >= 1.0 {
             debt -= 1.0;
@@ -380,6 +389,10 @@ pub fn sim_churn(
             total: seconds,
         });
     }
+    let connections = 2
+        * (sim.stats.links_via_overlay + sim.stats.links_via_introducer - links_before)
+        + (sim.stats.connects_failed - failed_before);
+    let connections_per_peer_hour = connections as f64 * 3600.0 / peer_seconds.max(1) as f64;
     let rest_ms = 60_000;
     sim.run_for(rest_ms);
     let (mut failed_lookups, mut hops) = (0, Histogram::default());
@@ -449,5 +462,6 @@ pub fn sim_churn(
         acked_whole_set_failed_in_window,
         lost_longest_span_ms,
         acked_lost_unexplained,
+        connections_per_peer_hour,
     }
 }

@@ -255,6 +255,8 @@ export interface DriverMetrics {
   signals_via_ring: number;
   signals_via_introducer: number;
   links: number;
+  /** Peer connections created since start (Chromium allows 500 per tab lifetime). */
+  connections_created: number;
   rtc: RtcMetrics;
   introducer_connected: boolean;
   introducer_errors: number;

@@ -215,6 +215,7 @@ const durability: 'indexeddb' | 'in-memory' = metrics.driver.storage.durability;
 const commitBuckets: number = metrics.driver.storage.commit_ms_histogram[7];
 const rtc: number = metrics.driver.rtc.links_open + metrics.driver.rtc.offer_retries;
 const introducerUp: boolean = metrics.driver.introducer_connected;
+const created: number = metrics.driver.connections_created;
 const overlay: number = metrics.driver.overlay_links + metrics.driver.signals_via_ring;
 // @ts-expect-error a tab's store is IndexedDB or in memory, never redb's `strict`
 const strict: 'strict' = metrics.driver.storage.durability;

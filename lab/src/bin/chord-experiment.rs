@@ -579,6 +579,7 @@ fn run_sim_churn(cli: &Cli) -> anyhow::Result<()> {
         ("in one window", 0),
         ("lost unexplained", 0),
         ("lost: longest k-crash span s", 0),
+        ("connections/peer-hour", 0),
         ("wall seconds", 0),
     ]);
     println!(
@@ -608,6 +609,7 @@ fn run_sim_churn(cli: &Cli) -> anyhow::Result<()> {
                 row.acked_whole_set_failed_in_window.to_string(),
                 row.acked_lost_unexplained.to_string(),
                 format!("{:.1}", row.lost_longest_span_ms as f64 / 1000.0),
+                format!("{:.0}", row.connections_per_peer_hour),
                 format!("{:.1}", started.elapsed().as_secs_f64()),
             ])
         );

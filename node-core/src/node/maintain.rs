@@ -568,12 +568,17 @@ impl Node {
         let candidate = self
             .lost
             .iter()
-            .filter(|(p, _)| self.links.get(**p).is_none())
-            .min_by_key(|(_, (_, probed))| *probed)
+            .filter(|(p, (_, due))| *due <= now && self.links.get(**p).is_none())
+            .min_by_key(|(_, (_, due))| *due)
             .map(|(p, _)| *p);
         if let Some(peer) = candidate {
+            let floor = self.config.probe_interval_ms;
             if let Some(entry) = self.lost.get_mut(&peer) {
-                entry.1 = now;
+                // Back off: the longer a peer has been gone, the rarer its probes.
+                let gap = now
+                    .saturating_sub(entry.0)
+                    .clamp(floor, MAX_PROBE_GAP_MS.max(floor));
+                entry.1 = now + gap;
             }
             self.links.clear_backoff(peer);
             self.ensure_link(peer, false);

@@ -95,7 +95,10 @@ pub struct Config {
     /// minimum after any ring change and doubles while checks find nothing. 0 disables.
     pub self_check_min_interval_ms: u64,
     pub self_check_max_interval_ms: u64,
-    /// How often one remembered failed peer is probed (partition healing); 0 disables.
+    /// How often one remembered failed peer is probed (partition healing); 0 disables. A
+    /// peer's own probes back off: the gap after a probe is the time since it was lost,
+    /// between this and [`MAX_PROBE_GAP_MS`] (each probe costs a connection attempt, and a tab
+    /// may create only so many in its lifetime).
     pub probe_interval_ms: u64,
     /// How long a failed peer is remembered for probing.
     pub probe_memory_ms: u64,
@@ -277,7 +280,7 @@ pub struct Node {
     /// For peers not yet in the ring: a peer linked to them (learned from `origin_via`).
     via_hints: BTreeMap<PeerId, PeerId>,
     via_hints_old: BTreeMap<PeerId, PeerId>,
-    /// Failed peers remembered for probing: peer -> (failed at, last probed).
+    /// Failed peers remembered for probing: peer -> (failed at, next probe due).
     lost: BTreeMap<PeerId, (Time, Time)>,
     /// Pointed peers whose link failed or never opened, and when: a successor's list that
     /// still names one is not believed about it for [`FAILED_MEMORY_MS`] (unless a link to it
@@ -336,6 +339,8 @@ const MAX_VIA_HINTS: usize = 256;
 /// Pace of anti-entropy rounds while a replica (or this node) is not yet settled.
 pub(crate) const SETTLE_ROUND_MS: u64 = 250;
 const MAX_LOST: usize = 16;
+/// The longest gap between two probes of one lost peer.
+pub const MAX_PROBE_GAP_MS: Time = 60_000;
 /// How long a failed peer is kept out of adopted successor lists (see `failed_recently`).
 pub(crate) const FAILED_MEMORY_MS: Time = 30_000;
 /// Bound on `failed_recently`.

@@ -112,6 +112,9 @@ pub struct DriverStats {
     pub signaling: SignalStats,
     /// Links whose data channel is open now (also `rtc.links_open`).
     pub links: u64,
+    /// WebRTC connections this peer created since it started (also `rtc.attempts`): Chromium
+    /// lets one tab create 500 in its lifetime.
+    pub connections_created: u64,
     pub rtc: LinkStats,
     pub introducer_connected: bool,
     pub introducer_errors: u64,
@@ -149,6 +152,7 @@ pub fn document(raw: &Metrics, keys_stored: usize, driver: &DriverStats) -> Valu
     driver.frames_bad =
         raw.chord.bad_frames + raw.chord.oversize_frames + raw.chord.bad_version_frames;
     driver.links = driver.rtc.links_open;
+    driver.connections_created = driver.rtc.attempts;
     doc["driver"] = serde_json::to_value(&driver).unwrap_or_else(|_| json!({}));
     doc
 }
@@ -175,6 +179,7 @@ mod tests {
             "/chord/hop_histogram",
             "/gnutella/avg_forwarded_per_query",
             "/driver/links",
+            "/driver/connections_created",
             "/driver/overlay_links",
             "/driver/rtc/reanswers",
             "/driver/frames_bad",
