@@ -54,7 +54,6 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use node_core::node::{Config, Event, Input, OpError, OpId, OpOutcome, Output};
 use node_core::peer::commit::{Batch, CommitGate};
 use node_core::peer::join::{JOIN_PATIENCE_MS, JOIN_RETRY_MS, JoinPlan, Retry};
-use node_core::peer::stats::LinkStats;
 use node_core::signal_path::{SignalOpDone, SignalPath, SignalPaths};
 use node_core::{Id, Node};
 use serde::Serialize;
@@ -817,7 +816,8 @@ impl Driver {
             keys_stored: self.node.store().len(),
             driver: DriverStats {
                 signaling: self.paths.stats(),
-                links: rtc.links_open as u64,
+                links: rtc.links_open,
+                rtc,
                 storage: {
                     let mut storage = self
                         .storage
@@ -825,21 +825,6 @@ impl Driver {
                         .map_or_else(StorageStats::in_memory, |s| s.stats().clone());
                     storage.frames_held = self.gate.items_held;
                     storage
-                },
-                rtc: LinkStats {
-                    links_open: rtc.links_open as u64,
-                    attempts: rtc.attempts,
-                    opened: rtc.opened,
-                    failures: rtc.failures,
-                    frames_in: rtc.frames_in,
-                    frames_out: rtc.frames_out,
-                    bytes_in: rtc.bytes_in,
-                    bytes_out: rtc.bytes_out,
-                    frames_dropped: rtc.frames_dropped,
-                    bad_signals: rtc.bad_signals,
-                    ignored_signals: rtc.ignored_signals,
-                    reanswers: rtc.reanswers,
-                    offer_retries: rtc.offer_retries,
                 },
                 ..self.stats.clone()
             },

@@ -65,6 +65,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use node_core::peer::signal::{self, Description, Role};
+use node_core::peer::stats::LinkStats;
 use node_core::peer::table::{LinkTable, OnOffer};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -224,37 +225,9 @@ pub enum RtcEvent {
     Closed { peer: u32 },
 }
 
-/// Counters since [`Rtc::new`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RtcStats {
-    /// Links whose data channel is open now.
-    pub links_open: usize,
-    /// Links started, as offerer or answerer.
-    pub attempts: u64,
-    /// Links whose data channel opened.
-    pub opened: u64,
-    /// Links that ended in `Closed` (failed, timed out, closed by the remote).
-    pub failures: u64,
-    /// Frames delivered as `Message` events.
-    pub frames_in: u64,
-    /// Frames [`Rtc::send`] accepted.
-    pub frames_out: u64,
-    /// Payload bytes of `frames_in`.
-    pub bytes_in: u64,
-    /// Payload bytes of `frames_out`.
-    pub bytes_out: u64,
-    /// Frames [`Rtc::send`] refused: no open link, queue full, or larger than the max.
-    pub frames_dropped: u64,
-    /// Signalling payloads that did not parse as an offer or answer with valid SDP.
-    pub bad_signals: u64,
-    /// Well-formed payloads with no use: answers nobody waits for, glare offers, duplicates.
-    pub ignored_signals: u64,
-    /// Answers sent again for an offer that came again before the link opened.
-    pub reanswers: u64,
-    /// Offers sent again for want of an answer.
-    pub offer_retries: u64,
-}
+/// Counters since [`Rtc::new`]: node-core's link counters (`peer::stats::LinkStats`), the
+/// shape both drivers report.
+pub type RtcStats = LinkStats;
 
 /// The WebRTC link manager. Cheap to clone (one `Arc` inside); every clone drives the same links.
 ///
@@ -406,19 +379,13 @@ impl Rtc {
         // The table counts what it decides; the atomics what the tasks see.
         let table = self.inner.lock_links().stats();
         RtcStats {
-            links_open: table.links_open as usize,
-            attempts: table.attempts,
-            opened: table.opened,
-            failures: table.failures,
             frames_in: get(&c.frames_in),
             frames_out: get(&c.frames_out),
             bytes_in: get(&c.bytes_in),
             bytes_out: get(&c.bytes_out),
             frames_dropped: get(&c.frames_dropped),
             bad_signals: get(&c.bad_signals),
-            ignored_signals: table.ignored_signals,
-            reanswers: table.reanswers,
-            offer_retries: table.offer_retries,
+            ..table
         }
     }
 }

@@ -6,7 +6,6 @@
 
 use node_core::RingView;
 use node_core::flood::FloodResult;
-use node_core::metrics::Histogram;
 use node_core::store::Store;
 use serde_json::{Value, json};
 use wasm_bindgen::JsValue;
@@ -77,18 +76,6 @@ pub fn flood_result(result: &FloodResult, latency_ms: f64) -> Value {
         },
         "latency_ms": latency_ms,
     })
-}
-
-/// `[[value, count], ...]` for the non-empty buckets.
-pub fn histogram(h: &Histogram) -> Value {
-    Value::Array(
-        h.counts
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c > 0)
-            .map(|(v, c)| json!([v, c]))
-            .collect(),
-    )
 }
 
 pub fn local_keys(store: &Store, limit: usize) -> Value {
