@@ -5,9 +5,9 @@
 //! The simulator spent about a quarter of its time in serde_json for these small frames. The
 //! fast paths never change what goes over the wire or what a frame means:
 //! - [`encode`] writes exactly the bytes `serde_json::to_vec` writes (the tests compare them), and
-//!   answers `None` for any other message, or a string that would need escaping;
+//!   answers `None` for any other message, or a string with control characters;
 //! - [`decode`] accepts only that canonical form (fields in serde's order, no whitespace, no
-//!   escapes, numbers without leading zeros and in range) and answers `None` for anything else,
+//!   escapes but `\"` and `\\`, numbers without leading zeros and in range) and answers `None` for anything else,
 //!   which then goes through serde_json as before. A frame it accepts is the canonical encoding
 //!   of the message it returns, which serde_json decodes to the same message.
 
@@ -59,13 +59,21 @@ impl Out {
         self.raw(b"]");
     }
 
-    /// A string serde_json writes unescaped; `None` if it needs escapes.
-    fn plain_str(&mut self, s: &str) -> Option<()> {
-        if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    /// A string as serde_json writes it when its only escapes are `\"` and `\\` (a signalling
+    /// payload is JSON itself, so quotes are common); `None` for control characters, which
+    /// serde_json escapes in several ways.
+    fn str(&mut self, s: &str) -> Option<()> {
+        if s.bytes().any(|b| b < 0x20) {
             return None;
         }
         self.raw(b"\"");
-        self.raw(s.as_bytes());
+        let mut rest = s.as_bytes();
+        while let Some(i) = rest.iter().position(|&b| b == b'"' || b == b'\\') {
+            self.raw(&rest[..i]);
+            self.raw(&[b'\\', rest[i]]);
+            rest = &rest[i + 1..];
+        }
+        self.raw(rest);
         self.raw(b"\"");
         Some(())
     }
@@ -155,7 +163,7 @@ pub(super) fn encode(message: &Message) -> Option<Vec<u8>> {
                 }
                 Body::Signal { payload } => {
                     o.raw(b"signal\",\"c\":{\"payload\":");
-                    o.plain_str(payload)?;
+                    o.str(payload)?;
                 }
                 _ => return None,
             }
@@ -245,18 +253,31 @@ impl<'a> In<'a> {
         }
     }
 
-    /// A string without escapes or control characters, as valid UTF-8.
-    fn plain_str(&mut self) -> Option<&'a str> {
+    /// A string without control characters whose only escapes are `\"` and `\\` (what [`Out::str`]
+    /// writes), as valid UTF-8.
+    fn str(&mut self) -> Option<String> {
         self.lit(b"\"")?;
-        let start = self.i;
-        let len = self.b[start..]
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-        if self.b[start + len] != b'"' {
-            return None;
+        let mut s = Vec::new();
+        loop {
+            let start = self.i;
+            let len = self.b[start..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            s.extend_from_slice(&self.b[start..start + len]);
+            self.i = start + len + 1;
+            match self.b[start + len] {
+                b'"' => break,
+                b'\\' => match self.b.get(self.i) {
+                    Some(&c @ (b'"' | b'\\')) => {
+                        s.push(c);
+                        self.i += 1;
+                    }
+                    _ => return None,
+                },
+                _ => return None,
+            }
         }
-        self.i = start + len + 1;
-        std::str::from_utf8(&self.b[start..start + len]).ok()
+        String::from_utf8(s).ok()
     }
 
     /// A tag's name and its closing quote.
@@ -367,9 +388,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
                 }
                 b"signal" => {
                     c.lit(b",\"c\":{\"payload\":")?;
-                    Body::Signal {
-                        payload: c.plain_str()?.to_string(),
-                    }
+                    Body::Signal { payload: c.str()? }
                 }
                 _ => return None,
             };
@@ -534,6 +553,8 @@ mod tests {
             r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"owner","c":{"key":1}},"origin":2,"hops":256,"body":{"b":"find_successor","c":{"op":1}}}}}"#,
             r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"peer","c":{"id":1}},"origin":2,"hops":0,"body":{"b":"signal","c":{"payload":"a\nb"}}}}}"#,
             r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"peer","c":{"id":1}},"origin":2,"hops":0,"body":{"b":"signal","c":{"payload":"a\u0041"}}}}}"#,
+            r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"peer","c":{"id":1}},"origin":2,"hops":0,"body":{"b":"signal","c":{"payload":"a\/b"}}}}}"#,
+            r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"peer","c":{"id":1}},"origin":2,"hops":0,"body":{"b":"signal","c":{"payload":"a\"}}}}}"#,
         ] {
             assert_eq!(decode(frame.as_bytes()), None, "{frame}");
         }
