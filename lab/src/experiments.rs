@@ -1,7 +1,7 @@
 //! Experiments run on node-core's simulator (`sim-hops`, `sim-flood`, `sim-churn`), for
 //! `chord-experiment`.
 
-use node_core::id::Id;
+use node_core::id::{Id, successor_in};
 use node_core::metrics::Histogram;
 use node_core::node::{OpId, OpOutcome};
 use node_core::sim::{JoinPattern, Sim, SimConfig};
@@ -72,11 +72,14 @@ pub fn sim_hops(
     }
     // Every lookup ends within its deadline; give it that long.
     sim.run_for(sim.config().node.op_timeout_ms + 1_000);
+    // The truth once, not per lookup (`Sim::true_owner` sorts every live id): no peer joins or
+    // leaves while the results are read.
+    let truth = sim.truth();
     for (from, op, key) in pending {
         match sim.take_result(from, op) {
             Some(Ok(OpOutcome::Lookup { owner, hops: h, .. })) => {
                 hops.record(u64::from(h));
-                if Some(owner) != sim.true_owner(key) {
+                if Some(owner) != successor_in(&truth, key) {
                     wrong_owner += 1;
                 }
             }

@@ -50,6 +50,9 @@ impl Description {
     /// `{"type":"offer"|"answer","sdp":"..."}`; `None` for anything else (other types such as
     /// `rollback`, missing fields, bad JSON). The SDP itself is the driver's stack to check.
     pub fn parse(payload: &str) -> Option<Self> {
+        if let Some(description) = Self::parse_plain(payload) {
+            return Some(description);
+        }
         let wire: Wire<'_> = serde_json::from_str(payload).ok()?;
         let sdp = wire.sdp.into_owned();
         match wire.kind {
@@ -59,12 +62,33 @@ impl Description {
         }
     }
 
+    /// What [`Description::encode`] writes for an SDP without escapes, read without serde_json
+    /// (the simulator signals every link it makes); `None` for anything else, which then goes
+    /// through serde_json.
+    fn parse_plain(payload: &str) -> Option<Self> {
+        let (make, rest): (fn(String) -> Self, &str) =
+            if let Some(rest) = payload.strip_prefix(r#"{"type":"offer","sdp":""#) {
+                (Self::Offer, rest)
+            } else {
+                (
+                    Self::Answer,
+                    payload.strip_prefix(r#"{"type":"answer","sdp":""#)?,
+                )
+            };
+        let sdp = rest.strip_suffix(r#""}"#)?;
+        is_plain(sdp).then(|| make(sdp.to_string()))
+    }
+
     /// The payload to signal.
     pub fn encode(&self) -> String {
         let (kind, sdp) = match self {
             Self::Offer(sdp) => ("offer", sdp),
             Self::Answer(sdp) => ("answer", sdp),
         };
+        if is_plain(sdp) {
+            // What serde_json writes for a string it does not escape.
+            return format!(r#"{{"type":"{kind}","sdp":"{sdp}"}}"#);
+        }
         serde_json::to_string(&Wire {
             kind,
             sdp: std::borrow::Cow::Borrowed(sdp),
@@ -77,6 +101,12 @@ impl Description {
             Self::Offer(sdp) | Self::Answer(sdp) => sdp,
         }
     }
+}
+
+/// A string serde_json writes as it is, between quotes (no quote, backslash or control
+/// character).
+fn is_plain(s: &str) -> bool {
+    !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Which side of a link this peer is.
@@ -174,18 +204,39 @@ mod tests {
         for d in [
             Description::Offer("v=0\r\n\"quoted\"".into()),
             Description::Answer(String::new()),
+            Description::Offer("o12".into()),
+            Description::Answer("a\u{7f}é🎉".into()),
+            Description::Answer("back\\slash".into()),
         ] {
             assert_eq!(Description::parse(&d.encode()), Some(d.clone()));
+            // Byte for byte what serde_json writes.
+            let (kind, sdp) = match &d {
+                Description::Offer(sdp) => ("offer", sdp),
+                Description::Answer(sdp) => ("answer", sdp),
+            };
+            let wire = Wire {
+                kind,
+                sdp: std::borrow::Cow::Borrowed(sdp),
+            };
+            assert_eq!(d.encode(), serde_json::to_string(&wire).unwrap());
         }
         assert_eq!(
             Description::parse(r#"{"type":"offer","sdp":"x"}"#),
             Some(Description::Offer("x".into()))
+        );
+        // Not what `encode` writes, but JSON all the same: serde_json reads it.
+        assert_eq!(
+            Description::parse(r#"{ "sdp": "a\/b", "type": "answer" }"#),
+            Some(Description::Answer("a/b".into()))
         );
         for bad in [
             "",
             "{",
             r#"{"type":"offer"}"#,
             r#"{"type":"rollback","sdp":""}"#,
+            r#"{"type":"offer","sdp":"x"}x"#,
+            r#"{"type":"offer","sdp":"x"y"}"#,
+            r#"{"type":"answer","sdp":"x\"}"#,
             "[1]",
         ] {
             assert_eq!(Description::parse(bad), None, "{bad}");

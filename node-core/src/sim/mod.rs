@@ -1286,7 +1286,6 @@ impl Sim {
                     return;
                 };
                 let current = n.rtc.get(&from).map(SimLink::snapshot);
-                let answered = n.rtc.get(&from).map(|l| l.sdp.clone());
                 match signal::on_offer(me.0, from.0, current, &sdp) {
                     OfferVerdict::Ignore(_) => {
                         self.stats.signals_ignored += 1;
@@ -1294,6 +1293,7 @@ impl Sim {
                     }
                     OfferVerdict::Reanswer => {
                         self.stats.reanswers += 1;
+                        let answered = n.rtc.get(&from).map(|l| l.sdp.clone());
                         let payload = Description::Answer(answered.unwrap_or_default()).encode();
                         self.send_signal(me, from, payload, via_introducer);
                         return;

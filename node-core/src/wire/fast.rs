@@ -1,18 +1,21 @@
 //! Hand-written JSON for the frames that make up nearly all ring traffic (stabilize, notify,
-//! hello, heartbeats, link close, lookups and overlay signaling), byte for byte what serde_json
-//! writes for them.
+//! hello, heartbeats, link close, lookups and overlay signaling, and the anti-entropy rounds of
+//! replicas that agree), byte for byte what serde_json writes for them.
 //!
 //! The simulator spent about a quarter of its time in serde_json for these small frames. The
 //! fast paths never change what goes over the wire or what a frame means:
 //! - [`encode`] writes exactly the bytes `serde_json::to_vec` writes (the tests compare them), and
-//!   answers `None` for any other message, or a string that would need escaping;
+//!   answers `None` for any other message, or a string with control characters;
 //! - [`decode`] accepts only that canonical form (fields in serde's order, no whitespace, no
-//!   escapes, numbers without leading zeros and in range) and answers `None` for anything else,
+//!   escapes but `\"` and `\\`, numbers without leading zeros and in range) and answers `None` for anything else,
 //!   which then goes through serde_json as before. A frame it accepts is the canonical encoding
 //!   of the message it returns, which serde_json decodes to the same message.
 
 use super::{Body, Dest, MAX_LIST_LEN, Message, PROTOCOL_VERSION, Routed};
 use crate::id::Id;
+use crate::merkle::{NodeHash, NodeRef, SyncHashes, SyncMsg};
+use crate::store::RingRange;
+use crate::store::tree::Digest;
 
 // ----- encode -----------------------------------------------------------------------------
 
@@ -24,17 +27,53 @@ impl Out {
     }
 
     fn num(&mut self, mut n: u64) {
+        // Two digits a step from a table, as the `itoa` crate that serde_json uses does.
+        const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+            2021222324252627282930313233343536373839\
+            4041424344454647484950515253545556575859\
+            6061626364656667686970717273747576777879\
+            8081828384858687888990919293949596979899";
         let mut digits = [0u8; 20];
         let mut i = digits.len();
-        loop {
+        while n >= 100 {
+            let pair = (n % 100) as usize * 2;
+            n /= 100;
+            i -= 2;
+            digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        }
+        if n >= 10 {
+            let pair = n as usize * 2;
+            i -= 2;
+            digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        } else {
             i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+            digits[i] = b'0' + n as u8;
         }
         self.0.extend_from_slice(&digits[i..]);
+    }
+
+    /// `{"range":{"from":..,"to":..},"depth":..` (the object left open).
+    fn range_depth(&mut self, range: RingRange, depth: u8) {
+        self.raw(b"{\"range\":{\"from\":");
+        self.num(u64::from(range.from));
+        self.raw(b",\"to\":");
+        self.num(u64::from(range.to));
+        self.raw(b"},\"depth\":");
+        self.num(u64::from(depth));
+    }
+
+    /// A digest as its `Display` writes it: 32 lowercase hex digits.
+    fn hex(&mut self, digest: Digest) {
+        let mut digits = [0u8; 32];
+        for (i, d) in digits.iter_mut().enumerate() {
+            let nibble = (digest.0 >> (124 - 4 * i)) as u8 & 0xf;
+            *d = if nibble < 10 {
+                b'0' + nibble
+            } else {
+                b'a' + nibble - 10
+            };
+        }
+        self.raw(&digits);
     }
 
     fn id(&mut self, id: Id) {
@@ -59,13 +98,21 @@ impl Out {
         self.raw(b"]");
     }
 
-    /// A string serde_json writes unescaped; `None` if it needs escapes.
-    fn plain_str(&mut self, s: &str) -> Option<()> {
-        if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    /// A string as serde_json writes it when its only escapes are `\"` and `\\` (a signalling
+    /// payload is JSON itself, so quotes are common); `None` for control characters, which
+    /// serde_json escapes in several ways.
+    fn str(&mut self, s: &str) -> Option<()> {
+        if s.bytes().any(|b| b < 0x20) {
             return None;
         }
         self.raw(b"\"");
-        self.raw(s.as_bytes());
+        let mut rest = s.as_bytes();
+        while let Some(i) = rest.iter().position(|&b| b == b'"' || b == b'\\') {
+            self.raw(&rest[..i]);
+            self.raw(&[b'\\', rest[i]]);
+            rest = &rest[i + 1..];
+        }
+        self.raw(rest);
         self.raw(b"\"");
         Some(())
     }
@@ -73,7 +120,17 @@ impl Out {
 
 /// The frame of `message` as serde_json writes it, or `None` when this module does not cover it.
 pub(super) fn encode(message: &Message) -> Option<Vec<u8>> {
-    let mut o = Out(Vec::with_capacity(128));
+    // Room for the whole frame at once: growing the buffer cost more than writing it.
+    let room = match message {
+        Message::Neighbors { succs, preds, .. } => 96 + 11 * (succs.len() + preds.len()),
+        Message::Route(Routed {
+            body: Body::Signal { payload },
+            ..
+        }) => 192 + 2 * payload.len(),
+        Message::Sync(SyncMsg::Hashes(hashes)) => 96 + 56 * hashes.nodes.len(),
+        _ => 192,
+    };
+    let mut o = Out(Vec::with_capacity(room));
     o.raw(b"{\"v\":");
     o.num(u64::from(PROTOCOL_VERSION));
     o.raw(b",\"m\":{\"t\":\"");
@@ -155,11 +212,41 @@ pub(super) fn encode(message: &Message) -> Option<Vec<u8>> {
                 }
                 Body::Signal { payload } => {
                     o.raw(b"signal\",\"c\":{\"payload\":");
-                    o.plain_str(payload)?;
+                    o.str(payload)?;
                 }
                 _ => return None,
             }
             o.raw(b"}}}");
+        }
+        Message::Sync(sync) => {
+            o.raw(b"sync\",\"c\":{\"s\":\"");
+            match sync {
+                SyncMsg::Hashes(hashes) => {
+                    o.raw(b"hashes\",\"c\":");
+                    o.range_depth(hashes.range, hashes.depth);
+                    o.raw(b",\"nodes\":[");
+                    for (i, node) in hashes.nodes.iter().enumerate() {
+                        if i > 0 {
+                            o.raw(b",");
+                        }
+                        o.raw(b"[");
+                        o.num(u64::from(node.node.level));
+                        o.raw(b",");
+                        o.num(u64::from(node.node.index));
+                        o.raw(b",\"");
+                        o.hex(node.hash);
+                        o.raw(b"\"]");
+                    }
+                    o.raw(b"]}");
+                }
+                SyncMsg::Equal { range, depth } => {
+                    o.raw(b"equal\",\"c\":");
+                    o.range_depth(*range, *depth);
+                    o.raw(b"}");
+                }
+                _ => return None,
+            }
+            o.raw(b"}");
         }
         _ => return None,
     }
@@ -229,10 +316,14 @@ impl<'a> In<'a> {
 
     fn ids(&mut self) -> Option<Vec<Id>> {
         self.lit(b"[")?;
-        let mut ids = Vec::new();
         if self.eat(b"]") {
-            return Some(ids);
+            return Some(Vec::new());
         }
+        // As many as the list holds (up to the limit's first excess), in one allocation.
+        let rest = &self.b[self.i..];
+        let end = rest.iter().position(|&c| c == b']').unwrap_or(rest.len());
+        let commas = rest[..end].iter().filter(|&&c| c == b',').count();
+        let mut ids = Vec::with_capacity((commas + 1).min(MAX_LIST_LEN + 1));
         loop {
             ids.push(self.id()?);
             if ids.len() > MAX_LIST_LEN {
@@ -245,18 +336,58 @@ impl<'a> In<'a> {
         }
     }
 
-    /// A string without escapes or control characters, as valid UTF-8.
-    fn plain_str(&mut self) -> Option<&'a str> {
+    /// A string without control characters whose only escapes are `\"` and `\\` (what [`Out::str`]
+    /// writes), as valid UTF-8.
+    fn str(&mut self) -> Option<String> {
         self.lit(b"\"")?;
-        let start = self.i;
-        let len = self.b[start..]
+        let mut s = Vec::with_capacity(self.b.len() - self.i);
+        loop {
+            let start = self.i;
+            let len = self.b[start..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            s.extend_from_slice(&self.b[start..start + len]);
+            self.i = start + len + 1;
+            match self.b[start + len] {
+                b'"' => break,
+                b'\\' => match self.b.get(self.i) {
+                    Some(&c @ (b'"' | b'\\')) => {
+                        s.push(c);
+                        self.i += 1;
+                    }
+                    _ => return None,
+                },
+                _ => return None,
+            }
+        }
+        String::from_utf8(s).ok()
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        u32::try_from(self.num()?).ok()
+    }
+
+    /// What [`Out::range_depth`] writes.
+    fn range_depth(&mut self) -> Option<(RingRange, u8)> {
+        self.lit(b"{\"range\":{\"from\":")?;
+        let from = self.u32()?;
+        self.lit(b",\"to\":")?;
+        let to = self.u32()?;
+        self.lit(b"},\"depth\":")?;
+        Some((RingRange::new(from, to), self.u8()?))
+    }
+
+    /// 32 lowercase hex digits (what [`Out::hex`] writes), read as `Digest::from_hex` reads them.
+    fn hex(&mut self) -> Option<Digest> {
+        let digits = self.b.get(self.i..self.i + 32)?;
+        if !digits
             .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-        if self.b[start + len] != b'"' {
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return None;
         }
-        self.i = start + len + 1;
-        std::str::from_utf8(&self.b[start..start + len]).ok()
+        self.i += 32;
+        Digest::from_hex(std::str::from_utf8(digits).ok()?)
     }
 
     /// A tag's name and its closing quote.
@@ -367,9 +498,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
                 }
                 b"signal" => {
                     c.lit(b",\"c\":{\"payload\":")?;
-                    Body::Signal {
-                        payload: c.plain_str()?.to_string(),
-                    }
+                    Body::Signal { payload: c.str()? }
                 }
                 _ => return None,
             };
@@ -381,6 +510,51 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
                 hops,
                 body,
             })
+        }
+        b"sync" => {
+            c.lit(b",\"c\":{\"s\":\"")?;
+            let sync = match c.tag()? {
+                b"hashes" => {
+                    c.lit(b",\"c\":")?;
+                    let (range, depth) = c.range_depth()?;
+                    c.lit(b",\"nodes\":[")?;
+                    let mut nodes = Vec::new();
+                    if !c.eat(b"]") {
+                        loop {
+                            c.lit(b"[")?;
+                            let level = c.u8()?;
+                            c.lit(b",")?;
+                            let index = c.u32()?;
+                            c.lit(b",\"")?;
+                            let hash = c.hex()?;
+                            c.lit(b"\"]")?;
+                            nodes.push(NodeHash {
+                                node: NodeRef::new(level, index),
+                                hash,
+                            });
+                            if c.eat(b"]") {
+                                break;
+                            }
+                            c.lit(b",")?;
+                        }
+                    }
+                    c.lit(b"}")?;
+                    SyncMsg::Hashes(SyncHashes {
+                        range,
+                        depth,
+                        nodes,
+                    })
+                }
+                b"equal" => {
+                    c.lit(b",\"c\":")?;
+                    let (range, depth) = c.range_depth()?;
+                    c.lit(b"}")?;
+                    SyncMsg::Equal { range, depth }
+                }
+                _ => return None,
+            };
+            c.lit(b"}")?;
+            Message::Sync(sync)
         }
         _ => return None,
     };
@@ -434,8 +608,36 @@ mod tests {
         pool[rng.below(pool.len() as u64) as usize].to_string()
     }
 
+    fn sync(rng: &mut Rng) -> SyncMsg {
+        let range = RingRange::new(id(rng).0, id(rng).0);
+        let depth = rng.below(256) as u8;
+        match rng.below(3) {
+            0 => SyncMsg::Equal { range, depth },
+            1 => SyncMsg::Hashes(SyncHashes {
+                range,
+                depth,
+                nodes: (0..rng.below(4))
+                    .map(|_| NodeHash {
+                        node: NodeRef::new(rng.below(256) as u8, id(rng).0),
+                        hash: Digest(match rng.below(3) {
+                            0 => 0,
+                            1 => u128::MAX,
+                            _ => (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()),
+                        }),
+                    })
+                    .collect(),
+            }),
+            _ => SyncMsg::Want {
+                range,
+                depth,
+                keys: vec![payload(rng)],
+            },
+        }
+    }
+
     fn message(rng: &mut Rng) -> Message {
-        match rng.below(12) {
+        match rng.below(13) {
+            12 => Message::Sync(sync(rng)),
             0 => Message::Hello {
                 joined: rng.chance(0.5),
             },
@@ -509,7 +711,7 @@ mod tests {
             // The public codec round-trips whichever path it takes.
             assert_eq!(super::super::decode(&canonical), Ok(m));
         }
-        assert!(covered > 15_000, "{covered}");
+        assert!(covered > 16_000, "{covered}");
     }
 
     #[test]
@@ -534,6 +736,12 @@ mod tests {
             r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"owner","c":{"key":1}},"origin":2,"hops":256,"body":{"b":"find_successor","c":{"op":1}}}}}"#,
             r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"peer","c":{"id":1}},"origin":2,"hops":0,"body":{"b":"signal","c":{"payload":"a\nb"}}}}}"#,
             r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"peer","c":{"id":1}},"origin":2,"hops":0,"body":{"b":"signal","c":{"payload":"a\u0041"}}}}}"#,
+            r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"peer","c":{"id":1}},"origin":2,"hops":0,"body":{"b":"signal","c":{"payload":"a\/b"}}}}}"#,
+            r#"{"v":1,"m":{"t":"route","c":{"dest":{"k":"peer","c":{"id":1}},"origin":2,"hops":0,"body":{"b":"signal","c":{"payload":"a\"}}}}}"#,
+            r#"{"v":1,"m":{"t":"sync","c":{"s":"equal","c":{"range":{"from":1,"to":2},"depth":256}}}}"#,
+            r#"{"v":1,"m":{"t":"sync","c":{"s":"hashes","c":{"range":{"from":1,"to":2},"depth":3,"nodes":[[0,0,"0000000000000000000000000000000A"]]}}}}"#,
+            r#"{"v":1,"m":{"t":"sync","c":{"s":"hashes","c":{"range":{"from":1,"to":2},"depth":3,"nodes":[[0,0,"000000000000000000000000000000a"]]}}}}"#,
+            r#"{"v":1,"m":{"t":"sync","c":{"s":"hashes","c":{"range":{"from":1,"to":2},"depth":3,"nodes":[[0,0,"0000000000000000000000000000000a"],]}}}}"#,
         ] {
             assert_eq!(decode(frame.as_bytes()), None, "{frame}");
         }
