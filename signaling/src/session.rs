@@ -134,18 +134,19 @@ impl Session {
             let _ = send(&mut socket, going_away()).await;
             return;
         }
-        let config = self.state.config().clone();
+        let config = self.state.config();
+        let (hello_timeout, idle_timeout) = (config.hello_timeout, config.idle_timeout);
+        let ping_interval = config.ping_interval;
         let opened = tokio::time::Instant::now();
-        let hello_deadline = tokio::time::sleep_until(opened + config.hello_timeout);
-        let idle = tokio::time::sleep_until(opened + config.idle_timeout);
-        let mut pings =
-            tokio::time::interval_at(opened + config.ping_interval, config.ping_interval);
+        let hello_deadline = tokio::time::sleep_until(opened + hello_timeout);
+        let idle = tokio::time::sleep_until(opened + idle_timeout);
+        let mut pings = tokio::time::interval_at(opened + ping_interval, ping_interval);
         pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(hello_deadline, idle);
         loop {
             tokio::select! {
                 inbound = socket.recv() => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                     let frame = match inbound {
                         Some(Ok(frame)) => frame,
                         Some(Err(err)) => {
@@ -185,12 +186,12 @@ impl Session {
                     break;
                 }
                 () = &mut hello_deadline, if self.registration.is_none() => {
-                    let reason = format!("no hello within {:?} of connecting; closing", config.hello_timeout);
+                    let reason = format!("no hello within {hello_timeout:?} of connecting; closing");
                     self.close_with(&mut socket, ErrorCode::HelloTimeout, reason).await;
                     break;
                 }
                 () = &mut idle => {
-                    let reason = format!("nothing received for {:?}; closing", config.idle_timeout);
+                    let reason = format!("nothing received for {idle_timeout:?}; closing");
                     self.close_with(&mut socket, ErrorCode::IdleTimeout, reason).await;
                     break;
                 }

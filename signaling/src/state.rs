@@ -35,8 +35,9 @@ pub const MAX_SESSIONS_PER_ADDR: usize = 64;
 /// Limits of one introducer. Every field has a default ([`SignalingConfig::default`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignalingConfig {
-    /// Open WebSocket sessions at once (said hello or not); one more gets `too_many_sessions`.
-    /// Default 1024.
+    /// Open WebSocket sessions at once (said hello or not). When full, a newcomer evicts the
+    /// oldest session that has not said hello yet; if every session said hello, it gets
+    /// `too_many_sessions`. Default 1024.
     pub max_sessions: usize,
     /// Longest accepted text frame in bytes; longer ones get `oversize` and are dropped. Frames
     /// over 4x this are refused by the WebSocket layer itself, which ends the session. Default
