@@ -3,7 +3,7 @@
 //! `{found: false}` or `{found: true, value, ts, writer_id}`; `POST /delete {key, writer_id?}`;
 //! `POST /g_start_query {key, ttl?}` -> `{matches: [{addr, key}], stats: {forwarded}}`;
 //! `GET /metrics` (`node`, `uptime_sec` and the original's `kv` / `chord` / `gnutella`
-//! sections, plus percentiles and driver counters); `GET /metrics/prometheus`; `GET /ring`.
+//! sections, plus percentiles, driver, HTTP and introducer counters); `GET /metrics/prometheus`; `GET /ring`.
 //!
 //! As in the original, `value` is any JSON value and `/get` returns the same value: it is kept
 //! in the core's string values with `node_core::value`'s encoding (plain strings unchanged).
@@ -13,20 +13,32 @@
 //!
 //! Every bad request gets a 4xx with a JSON body `{"error": {"code", "message"}}` and is
 //! counted; a request that the ring could not serve in time gets a 503/504 with the same shape.
+//!
+//! Before any route, a request's `Host` and `Origin` are checked (signaling/src/access.rs: IP
+//! literals, `localhost` and `--allow-host` names; no `Origin`, this server's own pages, loopback
+//! pages and `--allow-origin` origins): others get a 403 `bad_host` / `bad_origin`, so a web
+//! page cannot reach `/put` of a peer on the visitor's machine by DNS rebinding or a cross-site
+//! request. With an API token ([`Api::with_api_token`], `--api-token`), the routes that change
+//! data or cost the ring work (`/put`, `/delete`, `/g_start_query`) also need
+//! `Authorization: Bearer <token>` (401 `unauthorized` otherwise); reads stay open. Refusals are
+//! counted in `/metrics` (`http.bad_host`, `http.bad_origin`, `http.unauthorized`, and in
+//! `http.bad_requests`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use node_core::node::{OpError, OpOutcome};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use signaling::AccessPolicy;
 
 use crate::driver::{Command, PeerHandle};
 
@@ -39,23 +51,65 @@ pub struct Api {
     name: Arc<str>,
     started: std::time::Instant,
     bad_requests: Arc<AtomicU64>,
+    /// The `Host`/`Origin` checks every request passes first.
+    access: Arc<AccessPolicy>,
+    /// When set, write routes need `Authorization: Bearer <token>`.
+    api_token: Option<Arc<str>>,
+    refused: Arc<Refused>,
+    /// The introducer this peer serves at `/ws`, for its counters in `/metrics`.
+    introducer: Option<signaling::SignalingState>,
+}
+
+/// Requests refused before any route ran, by reason (also counted in `bad_requests`).
+#[derive(Debug, Default)]
+struct Refused {
+    bad_host: AtomicU64,
+    bad_origin: AtomicU64,
+    unauthorized: AtomicU64,
 }
 
 impl Api {
-    /// The API of `peer`, which serves it at `name` (`host:port`).
+    /// The API of `peer`, which serves it at `name` (`host:port`), with the default
+    /// `Host`/`Origin` policy and no API token.
     pub fn new(peer: PeerHandle, name: impl Into<Arc<str>>) -> Self {
         Self {
             peer,
             name: name.into(),
             started: std::time::Instant::now(),
             bad_requests: Arc::new(AtomicU64::new(0)),
+            access: Arc::new(AccessPolicy::default()),
+            api_token: None,
+            refused: Arc::new(Refused::default()),
+            introducer: None,
         }
+    }
+
+    /// Reports `introducer`'s counters in `/metrics` (`introducer`: sessions, evictions,
+    /// refusals and timeouts by code).
+    pub fn with_introducer(mut self, introducer: signaling::SignalingState) -> Self {
+        self.introducer = Some(introducer);
+        self
+    }
+
+    /// Checks `Host` and `Origin` against `policy` instead of the default one.
+    pub fn with_access(mut self, policy: AccessPolicy) -> Self {
+        self.access = Arc::new(policy);
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on the write routes (`None`: no token).
+    pub fn with_api_token(mut self, token: Option<String>) -> Self {
+        self.api_token = token.map(Into::into);
+        self
     }
 }
 
 /// The API routes (merge them with the signaling routes on one port).
 pub fn router(api: Api) -> Router {
-    routes().fallback(not_found).with_state(api)
+    routes(&api)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(api.clone(), check_access))
+        .with_state(api)
 }
 
 /// The API routes plus the browser page from `static_dir` (`/`, `/pkg/...`): a path that is
@@ -68,18 +122,78 @@ pub fn router_with_page(api: Api, static_dir: &std::path::Path) -> Router {
     };
     let files =
         tower_http::services::ServeDir::new(static_dir).not_found_service(not_found.into_service());
-    routes().fallback_service(files).with_state(api)
+    routes(&api)
+        .fallback_service(files)
+        .layer(middleware::from_fn_with_state(api.clone(), check_access))
+        .with_state(api)
 }
 
-fn routes() -> Router<Api> {
-    Router::new()
+fn routes(api: &Api) -> Router<Api> {
+    // What changes data or makes the ring work for it: behind the API token, when one is set.
+    let writes = Router::new()
         .route("/put", post(put))
-        .route("/get", post(get_key))
         .route("/delete", post(delete))
         .route("/g_start_query", post(flood))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
+    Router::new()
+        .route("/get", post(get_key))
         .route("/metrics", get(metrics))
         .route("/metrics/prometheus", get(prometheus))
         .route("/ring", get(ring))
+        .merge(writes)
+}
+
+/// Refuses (403 `bad_host` / `bad_origin`, counted) a request whose `Host` or `Origin` the
+/// policy does not allow.
+async fn check_access(State(api): State<Api>, request: Request, next: Next) -> Response {
+    match api.access.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            let counter = match refusal {
+                signaling::access::Refusal::BadHost(_) => &api.refused.bad_host,
+                signaling::access::Refusal::BadOrigin(_) => &api.refused.bad_origin,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            api.bad_requests.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("HTTP request refused: {}", refusal.message());
+            refusal.into_response()
+        }
+    }
+}
+
+/// With an API token set, refuses (401 `unauthorized`, counted) a request without
+/// `Authorization: Bearer <token>`.
+async fn require_token(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let Some(token) = &api.api_token else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    if presented.is_some_and(|presented| same_secret(presented.as_bytes(), token.as_bytes())) {
+        return next.run(request).await;
+    }
+    api.refused.unauthorized.fetch_add(1, Ordering::Relaxed);
+    api.bad_requests.fetch_add(1, Ordering::Relaxed);
+    let error = ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        code: "unauthorized",
+        message: "this route needs the API token: send Authorization: Bearer <token>".into(),
+    };
+    let mut response = error.into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// Compares two secrets in time that depends on their lengths only, not on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A JSON error response.
@@ -316,8 +430,32 @@ async fn metrics(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
         );
         map.insert(
             "http".into(),
-            json!({"bad_requests": api.bad_requests.load(Ordering::Relaxed)}),
+            json!({
+                "bad_requests": api.bad_requests.load(Ordering::Relaxed),
+                "bad_host": api.refused.bad_host.load(Ordering::Relaxed),
+                "bad_origin": api.refused.bad_origin.load(Ordering::Relaxed),
+                "unauthorized": api.refused.unauthorized.load(Ordering::Relaxed),
+            }),
         );
+        if let Some(introducer) = &api.introducer {
+            let stats = introducer.stats();
+            let errors: serde_json::Map<String, Value> = stats
+                .errors
+                .iter()
+                .map(|(code, n)| (code.as_str().to_string(), json!(n)))
+                .collect();
+            map.insert(
+                "introducer".into(),
+                json!({
+                    "sessions_now": stats.sessions_now,
+                    "sessions_total": stats.sessions_total,
+                    "peers_now": stats.peers_now,
+                    "relayed": stats.relayed,
+                    "evicted": stats.evicted,
+                    "errors": errors,
+                }),
+            );
+        }
         map.insert(
             "raw".into(),
             serde_json::to_value(&status.raw).unwrap_or_default(),
@@ -363,6 +501,18 @@ async fn prometheus(State(api): State<Api>) -> Result<String, ApiError> {
         (
             "chordkv_http_bad_requests_total",
             api.bad_requests.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "chordkv_http_bad_host_total",
+            api.refused.bad_host.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "chordkv_http_bad_origin_total",
+            api.refused.bad_origin.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "chordkv_http_unauthorized_total",
+            api.refused.unauthorized.load(Ordering::Relaxed) as f64,
         ),
     ];
     let mut text = String::new();

@@ -354,7 +354,12 @@ export type IntroducerErrorCode =
   | 'target_busy'
   | 'oversize'
   | 'too_many_sessions'
-  | 'rate_limited';
+  | 'rate_limited'
+  | 'too_many_from_address'
+  | 'hello_timeout'
+  | 'idle_timeout'
+  | 'bad_host'
+  | 'bad_origin';
 
 export interface IntroducerConnectedEvent extends EventBase {
   type: 'introducer';

@@ -307,6 +307,11 @@ peer.onEvent((event) => {
             case 'oversize':
             case 'too_many_sessions':
             case 'rate_limited':
+            case 'too_many_from_address':
+            case 'hello_timeout':
+            case 'idle_timeout':
+            case 'bad_host':
+            case 'bad_origin':
               break;
             // @ts-expect-error not a signaling protocol code
             case 'timeout':

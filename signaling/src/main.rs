@@ -4,7 +4,8 @@
 //! `--static-dir` directory, or by default the repository's `web/` (found from the current
 //! directory or from the binary's location, see `signaling::startup`). Prints the page's URL.
 //! Logs with `RUST_LOG` (default `info`) to stderr. Ctrl-C closes every session with a close
-//! frame and stops.
+//! frame and stops. `/ws` and `/healthz` check `Host` and `Origin` (`signaling::access`;
+//! `--allow-host`, `--allow-origin`); the page itself is public and served to any request.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -50,6 +51,18 @@ struct Args {
     /// Most peer ids listed in a welcome.
     #[arg(long, default_value_t = SignalingConfig::default().welcome_peers)]
     welcome_peers: usize,
+    /// Most WebSocket sessions open at once from one address (IPv6: one /64); loopback
+    /// clients are exempt.
+    #[arg(long, default_value_t = SignalingConfig::default().max_sessions_per_addr)]
+    max_sessions_per_addr: usize,
+    /// A host name (besides IP addresses, `localhost` and the `--host` name) that requests may
+    /// name in `Host`; guards against DNS rebinding. `*` accepts any. Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
+    /// An origin (`https://app.example`) whose web pages may open `/ws`, besides this server's
+    /// own pages and pages on loopback. `*` accepts any. Repeatable.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +99,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_msgs_per_sec: args.max_msgs_per_sec,
         rate_burst: args.rate_burst,
         welcome_peers: args.welcome_peers,
+        max_sessions_per_addr: args.max_sessions_per_addr,
+        access: startup::access_policy(&args.host, args.allow_hosts, args.allow_origins),
+        ..SignalingConfig::default()
     });
     let mut app = router(state.clone());
     let page_dir = match args.static_dir {
@@ -121,6 +137,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
     }
 
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             match tokio::signal::ctrl_c().await {

@@ -11,7 +11,8 @@
 //!   picked at random, sorted.
 //! - `{"type":"signal","from":"0a1b2c3d","payload":"..."}`: a relayed signal.
 //! - `{"type":"error","code":"bad_json","reason":"..."}`: see [`ErrorCode`]. The session stays
-//!   open after every error except `too_many_sessions`.
+//!   open after every error except `too_many_sessions`, `too_many_from_address`,
+//!   `hello_timeout` and `idle_timeout`, after which the server closes it.
 //!
 //! This is the introducer protocol of docs/design.md section 7. Unknown fields are ignored;
 //! unknown `type`s are `bad_json`. The server keeps nothing but the live sessions.
@@ -114,11 +115,23 @@ pub enum ErrorCode {
     TooManySessions,
     /// The session sent faster than its token bucket allows; the frame was dropped.
     RateLimited,
+    /// The source address already has `max_sessions_per_addr` sessions open; the server closes
+    /// the connection after this error.
+    TooManyFromAddress,
+    /// No `hello` within `hello_timeout` of connecting; the server closes the connection.
+    HelloTimeout,
+    /// Nothing (not even a pong) arrived for `idle_timeout`; the server closes the connection.
+    IdleTimeout,
+    /// The HTTP request's `Host` is not one this server answers to (DNS rebinding); refused
+    /// before any WebSocket upgrade, with a 403 and a JSON body.
+    BadHost,
+    /// The request came from a web page whose `Origin` is not allowed; refused like `BadHost`.
+    BadOrigin,
 }
 
 impl ErrorCode {
     /// Every code, in a stable order (for metrics tables).
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 14] = [
         Self::BadJson,
         Self::BadPeerId,
         Self::NotHello,
@@ -128,6 +141,11 @@ impl ErrorCode {
         Self::Oversize,
         Self::TooManySessions,
         Self::RateLimited,
+        Self::TooManyFromAddress,
+        Self::HelloTimeout,
+        Self::IdleTimeout,
+        Self::BadHost,
+        Self::BadOrigin,
     ];
 
     /// The wire name, e.g. `"bad_json"`.
@@ -142,6 +160,11 @@ impl ErrorCode {
             Self::Oversize => "oversize",
             Self::TooManySessions => "too_many_sessions",
             Self::RateLimited => "rate_limited",
+            Self::TooManyFromAddress => "too_many_from_address",
+            Self::HelloTimeout => "hello_timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::BadHost => "bad_host",
+            Self::BadOrigin => "bad_origin",
         }
     }
 }

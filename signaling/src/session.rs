@@ -3,70 +3,107 @@
 //!
 //! Checks run in this order on every data frame: rate (token bucket), size, JSON shape, then the
 //! message's own rules. A rejected frame gets one `error` frame and changes nothing else.
+//!
+//! Beside frames, a session ends on time: without a `hello` within `hello_timeout` of the
+//! upgrade (`hello_timeout`), after `idle_timeout` without any frame from the client, pongs to
+//! the server's pings (sent every `ping_interval`) included (`idle_timeout`), and when a newer
+//! session takes its slot before it said hello (`too_many_sessions`, see
+//! `SignalingState::open_session` in state.rs). A write the client does not take within
+//! [`SEND_TIMEOUT`] ends the session too, so a client that stops reading cannot pin it.
 
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::Extensions;
 use axum::response::Response;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info};
 
 use crate::protocol::{ClientMessage, ErrorCode, PeerId, ServerMessage, parse_client_message};
 use crate::rate::TokenBucket;
-use crate::state::{Registration, SessionSlot, Signal, SignalingError, SignalingState};
+use crate::state::{Full, Registration, SessionSlot, Signal, SignalingError, SignalingState};
 
 /// Frames up to this many times `max_frame_bytes` are read and answered with `oversize`; the
 /// WebSocket layer refuses longer ones outright (that ends the session), which bounds memory.
 const TRANSPORT_LIMIT_FACTOR: usize = 4;
 
-/// `GET /ws`.
-pub(crate) async fn upgrade(State(state): State<SignalingState>, ws: WebSocketUpgrade) -> Response {
+/// Longest one write to a client may wait for room in its socket before the session ends.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET /ws` (its `Host` and `Origin` were checked by the router, lib.rs).
+pub(crate) async fn upgrade(
+    State(state): State<SignalingState>,
+    extensions: Extensions,
+    ws: WebSocketUpgrade,
+) -> Response {
     let transport_limit = state
         .config()
         .max_frame_bytes
         .saturating_mul(TRANSPORT_LIMIT_FACTOR);
+    let source = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
     // Claimed before the upgrade so that concurrent handshakes cannot overshoot the limit.
-    let slot = state.open_session();
+    let slot = state.open_session(source);
     ws.max_message_size(transport_limit)
         .max_frame_size(transport_limit)
         .on_upgrade(move |socket| async move {
             match slot {
-                Some(slot) => {
+                Ok(slot) => {
                     let span = tracing::info_span!("session", n = slot.number());
                     Session::new(state, slot).run(socket).instrument(span).await;
                 }
-                None => reject_full(&state, socket).await,
+                Err(full) => reject_full(&state, socket, full).await,
             }
         })
 }
 
-/// Tells a client over `max_sessions` why, then closes.
-async fn reject_full(state: &SignalingState, mut socket: WebSocket) {
-    let max = state.config().max_sessions;
-    debug!(max, "session refused: too many sessions");
-    state.count_error(ErrorCode::TooManySessions);
-    let error = ServerMessage::error(
-        ErrorCode::TooManySessions,
-        format!("the introducer already has {max} sessions; try another or later"),
-    );
-    if socket
-        .send(Message::Text(error.to_json().into()))
-        .await
-        .is_ok()
-    {
-        let _ = socket
-            .send(close(close_code::AGAIN, "too many sessions"))
-            .await;
+/// Tells a client over `max_sessions` or `max_sessions_per_addr` why, then closes.
+async fn reject_full(state: &SignalingState, mut socket: WebSocket, full: Full) {
+    let config = state.config();
+    let (code, reason) = match full {
+        Full::Sessions => (
+            ErrorCode::TooManySessions,
+            format!(
+                "the introducer already has {} sessions; try another or later",
+                config.max_sessions
+            ),
+        ),
+        Full::Address => (
+            ErrorCode::TooManyFromAddress,
+            format!(
+                "your address already has {} sessions open here; close one or try later",
+                config.max_sessions_per_addr
+            ),
+        ),
+    };
+    debug!(%code, "session refused: {reason}");
+    state.count_error(code);
+    let error = ServerMessage::error(code, reason);
+    if send(&mut socket, Message::Text(error.to_json().into())).await {
+        let _ = send(&mut socket, close(close_code::AGAIN, "too many sessions")).await;
     }
+}
+
+/// Writes one frame, waiting at most [`SEND_TIMEOUT`]; false if the session should end.
+async fn send(socket: &mut WebSocket, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await,
+        Ok(Ok(()))
+    )
 }
 
 struct Session {
     state: SignalingState,
-    _slot: SessionSlot,
+    slot: SessionSlot,
     bucket: TokenBucket,
     /// Set by a successful `hello`; dropping it unregisters the peer.
     registration: Option<Registration>,
+    /// A `hello` found this session already evicted for a newer one: it closes.
+    evicted_before_hello: bool,
 }
 
 impl Session {
@@ -75,9 +112,18 @@ impl Session {
         let bucket = TokenBucket::new(config.max_msgs_per_sec, config.rate_burst, Instant::now());
         Self {
             state,
-            _slot: slot,
+            slot,
             bucket,
             registration: None,
+            evicted_before_hello: false,
+        }
+    }
+
+    /// Sends a counted `error` frame with `code`, then a close frame (policy violation).
+    async fn close_with(&self, socket: &mut WebSocket, code: ErrorCode, reason: impl Into<String>) {
+        let error = self.error(code, reason);
+        if send(socket, Message::Text(error.to_json().into())).await {
+            let _ = send(socket, close(close_code::POLICY, code.as_str())).await;
         }
     }
 
@@ -85,12 +131,22 @@ impl Session {
         let mut mailbox: Option<mpsc::Receiver<Signal>> = None;
         let mut shutdown = self.state.watch_shutdown();
         if self.state.is_shut_down() {
-            let _ = socket.send(going_away()).await;
+            let _ = send(&mut socket, going_away()).await;
             return;
         }
+        let config = self.state.config();
+        let (hello_timeout, idle_timeout) = (config.hello_timeout, config.idle_timeout);
+        let ping_interval = config.ping_interval;
+        let opened = tokio::time::Instant::now();
+        let hello_deadline = tokio::time::sleep_until(opened + hello_timeout);
+        let idle = tokio::time::sleep_until(opened + idle_timeout);
+        let mut pings = tokio::time::interval_at(opened + ping_interval, ping_interval);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(hello_deadline, idle);
         loop {
             tokio::select! {
                 inbound = socket.recv() => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                     let frame = match inbound {
                         Some(Ok(frame)) => frame,
                         Some(Err(err)) => {
@@ -105,24 +161,47 @@ impl Session {
                     let reply = match frame {
                         Message::Text(text) => self.on_text(text.as_str(), &mut mailbox),
                         Message::Binary(bytes) => self.on_binary(bytes.len()),
-                        // tungstenite answers pings itself.
+                        // tungstenite answers pings itself; a pong only shows the client lives.
                         Message::Ping(_) | Message::Pong(_) => None,
                         Message::Close(_) => break,
                     };
+                    if self.evicted_before_hello {
+                        self.close_with(&mut socket, ErrorCode::TooManySessions, evicted_reason()).await;
+                        break;
+                    }
                     if let Some(reply) = reply
-                        && socket.send(Message::Text(reply.to_json().into())).await.is_err()
+                        && !send(&mut socket, Message::Text(reply.to_json().into())).await
                     {
                         break;
                     }
                 }
                 Some(signal) = next_signal(&mut mailbox) => {
                     let frame = ServerMessage::Signal { from: signal.from, payload: signal.payload };
-                    if socket.send(Message::Text(frame.to_json().into())).await.is_err() {
+                    if !send(&mut socket, Message::Text(frame.to_json().into())).await {
+                        break;
+                    }
+                }
+                () = self.slot.evicted(), if self.registration.is_none() => {
+                    self.close_with(&mut socket, ErrorCode::TooManySessions, evicted_reason()).await;
+                    break;
+                }
+                () = &mut hello_deadline, if self.registration.is_none() => {
+                    let reason = format!("no hello within {hello_timeout:?} of connecting; closing");
+                    self.close_with(&mut socket, ErrorCode::HelloTimeout, reason).await;
+                    break;
+                }
+                () = &mut idle => {
+                    let reason = format!("nothing received for {idle_timeout:?}; closing");
+                    self.close_with(&mut socket, ErrorCode::IdleTimeout, reason).await;
+                    break;
+                }
+                _ = pings.tick() => {
+                    if !send(&mut socket, Message::Ping(Default::default())).await {
                         break;
                     }
                 }
                 _ = shutdown.changed() => {
-                    let _ = socket.send(going_away()).await;
+                    let _ = send(&mut socket, going_away()).await;
                     break;
                 }
             }
@@ -140,12 +219,8 @@ impl Session {
             ErrorCode::Oversize,
             format!("frame far over the limit of {max} bytes; closing"),
         );
-        if socket
-            .send(Message::Text(error.to_json().into()))
-            .await
-            .is_ok()
-        {
-            let _ = socket.send(close(close_code::SIZE, "frame too long")).await;
+        if send(socket, Message::Text(error.to_json().into())).await {
+            let _ = send(socket, close(close_code::SIZE, "frame too long")).await;
         }
     }
 
@@ -205,6 +280,12 @@ impl Session {
             let reason = format!("this session already said hello as {}", registration.peer());
             return self.error(ErrorCode::DuplicatePeer, reason);
         }
+        if !self.slot.said_hello() {
+            // Evicted for a newer session a moment ago; the loop closes it (the error is sent
+            // there, counted once).
+            self.evicted_before_hello = true;
+            return ServerMessage::error(ErrorCode::TooManySessions, evicted_reason());
+        }
         match self.state.register(peer) {
             Ok((registration, receiver)) => {
                 info!(%peer, "peer joined");
@@ -261,6 +342,12 @@ async fn next_signal(mailbox: &mut Option<mpsc::Receiver<Signal>>) -> Option<Sig
         Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,
     }
+}
+
+fn evicted_reason() -> String {
+    "the introducer is full; this session, which had not said hello, was closed for a newer \
+     one: send hello right after connecting"
+        .into()
 }
 
 fn close(code: u16, reason: &'static str) -> Message {

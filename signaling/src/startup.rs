@@ -32,6 +32,24 @@ pub fn listen_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
         })
 }
 
+/// The `Host`/`Origin` policy for a server started with `--host host`, `--allow-host` and
+/// `--allow-origin`: a `--host` given as a name (not an IP address, not `localhost`) is one
+/// more allowed host, so a server started as `--host node1.example` answers to that name.
+pub fn access_policy(
+    host: &str,
+    mut allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
+) -> crate::AccessPolicy {
+    let bare = host.trim_matches(['[', ']']);
+    if bare.parse::<std::net::IpAddr>().is_err() && !bare.eq_ignore_ascii_case("localhost") {
+        allowed_hosts.push(host.to_string());
+    }
+    crate::AccessPolicy {
+        allowed_hosts,
+        allowed_origins,
+    }
+}
+
 /// The browser page (a directory holding `index.html`) to serve when no `--static-dir` was
 /// given: `web/` under the current directory, else `web/` beside any ancestor of the running
 /// binary (`target/release/signaling` finds the repository's `web/`).

@@ -5,23 +5,39 @@
 //! bounded mailbox of [`Signal`]s. Relaying is a non-blocking push into the target's mailbox: a
 //! slow reader loses signals (`target_busy`) instead of stalling the sender.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::access::AccessPolicy;
 use crate::protocol::{ErrorCode, PeerId};
 
 /// Signals a peer's mailbox holds before further ones are refused with `target_busy`.
 const MAILBOX_CAPACITY: usize = 256;
 
+/// A session that has not said `hello` this long after connecting is closed (`hello_timeout`).
+/// Every peer says hello as its first frame, one round trip after the upgrade.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server pings every session this often, so that a live client always has something to
+/// answer (browsers and tungstenite answer pings by themselves).
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// A session from which nothing arrived this long (no frame, not even the pong to three pings)
+/// is closed (`idle_timeout`): its client is gone or stuck.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// Sessions one source address may hold at once (`too_many_from_address` beyond).
+pub const MAX_SESSIONS_PER_ADDR: usize = 64;
+
 /// Limits of one introducer. Every field has a default ([`SignalingConfig::default`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignalingConfig {
-    /// Open WebSocket sessions at once (said hello or not); one more gets `too_many_sessions`.
-    /// Default 1024.
+    /// Open WebSocket sessions at once (said hello or not). When full, a newcomer evicts the
+    /// oldest session that has not said hello yet; if every session said hello, it gets
+    /// `too_many_sessions`. Default 1024.
     pub max_sessions: usize,
     /// Longest accepted text frame in bytes; longer ones get `oversize` and are dropped. Frames
     /// over 4x this are refused by the WebSocket layer itself, which ends the session. Default
@@ -34,6 +50,26 @@ pub struct SignalingConfig {
     pub rate_burst: u32,
     /// Most peer ids a `welcome` lists. Default 8.
     pub welcome_peers: usize,
+    /// Open sessions per source address (an IPv4 address, or an IPv6 /64: one host's usual
+    /// share); one more gets `too_many_from_address`. Loopback sources are exempt unless
+    /// [`Self::cap_loopback`]: every peer of a one-machine ring, and of the tests, connects from
+    /// 127.0.0.1. Needs the source address: serve the router with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`; without it no session is capped.
+    /// Default
+    /// [`MAX_SESSIONS_PER_ADDR`].
+    pub max_sessions_per_addr: usize,
+    /// Apply `max_sessions_per_addr` to loopback sources too. Default false.
+    pub cap_loopback: bool,
+    /// A session that has not said `hello` this long after the upgrade is closed with
+    /// `hello_timeout`. Default [`HELLO_TIMEOUT`].
+    pub hello_timeout: Duration,
+    /// How often the server pings each session. Default [`PING_INTERVAL`].
+    pub ping_interval: Duration,
+    /// A session silent this long (no frame, no pong) is closed with `idle_timeout`. Default
+    /// [`IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// The `Host` and `Origin` checks of `/ws` and `/healthz` (crate::access).
+    pub access: AccessPolicy,
 }
 
 impl Default for SignalingConfig {
@@ -44,6 +80,12 @@ impl Default for SignalingConfig {
             max_msgs_per_sec: 50,
             rate_burst: 100,
             welcome_peers: 8,
+            max_sessions_per_addr: MAX_SESSIONS_PER_ADDR,
+            cap_loopback: false,
+            hello_timeout: HELLO_TIMEOUT,
+            ping_interval: PING_INTERVAL,
+            idle_timeout: IDLE_TIMEOUT,
+            access: AccessPolicy::default(),
         }
     }
 }
@@ -93,7 +135,13 @@ pub struct SignalingStats {
     pub peers_now: u64,
     /// Signals delivered into a peer's mailbox.
     pub relayed: u64,
-    /// `error` frames sent, by code; every code is present, zeros included.
+    /// Sessions closed before their `hello` to make room for a newer one when the introducer
+    /// (or their source address) was full; each was sent `too_many_sessions` (or
+    /// `too_many_from_address`) first.
+    pub evicted: u64,
+    /// Refusals by code: `error` frames sent (sessions refused, timed out or closed included)
+    /// and HTTP requests refused before the upgrade (`bad_host`, `bad_origin`); every code is
+    /// present, zeros included.
     pub errors: BTreeMap<ErrorCode, u64>,
 }
 
@@ -108,9 +156,12 @@ pub struct SignalingState {
 struct Inner {
     config: SignalingConfig,
     registry: Mutex<Registry>,
+    /// Open sessions; `sessions_now` mirrors its size (written under its lock).
+    sessions: Mutex<Sessions>,
     sessions_now: AtomicU64,
     sessions_total: AtomicU64,
     relayed: AtomicU64,
+    evicted: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
     shutdown: watch::Sender<bool>,
     /// Woken whenever a session ends, for [`SignalingState::sessions_closed`].
@@ -124,6 +175,54 @@ struct Registry {
     next_token: u64,
     /// SplitMix64 state for picking welcome peers.
     rng: u64,
+}
+
+/// The open WebSocket sessions, for `max_sessions` and `max_sessions_per_addr`.
+#[derive(Debug, Default)]
+struct Sessions {
+    /// By session number, so the oldest comes first.
+    open: BTreeMap<u64, OpenSession>,
+    /// Open sessions per source, for sources that have a known address.
+    per_source: HashMap<Source, usize>,
+}
+
+#[derive(Debug)]
+struct OpenSession {
+    source: Option<Source>,
+    /// Present until the session says hello: then it can be evicted for a newer one.
+    evict: Option<Arc<Notify>>,
+}
+
+/// What `max_sessions_per_addr` counts by: an IPv4 address, or the /64 prefix of an IPv6 one
+/// (a host commonly owns a whole /64, so counting single IPv6 addresses would cap nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Source {
+    ip: IpAddr,
+    loopback: bool,
+}
+
+impl Source {
+    pub(crate) fn of(addr: SocketAddr) -> Self {
+        let ip = addr.ip().to_canonical();
+        let loopback = ip.is_loopback();
+        let ip = match ip {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+            v4 => v4,
+        };
+        Self { ip, loopback }
+    }
+}
+
+/// Why [`SignalingState::open_session`] refused a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// `max_sessions` sessions are open, each said hello.
+    Sessions,
+    /// The source's `max_sessions_per_addr` sessions are open, each said hello.
+    Address,
 }
 
 #[derive(Debug)]
@@ -144,9 +243,11 @@ impl SignalingState {
                     next_token: 0,
                     rng: seed,
                 }),
+                sessions: Mutex::new(Sessions::default()),
                 sessions_now: AtomicU64::new(0),
                 sessions_total: AtomicU64::new(0),
                 relayed: AtomicU64::new(0),
+                evicted: AtomicU64::new(0),
                 errors: Default::default(),
                 shutdown: watch::Sender::new(false),
                 session_ended: Notify::new(),
@@ -165,6 +266,7 @@ impl SignalingState {
             sessions_total: inner.sessions_total.load(Ordering::Relaxed),
             peers_now: self.registry().peers.len() as u64,
             relayed: inner.relayed.load(Ordering::Relaxed),
+            evicted: inner.evicted.load(Ordering::Relaxed),
             errors: ErrorCode::ALL
                 .iter()
                 .zip(&inner.errors)
@@ -229,20 +331,77 @@ impl SignalingState {
         self.inner.shutdown.subscribe()
     }
 
-    /// Claims a session slot if fewer than `max_sessions` are open.
-    pub(crate) fn open_session(&self) -> Option<SessionSlot> {
-        let max = self.inner.config.max_sessions as u64;
+    /// Claims a session slot for a client at `source` (if known). When its address, or the
+    /// whole introducer, is full, the oldest session there that has not said hello yet is
+    /// evicted (told through its [`SessionSlot::evicted`]) to make room: a peer says hello at
+    /// once, so a full house of silent sessions cannot keep it out. Refused only when every
+    /// session in the way has said hello.
+    pub(crate) fn open_session(&self, source: Option<SocketAddr>) -> Result<SessionSlot, Full> {
+        let config = &self.inner.config;
+        let source = source.map(Source::of);
+        let capped = source.filter(|s| config.cap_loopback || !s.loopback);
+        let mut sessions = self.sessions();
+        if let Some(capped) = capped
+            && sessions.per_source.get(&capped).copied().unwrap_or(0)
+                >= config.max_sessions_per_addr
+        {
+            let oldest_waiting = sessions
+                .open
+                .iter()
+                .find(|(_, s)| s.evict.is_some() && s.source == Some(capped))
+                .map(|(number, _)| *number);
+            match oldest_waiting {
+                Some(number) => self.evict(&mut sessions, number),
+                None => return Err(Full::Address),
+            }
+        }
+        if sessions.open.len() >= config.max_sessions {
+            let oldest_waiting = sessions
+                .open
+                .iter()
+                .find(|(_, s)| s.evict.is_some())
+                .map(|(number, _)| *number);
+            match oldest_waiting {
+                Some(number) => self.evict(&mut sessions, number),
+                None => return Err(Full::Sessions),
+            }
+        }
+        let number = self.inner.sessions_total.fetch_add(1, Ordering::Relaxed) + 1;
+        let evicted = Arc::new(Notify::new());
+        sessions.open.insert(
+            number,
+            OpenSession {
+                source,
+                evict: Some(evicted.clone()),
+            },
+        );
+        if let Some(source) = source {
+            *sessions.per_source.entry(source).or_default() += 1;
+        }
         self.inner
             .sessions_now
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < max).then_some(open + 1)
-            })
-            .ok()?;
-        let number = self.inner.sessions_total.fetch_add(1, Ordering::Relaxed) + 1;
-        Some(SessionSlot {
+            .store(sessions.open.len() as u64, Ordering::Release);
+        Ok(SessionSlot {
             state: self.clone(),
             number,
+            evicted,
         })
+    }
+
+    /// Removes session `number` from the count now and tells it to close.
+    fn evict(&self, sessions: &mut Sessions, number: u64) {
+        if let Some(evict) = sessions.forget(number) {
+            evict.notify_one();
+            self.inner.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        // Every update is a few inserts and removes done before any can panic.
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds `peer` to the registry with a fresh mailbox.
@@ -337,6 +496,22 @@ impl SignalingState {
     }
 }
 
+impl Sessions {
+    /// Drops session `number` from the counts; its eviction handle if it had not said hello.
+    fn forget(&mut self, number: u64) -> Option<Arc<Notify>> {
+        let session = self.open.remove(&number)?;
+        if let Some(source) = session.source
+            && let Some(count) = self.per_source.get_mut(&source)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.per_source.remove(&source);
+            }
+        }
+        session.evict
+    }
+}
+
 impl Registry {
     fn next_random(&mut self) -> u64 {
         // SplitMix64 (Steele, Lea, Flood 2014).
@@ -348,11 +523,13 @@ impl Registry {
     }
 }
 
-/// An open WebSocket session's place under `max_sessions`; released on drop.
+/// An open WebSocket session's place under `max_sessions` and `max_sessions_per_addr`;
+/// released on drop, or earlier when the session is evicted.
 #[derive(Debug)]
 pub(crate) struct SessionSlot {
     state: SignalingState,
     number: u64,
+    evicted: Arc<Notify>,
 }
 
 impl SessionSlot {
@@ -360,11 +537,37 @@ impl SessionSlot {
     pub(crate) fn number(&self) -> u64 {
         self.number
     }
+
+    /// Resolves once this session has been evicted to make room (only possible before
+    /// [`Self::said_hello`]); its slot is already released then, so the session should close.
+    pub(crate) async fn evicted(&self) {
+        self.evicted.notified().await;
+    }
+
+    /// Marks the session as having said hello, so it is no longer evicted for newcomers.
+    /// False if it was evicted already (then it must not register).
+    pub(crate) fn said_hello(&self) -> bool {
+        let mut sessions = self.state.sessions();
+        match sessions.open.get_mut(&self.number) {
+            Some(session) => {
+                session.evict = None;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        self.state.inner.sessions_now.fetch_sub(1, Ordering::AcqRel);
+        let mut sessions = self.state.sessions();
+        // Absent if evicted: its counts were released then.
+        sessions.forget(self.number);
+        self.state
+            .inner
+            .sessions_now
+            .store(sessions.open.len() as u64, Ordering::Release);
+        drop(sessions);
         self.state.inner.session_ended.notify_waiters();
     }
 }

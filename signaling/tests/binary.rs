@@ -91,9 +91,14 @@ impl Drop for Introducer {
 }
 
 async fn http_get(addr: &str, path: &str) -> String {
+    http_get_as(addr, path, addr).await
+}
+
+/// `GET path` with `Host: host` (a browser sends the address it was given).
+async fn http_get_as(addr: &str, path: &str, host: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
@@ -124,6 +129,12 @@ async fn the_binary_serves_and_stops_on_ctrl_c() {
         http_get(&introducer.addr, "/missing")
             .await
             .starts_with("HTTP/1.1 404")
+    );
+    // DNS rebinding: the introducer's routes refuse a name it was not given with --allow-host.
+    let rebound = http_get_as(&introducer.addr, "/healthz", "evil.example").await;
+    assert!(
+        rebound.starts_with("HTTP/1.1 403") && rebound.contains(r#""code":"bad_host""#),
+        "{rebound}"
     );
 
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", introducer.addr))

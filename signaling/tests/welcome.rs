@@ -85,9 +85,12 @@ async fn healthz_reports_sessions() {
     a.hello("0000000a").await;
 
     let mut http = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    http.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    // The Host a client dialing the address sends (a made-up name is refused: access.rs).
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        server.addr
+    );
+    http.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     tokio::time::timeout(common::WAIT, http.read_to_string(&mut response))
         .await

@@ -15,6 +15,11 @@
 //! `~/.local/share/chord-kv/<id>`) and comes back with it after a restart; `--in-memory` keeps
 //! nothing. `--durability` chooses when commits reach the disk (see `node_native::storage`).
 //!
+//! Requests to the HTTP API and `/ws` must name an IP address, `localhost`, the `--host` name or
+//! an `--allow-host` name in `Host`, and come from no web page, this peer's own pages, a
+//! loopback page or an `--allow-origin` origin (node_native::http); `--api-token` guards the
+//! write routes.
+//!
 //! `--host` takes an address or a host name (`localhost` is 127.0.0.1). The browser page is
 //! served at `/` from `--static-dir`, by default the repository's `web/` when it can be found
 //! from the current directory or the binary's location (`signaling::startup`).
@@ -89,6 +94,24 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `node_native=debug`.
     #[arg(long, default_value = "info")]
     log: String,
+    /// A host name (besides IP addresses, `localhost` and the `--host` name) that requests to
+    /// the HTTP API and `/ws` may name in `Host`; others get 403 `bad_host` (DNS rebinding
+    /// guard). `*` accepts any. Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
+    /// An origin (`https://app.example`) whose web pages may call the HTTP API and `/ws`,
+    /// besides this peer's own pages and pages on loopback; others get 403 `bad_origin`. `*`
+    /// accepts any. Repeatable.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+    /// Require `Authorization: Bearer TOKEN` on the HTTP routes that write or start ring-wide
+    /// work (`/put`, `/delete`, `/g_start_query`); reads stay open. Default: no token.
+    #[arg(long, value_name = "TOKEN")]
+    api_token: Option<String>,
+    /// Most introducer sessions (`/ws`) open at once from one address (IPv6: one /64); loopback
+    /// clients are exempt.
+    #[arg(long, default_value_t = SignalingConfig::default().max_sessions_per_addr)]
+    max_sessions_per_addr: usize,
 }
 
 fn parse_id(text: &str) -> Id {
@@ -220,7 +243,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     node.read_quorum = cli.read_quorum;
     node.write_quorum = cli.write_quorum;
 
-    let introducer = SignalingState::new(SignalingConfig::default());
+    let access = startup::access_policy(
+        &cli.host,
+        cli.allow_hosts.clone(),
+        cli.allow_origins.clone(),
+    );
+    let introducer = SignalingState::new(SignalingConfig {
+        max_sessions_per_addr: cli.max_sessions_per_addr,
+        access: access.clone(),
+        ..SignalingConfig::default()
+    });
     let local = introducer
         .local_session(SigPeer::new(id.0))
         .context("cannot register this peer on its own introducer")?;
@@ -251,7 +283,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => anyhow::bail!("the peer stopped while starting (see the log above)"),
     };
 
-    let api = Api::new(peer.clone(), addr.to_string());
+    let api = Api::new(peer.clone(), addr.to_string())
+        .with_access(access)
+        .with_api_token(cli.api_token.clone())
+        .with_introducer(introducer.clone());
     let page_dir = match &cli.static_dir {
         Some(dir) => {
             anyhow::ensure!(
@@ -267,7 +302,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(dir) => http::router_with_page(api, dir),
         None => http::router(api),
     };
-    let app = api_routes.merge(signaling::router(introducer.clone()));
+    let app = api_routes
+        .merge(signaling::router(introducer.clone()))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

@@ -25,7 +25,7 @@ impl Server {
         let state = SignalingState::new(config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = router(state.clone());
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         // Ends with the test's runtime.
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { addr, state }
@@ -38,6 +38,64 @@ impl Server {
             .expect("connect timed out")
             .expect("connect failed");
         Client { ws }
+    }
+
+    /// Opens `/ws` with extra request headers (`Host` replaces the URL's). A refused upgrade is
+    /// `Err((status, body as JSON))`.
+    pub(crate) async fn connect_with(
+        &self,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Client, (u16, Value)> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = format!("ws://{}/ws", self.addr)
+            .into_client_request()
+            .unwrap();
+        for (name, value) in headers {
+            request
+                .headers_mut()
+                .insert(*name, value.parse().expect("header value"));
+        }
+        let connected = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("connect timed out");
+        match connected {
+            Ok((ws, _)) => Ok(Client { ws }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response.body().clone().unwrap_or_default();
+                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                Err((status, body))
+            }
+            Err(other) => panic!("connect failed: {other}"),
+        }
+    }
+
+    /// A plain HTTP/1.1 `GET path` with the given headers (no `Host` unless given); the status
+    /// and body.
+    pub(crate) async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        let mut request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+            .await
+            .expect("no HTTP answer in time")
+            .unwrap();
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body)
+            .to_owned();
+        (status, body)
     }
 
     /// Waits until `done(stats)` holds (the server updates its registry asynchronously).
@@ -154,6 +212,21 @@ impl Client {
             "error without a reason: {frame}"
         );
         frame
+    }
+
+    /// Whether the server closed the session, without waiting for more than `within`.
+    /// Only polling the socket answers the server's pings, so a client that calls nothing
+    /// looks dead to it.
+    pub(crate) async fn closed_within(&mut self, within: Duration) -> Option<Event> {
+        tokio::time::timeout(within, async {
+            loop {
+                if let Event::Closed(code) = self.next_event().await {
+                    return Event::Closed(code);
+                }
+            }
+        })
+        .await
+        .ok()
     }
 
     pub(crate) async fn close(mut self) {
