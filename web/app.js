@@ -409,6 +409,7 @@ $('log-clear').addEventListener('click', () => logEl.replaceChildren());
 const EVENT_CATEGORY = {
   joined: 'ring', successor: 'ring', predecessor: 'ring', peer_failed: 'ring',
   leader: 'leader', link_up: 'link', link_down: 'link', introducer: 'link', stored: 'store',
+  connection_budget: 'link',
 };
 
 function log(cat, type, parts, { level = '', atMs, title } = {}) {
@@ -473,6 +474,9 @@ function handleEvent(raw) {
       log(cat, type, ['leader ', idOrText(ev.leader), you(ev.leader), ' elected for replica set ', ...set.flatMap((id, i) => [i ? ', ' : '', idOrText(id)])], { atMs: at });
       break;
     }
+    case 'connection_budget':
+      log(cat, type, [`${ev.created} of ${ev.limit} peer connections this tab may create are used`, ev.state === 'exhausted' ? '; leaving the ring now, while links still work (reload the tab to join again)' : ''], { atMs: at, level: 'bad' });
+      break;
     case 'link_up':
       log(cat, type, ['link up to ', idOrText(ev.peer), ev.via ? ` via ${ev.via}` : ''], { atMs: at, level: 'good' });
       break;

@@ -35,6 +35,12 @@ export interface StartOptions {
   readQuorum?: QuorumSize;
   /** Replicas that must acknowledge a `put` or `delete`. */
   writeQuorum?: QuorumSize;
+  /**
+   * Peer connections this tab may create in its lifetime, 2 to 500 (default 500, Chromium's
+   * per-tab cap). A `connection_budget` event says when 80% are used; at 98% the peer leaves
+   * the ring gracefully and stops.
+   */
+  connectionLimit?: number;
 }
 
 /** `put` and `delete` resolve with this: the write's Lamport timestamp and its route. */
@@ -308,6 +314,15 @@ export interface IsolatedEvent extends EventBase {
   type: 'isolated';
 }
 
+/** The tab's peer-connection budget: `low` at 80% of `limit`, `exhausted` just before it (the
+ * peer then leaves the ring gracefully and stops). */
+export interface ConnectionBudgetEvent extends EventBase {
+  type: 'connection_budget';
+  state: 'low' | 'exhausted';
+  created: number;
+  limit: number;
+}
+
 export interface PeerFailedEvent extends EventBase {
   type: 'peer_failed';
   peer: PeerId;
@@ -389,6 +404,7 @@ export type PeerEvent =
   | SuccessorEvent
   | PredecessorEvent
   | IsolatedEvent
+  | ConnectionBudgetEvent
   | PeerFailedEvent
   | LeaderEvent
   | StoredEvent

@@ -18,6 +18,7 @@ use std::rc::{Rc, Weak};
 
 use futures_channel::oneshot;
 use node_core::node::{Config, Event, Input, OpId, OpOutcome, Output};
+use node_core::peer::budget::{BudgetStep, ConnectionBudget, TAB_CONNECTION_LIMIT};
 use node_core::peer::commit::CommitGate;
 use node_core::peer::join::{JoinPlan, Retry};
 use node_core::signal_path::{SignalOpDone, SignalPath, SignalPaths};
@@ -49,6 +50,9 @@ pub struct StartOptions {
     pub replicas: Option<usize>,
     pub read_quorum: Option<usize>,
     pub write_quorum: Option<usize>,
+    /// Peer connections this tab may create in its lifetime (`connectionLimit`; Chromium's
+    /// cap by default).
+    pub connection_limit: u64,
 }
 
 impl StartOptions {
@@ -116,6 +120,15 @@ impl StartOptions {
             replicas: count("replicas")?,
             read_quorum: count("readQuorum")?,
             write_quorum: count("writeQuorum")?,
+            connection_limit: match &v["connectionLimit"] {
+                Value::Null => TAB_CONNECTION_LIMIT,
+                x => x
+                    .as_u64()
+                    .filter(|n| (2..=TAB_CONNECTION_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        format!("connectionLimit must be a number from 2 to {TAB_CONNECTION_LIMIT}")
+                    })?,
+            },
         })
     }
 }
@@ -178,6 +191,8 @@ pub struct Driver {
     /// Ring members the introducer's `welcome` named, tried in turn when a join fails, and
     /// when to try again (node-core's join plan).
     plan: JoinPlan,
+    /// Connections this tab may still create (node-core's `peer::budget`).
+    budget: ConnectionBudget,
     /// Cut off from the ring after start (`Event::Isolated`): joining again, without limit.
     rejoining: bool,
     waiting_welcome: bool,
@@ -289,6 +304,7 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
                 started: Some(started_tx),
                 join_op: None,
                 plan: JoinPlan::new(),
+                budget: ConnectionBudget::new(options.connection_limit),
                 rejoining: false,
                 waiting_welcome: true,
                 timer: None,
@@ -474,13 +490,38 @@ impl Driver {
                 let sent = self.links.send(to.0, &bytes);
                 self.stats.frames_without_channel += u64::from(!sent);
             }
-            Output::Connect(peer) => self.links.connect(shared, peer.0),
+            Output::Connect(peer) => {
+                self.links.connect(shared, peer.0);
+                self.check_budget();
+            }
             Output::Disconnect(peer) => {
                 self.paths.forget(peer);
                 self.links.close(peer.0);
             }
             Output::Event(event) => self.on_event(event),
             _ => {}
+        }
+    }
+
+    /// After a link was started: says when the tab's connection budget runs low, and leaves
+    /// the ring gracefully (`stop`) before the browser's cap would make it fail silently.
+    fn check_budget(&mut self) {
+        let created = self.links.stats().attempts;
+        for step in self.budget.created(created) {
+            self.emit(json!({
+                "type": "connection_budget",
+                "state": step.as_str(),
+                "created": created,
+                "limit": self.budget.limit(),
+            }));
+            if step == BudgetStep::Exhausted {
+                let me = self.me.clone();
+                spawn_local(async move {
+                    if let Some(shared) = me.upgrade() {
+                        stop(&shared);
+                    }
+                });
+            }
         }
     }
 
@@ -726,6 +767,7 @@ impl Driver {
         // First: a reply goes back the way this payload came.
         self.paths.heard(Id(peer), path);
         let outcome = self.links.on_signal(&shared, peer, payload);
+        self.check_budget();
         if outcome.replaced_open {
             self.link_closed(peer, true, "replaced by a new offer (the peer restarted)");
             // Closing forgot the peer's path; the answer to its new offer goes back its way.

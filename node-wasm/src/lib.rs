@@ -76,7 +76,7 @@ pub struct ChordPeer {
 #[wasm_bindgen]
 impl ChordPeer {
     /// Starts a peer: `{introducer, iceServers?, id?, storage?, replicas?, readQuorum?,
-    /// writeQuorum?}`. Resolves once the peer is a ring member (joined, or the first peer of a
+    /// writeQuorum?, connectionLimit?}`. Resolves once the peer is a ring member (joined, or the first peer of a
     /// new ring). Without `id` the tab's id from `sessionStorage` is reused (a reload is the same
     /// peer), else a random one. `storage: 'indexeddb'` (default) restores and persists the
     /// store in IndexedDB; `'memory'` keeps nothing.

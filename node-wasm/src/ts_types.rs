@@ -43,6 +43,20 @@ fn literals_after(source: &str, prefix: &str) -> BTreeSet<String> {
 }
 
 #[test]
+fn the_connection_budget_states_are_node_cores() {
+    use node_core::peer::budget::BudgetStep;
+    let start = TYPES
+        .find("export interface ConnectionBudgetEvent")
+        .expect("the budget event");
+    let body = &TYPES[start..];
+    let line = &body[body.find("state:").expect("its state")..];
+    let line = &line[..line.find(';').expect("one line")];
+    for step in [BudgetStep::Low, BudgetStep::Exhausted] {
+        assert!(line.contains(&format!("'{}'", step.as_str())), "{line}");
+    }
+}
+
+#[test]
 fn every_event_type_the_driver_emits_is_in_the_event_union() {
     let emitted = literals_after(DRIVER, "\"type\":");
     let typed: BTreeSet<String> = literals_after(&TYPES.replace('\'', "\""), "type:");
@@ -52,7 +66,13 @@ fn every_event_type_the_driver_emits_is_in_the_event_union() {
         "driver.rs events vs PeerEvent in js/types.d.ts"
     );
     let states = literals_after(DRIVER, "\"state\":");
-    let typed_states = literals_after(&TYPES.replace('\'', "\""), "state:");
+    let start = TYPES
+        .find("export interface IntroducerConnectedEvent")
+        .expect("the introducer events");
+    let end = TYPES
+        .find("export type IntroducerEvent")
+        .expect("their union");
+    let typed_states = literals_after(&TYPES[start..end].replace('\'', "\""), "state:");
     assert_eq!(states, typed_states, "introducer event states");
 }
 

@@ -517,3 +517,63 @@ async fn a_ring_of_one_resolves_a_put_only_after_indexeddb_committed() {
     assert_eq!(text(&got, "value").as_deref(), Some("after commit"));
     peer.stop();
 }
+
+/// A tab whose peer-connection budget runs out says so and leaves the ring gracefully, before
+/// the browser's cap would make it fail silently (node-core's `peer::budget`): with
+/// `connectionLimit: 4` it links to the first two peers, and the link to a third newcomer
+/// crosses both steps; it stops, and the others' ring closes over it at once.
+#[wasm_bindgen_test]
+async fn a_tab_out_of_connections_says_so_and_leaves() {
+    let ids = ["81000000", "82000000", "83000000", "84000000"];
+    let a = start("budget", ids[0]).await;
+    let b = start("budget", ids[1]).await;
+    converge(&[&a, &b], &ids[..2]).await;
+    let limited = js_sys::JSON::parse(&format!(
+        r#"{{"introducer": "page:budget", "iceServers": [], "id": "{}", "storage": "memory", "connectionLimit": 4}}"#,
+        ids[2]
+    ))
+    .unwrap();
+    let c = ChordPeer::start(limited)
+        .await
+        .expect("start the limited peer");
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+    {
+        let seen = seen.clone();
+        let callback =
+            wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                if text(&event, "type").as_deref() == Some("connection_budget") {
+                    seen.borrow_mut()
+                        .push(text(&event, "state").unwrap_or_default());
+                }
+            });
+        let function: &js_sys::Function = wasm_bindgen::JsCast::unchecked_ref(callback.as_ref());
+        c.on_event(function.clone());
+        callback.forget();
+    }
+    converge(&[&a, &b, &c], &ids[..3]).await;
+    assert!(
+        seen.borrow().is_empty(),
+        "2 of 4 connections: no warning yet"
+    );
+    let d = start("budget", ids[3]).await;
+    for _ in 0..300 {
+        if seen.borrow().len() == 2 {
+            break;
+        }
+        sleep(100).await;
+    }
+    assert_eq!(*seen.borrow(), vec!["low", "exhausted"]);
+    // It left: the others form a ring without it, and the limited peer is stopped.
+    let rest = [ids[0], ids[1], ids[3]];
+    converge(&[&a, &b, &d], &rest).await;
+    let stopped = call(c.get("anything".into())).await;
+    let code = stopped.err().map(|e| text(&e, "code"));
+    assert_eq!(
+        code,
+        Some(Some("stopped".to_string())),
+        "the limited peer stopped"
+    );
+    for peer in [a, b, d] {
+        peer.stop();
+    }
+}

@@ -40,6 +40,7 @@ const options: StartOptions = {
   replicas: 3,
   readQuorum: 2,
   writeQuorum: 2,
+  connectionLimit: 500,
 };
 const inPage = await ChordPeer.start({ introducer: 'page:room', storage: 'memory' });
 // @ts-expect-error start resolves with a ChordPeer, which has no `join`
@@ -259,6 +260,13 @@ peer.onEvent((event) => {
       // @ts-expect-error an isolated event names no peer
       event.peer;
       break;
+    case 'connection_budget': {
+      const budget: 'low' | 'exhausted' = event.state;
+      const used: number = event.created / event.limit;
+      // @ts-expect-error the budget's state is low or exhausted
+      const full: 'full' = event.state;
+      break;
+    }
     case 'peer_failed': {
       const failed: PeerId = event.peer;
       break;

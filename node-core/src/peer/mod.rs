@@ -7,6 +7,7 @@
 //! [`commit`], and the metrics document with the counters every driver keeps ([`stats`]).
 //! docs/ARCHITECTURE.md lists what still lives in the drivers.
 
+pub mod budget;
 pub mod commit;
 pub mod join;
 pub mod signal;
