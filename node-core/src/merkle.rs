@@ -363,12 +363,41 @@ pub fn summarize(
     node: NodeRef,
     budget_bytes: usize,
 ) -> Vec<NodeSummary> {
+    let mut unbounded = usize::MAX;
+    summarize_bounded(store, range, node, budget_bytes, &mut unbounded).0
+}
+
+/// [`summarize`], stopping once about `total` JSON bytes are summarised (`total` is decreased
+/// by what was used). Returns whether it stopped early: the last chunk then ends at its last
+/// key (`through`), so every chunk stays complete for its interval and the rest of the node
+/// is left to a later round.
+fn summarize_bounded(
+    store: &Store,
+    range: RingRange,
+    node: NodeRef,
+    budget_bytes: usize,
+    total: &mut usize,
+) -> (Vec<NodeSummary>, bool) {
     let mut chunks = Vec::new();
     let mut items: Vec<SummaryItem> = Vec::new();
     let mut after: Option<String> = None;
     let mut used = 0;
     for record in store.node_entries(range, node) {
         let cost = item_json_bound(&record);
+        if *total < cost {
+            let through = items.last().map(|item| item.key.clone());
+            if through.is_some() {
+                chunks.push(NodeSummary {
+                    range,
+                    node,
+                    after,
+                    through,
+                    items,
+                });
+            }
+            return (chunks, true);
+        }
+        *total -= cost;
         if !items.is_empty() && (used + cost > budget_bytes || items.len() == MAX_SUMMARY_ITEMS) {
             let through = items.last().map(|item| item.key.clone());
             chunks.push(NodeSummary {
@@ -395,7 +424,7 @@ pub fn summarize(
         through: None,
         items,
     });
-    chunks
+    (chunks, false)
 }
 
 fn item_json_bound(record: &Record<'_>) -> usize {
@@ -413,10 +442,24 @@ pub struct Comparison {
     pub want: Vec<String>,
     /// Items outside the summary's node, range or interval (dropped; count them).
     pub misplaced: usize,
+    /// The comparison ran out of its visit budget (a later round does the rest).
+    pub truncated: bool,
 }
 
 /// Compares a peer's summary chunk with `store`'s entries in the same interval.
 pub fn compare_summary(store: &Store, summary: &NodeSummary) -> Result<Comparison, SyncError> {
+    let mut unbounded = usize::MAX;
+    compare_summary_bounded(store, summary, &mut unbounded)
+}
+
+/// [`compare_summary`] visiting at most `visits` of our records (decreased by what it used):
+/// only the records of the chunk's interval are visited, and a comparison that runs out stops
+/// there (`Comparison::truncated`), leaving the rest to a later round.
+fn compare_summary_bounded(
+    store: &Store,
+    summary: &NodeSummary,
+    visits: &mut usize,
+) -> Result<Comparison, SyncError> {
     let depth = store.merkle().depth();
     if !summary.node.is_valid(depth) {
         return Err(SyncError::InvalidNode {
@@ -454,10 +497,22 @@ pub fn compare_summary(store: &Store, summary: &NodeSummary) -> Result<Compariso
         }
     }
 
-    for record in store.node_entries(summary.range, summary.node) {
+    // Only the chunk's interval: a node split into many chunks is scanned once in all.
+    let first = after.map_or(lo, |(id, _)| id.max(lo));
+    let last = through.map_or(hi, |(id, _)| id.min(hi));
+    for record in store
+        .ids_between(first, last)
+        .filter(|record| summary.range.contains(record.id))
+    {
         if !in_interval(record.id, record.key) {
             continue;
         }
+        if *visits == 0 {
+            // Out of budget: what was not visited is neither sent nor wanted this round.
+            comparison.truncated = true;
+            return Ok(comparison);
+        }
+        *visits -= 1;
         match theirs.remove(record.key) {
             None => comparison
                 .send
@@ -492,6 +547,14 @@ pub const MAX_SYNC_MESSAGE_BYTES: usize = 60 * 1024;
 pub const MAX_ENTRIES_PER_MESSAGE: usize = 2048;
 /// Most keys accepted in one [`SyncMsg::Want`].
 pub const MAX_WANT_KEYS: usize = 4096;
+/// Most JSON bytes of entries and summaries one handled message makes this side send back (16
+/// full messages, about 1 MiB): an opening with a zero root, a summary of an empty node or a
+/// want list would otherwise answer with the whole range at once. The rest follows in later
+/// rounds ([`Handled::truncated`]), which the owner runs every 250 ms until its replicas settle.
+pub const MAX_REPLY_BYTES: usize = 16 * MAX_SYNC_MESSAGE_BYTES;
+/// Most of its own records one handled [`SyncMsg::Summaries`] makes this side visit (a message
+/// of 1024 chunks each naming the root would otherwise scan the range 1024 times).
+pub const MAX_SCAN_RECORDS: usize = 32 * MAX_SUMMARY_ITEMS;
 /// JSON bytes of payload packed into one message; the rest of [`MAX_SYNC_MESSAGE_BYTES`] is
 /// for the message's own fields and the envelope. One maximal entry (about 50 KiB under the
 /// default limits) fits alone.
@@ -701,20 +764,27 @@ fn on_hashes(store: &Store, hashes: &SyncHashes, opts: &StepOptions) -> Result<H
     }
     let mut chunks = Vec::new();
     let mut entries = Vec::new();
+    let mut budget = MAX_REPLY_BYTES;
     for (node, their_hash) in descent.exchange {
         if their_hash.is_zero() {
             // The peer holds nothing here: a summary would only come back as a want for all.
-            entries.extend(
-                store
-                    .node_entries(range, node)
-                    .map(|record| (record.key.to_owned(), record.entry.clone())),
-            );
+            for record in store.node_entries(range, node) {
+                let cost = entry_json_bound(record.key, record.entry);
+                if budget < cost {
+                    handled.truncated = true;
+                    break;
+                }
+                budget -= cost;
+                entries.push((record.key.to_owned(), record.entry.clone()));
+            }
         } else {
-            chunks.extend(
-                summarize(store, range, node, SUMMARY_BUDGET_BYTES)
-                    .into_iter()
-                    .map(SummaryChunk::from),
-            );
+            let (summary, cut) =
+                summarize_bounded(store, range, node, SUMMARY_BUDGET_BYTES, &mut budget);
+            handled.truncated |= cut;
+            chunks.extend(summary.into_iter().map(SummaryChunk::from));
+        }
+        if handled.truncated {
+            break;
         }
     }
     for chunks in pack(
@@ -752,9 +822,19 @@ fn on_summaries(
             max: MAX_SUMMARY_ITEMS,
         });
     }
+    if !chunks_disjoint(&chunks) {
+        // An honest summariser's chunks cover disjoint intervals (disjoint nodes, a split
+        // node's chunks one after another); overlapping ones only multiply our work.
+        return Err(SyncError::TooManyItems {
+            len: chunks.len(),
+            max: MAX_NODES_PER_MESSAGE,
+        });
+    }
     let mut handled = Handled::default();
     let mut send = Vec::new();
     let mut want = BTreeSet::new();
+    let mut visits = MAX_SCAN_RECORDS;
+    let mut budget = MAX_REPLY_BYTES;
     for chunk in chunks {
         if chunk.node.is_valid(depth) && !overlaps(range, chunk.node) {
             return Err(SyncError::NodeOutsideRange {
@@ -762,10 +842,22 @@ fn on_summaries(
                 index: chunk.node.index,
             });
         }
-        let comparison = compare_summary(store, &chunk.into_summary(range))?;
+        let comparison = compare_summary_bounded(store, &chunk.into_summary(range), &mut visits)?;
         handled.dropped += comparison.misplaced;
-        send.extend(comparison.send);
+        handled.truncated |= comparison.truncated;
+        for (key, entry) in comparison.send {
+            let cost = entry_json_bound(&key, &entry);
+            if budget < cost {
+                handled.truncated = true;
+                break;
+            }
+            budget -= cost;
+            send.push((key, entry));
+        }
         want.extend(comparison.want);
+        if handled.truncated {
+            break;
+        }
     }
     push_entries(&mut handled.replies, range, depth, send);
     for keys in pack(
@@ -777,6 +869,33 @@ fn on_summaries(
         handled.replies.push(SyncMsg::Want { range, depth, keys });
     }
     Ok(handled)
+}
+
+/// Whether the chunks of one [`SyncMsg::Summaries`] cover disjoint intervals: distinct nodes
+/// neither nested nor overlapping, and the chunks of one node ordered `after` the previous
+/// chunk's `through`.
+fn chunks_disjoint(chunks: &[SummaryChunk]) -> bool {
+    type Position = Option<(u32, String)>;
+    let position = |key: &str| (key_id(key), key.to_owned());
+    let mut by_node: BTreeMap<NodeRef, Vec<(Position, Position)>> = BTreeMap::new();
+    for chunk in chunks {
+        by_node.entry(chunk.node).or_default().push((
+            chunk.after.as_deref().map(position),
+            chunk.through.as_deref().map(position),
+        ));
+    }
+    let mut spans: Vec<(u32, u32)> = by_node.keys().map(|node| node.span()).collect();
+    spans.sort_unstable();
+    if spans.windows(2).any(|w| w[1].0 <= w[0].1) {
+        return false;
+    }
+    by_node.into_values().all(|mut parts| {
+        parts.sort();
+        parts.windows(2).all(|w| match (&w[0].1, &w[1].0) {
+            (Some(through), Some(after)) => after >= through,
+            _ => false,
+        })
+    })
 }
 
 fn on_entries(
@@ -820,6 +939,7 @@ fn on_want(store: &Store, range: RingRange, keys: Vec<String>) -> Result<Handled
     }
     let mut handled = Handled::default();
     let mut entries = Vec::new();
+    let mut budget = MAX_REPLY_BYTES;
     let keys: BTreeSet<String> = keys.into_iter().collect();
     for key in keys {
         if !range.contains(key_id(&key)) {
@@ -828,6 +948,12 @@ fn on_want(store: &Store, range: RingRange, keys: Vec<String>) -> Result<Handled
         }
         // A key removed since the peer's summary is simply not sent.
         if let Some(entry) = store.get(&key) {
+            let cost = entry_json_bound(&key, entry);
+            if budget < cost {
+                handled.truncated = true;
+                break;
+            }
+            budget -= cost;
             let entry = entry.clone();
             entries.push((key, entry));
         }
