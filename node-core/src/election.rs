@@ -88,7 +88,14 @@ pub struct Elections {
     pub started: u64,
     /// Times this node became a leader (metrics).
     pub won: u64,
+    /// Elections not started because [`MAX_RUNNING`] were running (metrics).
+    pub refused_full: u64,
 }
+
+/// Most elections running at once. A peer takes part in about k sets (its own range's and
+/// its k-1 predecessors'), a few more during churn; a hostile peer naming sets must not grow
+/// the table without bound (issue 11; node/replicate.rs also refuses sets that are not plausible).
+pub const MAX_RUNNING: usize = 64;
 
 /// Normalizes a member list into a set name: sorted, deduplicated.
 pub fn set_of(members: &[Id]) -> Vec<Id> {
@@ -108,6 +115,7 @@ impl Elections {
             order: VecDeque::new(),
             started: 0,
             won: 0,
+            refused_full: 0,
         }
     }
 
@@ -128,6 +136,10 @@ impl Elections {
     ) -> (Vec<(Id, ElectionMsg)>, Option<ElectionOutcome>) {
         let set = set_of(set);
         if self.running.contains_key(&set) {
+            return (Vec::new(), None);
+        }
+        if self.running.len() >= MAX_RUNNING {
+            self.refused_full += 1;
             return (Vec::new(), None);
         }
         self.started += 1;
