@@ -34,6 +34,7 @@ pub mod api;
 pub mod clock;
 pub mod election;
 pub mod flood;
+pub mod guard;
 pub mod id;
 pub mod links;
 pub mod merkle;

@@ -158,6 +158,37 @@ pub struct KvMetrics {
     pub anti_entropy_refused: u64,
     /// Tombstones this node dropped (as the key's owner, or on its owner's `Collect` order).
     pub tombstones_collected: u64,
+    /// Replicate / Read / Collect not sent because no link to the member was open (members
+    /// take them only over a direct link; a link is requested instead).
+    pub requests_awaiting_link: u64,
+}
+
+/// Frames (or parts of frames) refused because the sender was not entitled to send them or
+/// they exceeded a bound, by reason (see `guard.rs` and docs/threat-model.md). Always 0 between
+/// honest peers with the same view of the ring; churn makes a few.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Rejected {
+    /// Anti-entropy over our own range from a peer that is not one of our replica successors.
+    pub sync_not_replica: u64,
+    /// Anti-entropy over a range the sender is not entitled to (not its own primary range as
+    /// far as we know, a hand-back beyond our range).
+    pub sync_bad_range: u64,
+    /// Replicate / Read / Collect from a peer that cannot be in the key's replica set (or for a
+    /// key whose set cannot include us).
+    pub kv_not_member: u64,
+    /// Acknowledgements and read replies for unknown requests or from peers outside the set.
+    pub answer_not_asked: u64,
+    /// Routed replica or election messages claiming the id of a peer we are linked to.
+    pub spoofed_origin: u64,
+    /// Request or election sets that are too large, miss us, or name implausible members.
+    pub bad_set: u64,
+    /// Timestamps above the bound (`guard::TS_CEILING`, or 2^40 ahead of our clock); the
+    /// entries carrying them are dropped.
+    pub ts_out_of_bounds: u64,
+    /// Expensive requests over a link's budget (anti-entropy, floods, walks).
+    pub rate_limited: u64,
+    /// Elections refused because the table of running elections is full.
+    pub elections_full: u64,
 }
 
 /// A snapshot of everything the node counts.
@@ -167,6 +198,8 @@ pub struct Metrics {
     pub chord: ChordMetrics,
     pub kv: KvMetrics,
     pub gnutella: crate::flood::FloodStats,
+    /// Refused frames by reason (issue 11).
+    pub rejected: Rejected,
     /// Open links now.
     pub links_up: usize,
 }

@@ -43,7 +43,8 @@ pub enum RestoreError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Restored {
     pub entries: usize,
-    /// Entries refused by the store's limits (a database written with larger limits).
+    /// Entries refused by the store's limits (a database written with larger limits) or with
+    /// a timestamp at or above `guard::TS_CEILING`.
     pub rejected: usize,
     /// The Lamport clock after the restore.
     pub lamport: u64,
@@ -63,8 +64,15 @@ impl Node {
         }
         self.advance(now);
         let mut restored = Restored::default();
-        let mut highest = lamport;
+        let mut highest = lamport.min(crate::guard::TS_CEILING - 1);
         for (key, entry) in entries {
+            // Nothing at or above the ceiling is ever stored from a remote peer (`guard.rs`); an
+            // entry there (written before the bound existed) would freeze the clock.
+            if entry.version.ts >= crate::guard::TS_CEILING {
+                restored.rejected += 1;
+                self.metrics.rejected.ts_out_of_bounds += 1;
+                continue;
+            }
             highest = highest.max(entry.version.ts);
             match self.store.apply(&key, entry, self.now) {
                 Ok(_) => restored.entries += 1,

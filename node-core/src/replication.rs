@@ -124,7 +124,7 @@ use crate::api::OpId;
 use crate::id::{Id, PeerId};
 use crate::store::Entry;
 use crate::wire::Routed;
-use crate::wire::kv::{KvAction, KvResult};
+use crate::wire::kv::{KvAction, KvMsg, KvResult};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The replicated store's request state, owned by the node (its protocol methods are in
@@ -137,7 +137,7 @@ pub(crate) struct Replicator {
     pub(crate) coordinations: BTreeMap<u64, Coordination>,
     /// Requests waiting for an election or a link.
     pub(crate) parked: Vec<Parked>,
-    /// The next request id.
+    /// Coordinations started (request ids themselves are random, see `guard::new_req`).
     pub(crate) next_req: u64,
     /// Until our successor list came from the successor since we joined, our replica set is
     /// incomplete, and client requests for our range wait here (`Node::successors_known`).
@@ -149,6 +149,10 @@ pub(crate) struct Replicator {
     /// Client requests this node coordinated lately, by (origin, op): a duplicate or retry of
     /// a write that already took effect is answered again, never stamped a second time.
     pub(crate) recent_requests: RecentRequests,
+    /// Replica messages (`Replicate`, `Read`, `Collect`) for members we hold no link to yet:
+    /// they go only over a direct link (`guard.rs`), so they wait for it to open
+    /// (`node/replicate.rs`, `send_to_member`).
+    pub(crate) awaiting_link: BTreeMap<PeerId, Vec<(Time, KvMsg)>>,
 }
 
 impl Default for Replicator {
@@ -157,10 +161,11 @@ impl Default for Replicator {
             kv_ops: BTreeMap::new(),
             coordinations: BTreeMap::new(),
             parked: Vec::new(),
-            next_req: 1,
+            next_req: 0,
             waiting_requests: Vec::new(),
             handover: HandOver::default(),
             recent_requests: RecentRequests::default(),
+            awaiting_link: BTreeMap::new(),
         }
     }
 }
@@ -327,6 +332,9 @@ impl RecentRequests {
 }
 
 pub(crate) const MAX_PARKED: usize = 1_024;
+/// Replica messages waiting for a link to open (`send_to_member`): peers, and frames per peer.
+pub(crate) const MAX_AWAITING_PEERS: usize = 64;
+pub(crate) const MAX_AWAITING_PER_PEER: usize = 256;
 pub(crate) const MAX_COORDINATIONS: usize = 4_096;
 /// How often a leader stamps one write again after replicas held newer versions.
 pub(crate) const MAX_RESTAMPS: u32 = 4;

@@ -218,11 +218,23 @@ impl Node {
         }
     }
 
-    pub(super) fn on_routed(&mut self, routed: Routed) {
+    pub(super) fn on_routed(&mut self, from: PeerId, routed: Routed) {
         if let Some(via) = routed.origin_via
             && routed.origin != self.id
         {
-            self.remember_via(routed.origin, via);
+            // Authorization (`guard.rs`): anyone can claim any origin and any `via`, and a hint
+            // wins the next-hop choice toward that id. Hints are planted only for origins we
+            // cannot reach otherwise (not linked, not a ring member we point at), and `signal`
+            // ignores hints for members we point at: the ring routes to those.
+            if !self.links.is_up(routed.origin) && !self.ring.is_pointed(routed.origin) {
+                self.remember_via(routed.origin, via);
+            }
+        }
+        if matches!(routed.dest, Dest::Peer { id, .. } if id == self.id)
+            && matches!(routed.body, Body::GetView { .. })
+            && !self.within_budget(from, crate::guard::Costly::Walk)
+        {
+            return;
         }
 
         match routed.dest {
@@ -285,6 +297,11 @@ impl Node {
 
     pub(super) fn deliver(&mut self, routed: Routed) {
         match routed.body {
+            // Authorization (`guard.rs`): an answer counts only for a lookup we have pending
+            // (random op ids): a forged one would plant a fake successor through `learn_of`.
+            Body::FoundSuccessor { op, .. } if !self.lookups.contains_key(&OpId(op)) => {
+                self.metrics.rejected.answer_not_asked += 1;
+            }
             Body::FoundSuccessor { op, owner, hops } => {
                 // The resolver knew the owner from its own pointers, so it most likely holds a
                 // link to it: the way to signal the owner if we need a link of our own.
@@ -311,6 +328,24 @@ impl Node {
             }
             Body::Kv(_) => self.kv_at_owner(routed),
             Body::KvReply(reply) => self.on_kv_reply(reply),
+            // Authorization (`guard.rs`): a routed replica message claims its origin; one that
+            // claims a peer we are linked to is forged (that peer would use the link).
+            Body::KvDirect(_) | Body::Election(_)
+                if !self.routed_origin_plausible(routed.origin) =>
+            {
+                self.metrics.rejected.spoofed_origin += 1;
+            }
+            // Orders that change or reveal our store come only over a direct link from a
+            // member (the claimed origin of a routed one is unproven); the sender links up
+            // (`send_to_member`) and its next attempt or anti-entropy carries the data.
+            // Answers may come routed: they count only under a random request id.
+            Body::KvDirect(
+                crate::wire::kv::KvMsg::Replicate { .. }
+                | crate::wire::kv::KvMsg::Read { .. }
+                | crate::wire::kv::KvMsg::Collect { .. },
+            ) => {
+                self.metrics.rejected.spoofed_origin += 1;
+            }
             Body::KvDirect(msg) => self.on_kv_msg(routed.origin, msg),
             Body::Election(msg) => self.on_election_msg(routed.origin, msg),
             Body::GetView { op } => self.on_view_request(&routed, op),

@@ -325,7 +325,7 @@ impl Node {
         self.out.push_back(Output::Disconnect(peer));
     }
 
-    pub(super) fn ensure_link(&mut self, peer: PeerId, essential: bool) {
+    pub(crate) fn ensure_link(&mut self, peer: PeerId, essential: bool) {
         if peer == self.id || !self.links.may_connect(peer, self.now) {
             return;
         }

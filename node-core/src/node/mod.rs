@@ -251,6 +251,9 @@ pub struct Node {
     pub(crate) id: Id,
     pub(crate) config: Config,
     rng: Rng,
+    /// Draws request and operation ids only (`guard::new_req`, `new_op`): a stream of its own
+    /// keeps the protocol's other random choices what they were.
+    pub(crate) id_rng: Rng,
     pub(crate) now: Time,
     pub(crate) phase: Phase,
     pub(crate) ring: RingState,
@@ -259,7 +262,7 @@ pub struct Node {
     pub(crate) views: walk::PendingViews,
     /// (wake time, op) for pending lookups and requests; stale entries are skipped.
     pub(crate) op_timers: OpTimers,
-    next_op: u64,
+    pub(crate) next_op: u64,
     pub(crate) out: VecDeque<Output>,
     pub(crate) metrics: Metrics,
     pub(crate) store: Store,
@@ -268,6 +271,8 @@ pub struct Node {
     /// The replicated store's request state (`replication.rs`): requests pending here as
     /// their origin, coordinations led here, parked and waiting requests, the hand-over.
     pub(crate) repl: Replicator,
+    /// Per-link budgets of expensive requests (`guard.rs`).
+    pub(crate) rate_limits: crate::guard::RateLimits,
     flooder: Flooder,
     timers: TimerTable,
     anti_entropy_interval: u64,
@@ -367,12 +372,14 @@ impl Node {
             clock: LamportClock::new(),
             elections: Elections::new(id, config.election),
             repl: Replicator::default(),
+            rate_limits: crate::guard::RateLimits::default(),
             flooder: Flooder::new(config.flood),
             timers: TimerTable::default(),
             anti_entropy_interval: config.anti_entropy_min_interval_ms,
             anti_entropy_cursor: 0,
             id,
             rng,
+            id_rng: Rng::new(config.seed ^ 0x1D50_F0B5_u64),
             fix_interval: config.fix_fingers_min_interval_ms,
             stabilize_interval: config.stabilize_interval_ms,
             config,
@@ -448,6 +455,7 @@ impl Node {
         m.links_up = self.links.up_count();
         m.kv.elections_started = self.elections.started;
         m.kv.elections_won = self.elections.won;
+        m.rejected.elections_full = self.elections.refused_full;
         m.kv.keys_stored = self.store.len();
         m.gnutella = self.flooder.stats().clone();
         m
@@ -469,7 +477,7 @@ impl Node {
     /// no clock to the leader. A timestamp more than `MAX_CLOCK_JUMP` ahead is ignored (as from
     /// a peer) and `false` is returned.
     pub fn observe_clock(&mut self, ts: u64) -> bool {
-        if !self.clock.accepts(ts, MAX_CLOCK_JUMP) {
+        if !self.accepts_ts(ts) {
             return false;
         }
         self.clock.observe(ts);
@@ -587,7 +595,8 @@ impl Node {
         let routed = Routed {
             dest: Dest::Peer {
                 id: to,
-                via: self.via_hint(to),
+                // A hint for a ring member we point at could only have been planted (`on_routed`).
+                via: self.via_hint(to).filter(|_| !self.ring.is_pointed(to)),
             },
             origin: self.id,
             origin_via: self.origin_via(),
@@ -741,6 +750,7 @@ impl Node {
         self.metrics.chord.links_up_total += 1;
         let joined = self.is_joined();
         self.send(peer, &Message::Hello { joined });
+        self.flush_awaiting_link(peer);
         if let Phase::Joining {
             bootstrap,
             successor,
@@ -759,6 +769,7 @@ impl Node {
     }
 
     fn on_peer_down(&mut self, peer: PeerId) {
+        self.repl.awaiting_link.remove(&peer);
         if self.links.get(peer).is_none() {
             return; // we closed it ourselves (Bye, leave, failure already handled)
         }
@@ -868,7 +879,7 @@ impl Node {
             } => self.on_neighbors(from, nonce, pred, &succs, &preds),
             Message::Notify => self.on_notify(from),
             Message::Leaving { pred, succs } => self.on_leaving(from, pred, &succs),
-            Message::Route(routed) => self.on_routed(routed),
+            Message::Route(routed) => self.on_routed(from, routed),
             Message::Bye => {
                 if self.ring.pointed_peers().binary_search(&from).is_ok() {
                     self.links.set_peer_needs(from, false);
@@ -879,7 +890,15 @@ impl Node {
             }
             Message::Keep => self.links.set_peer_needs(from, true),
             Message::Kv(msg) => self.on_kv_msg(from, msg),
-            Message::Flood(msg) => self.on_flood(from, msg),
+            Message::Flood(msg) => {
+                // Each query fans out to every link: a per-link budget (`guard.rs`).
+                if matches!(msg, crate::flood::FloodMsg::Query { .. })
+                    && !self.within_budget(from, crate::guard::Costly::Flood)
+                {
+                    return;
+                }
+                self.on_flood(from, msg);
+            }
             Message::Sync(msg) => self.on_sync(from, msg),
             Message::Election(msg) => self.on_election_msg(from, msg),
             Message::Close => {
@@ -980,10 +999,21 @@ impl Node {
         }
     }
 
+    /// A fresh operation id: random (53 bits, exact in JavaScript numbers), so a peer that
+    /// relays none of our requests cannot guess the id of an answer we wait for (a forged
+    /// `KvReply` or `FoundSuccessor`), and two incarnations of a peer never share one.
     pub(crate) fn new_op(&mut self) -> OpId {
-        let op = OpId(self.next_op);
-        self.next_op += 1;
-        op
+        self.next_op += 1; // operations started (the simulator's attacker guesses from it)
+        loop {
+            let op = OpId(self.id_rng.next_u64() >> 11);
+            if op.0 != 0
+                && !self.repl.kv_ops.contains_key(&op)
+                && !self.lookups.contains_key(&op)
+                && !self.views.contains_key(&op)
+            {
+                return op;
+            }
+        }
     }
 
     pub(crate) fn done(&mut self, op: OpId, result: Result<OpOutcome, OpError>) {

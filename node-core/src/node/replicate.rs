@@ -4,7 +4,7 @@
 //! [`crate::replication`]; this file is a child of `node` because it reads and writes the
 //! node's ring, links, store and clock.
 
-use super::{MAX_CLOCK_JUMP, Node, SETTLE_ROUND_MS};
+use super::{Node, SETTLE_ROUND_MS};
 use crate::Time;
 use crate::api::{Event, OpError, OpId, OpOutcome, Output};
 use crate::election::{ElectionOutcome, set_of};
@@ -244,13 +244,17 @@ impl Node {
             return;
         };
         if !request.set.is_empty() {
-            // Sent to us as the set's leader.
+            // Sent to us as the set's leader. Authorization (`guard.rs`): at most k members,
+            // us among them, each one able to be in the key's set by our own view; the
+            // unsettled members among them. Anything else would make us coordinate with (and
+            // count the answers of) whatever set the sender names.
             let set = request.set.clone();
             let unsettled = request.unsettled.clone();
-            if set.contains(&self.id) {
+            let key = Id::of_key(&request.key);
+            if self.plausible_set(&set, Some(key)) && unsettled.iter().all(|m| set.contains(m)) {
                 self.coordinate(routed, set, unsettled);
             } else {
-                self.metrics.chord.unexpected_messages += 1;
+                self.metrics.rejected.bad_set += 1;
             }
             return;
         }
@@ -464,8 +468,7 @@ impl Node {
                 Slot::InProgress,
             );
         }
-        let req = self.repl.next_req;
-        self.repl.next_req += 1;
+        let req = self.new_req();
         let others: Vec<Id> = set.iter().copied().filter(|m| *m != self.id).collect();
         let kind = match request.action {
             KvAction::Get => {
@@ -497,12 +500,12 @@ impl Node {
                 self.stamp_and_store(&request.key, None, writer, req, &others, wid)
             }
             KvAction::Restore { entry } => {
-                if !self.clock.accepts(entry.version.ts, MAX_CLOCK_JUMP) {
+                // Later writes of this leader must win over the restored version; a timestamp
+                // beyond the bound is refused like any remote one (guard.rs).
+                if !self.observe_remote(entry.version.ts) {
                     self.metrics.kv.rejected_entries += 1;
                     return;
                 }
-                // Later writes of this leader must win over the restored version.
-                self.clock.observe(entry.version.ts);
                 self.replicate_write(&request.key, entry, req, &others, wid, true)
             }
         };
@@ -536,9 +539,12 @@ impl Node {
         others: &[Id],
         wid: (Id, u64),
     ) -> CoordKind {
-        // A new write must beat whatever this leader holds: observe its version first.
+        // A new write must beat whatever this leader holds: observe its version first. Every
+        // path that stores a remote entry bounds its timestamp (`guard.rs`), so this never
+        // jumps further; the check keeps a store restored from an older version honest too.
         if let Some(existing) = self.store.get(key) {
-            self.clock.observe(existing.version.ts);
+            let ts = existing.version.ts;
+            self.observe_remote(ts);
         }
         let ts = self.clock.tick();
         let entry = Entry {
@@ -595,7 +601,8 @@ impl Node {
             self.repl.coordinations.insert(req, c);
             return;
         };
-        if !self.clock.accepts(newer, MAX_CLOCK_JUMP) {
+        if !self.observe_remote(newer) {
+            // Too far ahead to stamp above now; the clock moved toward it, the retry passes.
             self.metrics.kv.rejected_entries += 1;
             self.repl.coordinations.insert(req, c);
             return;
@@ -608,11 +615,9 @@ impl Node {
             self.repl.coordinations.insert(req, c);
             return; // expires unanswered: the origin retries
         }
-        self.clock.observe(newer);
         let restamps = restamps + 1;
         let (value, writer) = (entry.value.clone(), entry.version.writer.clone());
-        let new_req = self.repl.next_req;
-        self.repl.next_req += 1;
+        let new_req = self.new_req();
         let others: Vec<Id> = c.set.iter().copied().filter(|m| *m != self.id).collect();
         let wid = (c.origin, c.op);
         let mut kind = self.stamp_and_store(&c.key, value, writer, new_req, &others, wid);
@@ -1035,6 +1040,19 @@ impl Node {
     }
 
     pub(crate) fn on_kv_msg(&mut self, from: PeerId, msg: KvMsg) {
+        // Authorization (`guard.rs`): orders about a key (store, read, collect) only from a
+        // peer that can be in the key's replica set, for a key whose set can include us.
+        let key = match &msg {
+            KvMsg::Replicate { key, .. } | KvMsg::Read { key, .. } => Some(key.as_str()),
+            _ => None,
+        };
+        if let Some(key) = key {
+            let key = Id::of_key(key);
+            if !(self.may_be_member(key, from) && self.may_be_member(key, self.id)) {
+                self.metrics.rejected.kv_not_member += 1;
+                return;
+            }
+        }
         match msg {
             KvMsg::Collect { entries } => {
                 if entries.len() > MAX_COLLECT_ENTRIES {
@@ -1042,8 +1060,14 @@ impl Node {
                 }
                 for (key, version) in entries {
                     // Only the owner orders a collection, and it precedes us: the key must lie
-                    // behind `from` (in `(self, from]`), never in a range we own ourselves.
-                    if !Id(key_id(&key)).in_half_open(self.id, from) {
+                    // behind `from` (in `(self, from]`), never in a range we own ourselves, and
+                    // we must be able to be in its set (`guard.rs`).
+                    let id = Id(key_id(&key));
+                    if !id.in_half_open(self.id, from)
+                        || !self.may_be_member(id, self.id)
+                        || !self.may_be_member(id, from)
+                    {
+                        self.metrics.rejected.kv_not_member += 1;
                         continue;
                     }
                     if self.store.forget_tombstone(&key, &version) {
@@ -1059,11 +1083,10 @@ impl Node {
                 entry,
                 wid,
             } => {
-                if !self.clock.accepts(entry.version.ts, MAX_CLOCK_JUMP) {
+                if !self.observe_remote(entry.version.ts) {
                     self.metrics.kv.rejected_entries += 1;
                     return;
                 }
-                self.clock.observe(entry.version.ts);
                 self.store_entry(&key, entry.clone());
                 if req != 0 {
                     // Acknowledge only what this replica now holds: a write that lost to a
@@ -1084,12 +1107,16 @@ impl Node {
                 }
             }
             KvMsg::ReplicateAck { req, newer, fresh } => {
-                let Some(c) = self.repl.coordinations.get_mut(&req) else {
+                // Counts only for a coordination we run, from a member we sent it to.
+                let Some(c) = self
+                    .repl
+                    .coordinations
+                    .get_mut(&req)
+                    .filter(|c| c.set.contains(&from) && from != self.id)
+                else {
+                    self.metrics.rejected.answer_not_asked += 1;
                     return;
                 };
-                if !c.set.contains(&from) {
-                    return;
-                }
                 if fresh {
                     c.fresh.insert(from);
                 } else {
@@ -1139,10 +1166,20 @@ impl Node {
                 self.send_kv(from, KvMsg::ReadReply { req, entry, fresh });
             }
             KvMsg::ReadReply { req, entry, fresh } => {
-                if let Some(entry) = &entry
-                    && self.clock.accepts(entry.version.ts, MAX_CLOCK_JUMP)
-                {
-                    self.clock.observe(entry.version.ts);
+                let asked = self.repl.coordinations.get(&req).is_some_and(|c| {
+                    matches!(c.kind, CoordKind::Read { .. })
+                        && c.set.contains(&from)
+                        && from != self.id
+                });
+                if !asked {
+                    self.metrics.rejected.answer_not_asked += 1;
+                    return;
+                }
+                if let Some(entry) = &entry {
+                    // A reply above the bound is no answer: it would be written back.
+                    if !self.observe_remote(entry.version.ts) {
+                        return;
+                    }
                 }
                 let answered = match self.repl.coordinations.get_mut(&req) {
                     Some(Coordination {
@@ -1187,6 +1224,27 @@ impl Node {
             self.send(to, &direct);
             return;
         }
+        if matches!(
+            direct,
+            Message::Kv(KvMsg::Replicate { .. } | KvMsg::Read { .. } | KvMsg::Collect { .. })
+        ) {
+            // Members take these only over a direct link (`node/mod.rs`, `deliver`; `guard.rs`):
+            // link up now and send it when the link opens (`flush_awaiting_link`), unless it is
+            // superseded by then; a retry, a re-ask or anti-entropy carries it otherwise.
+            self.metrics.kv.requests_awaiting_link += 1;
+            if let Message::Kv(msg) = direct {
+                if self.repl.awaiting_link.len() < MAX_AWAITING_PEERS
+                    || self.repl.awaiting_link.contains_key(&to)
+                {
+                    let queue = self.repl.awaiting_link.entry(to).or_default();
+                    if queue.len() < MAX_AWAITING_PER_PEER {
+                        queue.push((self.now, msg));
+                    }
+                }
+            }
+            self.ensure_link(to, false);
+            return;
+        }
         let routed = Routed {
             dest: Dest::Peer { id: to, via: None },
             origin: self.id,
@@ -1196,6 +1254,16 @@ impl Node {
         };
         if !self.route(routed) {
             self.metrics.chord.dropped_no_route += 1;
+        }
+    }
+
+    /// A link to `peer` opened: the replica messages that waited for it go out, those still
+    /// within half an attempt (older ones were retried by then, see `superseded`).
+    pub(crate) fn flush_awaiting_link(&mut self, peer: PeerId) {
+        for (since, msg) in self.repl.awaiting_link.remove(&peer).unwrap_or_default() {
+            if !self.superseded(since) {
+                self.send(peer, &Message::Kv(msg));
+            }
         }
     }
 
@@ -1244,6 +1312,18 @@ impl Node {
     }
 
     pub(crate) fn on_election_msg(&mut self, from: PeerId, msg: crate::election::ElectionMsg) {
+        // Authorization (`guard.rs`): a set of at most k members, us and the sender among
+        // them, each one able to share a set with us. A larger set would have us message each
+        // higher member; an implausible one would fill the leader cache.
+        let set = match &msg {
+            crate::election::ElectionMsg::Election { set }
+            | crate::election::ElectionMsg::Answer { set }
+            | crate::election::ElectionMsg::Coordinator { set, .. } => set,
+        };
+        if !self.plausible_set(set, None) || !set.contains(&from) {
+            self.metrics.rejected.bad_set += 1;
+            return;
+        }
         match self.elections.on_message(from, msg, self.now) {
             Ok((msgs, outcome)) => {
                 self.send_election(msgs);

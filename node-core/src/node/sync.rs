@@ -97,29 +97,105 @@ impl Node {
     }
 
     pub(super) fn on_sync(&mut self, from: PeerId, msg: SyncMsg) {
-        // `merkle::handle` merges whatever entries of the message's range it gets, so only two
-        // ranges are accepted: ours, `(predecessor, self]` (answers within a round we opened),
-        // and the sender's own primary range, which must lie behind us and not span our
-        // predecessor unless the sender is our predecessor (we replicate it).
+        // `merkle::handle` merges whatever entries of the message's range it gets, so only three
+        // ranges are accepted, each from the peers entitled to it by our own view (`guard.rs`):
+        // - ours, `(predecessor, self]` (answers within a round we opened): only from our replica
+        //   successors, the peers we open rounds with;
+        // - the sender's own primary range, which must lie behind us and not span our
+        //   predecessor unless the sender is our predecessor (we replicate it), with fewer than
+        //   k-1 known ring members between the sender and us (else we are not among its
+        //   replicas) and no known member inside the range (else it is not the sender's own);
+        // - a hand-back from our successor (see `hand_back`).
         let range = msg.range();
         let pred = self.ring.predecessor();
         let ours = range.to == self.id.0 && pred.map(|p| p.0) == Some(range.from);
         let theirs = range.to == from.0
             && !range.contains(self.id.0)
             && pred.is_none_or(|p| p == from || !range.contains(p.0));
-        // Our successor handing back a range that ends at us (see `hand_back`).
         let handed_back = range.to == self.id.0 && self.ring.successor() == from;
         if !(ours || theirs || handed_back) {
             self.metrics.kv.anti_entropy_refused += 1;
+            self.metrics.rejected.sync_bad_range += 1;
             return;
         }
-        if let SyncMsg::Entries { entries, .. } = &msg {
-            for (_, entry) in entries {
-                if self.clock.accepts(entry.version.ts, MAX_CLOCK_JUMP) {
-                    self.clock.observe(entry.version.ts);
+        let entitled = if ours {
+            self.replica_successors().contains(&from)
+        } else if theirs {
+            self.sync_sender_replicated_here(from)
+        } else {
+            // A hand-back comes from our successor, a member of our set. Its range may reach
+            // behind our predecessor (the successor's old range began before it when several
+            // peers came back at once), and those keys travel on from us at our own next
+            // hand-back: restricting it loses writes taken while a whole set was down
+            // (`tests/durable_restart.rs`). A hostile successor can therefore push entries for
+            // ranges behind us (docs/threat-model.md).
+            true
+        };
+        if !entitled {
+            self.metrics.kv.anti_entropy_refused += 1;
+            if ours {
+                self.metrics.rejected.sync_not_replica += 1;
+            } else {
+                self.metrics.rejected.sync_bad_range += 1;
+            }
+            return;
+        }
+        // Bounds (`guard.rs`): the messages that make us scan the store (an opening, summaries,
+        // wants) are budgeted per link; entries are stored only with timestamps within the
+        // bound taken when the frame arrived.
+        let scans =
+            matches!(msg, SyncMsg::Summaries { .. } | SyncMsg::Want { .. }) || msg.is_opening();
+        if scans && !self.within_budget(from, crate::guard::Costly::Sync) {
+            return;
+        }
+        let msg = match msg {
+            SyncMsg::Entries {
+                range,
+                depth,
+                entries,
+            } => {
+                // Entries outside the range are dropped by `merkle::handle`; only those inside
+                // count, and one bound for the whole frame (`guard.rs`, `observe_remote`). A
+                // peer's claim of its own range stores only what no known member contradicts.
+                let bound = self.ts_bound();
+                let allowed = if ours {
+                    range
+                } else if !theirs {
+                    // A hand-back may reach behind our predecessor (several peers of a set came
+                    // back at once; `tests/durable_restart.rs`): its keys are stored when we
+                    // can be in their set, filtered below.
+                    range
+                } else {
+                    self.uncontradicted(from, range)
+                };
+                let before_clip = entries.len();
+                let entries: Vec<(String, crate::store::Entry)> = entries
+                    .into_iter()
+                    .filter(|(key, _)| {
+                        let id = crate::store::key_id(key);
+                        allowed.contains(id)
+                            && (ours || theirs || self.may_be_member(Id(id), self.id))
+                    })
+                    .collect();
+                self.metrics.rejected.sync_bad_range += u64::from(entries.len() < before_clip);
+                let before = entries.len();
+                let highest = entries.iter().map(|(_, e)| e.version.ts).max();
+                let entries: Vec<(String, crate::store::Entry)> = entries
+                    .into_iter()
+                    .filter(|(_, entry)| entry.version.ts <= bound)
+                    .collect();
+                self.metrics.rejected.ts_out_of_bounds += (before - entries.len()) as u64;
+                if let Some(highest) = highest {
+                    self.clock.observe(highest.min(bound));
+                }
+                SyncMsg::Entries {
+                    range,
+                    depth,
+                    entries,
                 }
             }
-        }
+            other => other,
+        };
         match merkle::handle(&mut self.store, msg, self.now, &StepOptions::default()) {
             Ok(handled) => {
                 if handled.in_sync {
@@ -138,6 +214,30 @@ impl Node {
                 }
             }
             Err(_) => self.metrics.kv.anti_entropy_refused += 1,
+        }
+    }
+
+    /// Whether `from`, sending its own primary range, can have us among its replica
+    /// successors: fewer than k-1 known ring members lie between it and us.
+    fn sync_sender_replicated_here(&self, from: PeerId) -> bool {
+        let k1 = self.config.replicas.saturating_sub(1).max(1);
+        let known = || std::iter::once(self.id).chain(self.ring.pointed_peers().iter().copied());
+        known().filter(|p| p.in_open(from, self.id)).count() < k1
+    }
+
+    /// The part of `range` (a peer's claim of its own primary range) that no known ring member
+    /// contradicts: `(q, range.to]` for the known member `q` inside the range closest before
+    /// its end. A sender whose view lags (it restarted, a peer joined behind it) claims too
+    /// wide a range; only the entries we may be entitled to are stored, the rest of the round
+    /// (which only makes us send) goes on (`on_sync`).
+    fn uncontradicted(&self, from: PeerId, range: RingRange) -> RingRange {
+        let closest = std::iter::once(self.id)
+            .chain(self.ring.pointed_peers().iter().copied())
+            .filter(|p| *p != from && range.contains(p.0))
+            .min_by_key(|p| p.distance_to(from));
+        match closest {
+            Some(q) => RingRange::new(q.0, range.to),
+            None => range,
         }
     }
 
