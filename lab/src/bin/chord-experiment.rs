@@ -14,6 +14,8 @@
 //! chord-experiment --mode sim-churn --nodes 500 --rates 0.5,1,2,4 --seconds 120 --seed 1
 //! chord-experiment --mode sim-history --seeds 200 [--faults joins,crashes,...] [--seed 1] \
 //!     [--verbose] [--json]
+//! chord-experiment --mode sim-hostile --seeds 50 [--attacks forged-sync,...] [--seed 1] \
+//!     [--verbose] [--json]
 //! chord-experiment --mode scale --num-nodes 5 --num-ops 500 --clients 8
 //! chord-experiment --mode churn --num-nodes 6 --restarts 4 --period-ms 10000 \
 //!     [--verbose] [--json] [--plot target/churn.svg]
@@ -36,6 +38,7 @@ use lab::report::{Table, json_line};
 use lab::{antientropy, plot};
 use node_core::merkle::{self, StepOptions};
 use node_core::sim::faults::{self, FaultClass, HistoryRow};
+use node_core::sim::hostile::{self, Attack, HostileRow};
 use serde::Serialize;
 
 #[derive(Debug, Parser)]
@@ -160,6 +163,12 @@ struct Cli {
     /// slow-peer, concurrent-writers, mixed.
     #[arg(long, value_delimiter = ',', value_parser = parse_fault_class)]
     faults: Vec<FaultClass>,
+    /// Attack classes (sim-hostile), comma-separated; default all: none, forged-sync,
+    /// sync-theirs, forged-replicate, forged-acks, forged-read-reply, election-flood,
+    /// kv-set-flood, merkle-bomb, routing-hints, garbage, forged-hand-back, ring-lies (the last
+    /// two are not defended, docs/threat-model.md).
+    #[arg(long, value_delimiter = ',', value_parser = parse_attack)]
+    attacks: Vec<Attack>,
     /// Print every anomaly of a failing seed (sim-history), not just the first three; every
     /// operation of a key that is not linearizable (churn).
     #[arg(long)]
@@ -195,6 +204,9 @@ enum Mode {
     /// Client histories under fault schedules, checked against the store's promise and for
     /// linearizability: one row per fault class.
     SimHistory,
+    /// One hostile peer sends forged frames of one attack class per row while clients use the
+    /// honest peers; their histories are checked like sim-history's.
+    SimHostile,
     /// The original harness's workload on real native peers (separate processes, WebRTC on
     /// loopback) through one entry peer: throughput, latency percentiles, read correctness.
     Scale,
@@ -225,6 +237,7 @@ fn main() -> anyhow::Result<()> {
         Mode::SimFlood => run_sim_flood(&cli),
         Mode::SimChurn => run_sim_churn(&cli),
         Mode::SimHistory => run_sim_history(&cli),
+        Mode::SimHostile => run_sim_hostile(&cli),
         Mode::Scale | Mode::Churn if cli.original || cli.churn_interval.is_some() => {
             run_original(&cli)
         }
@@ -560,6 +573,145 @@ fn run_sim_history(cli: &Cli) -> anyhow::Result<()> {
             }
         }
         rows.push(TimedHistoryRow { row, seconds });
+    }
+    finish(cli, &rows)
+}
+
+fn parse_attack(name: &str) -> Result<Attack, String> {
+    Attack::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = Attack::ALL.iter().map(|a| a.name()).collect();
+        format!("unknown attack {name:?} (known: {})", known.join(", "))
+    })
+}
+
+/// One `sim-hostile` row and the wall time it took.
+#[derive(Debug, Serialize)]
+struct TimedHostileRow {
+    #[serde(flatten)]
+    row: HostileRow,
+    seconds: f64,
+}
+
+/// `--mode sim-hostile`: for each attack class, `--seeds` runs of an 8-peer ring with one
+/// hostile peer (node_core::sim::hostile) while clients use the honest peers; each history is
+/// checked like sim-history's, and failing seeds are printed with their replay command.
+fn run_sim_hostile(cli: &Cli) -> anyhow::Result<()> {
+    let attacks: Vec<Attack> = if cli.attacks.is_empty() {
+        Attack::ALL.to_vec()
+    } else {
+        cli.attacks.clone()
+    };
+    let table = Table::new(&[
+        ("attack", 17),
+        ("seeds", 0),
+        ("acked writes", 0),
+        ("acked lost", 0),
+        ("anomalies", 0),
+        ("failed ops", 0),
+        ("attack frames", 0),
+        ("honest frames/seed", 0),
+        ("frames/put", 0),
+        ("bytes/put", 0),
+        ("put ms", 0),
+        ("get ms", 0),
+        ("max keys", 0),
+        ("clocks pushed", 0),
+        ("refused", 0),
+        ("wall s", 0),
+    ]);
+    println!(
+        "seeds {}..{} per attack, 8 peers, one hostile; promise: no acknowledged write lost, \
+         no forged value read, honest operations succeed",
+        cli.seed,
+        cli.seed + cli.seeds
+    );
+    println!("{}", table.header());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut rows = Vec::with_capacity(attacks.len());
+    for attack in attacks {
+        let started = Instant::now();
+        let mut progress = ProgressDisplay::new(attack.name());
+        let next = std::sync::atomic::AtomicU64::new(cli.seed);
+        let end = cli.seed + cli.seeds;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut row = HostileRow::new(attack);
+        let mut failing = Vec::new();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let next = &next;
+                scope.spawn(move || {
+                    loop {
+                        let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if seed >= end {
+                            break;
+                        }
+                        if tx.send(hostile::run(attack, seed)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for result in rx {
+                row.add(&result);
+                progress.update(Progress {
+                    phase: "seeds",
+                    done: row.seeds,
+                    total: cli.seeds,
+                });
+                if !result.report.holds() || result.clocks_pushed > 0 {
+                    failing.push(result);
+                }
+            }
+        });
+        progress.finish();
+        failing.sort_by_key(|r| r.seed);
+        row.failing_seeds.sort_unstable();
+        row.failing_seeds.truncate(20);
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            table.row(&[
+                row.attack.clone(),
+                row.seeds.to_string(),
+                row.acked_writes.to_string(),
+                row.acked_writes_lost.to_string(),
+                row.anomalies.to_string(),
+                row.failed_ops.to_string(),
+                row.attack_frames.to_string(),
+                format!("{:.0}", row.honest_frames_per_seed),
+                format!("{:.1}", row.frames_per_acked_write),
+                format!("{:.0}", row.bytes_per_acked_write),
+                format!("{:.1}", row.mean_put_latency_ms),
+                format!("{:.1}", row.mean_get_latency_ms),
+                row.max_store_keys.to_string(),
+                row.clocks_pushed.to_string(),
+                row.refused.to_string(),
+                format!("{seconds:.1}"),
+            ])
+        );
+        for result in failing
+            .iter()
+            .take(if cli.verbose { usize::MAX } else { 3 })
+        {
+            eprintln!(
+                "  {} seed {} (hostile {}): {} anomalies, {} acknowledged writes lost, {} \
+                 clocks pushed\n  replay: {}",
+                attack.name(),
+                result.seed,
+                result.hostile,
+                result.report.anomalies.len(),
+                result.report.acked_writes_lost,
+                result.clocks_pushed,
+                result.replay_command()
+            );
+            let shown = if cli.verbose { usize::MAX } else { 3 };
+            for anomaly in result.report.anomalies.iter().take(shown) {
+                eprint!("  {anomaly}");
+            }
+        }
+        rows.push(TimedHostileRow { row, seconds });
     }
     finish(cli, &rows)
 }

@@ -27,6 +27,7 @@
 
 pub mod faults;
 pub mod history;
+pub mod hostile;
 
 use crate::Time;
 use crate::id::{ID_BITS, Id, successor_in};
@@ -748,6 +749,36 @@ impl Sim {
         self.tracked.insert((at, op), index);
         self.drain(at);
         Some(index)
+    }
+
+    /// Sends `bytes` from `from` to `to` over their open link, as if `from`'s driver had sent
+    /// them: how a hostile peer's forged frames enter the network ([`hostile`]). False when
+    /// the two hold no link (a peer can only send on its own links).
+    pub fn inject(&mut self, from: Id, to: Id, bytes: Vec<u8>) -> bool {
+        if !self.alive(from) || !self.links.contains_key(&pair(from, to)) {
+            return false;
+        }
+        self.transmit(from, to, bytes);
+        true
+    }
+
+    /// The peers `id` holds an open link to, in id order.
+    pub fn linked_peers(&self, id: Id) -> Vec<Id> {
+        let mut peers: Vec<Id> = self
+            .links
+            .keys()
+            .filter_map(|&(a, b)| {
+                if a == id {
+                    Some(b)
+                } else if b == id {
+                    Some(a)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        peers.sort_unstable();
+        peers
     }
 
     /// The client operations recorded so far.
