@@ -23,9 +23,9 @@ use crate::election::ElectionMsg;
 use crate::flood::{FloodMsg, QueryId};
 use crate::id::Id;
 use crate::merkle::{self, NodeHash, NodeRef, SummaryChunk, SyncHashes, SyncMsg};
-use crate::wire::kv::{KvAction, KvMsg, KvReply, KvRequest, KvResult};
 use crate::rng::Rng;
 use crate::store::{Entry, RingRange, Version, key_id};
+use crate::wire::kv::{KvAction, KvMsg, KvReply, KvRequest, KvResult};
 use crate::wire::{self, Body, Dest, Message, Routed};
 
 /// How often the hostile peer sends one batch of its attack.
