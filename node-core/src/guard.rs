@@ -137,20 +137,26 @@ impl Node {
         std::iter::once(self.id).chain(self.ring.pointed_peers().iter().copied())
     }
 
-    /// Known members in `[from, to)` clockwise (`from` itself counts when known).
-    fn known_in(&self, from: Id, to: Id) -> usize {
+    /// Known members in `[from, to)` clockwise (`from` itself counts when known), counting
+    /// the peers of `extra` as known too.
+    fn known_in(&self, from: Id, to: Id, extra: &[Id]) -> usize {
         if from == to {
             return 0;
         }
-        self.known_members()
+        let mut inside: Vec<Id> = self
+            .known_members()
+            .chain(extra.iter().copied())
             .filter(|p| *p != to && (*p == from || p.in_open(from, to)))
-            .count()
+            .collect();
+        inside.sort_unstable();
+        inside.dedup();
+        inside.len()
     }
 
     /// Whether `m` can be in the replica set of the key with id `key` as far as this node
     /// knows: fewer than k known members lie in `[key, m)`.
     pub(crate) fn may_be_member(&self, key: Id, m: PeerId) -> bool {
-        self.known_in(key, m) < self.config.replicas.max(1)
+        self.known_in(key, m, &[]) < self.config.replicas.max(1)
     }
 
     /// Whether `m` can share a replica set with this node: fewer than k-1 known members lie
@@ -166,6 +172,15 @@ impl Node {
 
     /// A request or election set: at most k distinct members, this node among them, each one
     /// able to share a set with us (and, for a key, to be in the key's set).
+    ///
+    /// For a key, the set's own members count as known peers beside our pointers. A leader
+    /// named by an owner whose view lacks a peer we know (our predecessor rejoined, the owner
+    /// still skips it) would otherwise coordinate a set that the peers knowing that peer do not
+    /// take it for: their `may_be_member` refuses its `Replicate`, the quorum forms without
+    /// them, and once the set settles without us the acknowledged write is on none of its
+    /// members (`sim-history --faults restart-empty --seed 290`). Counting the named members
+    /// too, we see that `key`'s set is full before us and refuse to lead it; the origin's
+    /// retry reaches the right leader once the owner's view catches up.
     pub(crate) fn plausible_set(&self, set: &[Id], key: Option<Id>) -> bool {
         let k = self.config.replicas.max(1);
         let mut sorted = set.to_vec();
@@ -176,7 +191,7 @@ impl Node {
             && set.len() <= k
             && set.contains(&self.id)
             && set.iter().all(|m| {
-                self.may_share_set(*m) && key.is_none_or(|key| self.may_be_member(key, *m))
+                self.may_share_set(*m) && key.is_none_or(|key| self.known_in(key, *m, set) < k)
             })
     }
 

@@ -89,3 +89,20 @@ fn history_mixed_join_race_seed_460() {
         result.replay_command()
     );
 }
+
+/// A leader named by an owner that still skips a rejoined peer must not lead: the replicas
+/// that know the peer refuse its `Replicate` (`guard.rs`, `may_be_member`), so its quorum
+/// forms without them, and once the owner crashed empty the acknowledged write sat on no
+/// member of the key's settled set (3 stale reads before `plausible_set` counted the
+/// request's named members as known peers).
+#[test]
+fn history_leader_behind_a_rejoined_peer() {
+    let result = run(FaultClass::RestartEmpty, 290);
+    assert!(
+        result.report.holds(),
+        "{} anomalies, {} acknowledged writes lost\n  replay: {}",
+        result.report.anomalies.len(),
+        result.report.acked_writes_lost,
+        result.replay_command()
+    );
+}
