@@ -129,7 +129,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The replicated store's request state, owned by the node (its protocol methods are in
 /// `node/replicate.rs`: they read the ring, the links, the store and the clock besides).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Replicator {
     /// Client requests pending at this node as their origin.
     pub(crate) kv_ops: BTreeMap<OpId, OriginOp>,
@@ -153,21 +153,6 @@ pub(crate) struct Replicator {
     /// they go only over a direct link (`guard.rs`), so they wait for it to open
     /// (`node/replicate.rs`, `send_to_member`).
     pub(crate) awaiting_link: BTreeMap<PeerId, Vec<(Time, KvMsg)>>,
-}
-
-impl Default for Replicator {
-    fn default() -> Self {
-        Self {
-            kv_ops: BTreeMap::new(),
-            coordinations: BTreeMap::new(),
-            parked: Vec::new(),
-            next_req: 0,
-            waiting_requests: Vec::new(),
-            handover: HandOver::default(),
-            recent_requests: RecentRequests::default(),
-            awaiting_link: BTreeMap::new(),
-        }
-    }
 }
 
 /// A request pending at its origin.
