@@ -34,8 +34,15 @@ pub struct LinkStats {
     pub frames_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// Frames the link layer refused to send: no open channel, queue full, too large.
+    /// Frames the link layer refused to send: no open channel, queue full (natively 4096 frames
+    /// per link; in a tab 1 MiB in the channel's `bufferedAmount`), too large.
     pub frames_dropped: u64,
+    /// Frames received but dropped because the driver's inbound queue was full (natively 1024
+    /// frames or 16 MiB waiting for the driver task; a tab has no such queue).
+    pub frames_in_dropped: u64,
+    /// Offers refused because answering them would exceed the pending-connection bounds
+    /// (`peer::table::PendingBounds`: 2 per remote peer, 64 in all).
+    pub offers_refused: u64,
     /// Signalling payloads that did not parse as an offer or answer with valid SDP.
     pub bad_signals: u64,
     /// Well-formed payloads with no use: answers nobody waits for, glare offers, duplicates.
@@ -182,6 +189,8 @@ mod tests {
             "/driver/connections_created",
             "/driver/overlay_links",
             "/driver/rtc/reanswers",
+            "/driver/rtc/offers_refused",
+            "/driver/rtc/frames_in_dropped",
             "/driver/frames_bad",
             "/driver/storage/durability",
             "/driver/storage/restored_entries",

@@ -12,8 +12,38 @@
 //!
 //! Before this module each driver held its own table with these fields and checks; the "is this
 //! offer still unanswered, current and not open" test of the retry timer was written twice.
+//!
+//! # Bounds (issue 11, item 3)
+//! Every offer we answer makes the driver build a peer connection (sockets, ICE gathering, a
+//! DTLS handshake), and a routed offer's origin is only a claim: one hostile peer can offer
+//! under any number of ids. So the table counts *pending answers*, answerer connections that
+//! have not opened yet, and refuses an offer ([`OnOffer::Refused`], counted in
+//! [`LinkStats::offers_refused`]) that would make more than [`PendingBounds::per_peer`] of them
+//! for one peer or [`PendingBounds::total`] in all ([`DEFAULT_PENDING_BOUNDS`]: 2 and 64). A
+//! pending answer stops counting when its channel opens, or when it is gone: at once when it
+//! leaves the table, or, for a driver whose teardown runs on after that
+//! ([`LinkTable::release_explicitly`], the native peer), when the driver says so
+//! ([`LinkTable::released`]). Two per peer let a restarted peer's new offer replace an answer
+//! still being torn down; 64 is well above what a ring asks of one peer at once (its fingers,
+//! successors and predecessor) and far below what would exhaust a process's sockets. Our own
+//! offers are not bounded here: the core decides them (`links.rs`, `max_links`).
 
 use std::collections::HashMap;
+
+/// How many answerer connections that have not opened yet the table allows (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingBounds {
+    /// For one remote peer (the current link and replaced ones not yet torn down).
+    pub per_peer: usize,
+    /// For every remote peer together.
+    pub total: usize,
+}
+
+/// 2 per peer, 64 in all (module docs).
+pub const DEFAULT_PENDING_BOUNDS: PendingBounds = PendingBounds {
+    per_peer: 2,
+    total: 64,
+};
 
 use super::signal::{self, Ignored, LinkSnapshot, OfferVerdict, Role};
 use super::stats::LinkStats;
@@ -60,6 +90,9 @@ pub enum OnOffer<H> {
     /// the offer replaces, already out of the table: the driver tears it down, and reports the
     /// peer down if it was open.
     Answer { replaced: Option<Link<H>> },
+    /// Answering would exceed the [`PendingBounds`]: nothing is built, any current link stays
+    /// (counted in [`LinkStats::offers_refused`]).
+    Refused,
 }
 
 /// Every link of one peer.
@@ -69,15 +102,64 @@ pub struct LinkTable<H> {
     links: HashMap<u32, Link<H>>,
     next_generation: u64,
     stats: LinkStats,
+    bounds: PendingBounds,
+    /// Generations of the pending answers per peer: answerer links not open yet and not yet
+    /// released (module docs).
+    pending: HashMap<u32, Vec<u64>>,
+    /// A link leaving the table is released at once (false: by [`LinkTable::released`]).
+    release_on_remove: bool,
 }
 
 impl<H> LinkTable<H> {
+    /// A table with [`DEFAULT_PENDING_BOUNDS`], releasing a pending answer when it leaves the
+    /// table (the driver's teardown is synchronous).
     pub fn new(me: u32) -> Self {
         Self {
             me,
             links: HashMap::new(),
             next_generation: 1,
             stats: LinkStats::default(),
+            bounds: DEFAULT_PENDING_BOUNDS,
+            pending: HashMap::new(),
+            release_on_remove: true,
+        }
+    }
+
+    /// The same table with other bounds.
+    pub fn with_bounds(mut self, bounds: PendingBounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
+    /// A pending answer keeps counting after it left the table, until the driver calls
+    /// [`LinkTable::released`] (its teardown runs on in the background). The driver must call
+    /// it for every generation it started, once its stack is gone, or the slots leak.
+    pub fn release_explicitly(mut self) -> Self {
+        self.release_on_remove = false;
+        self
+    }
+
+    /// The stack of link `generation` to `peer` is gone (torn down, or never built): it no
+    /// longer counts as pending. Idempotent; a no-op for links that opened.
+    pub fn released(&mut self, peer: u32, generation: u64) {
+        if let Some(generations) = self.pending.get_mut(&peer) {
+            generations.retain(|g| *g != generation);
+            if generations.is_empty() {
+                self.pending.remove(&peer);
+            }
+        }
+    }
+
+    /// Pending answers to `peer`, and in all.
+    pub fn pending_answers(&self, peer: u32) -> (usize, usize) {
+        let mine = self.pending.get(&peer).map_or(0, Vec::len);
+        (mine, self.pending.values().map(Vec::len).sum())
+    }
+
+    /// A link left the table: released now unless the driver releases it itself.
+    fn removed(&mut self, peer: u32, link: &Link<H>) {
+        if self.release_on_remove {
+            self.released(peer, link.generation);
         }
     }
 
@@ -102,6 +184,9 @@ impl<H> LinkTable<H> {
         self.next_generation += 1;
         let handle = make(generation)?;
         self.stats.attempts += 1;
+        if role == Role::Answerer {
+            self.pending.entry(peer).or_default().push(generation);
+        }
         self.links.insert(
             peer,
             Link {
@@ -131,13 +216,37 @@ impl<H> LinkTable<H> {
                 OnOffer::Reanswer(payload)
             }
             OfferVerdict::Answer | OfferVerdict::Replace { .. } => {
+                if !self.admits_answer(peer) {
+                    self.stats.offers_refused += 1;
+                    return OnOffer::Refused;
+                }
                 let replaced = self.links.remove(&peer);
-                if replaced.as_ref().is_some_and(|l| l.open) {
-                    self.stats.failures += 1;
+                if let Some(old) = &replaced {
+                    self.removed(peer, old);
+                    if old.open {
+                        self.stats.failures += 1;
+                    }
                 }
                 OnOffer::Answer { replaced }
             }
         }
+    }
+
+    /// Whether one more pending answer to `peer` stays within the bounds, counting the current
+    /// link as gone when answering would release it at once.
+    fn admits_answer(&self, peer: u32) -> bool {
+        let (mut mine, mut total) = self.pending_answers(peer);
+        let freed = self.release_on_remove
+            && self.links.get(&peer).is_some_and(|link| {
+                self.pending
+                    .get(&peer)
+                    .is_some_and(|g| g.contains(&link.generation))
+            });
+        if freed {
+            mine -= 1;
+            total -= 1;
+        }
+        mine < self.bounds.per_peer && total < self.bounds.total
     }
 
     /// An answer from `peer`: the link it answers (now marked answered), or `None` when nobody
@@ -194,7 +303,8 @@ impl<H> LinkTable<H> {
             .filter(|l| l.generation == generation && !l.open)?;
         link.open = true;
         self.stats.opened += 1;
-        Some(link)
+        self.released(peer, generation);
+        self.links.get_mut(&peer)
     }
 
     /// Our description of link `generation` is ready: remember its payload (to answer or offer
@@ -226,18 +336,25 @@ impl<H> LinkTable<H> {
     pub fn fail(&mut self, peer: u32, generation: u64) -> Option<Link<H>> {
         self.current(peer, generation)?;
         let link = self.links.remove(&peer)?;
+        self.removed(peer, &link);
         self.stats.failures += 1;
         Some(link)
     }
 
     /// The core closed the link to `peer`: removed and returned, not counted as a failure.
     pub fn close(&mut self, peer: u32) -> Option<Link<H>> {
-        self.links.remove(&peer)
+        let link = self.links.remove(&peer)?;
+        self.removed(peer, &link);
+        Some(link)
     }
 
     /// Every link, removed (shutdown).
     pub fn drain(&mut self) -> Vec<(u32, Link<H>)> {
-        self.links.drain().collect()
+        let links: Vec<(u32, Link<H>)> = self.links.drain().collect();
+        for (peer, link) in &links {
+            self.removed(*peer, link);
+        }
+        links
     }
 
     pub fn open_count(&self) -> usize {
@@ -377,5 +494,76 @@ mod tests {
         assert_eq!(old.handle, "old");
         assert!(!table.contains(2));
         assert_eq!(table.stats().failures, 1);
+    }
+
+    /// Answers `peer`'s offer `n` if the table lets it: the new generation, or `None` if refused.
+    fn answer(table: &mut LinkTable<()>, peer: u32, n: u32) -> Option<u64> {
+        match table.on_offer(peer, &offer_sdp(n)) {
+            OnOffer::Answer { .. } => {
+                table.start(peer, Role::Answerer, Some(offer_sdp(n)), |_| Some(()))
+            }
+            OnOffer::Refused => None,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn offers_beyond_the_pending_bounds_are_refused_and_counted() {
+        let bounds = PendingBounds {
+            per_peer: 2,
+            total: 4,
+        };
+        // Native: replaced answers count until their teardown is reported.
+        let mut table: LinkTable<()> = LinkTable::new(1).with_bounds(bounds).release_explicitly();
+        let first = answer(&mut table, 10, 1).expect("first offer");
+        // A new offer replaces the pending answer; the old one is still being torn down.
+        let second = answer(&mut table, 10, 2).expect("second pending answer for one peer");
+        assert_eq!(table.pending_answers(10), (2, 2));
+        assert_eq!(answer(&mut table, 10, 3), None, "a third for one peer");
+        assert!(
+            table.get(10).is_some_and(|l| l.generation == second),
+            "the current link stays"
+        );
+        // The first one's teardown finished: room for one more.
+        table.released(10, first);
+        table.released(10, first);
+        assert_eq!(table.pending_answers(10), (1, 1));
+        let third = answer(&mut table, 10, 4).expect("after a release");
+        // Other claimed ids fill the total.
+        assert!(answer(&mut table, 11, 5).is_some());
+        assert!(answer(&mut table, 12, 6).is_some());
+        assert_eq!(table.pending_answers(13), (0, 4));
+        assert_eq!(answer(&mut table, 13, 7), None, "total reached");
+        // An answer that opens no longer counts.
+        assert!(table.mark_open(10, third).is_some());
+        table.released(10, second);
+        assert_eq!(table.pending_answers(10), (0, 2));
+        assert!(answer(&mut table, 13, 8).is_some());
+        assert_eq!(table.stats().offers_refused, 2);
+        // Our own offers are the core's to bound.
+        assert!(table.start(20, Role::Offerer, None, |_| Some(())).is_some());
+        assert_eq!(table.pending_answers(20), (0, 3));
+    }
+
+    #[test]
+    fn a_table_releasing_on_removal_frees_the_slot_it_replaces() {
+        let mut table: LinkTable<()> = LinkTable::new(1).with_bounds(PendingBounds {
+            per_peer: 1,
+            total: 2,
+        });
+        let first = answer(&mut table, 10, 1).unwrap();
+        // The browser closes a replaced connection at once: one per peer is enough.
+        let second = answer(&mut table, 10, 2).expect("replacement");
+        assert_eq!(table.pending_answers(10), (1, 1));
+        assert!(table.fail(10, first).is_none(), "not current");
+        assert!(answer(&mut table, 11, 3).is_some());
+        assert_eq!(answer(&mut table, 12, 4), None, "total reached");
+        assert!(table.fail(10, second).is_some());
+        assert_eq!(table.pending_answers(10), (0, 1));
+        assert!(answer(&mut table, 12, 5).is_some());
+        table.close(12);
+        table.drain();
+        assert_eq!(table.pending_answers(0), (0, 0));
+        assert_eq!(table.stats().offers_refused, 1);
     }
 }
