@@ -28,6 +28,11 @@ pub enum Input<'a> {
     PeerDown { peer: PeerId },
     /// One frame arrived from `from`.
     Receive { from: PeerId, bytes: &'a [u8] },
+    /// The driver could not queue an [`Output::Send`] to `peer` (its send queue is full, a
+    /// tab's `bufferedAmount` is above its mark, or no channel is open): the frame is lost.
+    /// Counted (`chord.send_failures`); a long streak closes the link (`crate::links`,
+    /// [`crate::links::SEND_FAILURES_UNHEALTHY`]).
+    SendFailed { peer: PeerId },
     /// The time given by the last [`Output::Timeout`] was reached.
     Timeout,
 }

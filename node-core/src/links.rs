@@ -5,11 +5,24 @@
 //! fingers) and asks the driver to `Connect`/`Disconnect`. Links are bounded by `max_links`: when
 //! over the bound, links the ring does not point at are closed, least recently used first.
 //! A failed connect backs off exponentially per peer so an unreachable peer costs little.
+//!
+//! A link whose driver keeps refusing frames (`Input::SendFailed`: its send queue is full, or a
+//! tab's `bufferedAmount` is above its mark) is unhealthy like a silent one: after
+//! [`SEND_FAILURES_UNHEALTHY`] refusals, each within [`SEND_FAILURE_GAP_MS`] of the one before,
+//! the node closes it as it closes a link whose peer stopped answering heartbeats.
 
 use crate::Time;
 use crate::id::Id;
 use std::collections::BTreeMap;
 use std::fmt;
+
+/// This many refused sends in a row (see [`SEND_FAILURE_GAP_MS`]) make a link unhealthy: 64
+/// frames lost in a row is more than any burst the node sends to one peer (an anti-entropy
+/// reply is at most about 1 MiB, 16 frames of 64 KiB) on a link whose queue drains.
+pub const SEND_FAILURES_UNHEALTHY: u32 = 64;
+
+/// Refused sends further apart than this start a new streak: the queue drained in between.
+pub const SEND_FAILURE_GAP_MS: u64 = 1_000;
 
 /// State of one link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +42,9 @@ pub enum LinkState {
         peer_needs: bool,
         /// We sent `Bye` and wait for the answer.
         closing: bool,
+        /// Sends the driver refused in the current streak, and when the last one was.
+        send_failures: u32,
+        last_send_failure: Time,
     },
 }
 
@@ -194,9 +210,30 @@ impl Links {
                 last_used: now,
                 peer_needs: false,
                 closing: false,
+                send_failures: 0,
+                last_send_failure: now,
             },
         );
         self.backoff.remove(&peer);
+    }
+
+    /// The driver could not queue a frame for `peer`: the length of the current streak of
+    /// refusals (module docs), or `None` when no link to `peer` is up.
+    pub fn send_failed(&mut self, peer: Id, now: Time) -> Option<u32> {
+        let Some(LinkState::Up {
+            send_failures,
+            last_send_failure,
+            ..
+        }) = self.links.get_mut(&peer)
+        else {
+            return None;
+        };
+        if *send_failures > 0 && now.saturating_sub(*last_send_failure) > SEND_FAILURE_GAP_MS {
+            *send_failures = 0;
+        }
+        *send_failures += 1;
+        *last_send_failure = now;
+        Some(*send_failures)
     }
 
     /// Removes a link; a link that never opened starts (or doubles) the peer's backoff.

@@ -104,6 +104,11 @@ pub struct ChordMetrics {
     pub peers_failed: u64,
     /// Peers declared failed because they stopped answering heartbeats.
     pub heartbeat_timeouts: u64,
+    /// Frames the driver could not queue (`Input::SendFailed`).
+    pub send_failures: u64,
+    /// Links closed because the driver refused too many frames in a row to them
+    /// (`links::SEND_FAILURES_UNHEALTHY`).
+    pub send_failure_closes: u64,
     pub successor_changes: u64,
     /// Times every successor failed and the node was cut off (`Event::Isolated`).
     pub isolations: u64,

@@ -693,6 +693,7 @@ impl Node {
             Input::PeerUp { peer } => self.on_peer_up(peer),
             Input::PeerDown { peer } => self.on_peer_down(peer),
             Input::Receive { from, bytes } => self.on_receive(from, bytes),
+            Input::SendFailed { peer } => self.on_send_failed(peer),
             Input::Timeout => self.on_timeout(),
         }
     }
@@ -805,6 +806,21 @@ impl Node {
             && successor.is_none()
         {
             self.abort_join(op, OpError::BootstrapLost { bootstrap });
+        }
+    }
+
+    /// The driver dropped a frame to `peer`: counted; a long streak of them closes the link as
+    /// a heartbeat timeout does (`crate::links` module docs). The peer can link again at once.
+    fn on_send_failed(&mut self, peer: PeerId) {
+        self.metrics.chord.send_failures += 1;
+        let Some(streak) = self.links.send_failed(peer, self.now) else {
+            return;
+        };
+        if streak >= crate::links::SEND_FAILURES_UNHEALTHY {
+            self.metrics.chord.send_failure_closes += 1;
+            self.out.push_back(Output::Disconnect(peer));
+            self.links.down(peer, self.now, 0, 0);
+            self.forget_peer(peer, true);
         }
     }
 
