@@ -272,8 +272,7 @@ async fn run(
     let had_data = persistence
         .as_ref()
         .is_some_and(|p| !p.loaded.entries.is_empty());
-    let (rtc_tx, mut rtc_rx) = mpsc::unbounded_channel();
-    let rtc = Rtc::new(config.id.0, config.rtc.clone(), rtc_tx);
+    let (rtc, mut rtc_rx) = Rtc::new(config.id.0, config.rtc.clone());
     let started = Instant::now();
     let (local_out, mut local_in) = match local {
         Some((tx, rx)) => (Some(tx), Some(rx)),

@@ -34,6 +34,21 @@
 //! - **Timeout.** A link that has not opened within [`RtcConfig::connect_timeout`] is closed and
 //!   reported as `Closed`.
 //!
+//! # Bounds (issue 11, item 3)
+//! - **Connections a remote makes us build.** An offer is answered only while the link table's
+//!   pending-answer bounds allow it ([`RtcConfig::pending_bounds`], node-core's
+//!   `peer::table::PendingBounds`: 2 per remote peer, 64 in all). A pending answer counts until
+//!   its channel opens or its supervisor has torn it down (a replaced attempt keeps its socket
+//!   until then). Refused offers are counted ([`RtcStats::offers_refused`]).
+//! - **Frames in.** At most [`RtcConfig::inbound_queue_frames`] frames and
+//!   [`RtcConfig::inbound_queue_bytes`] bytes wait in [`RtcEvents`] for the driver; a frame
+//!   beyond is dropped and counted ([`RtcStats::frames_in_dropped`]), so a driver blocked on
+//!   an fsync costs memory up to the bound and never blocks webrtc-rs's tasks. `Signal`,
+//!   `Open` and `Closed` are never dropped and keep their place in the one FIFO (which is what
+//!   keeps the order below).
+//! - **Frames out.** [`RtcConfig::send_queue_frames`] per link; [`Rtc::send`] returns `false`
+//!   beyond, and the driver reports that to the core (`Input::SendFailed`).
+//!
 //! # Events and their order
 //! For each peer the events form `(Open Message* )? Closed` per link, never a `Message` before
 //! `Open` nor after `Closed`: every `Open`, `Message` and `Closed` is emitted under the link
@@ -45,7 +60,7 @@
 //! - Call [`Rtc::connect`], [`Rtc::on_signal`], [`Rtc::close`] and [`Rtc::close_all`] from
 //!   inside a tokio runtime (they spawn tasks); [`Rtc::send`] and [`Rtc::stats`] may be called
 //!   from anywhere, any thread.
-//! - Drain the event channel promptly: it is unbounded, and received frames queue there.
+//! - Drain [`RtcEvents`] promptly: received frames beyond its bound are dropped.
 //! - Carry each `Signal` payload verbatim to its peer, whose `on_signal` gets it with our id.
 //! - Treat `Closed` as "peer down" whether or not an `Open` came first.
 //! - Call [`Rtc::close_all`] before exiting: links live on in their tasks otherwise.
@@ -59,14 +74,14 @@
 //! that starts a link must be called inside one.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use node_core::peer::signal::{self, Description, Role};
 use node_core::peer::stats::LinkStats;
-use node_core::peer::table::{LinkTable, OnOffer};
+use node_core::peer::table::{DEFAULT_PENDING_BOUNDS, LinkTable, OnOffer, PendingBounds};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -186,6 +201,16 @@ pub struct RtcConfig {
     pub max_frame_bytes: usize,
     /// A link that has not opened this long after it started is closed and reported `Closed`.
     pub connect_timeout: Duration,
+    /// Answerer connections not yet open that remote peers can make us build (module docs,
+    /// "Bounds"). node-core's defaults: 2 per peer, 64 in all.
+    pub pending_bounds: PendingBounds,
+    /// Received frames waiting in [`RtcEvents`] for the driver; beyond this (or
+    /// [`RtcConfig::inbound_queue_bytes`]) a frame is dropped. 1024 by default: a second of a
+    /// busy link's traffic, enough to ride out a strict-durability fsync.
+    pub inbound_queue_frames: usize,
+    /// Payload bytes waiting in [`RtcEvents`]; 16 MiB by default (256 frames of the largest
+    /// size).
+    pub inbound_queue_bytes: usize,
 }
 
 impl Default for RtcConfig {
@@ -198,11 +223,14 @@ impl Default for RtcConfig {
             send_queue_frames: 4096,
             max_frame_bytes: 64 * 1024,
             connect_timeout: Duration::from_secs(15),
+            pending_bounds: DEFAULT_PENDING_BOUNDS,
+            inbound_queue_frames: 1024,
+            inbound_queue_bytes: 16 << 20,
         }
     }
 }
 
-/// What happened on the links; drain these from the channel given to [`Rtc::new`].
+/// What happened on the links; drain these from the [`RtcEvents`] given by [`Rtc::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RtcEvent {
@@ -223,6 +251,42 @@ pub enum RtcEvent {
     /// The link to `peer` closed or failed, or an attempt to open it failed or timed out.
     /// Not emitted for links ended by [`Rtc::close`].
     Closed { peer: u32 },
+}
+
+/// The events of one [`Rtc`], in order (module docs). Received frames in it are bounded
+/// ([`RtcConfig::inbound_queue_frames`], [`RtcConfig::inbound_queue_bytes`]); everything else is
+/// never dropped.
+pub struct RtcEvents {
+    events: mpsc::UnboundedReceiver<RtcEvent>,
+    inbound: Arc<Inbound>,
+}
+
+impl fmt::Debug for RtcEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RtcEvents")
+            .field("frames", &self.inbound.frames.load(Ordering::Relaxed))
+            .field("bytes", &self.inbound.bytes.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl RtcEvents {
+    /// The next event; `None` once every [`Rtc`] handle and link task is gone. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<RtcEvent> {
+        let event = self.events.recv().await?;
+        if let RtcEvent::Message { bytes, .. } = &event {
+            self.inbound.frames.fetch_sub(1, Ordering::Relaxed);
+            self.inbound.bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
+        }
+        Some(event)
+    }
+}
+
+/// Received frames and their bytes in [`RtcEvents`] now.
+#[derive(Default)]
+struct Inbound {
+    frames: AtomicUsize,
+    bytes: AtomicUsize,
 }
 
 /// Counters since [`Rtc::new`]: node-core's link counters (`peer::stats::LinkStats`), the
@@ -248,17 +312,29 @@ impl fmt::Debug for Rtc {
 }
 
 impl Rtc {
-    /// A link manager for the local peer `me`, reporting on `events`.
-    pub fn new(me: u32, config: RtcConfig, events: mpsc::UnboundedSender<RtcEvent>) -> Self {
-        Self {
+    /// A link manager for the local peer `me`, and the events it reports.
+    pub fn new(me: u32, config: RtcConfig) -> (Self, RtcEvents) {
+        let (events, receiver) = mpsc::unbounded_channel();
+        let inbound = Arc::new(Inbound::default());
+        // Supervisors release their link's slot once torn down (`Supervisor`'s `Drop`).
+        let table = LinkTable::new(me)
+            .with_bounds(config.pending_bounds)
+            .release_explicitly();
+        let rtc = Self {
             inner: Arc::new(Inner {
                 me,
                 config,
                 events,
-                links: Mutex::new(LinkTable::new(me)),
+                inbound: Arc::clone(&inbound),
+                links: Mutex::new(table),
                 counters: Counters::default(),
             }),
-        }
+        };
+        let events = RtcEvents {
+            events: receiver,
+            inbound,
+        };
+        (rtc, events)
     }
 
     /// The local peer id.
@@ -384,6 +460,7 @@ impl Rtc {
             bytes_in: get(&c.bytes_in),
             bytes_out: get(&c.bytes_out),
             frames_dropped: get(&c.frames_dropped),
+            frames_in_dropped: get(&c.frames_in_dropped),
             bad_signals: get(&c.bad_signals),
             ..table
         }
@@ -406,6 +483,7 @@ struct Counters {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     frames_dropped: AtomicU64,
+    frames_in_dropped: AtomicU64,
     bad_signals: AtomicU64,
 }
 
@@ -413,6 +491,8 @@ struct Inner {
     me: u32,
     config: RtcConfig,
     events: mpsc::UnboundedSender<RtcEvent>,
+    /// Received frames in the event channel ([`RtcEvents`] takes them off).
+    inbound: Arc<Inbound>,
     /// The current link per peer (node-core's link table, `peer::table`). A link's tasks act
     /// only while their `id` (the table's generation) is still the current one, which is what
     /// makes replaced or closed links fall silent.
@@ -506,6 +586,11 @@ impl Inner {
         let me = self.me;
         let mut links = self.lock_links();
         match links.on_offer(peer, &offer.sdp) {
+            OnOffer::Refused => {
+                let (mine, total) = links.pending_answers(peer);
+                debug!(me = %Hex(me), peer = %Hex(peer), mine, total, "rtc: offer refused, too many pending answers");
+                return;
+            }
             OnOffer::Ignore(why) => {
                 debug!(me = %Hex(me), peer = %Hex(peer), why = why.as_str(), "rtc: offer ignored");
                 return;
@@ -589,6 +674,18 @@ impl Inner {
         if !open {
             return;
         }
+        // Deliverers are serialized by the lock; the receiver only takes frames off.
+        let inbound = &self.inbound;
+        if inbound.frames.load(Ordering::Relaxed) >= self.config.inbound_queue_frames
+            || inbound.bytes.load(Ordering::Relaxed) + data.len() > self.config.inbound_queue_bytes
+        {
+            self.counters
+                .frames_in_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        inbound.frames.fetch_add(1, Ordering::Relaxed);
+        inbound.bytes.fetch_add(data.len(), Ordering::Relaxed);
         self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes_in
@@ -667,7 +764,8 @@ enum Exit {
     Failed(String),
 }
 
-/// Runs one link from start to teardown.
+/// Runs one link from start to teardown. Dropping it (the end of [`Supervisor::run`], or a
+/// panic) releases the link's pending-answer slot in the table.
 struct Supervisor {
     inner: Arc<Inner>,
     peer: u32,
@@ -677,6 +775,12 @@ struct Supervisor {
     control_rx: mpsc::UnboundedReceiver<Control>,
     pc: Option<Arc<dyn PeerConnection>>,
     dc: Option<Arc<dyn DataChannel>>,
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.inner.lock_links().released(self.peer, self.id);
+    }
 }
 
 impl Supervisor {

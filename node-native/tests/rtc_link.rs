@@ -6,8 +6,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use lab::netns;
-use node_native::rtc::{Rtc, RtcConfig, RtcEvent};
-use tokio::sync::mpsc;
+use node_native::rtc::{Rtc, RtcConfig, RtcEvent, RtcEvents};
 
 /// The lower id: it keeps its offer in glare.
 const A: u32 = 0x1111_0000;
@@ -44,7 +43,7 @@ fn run(body: impl Future<Output = ()>) {
 struct Side {
     id: u32,
     rtc: Rtc,
-    events: mpsc::UnboundedReceiver<RtcEvent>,
+    events: RtcEvents,
     opens: usize,
     closes: usize,
     messages: Vec<Vec<u8>>,
@@ -56,10 +55,10 @@ struct Side {
 
 impl Side {
     fn new(id: u32, config: RtcConfig) -> Self {
-        let (tx, events) = mpsc::unbounded_channel();
+        let (rtc, events) = Rtc::new(id, config);
         Self {
             id,
-            rtc: Rtc::new(id, config, tx),
+            rtc,
             events,
             opens: 0,
             closes: 0,
@@ -486,5 +485,110 @@ fn unanswered_connect_times_out_as_closed() {
         );
         assert_eq!(pair.a.opens, 0);
         assert_eq!(pair.b.rtc.stats().attempts, 0);
+    });
+}
+
+/// A genuine offer from a throwaway link manager (it never gets an answer).
+async fn fresh_offer(from: u32, to: u32) -> (Rtc, String) {
+    let (rtc, mut events) = Rtc::new(from, config());
+    rtc.connect(to).await;
+    let payload = tokio::time::timeout(OPEN_BOUND, async {
+        loop {
+            if let Some(RtcEvent::Signal { payload, .. }) = events.recv().await {
+                return payload;
+            }
+        }
+    })
+    .await
+    .expect("an offer");
+    (rtc, payload)
+}
+
+/// Issue 11 item 3: a remote (or one remote under many claimed ids) cannot make us build more
+/// pending answers than the bounds allow; refused offers are counted and nothing panics.
+#[test]
+fn offers_beyond_the_pending_bounds_are_refused_and_counted() {
+    if !netns::enter_private_netns("offers_beyond_the_pending_bounds_are_refused_and_counted") {
+        return;
+    }
+    run(async {
+        use node_core::peer::table::PendingBounds;
+        let (b, _b_events) = Rtc::new(
+            B,
+            RtcConfig {
+                pending_bounds: PendingBounds {
+                    per_peer: 1,
+                    total: 3,
+                },
+                ..config()
+            },
+        );
+        let mut makers = Vec::new();
+        let mut offers = Vec::new();
+        for i in 0..5 {
+            let (maker, offer) = fresh_offer(0x2000_0000 + i, B).await;
+            makers.push(maker);
+            offers.push(offer);
+        }
+        // One claimed id, a second (different) offer while the first answer is pending.
+        b.on_signal(0x3000_0001, &offers[0]).await;
+        b.on_signal(0x3000_0001, &offers[1]).await;
+        assert_eq!(b.stats().attempts, 1, "{:?}", b.stats());
+        assert_eq!(b.stats().offers_refused, 1);
+        // Other claimed ids, up to the total.
+        b.on_signal(0x3000_0002, &offers[2]).await;
+        b.on_signal(0x3000_0003, &offers[3]).await;
+        b.on_signal(0x3000_0004, &offers[4]).await;
+        let stats = b.stats();
+        assert_eq!((stats.attempts, stats.offers_refused), (3, 2), "{stats:?}");
+        // Torn down, the slots come back.
+        b.close_all().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.stats().attempts == 3 {
+            assert!(Instant::now() < deadline, "no slot freed: {:?}", b.stats());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            b.on_signal(0x3000_0005, &offers[4]).await;
+        }
+        b.close_all().await;
+        for maker in makers {
+            maker.close_all().await;
+        }
+    });
+}
+
+/// Issue 11 item 3: received frames wait for the driver up to a bound; beyond it they are
+/// dropped and counted, never blocking the link, and `Open`/`Closed` are never lost.
+#[test]
+fn frames_beyond_the_inbound_bound_are_dropped_and_counted() {
+    if !netns::enter_private_netns("frames_beyond_the_inbound_bound_are_dropped_and_counted") {
+        return;
+    }
+    run(async {
+        let mut pair = Pair::open(RtcConfig {
+            inbound_queue_frames: 8,
+            ..config()
+        })
+        .await;
+        // B's driver is busy (not draining) while A sends 100 frames.
+        for i in 0..100 {
+            assert!(pair.a.rtc.send(B, frame(b'a', i)));
+        }
+        let deadline = Instant::now() + OPEN_BOUND;
+        while pair.b.rtc.stats().frames_in + pair.b.rtc.stats().frames_in_dropped < 100 {
+            assert!(Instant::now() < deadline, "{:?}", pair.b.rtc.stats());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let b = pair.b.rtc.stats();
+        assert_eq!((b.frames_in, b.frames_in_dropped), (8, 92), "{b:?}");
+        pair.run_for(Duration::from_millis(300)).await;
+        let expected: Vec<Vec<u8>> = (0..8).map(|i| frame(b'a', i)).collect();
+        assert_eq!(pair.b.messages, expected, "the first 8, in order");
+        // Drained, the link carries frames again, and a close still arrives.
+        pair.exchange_one_frame().await;
+        pair.a.rtc.close(B).await;
+        pair.run_until("B sees the close", OPEN_BOUND, |p| p.b.closes == 1)
+            .await;
+        pair.a.rtc.close_all().await;
+        pair.b.rtc.close_all().await;
     });
 }
