@@ -905,9 +905,14 @@ impl Driver {
         }
     }
 
+    /// Queues a frame; one the link layer refuses (no open channel, queue full, too large) is
+    /// counted and reported to the core, whose policy a streak of them is.
     fn send_frame(&mut self, to: u32, bytes: Vec<u8>) {
         if !self.rtc.send(to, bytes) {
             self.stats.frames_without_channel += 1;
+            let now = self.now();
+            self.node
+                .handle_input(now, Input::SendFailed { peer: Id(to) });
         }
     }
 
