@@ -486,9 +486,12 @@ impl Driver {
 
     fn carry_out(&mut self, shared: &Handle, output: Output) {
         match output {
-            Output::Send { to, bytes } => {
-                let sent = self.links.send(to.0, &bytes);
-                self.stats.frames_without_channel += u64::from(!sent);
+            // The guard sends the frame. Not sent (no open channel, or its buffer is full): the
+            // core counts it, and a streak of them closes the link.
+            Output::Send { to, bytes } if !self.links.send(to.0, &bytes) => {
+                self.stats.frames_without_channel += 1;
+                let now = self.now();
+                self.node.handle_input(now, Input::SendFailed { peer: to });
             }
             Output::Connect(peer) => {
                 self.links.connect(shared, peer.0);

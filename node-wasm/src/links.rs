@@ -12,6 +12,14 @@
 //!   very offer the current answerer link answers is answered again while that link is not
 //!   open, ignored once it is; an offer with no answer goes again every `OFFER_RETRY_MS`;
 //! - a link not open within [`CONNECT_TIMEOUT_MS`] is closed and reported down.
+//! - **bounds** (issue 11, item 3): an offer is answered only within node-core's
+//!   pending-answer bounds (`peer::table::PendingBounds`, 2 per peer and 64 in all; a tab
+//!   closes a replaced connection at once, so only the current ones count), and a frame is
+//!   not handed to a channel whose `bufferedAmount` is at or above
+//!   `peer::table::BUFFERED_HIGH_WATER` (1 MiB): it is dropped, counted in `frames_dropped`, and
+//!   the driver reports it to the core (`Input::SendFailed`). No `bufferedAmountLowThreshold`
+//!   is set: nothing waits for the buffer to drain, the core's retries and anti-entropy resend
+//!   what matters.
 //!
 //! Every callback carries the link's generation, and acts only if that link is still the
 //! current one for its peer, so events of a replaced link never reach the core.
@@ -29,7 +37,7 @@ use web_sys::{
 };
 
 use node_core::peer::signal::{self, Description, Role};
-use node_core::peer::table::{LinkTable, OnOffer};
+use node_core::peer::table::{LinkTable, OnOffer, below_high_water};
 
 use crate::driver::{Driver, Handle, Shared, with_weak};
 
@@ -120,14 +128,14 @@ impl Links {
         self.table.open_count()
     }
 
-    /// Sends one frame; false when no open channel leads to `peer` (the frame is dropped).
+    /// Sends one frame; false (the frame is dropped) when no open channel leads to `peer`, or
+    /// its `bufferedAmount` is at the high-water mark (module docs), or the browser refuses it.
     pub fn send(&mut self, peer: u32, bytes: &[u8]) -> bool {
         let sent = match self.table.get(peer) {
-            Some(link) if link.open => link
-                .handle
-                .dc
-                .as_ref()
-                .is_some_and(|dc| dc.send_with_u8_array(bytes).is_ok()),
+            Some(link) if link.open => link.handle.dc.as_ref().is_some_and(|dc| {
+                below_high_water(u64::from(dc.buffered_amount()))
+                    && dc.send_with_u8_array(bytes).is_ok()
+            }),
             _ => false,
         };
         if sent {
@@ -252,7 +260,8 @@ impl Links {
             }
             Description::Offer(sdp) => {
                 let replaced_open = match self.table.on_offer(peer, &sdp) {
-                    OnOffer::Ignore(_) => return SignalOutcome::default(),
+                    // Refused: beyond the pending-answer bounds (counted by the table).
+                    OnOffer::Ignore(_) | OnOffer::Refused => return SignalOutcome::default(),
                     // Not yet gathered (`None`): the answer goes out when it is.
                     OnOffer::Reanswer(reply) => {
                         return SignalOutcome {

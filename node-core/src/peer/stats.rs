@@ -125,7 +125,9 @@ pub struct DriverStats {
     pub rtc: LinkStats,
     pub introducer_connected: bool,
     pub introducer_errors: u64,
-    /// Frames the core sent to a peer whose data channel was not open (dropped).
+    /// Frames the core sent that the link layer refused (no open channel, queue full,
+    /// `bufferedAmount` above its mark): dropped, and reported to the core as
+    /// `Input::SendFailed`.
     pub frames_without_channel: u64,
     /// Frames received that did not decode (malformed, oversize, unknown version).
     pub frames_bad: u64,

@@ -45,6 +45,20 @@ pub const DEFAULT_PENDING_BOUNDS: PendingBounds = PendingBounds {
     total: 64,
 };
 
+/// A tab's data channel holding this many bytes not yet handed to the network
+/// (`RTCDataChannel.bufferedAmount`) takes no more frames: the browser queues without limit
+/// (and Chromium closes a channel whose buffer passes 16 MiB), so the tab drops the frame and
+/// reports it (`Input::SendFailed`) instead. 1 MiB is about 16 frames of the largest size, the
+/// biggest burst the core sends one peer at once (an anti-entropy reply), and the natively
+/// measured sweet spot for bytes in flight is far below it (`RtcConfig::send_buffer_limit`,
+/// 64 KiB), so a healthy link never gets there.
+pub const BUFFERED_HIGH_WATER: u64 = 1 << 20;
+
+/// Whether a frame may go on a channel with `buffered` bytes queued ([`BUFFERED_HIGH_WATER`]).
+pub fn below_high_water(buffered: u64) -> bool {
+    buffered < BUFFERED_HIGH_WATER
+}
+
 use super::signal::{self, Ignored, LinkSnapshot, OfferVerdict, Role};
 use super::stats::LinkStats;
 
@@ -543,6 +557,14 @@ mod tests {
         // Our own offers are the core's to bound.
         assert!(table.start(20, Role::Offerer, None, |_| Some(())).is_some());
         assert_eq!(table.pending_answers(20), (0, 3));
+    }
+
+    #[test]
+    fn a_full_browser_buffer_takes_no_more_frames() {
+        assert!(below_high_water(0));
+        assert!(below_high_water(BUFFERED_HIGH_WATER - 1));
+        assert!(!below_high_water(BUFFERED_HIGH_WATER));
+        assert!(!below_high_water(16 << 20));
     }
 
     #[test]
