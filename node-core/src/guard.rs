@@ -47,11 +47,6 @@ pub(crate) const MAX_CLOCK_JUMP: u64 = 1 << 40;
 /// per write and never come near it).
 pub const TS_CEILING: u64 = 1 << 63;
 
-/// How long a newly linked peer does not count as evidence against a sender's membership
-/// (`Node::may_have_been_member`): a few stabilization rounds (500 ms each), time for the
-/// ring around a join to learn of it.
-pub const JOIN_GRACE_MS: u64 = 5_000;
-
 /// What a per-link budget is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Costly {

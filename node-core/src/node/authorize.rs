@@ -4,9 +4,8 @@
 //! `guard.rs` and docs/threat-model.md.
 
 use super::Node;
-use crate::guard::{Costly, JOIN_GRACE_MS, MAX_CLOCK_JUMP, TS_CEILING};
+use crate::guard::{Costly, MAX_CLOCK_JUMP, TS_CEILING};
 use crate::id::{Id, PeerId};
-use crate::links::LinkState;
 
 impl Node {
     /// The bound on remote timestamps for one frame: accepted iff `ts <= bound`. Taken once per
@@ -47,17 +46,11 @@ impl Node {
     /// Known members in `[from, to)` clockwise (`from` itself counts when known), counting
     /// the peers of `extra` as known too.
     fn known_in(&self, from: Id, to: Id, extra: &[Id]) -> usize {
-        self.known_in_where(from, to, extra, |_| true)
-    }
-
-    /// [`Self::known_in`] over the known members `counts` keeps.
-    fn known_in_where(&self, from: Id, to: Id, extra: &[Id], counts: impl Fn(Id) -> bool) -> usize {
         if from == to {
             return 0;
         }
         let mut inside: Vec<Id> = self
             .known_members()
-            .filter(|p| counts(*p))
             .chain(extra.iter().copied())
             .filter(|p| *p != to && (*p == from || p.in_open(from, to)))
             .collect();
@@ -70,23 +63,6 @@ impl Node {
     /// knows: fewer than k known members lie in `[key, m)`.
     pub(crate) fn may_be_member(&self, key: Id, m: PeerId) -> bool {
         self.known_in(key, m, &[]) < self.config.replicas.max(1)
-    }
-
-    /// [`Self::may_be_member`] as the set was before the joins of the last
-    /// [`JOIN_GRACE_MS`]: peers whose link to us opened that recently are not counted. A
-    /// replica takes `Replicate` and `Read` from a sender that passes this. A newcomer is known
-    /// first to its neighbours (they link to it as it joins), while a leader a few positions
-    /// away still names the set without it until stabilization tells it; a replica that knew
-    /// the newcomer refused that leader's `Replicate`, the write was acknowledged by the other
-    /// two members, and a second join that moved both out of the set left it on none of its
-    /// members (`sim-history --faults joins`, seed 997). A hostile peer gains from the grace
-    /// only what it had moments before: a sender that was a member before a join.
-    pub(crate) fn may_have_been_member(&self, key: Id, m: PeerId) -> bool {
-        let settled = |p: Id| match self.links.get(p) {
-            Some(LinkState::Up { since, .. }) => since.saturating_add(JOIN_GRACE_MS) <= self.now,
-            _ => true,
-        };
-        self.known_in_where(key, m, &[], settled) < self.config.replicas.max(1)
     }
 
     /// Whether `m` can share a replica set with this node: fewer than k-1 known members lie
