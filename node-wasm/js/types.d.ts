@@ -271,12 +271,26 @@ export interface DriverMetrics {
   storage: StorageMetrics;
 }
 
+/** Frames refused by the receiver-side checks, by reason (node-core `metrics::Rejected`). */
+export interface RejectedMetrics {
+  sync_not_replica: number;
+  sync_bad_range: number;
+  kv_not_member: number;
+  answer_not_asked: number;
+  spoofed_origin: number;
+  bad_set: number;
+  ts_out_of_bounds: number;
+  rate_limited: number;
+  elections_full: number;
+}
+
 /** What `metrics()` returns: the native `/metrics` document's shape (node-core `peer::stats`). */
 export interface Metrics {
   kv: KvMetrics;
   chord: ChordMetrics;
   gnutella: GnutellaMetrics;
   driver: DriverMetrics;
+  rejected: RejectedMetrics;
 }
 
 // ----- events ----------------------------------------------------------------------------------

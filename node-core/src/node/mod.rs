@@ -41,6 +41,7 @@ use crate::store::{Limits, RingRange, Store};
 use crate::timers::{Timer, TimerTable};
 use crate::wire::{self, Body, DecodeError, Dest, Message, Routed};
 
+mod authorize;
 mod lookup;
 mod maintain;
 mod replicate;
@@ -351,9 +352,6 @@ pub(crate) const FAILED_MEMORY_MS: Time = 30_000;
 /// Bound on `failed_recently`.
 const MAX_FAILED_RECENTLY: usize = 64;
 const MAX_NOTIFIERS: usize = 32;
-/// A remote timestamp further ahead of our clock than this is not observed (a hostile or broken
-/// peer must not push every clock to the ceiling).
-pub(crate) const MAX_CLOCK_JUMP: u64 = 1 << 40;
 const MAX_NOTIFIERS_SHARED: usize = 16;
 /// Largest overlay signaling payload (SDP with candidates is a few KiB).
 pub const MAX_SIGNAL_BYTES: usize = 16 * 1024;

@@ -1041,16 +1041,14 @@ impl Node {
 
     pub(crate) fn on_kv_msg(&mut self, from: PeerId, msg: KvMsg) {
         // Authorization (`guard.rs`): orders about a key (store, read, collect) only from a
-        // peer that can be in the key's replica set, for a key whose set can include us; peers
-        // that linked to us in the last `JOIN_GRACE_MS` do not count against either
-        // (`may_have_been_member`).
+        // peer that can be in the key's replica set, for a key whose set can include us.
         let key = match &msg {
             KvMsg::Replicate { key, .. } | KvMsg::Read { key, .. } => Some(key.as_str()),
             _ => None,
         };
         if let Some(key) = key {
             let key = Id::of_key(key);
-            if !(self.may_have_been_member(key, from) && self.may_have_been_member(key, self.id)) {
+            if !(self.may_be_member(key, from) && self.may_be_member(key, self.id)) {
                 self.metrics.rejected.kv_not_member += 1;
                 return;
             }

@@ -163,6 +163,8 @@ pub fn document(raw: &Metrics, keys_stored: usize, driver: &DriverStats) -> Valu
     driver.links = driver.rtc.links_open;
     driver.connections_created = driver.rtc.attempts;
     doc["driver"] = serde_json::to_value(&driver).unwrap_or_else(|_| json!({}));
+    // Frames refused by the receiver-side checks, by reason (`guard.rs`).
+    doc["rejected"] = serde_json::to_value(&raw.rejected).unwrap_or_else(|_| json!({}));
     doc
 }
 
@@ -197,6 +199,9 @@ mod tests {
             "/driver/storage/durability",
             "/driver/storage/restored_entries",
             "/driver/storage/frames_held",
+            "/rejected/kv_not_member",
+            "/rejected/ts_out_of_bounds",
+            "/rejected/rate_limited",
         ] {
             assert!(doc.pointer(path).is_some(), "{path} missing from {doc}");
         }

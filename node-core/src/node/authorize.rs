@@ -1,0 +1,130 @@
+//! The receiver-side checks of `guard.rs` as methods of the node: timestamp bounds, replica-set
+//! membership as this node's view of the ring allows it, plausible request sets and routed
+//! origins, per-link budgets and unguessable request ids. The rules and their reasons are in
+//! `guard.rs` and docs/threat-model.md.
+
+use super::Node;
+use crate::guard::{Costly, MAX_CLOCK_JUMP, TS_CEILING};
+use crate::id::{Id, PeerId};
+
+impl Node {
+    /// The bound on remote timestamps for one frame: accepted iff `ts <= bound`. Taken once per
+    /// frame, so a frame of many entries cannot walk the clock up 2^40 per entry.
+    pub(crate) fn ts_bound(&self) -> u64 {
+        self.clock
+            .current()
+            .saturating_add(MAX_CLOCK_JUMP)
+            .min(TS_CEILING - 1)
+    }
+
+    /// Whether a remote timestamp may be observed and stored now.
+    pub(crate) fn accepts_ts(&self, ts: u64) -> bool {
+        ts <= self.ts_bound()
+    }
+
+    /// Observes a timestamp an *entitled* peer sent (after the authorization checks): true
+    /// when it is within the bound (observed as it is); above the bound the clock moves to
+    /// the bound only, the refusal is counted, and false tells the caller to drop what carries
+    /// it. Moving to the bound matters: a hostile member of one set can push its fellow
+    /// members' clocks, which then stamp writes of *other* sets far above those sets' other
+    /// members; refusing without moving would freeze those sets for good, while this way a
+    /// lagging member catches up by 2^40 per refused frame and the next attempt passes.
+    pub(crate) fn observe_remote(&mut self, ts: u64) -> bool {
+        let bound = self.ts_bound();
+        self.clock.observe(ts.min(bound));
+        if ts > bound {
+            self.metrics.rejected.ts_out_of_bounds += 1;
+        }
+        ts <= bound
+    }
+
+    /// Ring members this node knows of: itself and every peer its ring pointers name.
+    fn known_members(&self) -> impl Iterator<Item = Id> + '_ {
+        std::iter::once(self.id).chain(self.ring.pointed_peers().iter().copied())
+    }
+
+    /// Known members in `[from, to)` clockwise (`from` itself counts when known), counting
+    /// the peers of `extra` as known too.
+    fn known_in(&self, from: Id, to: Id, extra: &[Id]) -> usize {
+        if from == to {
+            return 0;
+        }
+        let mut inside: Vec<Id> = self
+            .known_members()
+            .chain(extra.iter().copied())
+            .filter(|p| *p != to && (*p == from || p.in_open(from, to)))
+            .collect();
+        inside.sort_unstable();
+        inside.dedup();
+        inside.len()
+    }
+
+    /// Whether `m` can be in the replica set of the key with id `key` as far as this node
+    /// knows: fewer than k known members lie in `[key, m)`.
+    pub(crate) fn may_be_member(&self, key: Id, m: PeerId) -> bool {
+        self.known_in(key, m, &[]) < self.config.replicas.max(1)
+    }
+
+    /// Whether `m` can share a replica set with this node: fewer than k-1 known members lie
+    /// strictly between them, in one direction or the other.
+    pub(crate) fn may_share_set(&self, m: PeerId) -> bool {
+        if m == self.id {
+            return true;
+        }
+        let k1 = self.config.replicas.saturating_sub(1).max(1);
+        let between = |a: Id, b: Id| self.known_members().filter(|p| p.in_open(a, b)).count();
+        between(m, self.id) < k1 || between(self.id, m) < k1
+    }
+
+    /// A request or election set: at most k distinct members, this node among them, each one
+    /// able to share a set with us (and, for a key, to be in the key's set).
+    ///
+    /// For a key, the set's own members count as known peers beside our pointers. A leader
+    /// named by an owner whose view lacks a peer we know (our predecessor rejoined, the owner
+    /// still skips it) would otherwise coordinate a set that the peers knowing that peer do not
+    /// take it for: their `may_be_member` refuses its `Replicate`, the quorum forms without
+    /// them, and once the set settles without us the acknowledged write is on none of its
+    /// members (`sim-history --faults restart-empty --seed 290`). Counting the named members
+    /// too, we see that `key`'s set is full before us and refuse to lead it; the origin's
+    /// retry reaches the right leader once the owner's view catches up.
+    pub(crate) fn plausible_set(&self, set: &[Id], key: Option<Id>) -> bool {
+        let k = self.config.replicas.max(1);
+        let mut sorted = set.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        sorted.len() == set.len()
+            && !set.is_empty()
+            && set.len() <= k
+            && set.contains(&self.id)
+            && set.iter().all(|m| {
+                self.may_share_set(*m) && key.is_none_or(|key| self.known_in(key, *m, set) < k)
+            })
+    }
+
+    /// A routed replica or election message claiming `origin`: refused when we hold a link to
+    /// that origin (it would have sent over the link), the one forgery we can see.
+    pub(crate) fn routed_origin_plausible(&self, origin: PeerId) -> bool {
+        origin != self.id && !self.links.is_up(origin)
+    }
+
+    /// Takes one unit of `kind` budget for the link to `peer`, counting a refusal.
+    pub(crate) fn within_budget(&mut self, peer: PeerId, kind: Costly) -> bool {
+        let now = self.now;
+        let ok = self.rate_limits.allow(peer, kind, now);
+        if !ok {
+            self.metrics.rejected.rate_limited += 1;
+        }
+        ok
+    }
+
+    /// A fresh, unguessable request id for a coordination (never 0, which means "no ack").
+    pub(crate) fn new_req(&mut self) -> u64 {
+        self.repl.next_req += 1; // requests issued (metrics and the simulator's attacker)
+        loop {
+            let req = self.id_rng.next_u64();
+            if req != 0 && !self.repl.coordinations.contains_key(&req) {
+                return req;
+            }
+        }
+    }
+}
