@@ -208,6 +208,10 @@ export interface ChordMetrics {
   links_up: number;
   bad_frames: number;
   hop_histogram: HopHistogram;
+  /** Frames the link layer refused to send (`Input::SendFailed`). */
+  send_failures: number;
+  /** Links closed after a streak of refused sends. */
+  send_failure_closes: number;
 }
 
 export interface GnutellaMetrics {
@@ -229,6 +233,10 @@ export interface RtcMetrics {
   bytes_in: number;
   bytes_out: number;
   frames_dropped: number;
+  /** Received frames dropped because the driver's inbound queue was full (native only). */
+  frames_in_dropped: number;
+  /** Offers refused by the pending-connection bounds (2 per peer, 64 in all). */
+  offers_refused: number;
   bad_signals: number;
   ignored_signals: number;
   reanswers: number;

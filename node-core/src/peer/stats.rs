@@ -155,6 +155,8 @@ pub fn document(raw: &Metrics, keys_stored: usize, driver: &DriverStats) -> Valu
     doc["chord"]["hop_histogram"] = histogram(&raw.chord.hops);
     doc["kv"]["hop_histogram"] = histogram(&raw.kv.hops);
     doc["kv"]["keys_stored"] = json!(keys_stored);
+    doc["chord"]["send_failures"] = json!(raw.chord.send_failures);
+    doc["chord"]["send_failure_closes"] = json!(raw.chord.send_failure_closes);
     // The original's name for the core's `avg_forwarded`.
     doc["gnutella"]["avg_forwarded_per_query"] = json!(summary.gnutella.avg_forwarded);
     let mut driver = driver.clone();
@@ -199,6 +201,8 @@ mod tests {
             "/driver/storage/durability",
             "/driver/storage/restored_entries",
             "/driver/storage/frames_held",
+            "/chord/send_failures",
+            "/chord/send_failure_closes",
             "/rejected/kv_not_member",
             "/rejected/ts_out_of_bounds",
             "/rejected/rate_limited",
