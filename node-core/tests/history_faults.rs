@@ -106,3 +106,21 @@ fn history_leader_behind_a_rejoined_peer() {
         result.replay_command()
     );
 }
+
+/// A replica that already counts a newcomer as its predecessor refused the `Replicate` of a
+/// leader whose view did not show the newcomer yet; the write was acknowledged by the old set's
+/// other two members, and a second join moved both out of the set (2 stale reads). The replica
+/// now discounts a predecessor that joined in the last few seconds (`node/authorize.rs`,
+/// `may_have_been_member`) and pulls its old range from its successors later (`node/sync.rs`,
+/// `catch_up_round`).
+#[test]
+fn history_write_of_a_leader_one_join_behind_seed_997() {
+    let result = run(FaultClass::Joins, 997);
+    assert!(
+        result.report.holds(),
+        "{} anomalies, {} acknowledged writes lost\n  replay: {}",
+        result.report.anomalies.len(),
+        result.report.acked_writes_lost,
+        result.replay_command()
+    );
+}

@@ -3,7 +3,7 @@
 //! origins, per-link budgets and unguessable request ids. The rules and their reasons are in
 //! `guard.rs` and docs/threat-model.md.
 
-use super::Node;
+use super::{CATCH_UP_DELAY_MS, Node};
 use crate::guard::{Costly, MAX_CLOCK_JUMP, TS_CEILING};
 use crate::id::{Id, PeerId};
 
@@ -63,6 +63,22 @@ impl Node {
     /// knows: fewer than k known members lie in `[key, m)`.
     pub(crate) fn may_be_member(&self, key: Id, m: PeerId) -> bool {
         self.known_in(key, m, &[]) < self.config.replicas.max(1)
+    }
+
+    /// [`Self::may_be_member`] without the predecessor that joined in front of us in the last
+    /// [`CATCH_UP_DELAY_MS`]: a leader whose view does not show that newcomer yet still names
+    /// the old set, of which it was a member moments ago. Refusing its `Replicate` let a write
+    /// be acknowledged by the old set's other members alone, and a second join moved them out
+    /// (`sim-history --faults joins`, seed 997). Only our own predecessor is discounted, and
+    /// only while it is new: a sender gains nothing it did not have before that join.
+    pub(crate) fn may_have_been_member(&self, key: Id, m: PeerId) -> bool {
+        let newcomer = self
+            .newcomer
+            .filter(|(_, at)| self.now < at.saturating_add(CATCH_UP_DELAY_MS))
+            .map(|(p, _)| p);
+        let discount =
+            usize::from(newcomer.is_some_and(|p| p != m && (p == key || p.in_open(key, m))));
+        self.known_in(key, m, &[]).saturating_sub(discount) < self.config.replicas.max(1)
     }
 
     /// Whether `m` can share a replica set with this node: fewer than k-1 known members lie

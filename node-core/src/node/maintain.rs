@@ -360,6 +360,11 @@ impl Node {
                 && new.in_open(old, self.id)
             {
                 self.handback_from = self.handback_from.or(Some(old));
+                let start = self.catch_up.map_or(old, |(start, _)| start);
+                let due = self.now + CATCH_UP_DELAY_MS;
+                self.catch_up = Some((start, due));
+                self.newcomer = Some((new, self.now));
+                self.timers.set_earlier(Timer::AntiEntropy, due);
             }
             let grew = match (self.last_predecessor, predecessor) {
                 (Some(old), Some(new)) => old.in_open(new, self.id),

@@ -301,6 +301,15 @@ pub struct Node {
     /// Start of a range we owned and no longer do (a predecessor came back or joined between):
     /// `(start, predecessor]` is handed back to the predecessor at the next anti-entropy round.
     handback_from: Option<Id>,
+    /// Start of the widest range we owned before new predecessors took part of it, and when to
+    /// pull it from our replica successors (`catch_up`, `node/sync.rs`).
+    catch_up: Option<(Id, Time)>,
+    /// Catch-up rounds we opened, by replica successor: their answers are taken over the
+    /// round's range (`on_sync`).
+    catch_up_rounds: BTreeMap<PeerId, RingRange>,
+    /// A predecessor that joined in front of us, and when (`may_have_been_member`,
+    /// `node/authorize.rs`).
+    pub(crate) newcomer: Option<(PeerId, Time)>,
     /// Replica successors that hold everything this node's primary range holds (they were
     /// already replicas of it, or an anti-entropy round with them ended equal since they
     /// became one). Only these count toward a quorum for keys of the range (see
@@ -344,6 +353,10 @@ pub struct Node {
 const MAX_VIA_HINTS: usize = 256;
 /// Pace of anti-entropy rounds while a replica (or this node) is not yet settled.
 pub(crate) const SETTLE_ROUND_MS: u64 = 250;
+/// How long after a new predecessor took part of our range we pull that range from our replica
+/// successors (`catch_up`, `node/sync.rs`): time for leaders whose view still lacks the
+/// newcomer to finish the writes they started with the old set.
+pub(crate) const CATCH_UP_DELAY_MS: u64 = 4_000;
 const MAX_LOST: usize = 16;
 /// The longest gap between two probes of one lost peer.
 pub const MAX_PROBE_GAP_MS: Time = 60_000;
@@ -401,6 +414,9 @@ impl Node {
             notifiers: BTreeSet::new(),
             last_predecessor: None,
             handback_from: None,
+            catch_up: None,
+            catch_up_rounds: BTreeMap::new(),
+            newcomer: None,
             settled_members: BTreeSet::new(),
             peak_set: 1,
             equal_with: BTreeSet::new(),

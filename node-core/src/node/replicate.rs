@@ -1048,7 +1048,7 @@ impl Node {
         };
         if let Some(key) = key {
             let key = Id::of_key(key);
-            if !(self.may_be_member(key, from) && self.may_be_member(key, self.id)) {
+            if !(self.may_have_been_member(key, from) && self.may_be_member(key, self.id)) {
                 self.metrics.rejected.kv_not_member += 1;
                 return;
             }

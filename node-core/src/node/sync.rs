@@ -41,6 +41,7 @@ impl Node {
             return;
         }
         self.hand_back(pred);
+        self.catch_up_round(&replicas);
         // Members that do not yet count toward quorums (and our own store, until it is
         // settled) go first, at a fast pace: until then the range's operations may fail.
         self.settled_members.retain(|m| replicas.contains(m));
@@ -96,6 +97,34 @@ impl Node {
         self.send(pred, &Message::Sync(opening));
     }
 
+    /// Pulls the range we owned before new predecessors joined, `(start, self]`, from each
+    /// replica successor, [`CATCH_UP_DELAY_MS`] after the last of them arrived. A leader whose
+    /// view still lacks a newcomer keeps writing to the old set; we refuse those writes once
+    /// we count the newcomer (`guard.rs`, `may_be_member`), so the old set's other members may
+    /// hold an acknowledged write we lack, and a second join can move them out of the set
+    /// (`sim-history --faults joins`, seed 997). Their answers are taken for the keys whose set
+    /// can include us (`on_sync`).
+    fn catch_up_round(&mut self, replicas: &[Id]) {
+        let Some((start, due)) = self.catch_up else {
+            return;
+        };
+        if self.now < due {
+            self.timers.set_earlier(Timer::AntiEntropy, due);
+            return;
+        }
+        self.catch_up = None;
+        self.catch_up_rounds.clear();
+        let range = RingRange::new(start.0, self.id.0);
+        for member in replicas {
+            if self.links.is_up(*member) {
+                self.metrics.kv.anti_entropy_rounds += 1;
+                self.catch_up_rounds.insert(*member, range);
+                let opening = merkle::open_round(&self.store, range);
+                self.send(*member, &Message::Sync(opening));
+            }
+        }
+    }
+
     pub(super) fn on_sync(&mut self, from: PeerId, msg: SyncMsg) {
         // `merkle::handle` merges whatever entries of the message's range it gets, so only three
         // ranges are accepted, each from the peers entitled to it by our own view (`guard.rs`):
@@ -105,14 +134,19 @@ impl Node {
         //   predecessor unless the sender is our predecessor (we replicate it), with fewer than
         //   k-1 known ring members between the sender and us (else we are not among its
         //   replicas) and no known member inside the range (else it is not the sender's own);
-        // - a hand-back from our successor (see `hand_back`).
+        // - a hand-back from our successor (see `hand_back`);
+        // - answers within a catch-up round we opened with a replica successor
+        //   (`catch_up_round`), over that round's range.
         let range = msg.range();
         let pred = self.ring.predecessor();
         let ours = range.to == self.id.0 && pred.map(|p| p.0) == Some(range.from);
         let theirs = range.to == from.0
             && !range.contains(self.id.0)
             && pred.is_none_or(|p| p == from || !range.contains(p.0));
-        let handed_back = range.to == self.id.0 && self.ring.successor() == from;
+        let handed_back = range.to == self.id.0
+            && (self.ring.successor() == from
+                || (self.catch_up_rounds.get(&from) == Some(&range)
+                    && self.replica_successors().contains(&from)));
         if !(ours || theirs || handed_back) {
             self.metrics.kv.anti_entropy_refused += 1;
             self.metrics.rejected.sync_bad_range += 1;
@@ -128,7 +162,8 @@ impl Node {
             // peers came back at once), and those keys travel on from us at our own next
             // hand-back: restricting it loses writes taken while a whole set was down
             // (`tests/durable_restart.rs`). A hostile successor can therefore push entries for
-            // ranges behind us (docs/threat-model.md).
+            // ranges behind us (docs/threat-model.md). Answers to our catch-up rounds are
+            // taken the same way, from the replica successors we opened them with.
             true
         };
         if !entitled {
