@@ -237,6 +237,8 @@ metrics.driver.rtc.links;
 const refusals: number = metrics.rejected.kv_not_member + metrics.rejected.ts_out_of_bounds;
 // @ts-expect-error refusals are counted by reason, as numbers
 const refusedByBudget: string = metrics.rejected.rate_limited;
+const refusedSends: number = metrics.chord.send_failures + metrics.driver.rtc.offers_refused;
+const droppedIn: number = metrics.driver.rtc.frames_in_dropped;
 
 // ----- events ----------------------------------------------------------------------------------
 
