@@ -234,6 +234,9 @@ const failedLookups: string = metrics.chord.lookups_failed;
 const queries: string = metrics.gnutella.total_queries;
 // @ts-expect-error the open links count is `links_open` in `rtc` (and `links` in `driver`)
 metrics.driver.rtc.links;
+const refused: number = metrics.rejected.spoofed_origin + metrics.rejected.rate_limited;
+// @ts-expect-error refusals are counted by reason, as numbers
+const limited: string = metrics.rejected.rate_limited;
 
 // ----- events ----------------------------------------------------------------------------------
 
