@@ -6,12 +6,13 @@
 //     ready    Promise resolving to the ChordPeer (rejects with the start error, `.code` kept)
 //     state    'starting' | 'ready' | 'error' (also document.body.dataset.state)
 //     refresh  walks the ring now and redraws; resolves to the number of drawn peers
-//   #ring-svg  holds one <g class="peer" data-id="8hex"> per drawn peer (data-peer-count too)
+//   #ring-svg  holds one <g class="peer" data-id="8hex" data-kind="native|chromium|firefox|other">
+//              per drawn peer (data-peer-count too); the kind is what the peer's walk entry says
 // URL parameters: ?introducer=ws://host:port/ws  ?id=8hex  ?ice=stun:a,stun:b  ?walk=64
 
 import {
   LIMITS, normId, isHexId, idAngle, replicaSet, jsonEscapedLen, formatBytes, formatMs, formatValue,
-  clockTime, percentiles, truncate, h, idCode, plain,
+  clockTime, percentiles, truncate, h, idCode, plain, kindOfAgent,
 } from './util.js';
 import { createRingView } from './ring.js';
 import { renderHopChart, renderLatencyTable } from './charts.js';
@@ -26,6 +27,8 @@ const LATENCY_SAMPLES_MAX = 2000;
 const FAILED_HIDE_MS = 20000;
 
 const $ = (id) => document.getElementById(id);
+// The kinds a walk reports (`WalkEntry.kind`); the ring draws each with its own shape.
+const PEER_KINDS = new Set(['native', 'chromium', 'firefox', 'other']);
 
 // ---------------------------------------------------------------------------------------------
 // Configuration from the URL
@@ -147,6 +150,8 @@ function ringModel() {
     fingers: (rv.fingers || []).map((x) => (x ? normId(x) : null)),
     predecessor: normId(rv.predecessor),
     walk: state.walk,
+    selfAgent: typeof rv.agent === 'string' ? rv.agent : '',
+    selfKind: kindOfAgent(rv.agent),
     keys,
     selected,
     k: state.replicas,
@@ -365,7 +370,14 @@ function walkNow() {
       for (const n of nodes || []) {
         const id = normId(n?.id);
         if (!id) continue;
-        next.set(id, { id, predecessor: normId(n.predecessor), successors: (n.successors || []).map(normId).filter(Boolean) });
+        next.set(id, {
+          id,
+          predecessor: normId(n.predecessor),
+          successors: (n.successors || []).map(normId).filter(Boolean),
+          // What the peer says it is (untrusted text: the ring escapes it) and its kind.
+          agent: typeof n.agent === 'string' ? n.agent : '',
+          kind: PEER_KINDS.has(n.kind) ? n.kind : 'other',
+        });
         state.failed.delete(id);
       }
       state.walk = next;

@@ -3,7 +3,7 @@
 // The whole SVG is rebuilt from a plain model on every change (a few hundred elements at most),
 // which keeps it stateless: hover and selection are part of the model, not of the DOM.
 
-import { idAngle, escapeHtml, strictlyBetween, replicaSet, h, idCode, truncate } from './util.js';
+import { idAngle, escapeHtml, strictlyBetween, replicaSet, h, idCode, truncate, KIND_NAMES } from './util.js';
 
 const R = 180; // ring radius in SVG units (viewBox is 500 x 500 around the centre)
 const MAX_KEYS_DRAWN = 1000;
@@ -24,6 +24,36 @@ function arcPath(a1, a2, r) {
   const [x2, y2] = pt(a1 + delta, r);
   const large = delta > 180 ? 1 : 0;
   return `M${f(x1)},${f(y1)} A${r},${r} 0 ${large} 1 ${f(x2)},${f(y2)}`;
+}
+
+/**
+ * The mark of a peer of `kind` with radius about `r`: Chromium tabs are circles, native peers
+ * squares, Firefox tabs triangles, anything else hexagons (shapes, so that colour keeps saying
+ * self / linked / via walk). The shapes have about the circle's area.
+ */
+function peerMark(kind, r) {
+  if (kind === 'native') {
+    const s = r * 0.89;
+    return `<rect class="dot" x="${f(-s)}" y="${f(-s)}" width="${f(2 * s)}" height="${f(2 * s)}" rx="${f(r * 0.2)}"/>`;
+  }
+  if (kind === 'firefox') {
+    const t = r * 1.35;
+    const pts = [0, 120, 240].map((a) => pt(a, t).map(f).join(',')).join(' ');
+    return `<polygon class="dot" points="${pts}" transform="translate(0,${f(r * 0.15)})"/>`;
+  }
+  if (kind === 'other') {
+    const pts = [0, 60, 120, 180, 240, 300].map((a) => pt(a + 30, r * 1.1).map(f).join(',')).join(' ');
+    return `<polygon class="dot" points="${pts}"/>`;
+  }
+  return `<circle class="dot" r="${r}"/>`;
+}
+
+/** A peer's kind and agent: its walk entry's, this peer's own ring view's, else unknown. */
+function kindOf(model, id) {
+  const w = model.walk.get(id);
+  if (w?.kind) return { kind: w.kind, agent: w.agent || '' };
+  if (id === model.selfId) return { kind: model.selfKind || 'other', agent: model.selfAgent || '' };
+  return { kind: 'other', agent: '' };
 }
 
 /**
@@ -223,9 +253,12 @@ export function createRingView(svg, info, { onSelectKey, onSelectPeer }) {
       const halo = isSelf ? `<circle class="halo" r="${r + 6}"/>` : '';
       const badge = replicaIndex.has(id) ? `<circle class="replica-ring" r="${r + 4}"/>` : '';
       const status = isSelf ? 'this peer' : linked.has(id) ? 'linked' : 'known via walk';
+      const { kind, agent } = kindOf(model, id);
+      cls.push(`kind-${kind}`);
+      const says = agent ? ` · ${escapeHtml(agent)}` : ' · kind unknown';
       out.push(
-        `<g class="${cls.join(' ')}" data-id="${id}" transform="translate(${f(x)},${f(y)})">` +
-          `<title>${id} (${status})</title>${halo}${badge}<circle class="hit" r="${r + 6}"/><circle class="dot" r="${r}"/>${label}</g>`,
+        `<g class="${cls.join(' ')}" data-id="${id}" data-kind="${kind}" transform="translate(${f(x)},${f(y)})">` +
+          `<title>${id} (${status})${says}</title>${halo}${badge}<circle class="hit" r="${r + 6}"/>${peerMark(kind, r)}${label}</g>`,
       );
     }
 
@@ -249,8 +282,11 @@ export function createRingView(svg, info, { onSelectKey, onSelectPeer }) {
       const w = model.walk.get(hoveredPeer);
       const fingerIdx = (model.fingers || []).map((x, i) => (x === hoveredPeer ? i : -1)).filter((i) => i >= 0);
       const role = hoveredPeer === selfId ? 'this peer' : model.linked.has(hoveredPeer) ? 'open data channel' : 'known via ring walk';
+      const { kind, agent } = kindOf(model, hoveredPeer);
+      // `h` sets text, never HTML: the agent is another peer's untrusted text.
+      const says = agent ? `${KIND_NAMES[kind] || kind} (${truncate(agent, 64)})` : 'kind unknown';
       info.append(
-        h('div', { class: 'info-title' }, 'Peer ', idCode(hoveredPeer, selfId), h('span', { class: 'muted' }, ` ${idAngle(hoveredPeer).toFixed(1)}° · ${role}`)),
+        h('div', { class: 'info-title' }, 'Peer ', idCode(hoveredPeer, selfId), h('span', { class: 'muted' }, ` ${idAngle(hoveredPeer).toFixed(1)}° · ${role} · ${says}`)),
         h(
           'div',
           { class: 'info-row' },

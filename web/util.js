@@ -121,6 +121,18 @@ export function percentiles(values) {
   return { count: s.length, mean: sum / s.length, p50: at(0.5), p90: at(0.9), p99: at(0.99), max: s[s.length - 1] };
 }
 
+/**
+ * A peer's kind from its agent string, as node-core's `agent::Kind::of` decides it (the walk
+ * reports `kind` itself; this serves this peer's own `ring().agent`).
+ */
+export function kindOfAgent(agent) {
+  const first = String(agent ?? '').trim().split(/\s+/)[0];
+  return first === 'native' || first === 'chromium' || first === 'firefox' ? first : 'other';
+}
+
+/** Legend names of the peer kinds. */
+export const KIND_NAMES = { native: 'native peer', chromium: 'Chromium tab', firefox: 'Firefox tab', other: 'other' };
+
 export function escapeHtml(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 }

@@ -231,6 +231,8 @@ pub struct RingView {
     /// `fingers[i]` = believed owner of `id + 2^i`.
     pub fingers: Vec<Option<Id>>,
     pub links: Vec<Id>,
+    /// This peer's self-description ([`crate::agent`]).
+    pub agent: String,
 }
 
 /// A peer's ring pointers as it answered a [`Node::peer_view`].
@@ -241,4 +243,23 @@ pub struct PeerView {
     pub successors: Vec<PeerId>,
     /// Hops the request took to reach the peer.
     pub hops: u32,
+    /// What the peer says it is (`native 0.1.0`, `chromium 131`, `firefox 128`; empty when it
+    /// said nothing): untrusted display text, bounded by [`crate::agent::bounded`].
+    pub agent: String,
+}
+
+impl PeerView {
+    /// One entry of a ring walk as both APIs return it (`GET /walk`, `peer.walk()`): `{id,
+    /// predecessor, successors, hops, agent, kind}` with ids as 8 hex digits and `kind` one of
+    /// `native`, `chromium`, `firefox`, `other` ([`crate::agent::Kind`]).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id.to_string(),
+            "predecessor": self.predecessor.map(|p| p.to_string()),
+            "successors": self.successors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "hops": self.hops,
+            "agent": self.agent,
+            "kind": crate::agent::Kind::of(&self.agent).as_str(),
+        })
+    }
 }

@@ -24,12 +24,14 @@
 //! - [`peer`]: the peer session's policy shared by every driver: WebRTC signalling rules
 //!   (payload codec, offer/answer/glare/re-offer verdicts).
 //! - [`walk`]: asking any peer for its ring pointers (to draw the whole ring).
+//! - [`agent`]: a peer's self-description (`native 0.1.0`, `firefox 128`), bounded display text.
 //! - [`flood`]: Gnutella-style flooding, the unstructured-search baseline.
 //! - [`value`]: how the APIs' JSON values are kept in the store's string values.
 //! - `sim`: deterministic network simulator, client histories and fault schedules (feature
 //!   `sim`); the experiments built on it live in the `lab` crate.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod api;
 pub mod clock;
 pub mod election;

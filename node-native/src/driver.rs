@@ -93,6 +93,10 @@ pub enum Command {
     Lookup {
         key: u32,
     },
+    /// Ask a peer for its ring pointers and agent (one step of a ring walk, `GET /walk`).
+    View {
+        peer: Id,
+    },
     /// Leave the ring gracefully (the neighbours are told, the links closed); answered with
     /// `OpOutcome::Left`.
     Leave,
@@ -800,6 +804,7 @@ impl Driver {
             Command::Get { key } => self.node.get(&key, now),
             Command::Flood { key, ttl } => self.node.flood(&key, ttl, now),
             Command::Lookup { key } => self.node.lookup(Id(key), now),
+            Command::View { peer } => self.node.peer_view(peer, now),
             Command::Leave => self.node.leave(now),
         };
         self.pending.insert(op, reply);

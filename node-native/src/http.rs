@@ -3,7 +3,9 @@
 //! `{found: false}` or `{found: true, value, ts, writer_id}`; `POST /delete {key, writer_id?}`;
 //! `POST /g_start_query {key, ttl?}` -> `{matches: [{addr, key}], stats: {forwarded}}`;
 //! `GET /metrics` (`node`, `uptime_sec` and the original's `kv` / `chord` / `gnutella`
-//! sections, plus percentiles, driver, HTTP and introducer counters); `GET /metrics/prometheus`; `GET /ring`.
+//! sections, plus percentiles, driver, HTTP and introducer counters); `GET /metrics/prometheus`;
+//! `GET /ring` (this peer's pointers and `agent`); `GET /walk?limit=64` (the ring walk: each
+//! peer's pointers, `agent` and `kind`).
 //!
 //! As in the original, `value` is any JSON value and `/get` returns the same value: it is kept
 //! in the core's string values with `node_core::value`'s encoding (plain strings unchanged).
@@ -29,8 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Request, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -140,6 +142,7 @@ fn routes(api: &Api) -> Router<Api> {
         .route("/metrics", get(metrics))
         .route("/metrics/prometheus", get(prometheus))
         .route("/ring", get(ring))
+        .route("/walk", get(walk))
         .merge(writes)
 }
 
@@ -532,7 +535,47 @@ async fn ring(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
         "successors": r.successors.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "fingers": r.fingers.iter().map(|f| f.map(|f| f.to_string())).collect::<Vec<_>>(),
         "links": r.links.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "agent": r.agent,
     })))
+}
+
+#[derive(Deserialize)]
+struct WalkQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /walk?limit=64`: the ring as far as successor pointers lead from this peer, one
+/// `PeerView::to_json` entry per peer (with each peer's `agent` and `kind`), starting with this
+/// peer; the same walk as a tab's `peer.walk()`. Stops at the start, at `limit` peers (1..=1024)
+/// or at the first peer that does not answer; when this peer cannot even answer for itself (not
+/// joined) the error is the core's (503 `not_joined`).
+async fn walk(
+    State(api): State<Api>,
+    query: Result<Query<WalkQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        api.bad_requests.fetch_add(1, Ordering::Relaxed);
+        ApiError::bad("bad_input", rejection.body_text())
+    })?;
+    let limit = query.limit.unwrap_or(64).clamp(1, 1024);
+    let me = api.peer.id();
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut at = me;
+    while out.len() < limit && seen.insert(at) {
+        let view = match call(&api, Command::View { peer: at }).await {
+            Ok(OpOutcome::View(view)) => view,
+            Ok(other) => return Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+            Err(e) if out.is_empty() => return Err(e),
+            Err(_) => break,
+        };
+        out.push(view.to_json());
+        match view.successors.iter().find(|s| !seen.contains(*s)) {
+            Some(next) if *next != me => at = *next,
+            _ => break,
+        }
+    }
+    Ok(Json(Value::Array(out)))
 }
 
 async fn not_found(State(api): State<Api>) -> ApiError {

@@ -11,7 +11,7 @@
 //! - [`storage`]: the peer's durable store (redb): persists `Stored` events, loads them back at
 //!   start; the `--durability` modes and their fsync policy are documented there.
 //! - [`known_peers`]: the introducers a durable peer reached, remembered across restarts.
-//! - [`http`]: the HTTP API (`/put`, `/get`, `/delete`, `/g_start_query`, `/metrics`, `/ring`).
+//! - [`http`]: the HTTP API (`/put`, `/get`, `/delete`, `/g_start_query`, `/metrics`, `/ring`, `/walk`).
 //! - [`rtc`]: the WebRTC link manager (webrtc-rs data channels).
 
 pub mod driver;
@@ -19,3 +19,8 @@ pub mod http;
 pub mod known_peers;
 pub mod rtc;
 pub mod storage;
+
+/// What a native peer says it is in ring walks (`node_core::Config::agent`): `native 0.1.0`.
+pub fn agent() -> String {
+    format!("native {}", env!("CARGO_PKG_VERSION"))
+}

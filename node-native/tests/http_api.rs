@@ -1,7 +1,8 @@
 //! The original project's HTTP API over real HTTP, on one `chord-node` process (a ring of one,
 //! inside a private network namespace): the shapes of `/put`, `/get`, `/g_start_query` and
 //! `/metrics`, any JSON value round-tripping through `/put` and `/get`, the `writer_id` default,
-//! unknown fields ignored, a client `ts` observed; and `--host` taking a host name.
+//! unknown fields ignored, a client `ts` observed; `/ring` and `/walk` naming the peer's agent;
+//! and `--host` taking a host name.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -129,6 +130,23 @@ fn the_original_http_api() {
     ] {
         assert!(metrics.pointer(path).is_some(), "{path}: {metrics}");
     }
+
+    // The peer says what it is: in `/ring`, and per peer in `/walk` (a ring of one: itself).
+    let agent = format!("native {}", env!("CARGO_PKG_VERSION"));
+    let (status, ring) = json(PORT, "GET", "/ring", None).expect("ring");
+    assert_eq!(status, 200);
+    assert_eq!(ring["agent"], json!(agent), "{ring}");
+    let (status, walk) = json(PORT, "GET", "/walk?limit=8", None).expect("walk");
+    assert_eq!(status, 200, "{walk}");
+    let entries = walk.as_array().expect("a list");
+    assert_eq!(entries.len(), 1, "{walk}");
+    assert_eq!(entries[0]["id"], "12345678", "{walk}");
+    assert_eq!(entries[0]["agent"], json!(agent), "{walk}");
+    assert_eq!(entries[0]["kind"], "native", "{walk}");
+    assert_eq!(entries[0]["successors"], json!([]), "{walk}");
+    let (status, error) = json(PORT, "GET", "/walk?limit=many", None).expect("answer");
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["code"], "bad_input", "{error}");
 
     // Errors stay JSON with codes.
     let (status, error) = json(PORT, "POST", "/put", Some("{not json")).expect("answer");

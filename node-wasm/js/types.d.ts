@@ -41,6 +41,12 @@ export interface StartOptions {
    * the ring gracefully and stops.
    */
   connectionLimit?: number;
+  /**
+   * What this peer says it is in ring walks (`WalkEntry.agent`), at most 64 bytes (longer text
+   * is cut); default derived from `navigator.userAgent`: `'chromium 131'`, `'firefox 128'`,
+   * `'safari 18'` or `'browser'`.
+   */
+  agent?: string;
 }
 
 /** `put` and `delete` resolve with this: the write's Lamport timestamp and its route. */
@@ -130,15 +136,31 @@ export interface RingView {
   fingers: (PeerId | null)[];
   /** Peers with an open link. */
   links: PeerId[];
+  /** What this peer says it is in ring walks (see `WalkEntry.agent`). */
+  agent: string;
 }
 
-/** One peer of a `walk`: its pointers as it answered. */
+/**
+ * The kind of a peer, from its agent: a native `chord-node`, a Chromium-based tab, a Firefox
+ * tab, or anything else (another browser, an unknown agent, a peer that reports none).
+ */
+export type PeerKind = 'native' | 'chromium' | 'firefox' | 'other';
+
+/** One peer of a `walk`: its pointers and self-description as it answered. */
 export interface WalkEntry {
   id: PeerId;
   predecessor: PeerId | null;
   successors: PeerId[];
   /** Hops the request took to reach the peer. */
   hops: number;
+  /**
+   * What the peer says it is: `'native 0.1.0'`, `'chromium 131'`, `'firefox 128'`, ... (`''`
+   * from peers that predate agents). Untrusted display text from another peer, at most 64
+   * bytes without control characters: show it as text, never as HTML.
+   */
+  agent: string;
+  /** `agent`'s kind. */
+  kind: PeerKind;
 }
 
 /** A live entry of `localKeys()`. */

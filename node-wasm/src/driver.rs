@@ -53,6 +53,9 @@ pub struct StartOptions {
     /// Peer connections this tab may create in its lifetime (`connectionLimit`; Chromium's
     /// cap by default).
     pub connection_limit: u64,
+    /// What this peer says it is in ring walks (`agent`); by default derived from
+    /// `navigator.userAgent` (`chromium 131`, `firefox 128`, see `node_core::agent`).
+    pub agent: Option<String>,
 }
 
 impl StartOptions {
@@ -128,6 +131,11 @@ impl StartOptions {
                     .ok_or_else(|| {
                         format!("connectionLimit must be a number from 2 to {TAB_CONNECTION_LIMIT}")
                     })?,
+            },
+            agent: match &v["agent"] {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                _ => return Err("agent must be a string".into()),
             },
         })
     }
@@ -230,6 +238,15 @@ pub fn performance_now() -> f64 {
         .map_or_else(js_sys::Date::now, |p| p.now())
 }
 
+/// `navigator.userAgent` (a window's or a worker's), empty when there is none.
+fn user_agent() -> String {
+    js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
+        .and_then(|n| js_sys::Reflect::get(&n, &"userAgent".into()))
+        .ok()
+        .and_then(|ua| ua.as_string())
+        .unwrap_or_default()
+}
+
 /// 64 random bits from `crypto.getRandomValues`.
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
@@ -262,6 +279,10 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
         crate::storage::remember_session_peer_id(id.0);
     }
     let mut config = Config::with_seed(seed);
+    config.agent = options
+        .agent
+        .clone()
+        .unwrap_or_else(|| node_core::agent::of_user_agent(&user_agent()));
     if let Some(k) = options.replicas {
         config.replicas = k;
     }

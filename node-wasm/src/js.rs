@@ -47,16 +47,12 @@ pub fn ring_view(view: &RingView) -> Value {
         "successors": view.successors.iter().map(|s| hex(*s)).collect::<Vec<_>>(),
         "fingers": view.fingers.iter().map(|f| f.map(hex)).collect::<Vec<_>>(),
         "links": view.links.iter().map(|l| hex(*l)).collect::<Vec<_>>(),
+        "agent": view.agent,
     })
 }
 
 pub fn peer_view(view: &node_core::api::PeerView) -> Value {
-    json!({
-        "id": view.id.to_string(),
-        "predecessor": view.predecessor.map(hex),
-        "successors": view.successors.iter().map(|s| hex(*s)).collect::<Vec<_>>(),
-        "hops": view.hops,
-    })
+    view.to_json()
 }
 
 pub fn flood_result(result: &FloodResult, latency_ms: f64) -> Value {

@@ -204,7 +204,8 @@ impl ChordPeer {
         })
     }
 
-    /// This peer's pointers: `{id, joined, predecessor, successors, fingers, links}`.
+    /// This peer's pointers and agent: `{id, joined, predecessor, successors, fingers, links,
+    /// agent}`.
     #[wasm_bindgen(unchecked_return_type = "RingView")]
     pub fn ring(&self) -> JsValue {
         js::value(&driver::with_driver(&self.handle, |d, _| {
@@ -213,7 +214,9 @@ impl ChordPeer {
     }
 
     /// The whole ring as far as successor pointers lead from here (at most `limit` peers,
-    /// default 64): `[{id, predecessor, successors, hops}]`, starting with this peer.
+    /// default 64): `[{id, predecessor, successors, hops, agent, kind}]`, starting with this
+    /// peer; `agent` is what each peer says it is (`native 0.1.0`, `firefox 128`, untrusted
+    /// display text) and `kind` its class (`native`, `chromium`, `firefox`, `other`).
     #[wasm_bindgen(unchecked_return_type = "Promise<WalkEntry[]>")]
     pub fn walk(&self, limit: Option<usize>) -> Promise {
         let handle = Rc::clone(&self.handle);

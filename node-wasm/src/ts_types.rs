@@ -133,3 +133,19 @@ fn introducer_error_codes_are_the_signaling_protocols() {
         .collect();
     assert_eq!(wire, union("IntroducerErrorCode"));
 }
+
+#[test]
+fn peer_kinds_are_node_cores() {
+    use node_core::agent::Kind;
+    let kinds = [Kind::Native, Kind::Chromium, Kind::Firefox, Kind::Other];
+    let expected: BTreeSet<String> = kinds.iter().map(|k| k.as_str().to_string()).collect();
+    assert_eq!(union("PeerKind"), expected);
+    // Every kind is reachable from some agent.
+    for kind in kinds {
+        let agent = match kind {
+            Kind::Other => "safari 18",
+            k => k.as_str(),
+        };
+        assert_eq!(Kind::of(agent), kind);
+    }
+}

@@ -18,6 +18,7 @@ import init, {
   type PeerEvent,
   type PeerEventType,
   type PeerId,
+  type PeerKind,
   type StartError,
   type StartOptions,
   type WriteResult,
@@ -26,6 +27,22 @@ import init, {
 /** Fails to compile when a case of a discriminated union is not handled. */
 function unreachable(value: never): never {
   throw new Error(`unhandled ${JSON.stringify(value)}`);
+}
+
+/** How the page draws each kind of peer (every kind handled). */
+function kindShape(kind: PeerKind): string {
+  switch (kind) {
+    case 'native':
+      return 'square';
+    case 'chromium':
+      return 'circle';
+    case 'firefox':
+      return 'triangle';
+    case 'other':
+      return 'hexagon';
+    default:
+      return unreachable(kind);
+  }
 }
 
 await init();
@@ -182,9 +199,15 @@ for (const view of await peer.walk(64)) {
   const next: PeerId[] = view.successors;
   const back: PeerId | null = view.predecessor;
   const reachedIn: number = view.hops;
+  const agent: string = view.agent;
+  const shape: string = kindShape(view.kind);
   // @ts-expect-error a walk entry has no fingers
   view.fingers;
 }
+// @ts-expect-error a peer's kind is one of four
+const safari: PeerKind = 'safari';
+// @ts-expect-error the agent is text
+const agentNumber: number = ring.agent;
 await peer.walk();
 // @ts-expect-error walk's limit is a number
 await peer.walk('64');

@@ -2,7 +2,9 @@
 //! namespace (issue 14, "Firefox"): every peer's walk lists all of them in ring order; a value
 //! put from each kind is read from each other kind; a value of the store's maximum size
 //! (`Limits::DEFAULT_MAX_VALUE_BYTES`, 48 KiB, in frames of up to 64 KiB) put from each kind is
-//! read back whole by every peer, so it crosses Chromium<->Firefox and browser<->native links.
+//! read back whole by every peer, so it crosses Chromium<->Firefox and browser<->native links;
+//! every walk (each tab's `peer.walk()`, the native peer's `GET /walk`) names each peer's kind
+//! (`native`, `chromium`, `firefox`) and agent, and each page draws every peer by that kind.
 //!
 //! Needs the page's wasm package (`cargo xtask wasm`), Chromium at /usr/bin/chromium, Firefox
 //! ESR at /usr/bin/firefox-esr and geckodriver (`cargo xtask setup`), and the `signaling` and
@@ -89,12 +91,54 @@ impl Peer<'_> {
         v["value"].as_str().map(str::to_string)
     }
 
+    /// What this kind of peer reports as its agent's first word (`node_core::agent::Kind`).
+    fn agent_kind(&self) -> &'static str {
+        match self {
+            Self::Chromium { .. } => "chromium",
+            Self::Firefox { .. } => "firefox",
+        }
+    }
+
+    /// `(id, kind, agent)` of every entry of this tab's walk.
+    fn walk_kinds(&self) -> Vec<(String, String, String)> {
+        let v = self.eval("window.chord.peer.walk(64)");
+        entries(&v)
+    }
+
+    /// `id -> data-kind` of every peer the page draws, after a fresh walk.
+    fn drawn_kinds(&self) -> Value {
+        self.eval(
+            "window.chord.refresh().then(() => Object.fromEntries(\
+             [...document.querySelectorAll('#ring-svg g.peer')]\
+             .map(g => [g.dataset.id, g.dataset.kind])))",
+        )
+    }
+
     fn walk(&self) -> Vec<String> {
         self.try_eval("window.chord.peer.walk(64).then(w => w.map(v => v.id))")
             .ok()
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default()
     }
+}
+
+/// `(id, kind, agent)` of every entry of a walk (JS `WalkEntry[]` or `GET /walk`).
+fn entries(walk: &Value) -> Vec<(String, String, String)> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    walk.as_array()
+        .unwrap_or_else(|| panic!("a walk is a list: {walk}"))
+        .iter()
+        .map(|e| (text(&e["id"]), text(&e["kind"]), text(&e["agent"])))
+        .collect()
+}
+
+/// Whether `agent` is `<kind> <major version>` (`chromium 131`, `firefox 128`, `native 0.1.0`).
+fn agent_names(agent: &str, kind: &str) -> bool {
+    agent
+        .strip_prefix(kind)
+        .and_then(|rest| rest.strip_prefix(' '))
+        .and_then(|version| version.chars().next())
+        .is_some_and(|c| c.is_ascii_digit())
 }
 
 fn short(js: &str) -> String {
@@ -181,6 +225,58 @@ fn chromium_firefox_and_native_peers_form_one_ring() {
             .map(|p| (p.kind(), hex(p.id()), p.walk()))
             .collect::<Vec<_>>()
     );
+
+    // Every walk names each peer's kind, from what the peer says about itself: the tabs derive
+    // theirs from navigator.userAgent, chord-node says `native <version>`.
+    let expected_kind = |id: &str| -> &'static str {
+        if id == hex(NATIVE.1) {
+            return "native";
+        }
+        peers
+            .iter()
+            .find(|p| hex(p.id()) == id)
+            .map_or("unknown", Peer::agent_kind)
+    };
+    let check_walk = |from: String, walk: Vec<(String, String, String)>| {
+        assert_eq!(walk.len(), all.len(), "the walk from {from}: {walk:?}");
+        for (id, kind, agent) in &walk {
+            let want = expected_kind(id);
+            assert!(
+                kind == want && agent_names(agent, want),
+                "the walk from {from} says {id} is {kind} ({agent:?}), not {want}: {walk:?}"
+            );
+        }
+    };
+    for peer in &peers {
+        check_walk(
+            format!("{} tab {}", peer.kind(), hex(peer.id())),
+            peer.walk_kinds(),
+        );
+    }
+    let native_walk = || {
+        json(NATIVE.0, "GET", "/walk", None)
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, walk)| entries(&walk))
+            .unwrap_or_default()
+    };
+    // The native peer's successor is right already; its walk may still meet a tab that has not.
+    wait_until(Duration::from_secs(30), || native_walk().len() == all.len());
+    check_walk("the native peer".into(), native_walk());
+    // And each page draws every peer by that kind.
+    for peer in &peers {
+        let drawn = peer.drawn_kinds();
+        for id in &all {
+            let id = hex(*id);
+            assert_eq!(
+                drawn[&id].as_str(),
+                Some(expected_kind(&id)),
+                "{} tab {} draws {id} as {}: {drawn}",
+                peer.kind(),
+                hex(peer.id()),
+                drawn[&id]
+            );
+        }
+    }
 
     // A value put from each kind is read from each other kind.
     let chromium_tab = &peers[0];

@@ -354,7 +354,8 @@ impl Node {
                 predecessor,
                 successors,
                 hops,
-            } => self.on_view_reply(routed.origin, op, predecessor, successors, hops),
+                agent,
+            } => self.on_view_reply(routed.origin, op, predecessor, successors, hops, &agent),
             _ => self.metrics.chord.unexpected_messages += 1,
         }
     }

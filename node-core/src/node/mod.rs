@@ -108,6 +108,10 @@ pub struct Config {
     /// the longest time a peer may be out of a replica set (down, or displaced by a join) and
     /// still come back into it with its old store.
     pub tombstone_grace_ms: u64,
+    /// This peer's self-description, reported in its answers to ring walks (`native 0.1.0`,
+    /// `chromium 131`, `firefox 128`; see [`crate::agent`]). Set by the driver; [`Node::new`]
+    /// keeps at most [`crate::agent::MAX_AGENT_BYTES`] bytes of it, without control characters.
+    pub agent: String,
 }
 
 impl Default for Config {
@@ -143,6 +147,7 @@ impl Default for Config {
             probe_interval_ms: 5_000,
             probe_memory_ms: 600_000,
             tombstone_grace_ms: 600_000,
+            agent: String::new(),
         }
     }
 }
@@ -372,7 +377,8 @@ pub const MAX_SIGNAL_BYTES: usize = 16 * 1024;
 impl Node {
     // ----- construction and getters -------------------------------------------------------
 
-    pub fn new(config: Config, id: Id, now: Time) -> Self {
+    pub fn new(mut config: Config, id: Id, now: Time) -> Self {
+        config.agent = crate::agent::bounded(&config.agent);
         let ring = RingState::new(id, config.successor_list_len);
         let mut rng = Rng::new(config.seed);
         // Operation ids start at a random point so two incarnations of a peer (a restart)
@@ -457,6 +463,7 @@ impl Node {
             successors: self.ring.successors().to_vec(),
             fingers: self.ring.fingers().to_vec(),
             links: self.links.up_peers().collect(),
+            agent: self.config.agent.clone(),
         }
     }
 

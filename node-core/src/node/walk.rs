@@ -4,7 +4,9 @@
 //! walk asks the successor for its successor list, then the last peer of that list, and so on
 //! (the driver does the stepping). Each step is one request routed hop by hop to the named peer
 //! (`Dest::Peer`, like overlay signaling) and answered along the way back: `GetView` ->
-//! `View { predecessor, successors }`. Nothing is cached; an unanswered request fails with
+//! `View { predecessor, successors, agent }`, where `agent` is the peer's self-description
+//! (`crate::agent`, bounded again on receipt: a hostile peer's text is cut to
+//! `MAX_AGENT_BYTES`). Nothing is cached; an unanswered request fails with
 //! [`OpError::NoRoute`] or [`OpError::LookupTimeout`] after one lookup attempt's time.
 //!
 //! Not part of the Chord paper; it costs one routed round trip per step and nothing when unused.
@@ -80,6 +82,7 @@ impl Node {
                 .take(MAX_LIST_LEN)
                 .collect(),
             hops,
+            agent: self.config.agent.clone(),
         }
     }
 
@@ -99,6 +102,7 @@ impl Node {
                 predecessor: view.predecessor,
                 successors: view.successors,
                 hops: routed.hops,
+                agent: view.agent,
             },
         };
         if !self.route(answer) {
@@ -113,6 +117,7 @@ impl Node {
         predecessor: Option<Id>,
         successors: Vec<Id>,
         hops: u8,
+        agent: &str,
     ) {
         if self.views.remove(&OpId(op)).is_none() {
             return; // late or unknown
@@ -122,6 +127,7 @@ impl Node {
             predecessor,
             successors,
             hops: u32::from(hops),
+            agent: crate::agent::bounded(agent),
         };
         self.done(OpId(op), Ok(OpOutcome::View(view)));
     }

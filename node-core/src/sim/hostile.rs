@@ -994,6 +994,13 @@ pub fn random_message_of(
                 predecessor: rng.chance(0.5).then(|| id(rng)),
                 successors: ids(rng).into_iter().take(32).collect(),
                 hops: 1,
+                // Display text the receiver must bound: sometimes far over the limit, with
+                // control characters.
+                agent: if rng.chance(0.5) {
+                    "\u{202E}native\n".repeat(rng.below(2_000) as usize)
+                } else {
+                    String::new()
+                },
             };
             route(rng, body)
         }

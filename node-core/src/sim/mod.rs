@@ -422,6 +422,10 @@ impl Sim {
         let mut state = self.cfg.seed ^ (u64::from(id.0) << 16) ^ incarnation;
         let mut cfg = self.cfg.node.clone();
         cfg.seed = splitmix64(&mut state);
+        if cfg.agent.is_empty() {
+            // Every simulated peer names itself, so walks can be checked to report each one's.
+            cfg.agent = format!("sim {id}");
+        }
         cfg
     }
 

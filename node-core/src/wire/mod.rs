@@ -129,12 +129,16 @@ pub enum Body {
     Election(ElectionMsg),
     /// Ask the destination peer for its ring pointers (`node/walk.rs`).
     GetView { op: u64 },
-    /// The answer; `hops` is how many hops the `GetView` took.
+    /// The answer; `hops` is how many hops the `GetView` took; `agent` is what the answering
+    /// peer says it is (`crate::agent`: display text, cut to `MAX_AGENT_BYTES` by the receiver;
+    /// absent from peers that predate it, and ignored by them).
     View {
         op: u64,
         predecessor: Option<Id>,
         successors: Vec<Id>,
         hops: u8,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        agent: String,
     },
 }
 
@@ -248,6 +252,36 @@ mod tests {
         });
         let bytes = encode(&m).unwrap();
         assert_eq!(decode(&bytes).unwrap(), m);
+    }
+
+    /// Peers that predate agents send views without one (and serde ignores the field in
+    /// ours): an empty agent is left out, and a view without one reads as empty.
+    #[test]
+    fn views_with_and_without_an_agent() {
+        let view = |agent: &str| {
+            Message::Route(Routed {
+                dest: Dest::Peer {
+                    id: Id(5),
+                    via: None,
+                },
+                origin: Id(9),
+                origin_via: None,
+                hops: 1,
+                body: Body::View {
+                    op: 3,
+                    predecessor: None,
+                    successors: vec![Id(5)],
+                    hops: 1,
+                    agent: agent.into(),
+                },
+            })
+        };
+        let old = encode(&view("")).unwrap();
+        assert!(!String::from_utf8_lossy(&old).contains("agent"));
+        assert_eq!(decode(&old).unwrap(), view(""));
+        let new = encode(&view("firefox 128")).unwrap();
+        assert!(String::from_utf8_lossy(&new).contains(r#""agent":"firefox 128""#));
+        assert_eq!(decode(&new).unwrap(), view("firefox 128"));
     }
 
     #[test]

@@ -242,6 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     node.replicas = cli.replicas;
     node.read_quorum = cli.read_quorum;
     node.write_quorum = cli.write_quorum;
+    node.agent = node_native::agent();
 
     let access = startup::access_policy(
         &cli.host,
