@@ -81,13 +81,7 @@ fn history_partition() {
 /// its own low clock (8 stale reads). It must keep the promise.
 #[test]
 fn history_mixed_join_race_seed_460() {
-    let result = run(FaultClass::Mixed, 460);
-    assert!(
-        result.report.holds(),
-        "mixed seed 460: {} anomalies\n  replay: {}",
-        result.report.anomalies.len(),
-        result.replay_command()
-    );
+    assert_seed_holds(FaultClass::Mixed, 460);
 }
 
 /// A leader named by an owner that still skips a rejoined peer must not lead: the replicas
@@ -97,14 +91,7 @@ fn history_mixed_join_race_seed_460() {
 /// request's named members as known peers).
 #[test]
 fn history_leader_behind_a_rejoined_peer() {
-    let result = run(FaultClass::RestartEmpty, 290);
-    assert!(
-        result.report.holds(),
-        "{} anomalies, {} acknowledged writes lost\n  replay: {}",
-        result.report.anomalies.len(),
-        result.report.acked_writes_lost,
-        result.replay_command()
-    );
+    assert_seed_holds(FaultClass::RestartEmpty, 290);
 }
 
 /// A replica that already counts a newcomer as its predecessor refused the `Replicate` of a
@@ -115,10 +102,16 @@ fn history_leader_behind_a_rejoined_peer() {
 /// `catch_up_round`).
 #[test]
 fn history_write_of_a_leader_one_join_behind_seed_997() {
-    let result = run(FaultClass::Joins, 997);
+    assert_seed_holds(FaultClass::Joins, 997);
+}
+
+/// One seed of one class keeps the promise; the failure names its anomalies and replay command.
+fn assert_seed_holds(class: FaultClass, seed: u64) {
+    let result = run(class, seed);
     assert!(
         result.report.holds(),
-        "{} anomalies, {} acknowledged writes lost\n  replay: {}",
+        "{} seed {seed}: {} anomalies, {} acknowledged writes lost\n  replay: {}",
+        class.name(),
         result.report.anomalies.len(),
         result.report.acked_writes_lost,
         result.replay_command()

@@ -468,6 +468,38 @@ struct TimedHistoryRow {
     seconds: f64,
 }
 
+/// Runs `run` for seeds `first..first + count` on every core, handing each result to `each` on
+/// this thread as it arrives (in completion order, not seed order).
+fn for_each_seed<R: Send>(
+    first: u64,
+    count: u64,
+    run: impl Fn(u64) -> R + Sync,
+    mut each: impl FnMut(R),
+) {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = std::sync::atomic::AtomicU64::new(first);
+    let end = first + count;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, run) = (&next, &run);
+            scope.spawn(move || {
+                loop {
+                    let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if seed >= end || tx.send(run(seed)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for result in rx {
+            each(result);
+        }
+    });
+}
+
 /// `--mode sim-history`: for each fault class, `--seeds` runs of a client workload under that
 /// class's faults (node_core::sim::faults), each history checked; failing seeds are printed
 /// with their replay command and the operations that show the violation, in order.
@@ -496,34 +528,17 @@ fn run_sim_history(cli: &Cli) -> anyhow::Result<()> {
         cli.seed + cli.seeds
     );
     println!("{}", table.header());
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut rows = Vec::with_capacity(classes.len());
     for class in classes {
         let started = Instant::now();
         let mut progress = ProgressDisplay::new(class.name());
-        let next = std::sync::atomic::AtomicU64::new(cli.seed);
-        let end = cli.seed + cli.seeds;
-        let (tx, rx) = std::sync::mpsc::channel();
         let mut row = HistoryRow::new(class);
         let mut failing = Vec::new();
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                let tx = tx.clone();
-                let next = &next;
-                scope.spawn(move || {
-                    loop {
-                        let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if seed >= end {
-                            break;
-                        }
-                        if tx.send(faults::run(class, seed)).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-            drop(tx);
-            for result in rx {
+        for_each_seed(
+            cli.seed,
+            cli.seeds,
+            |seed| faults::run(class, seed),
+            |result| {
                 row.add(&result);
                 progress.update(Progress {
                     phase: "seeds",
@@ -533,8 +548,8 @@ fn run_sim_history(cli: &Cli) -> anyhow::Result<()> {
                 if !result.report.holds() {
                     failing.push(result);
                 }
-            }
-        });
+            },
+        );
         progress.finish();
         failing.sort_by_key(|r| r.seed);
         row.failing_seeds.sort_unstable();
@@ -626,34 +641,17 @@ fn run_sim_hostile(cli: &Cli) -> anyhow::Result<()> {
         cli.seed + cli.seeds
     );
     println!("{}", table.header());
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut rows = Vec::with_capacity(attacks.len());
     for attack in attacks {
         let started = Instant::now();
         let mut progress = ProgressDisplay::new(attack.name());
-        let next = std::sync::atomic::AtomicU64::new(cli.seed);
-        let end = cli.seed + cli.seeds;
-        let (tx, rx) = std::sync::mpsc::channel();
         let mut row = HostileRow::new(attack);
         let mut failing = Vec::new();
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                let tx = tx.clone();
-                let next = &next;
-                scope.spawn(move || {
-                    loop {
-                        let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if seed >= end {
-                            break;
-                        }
-                        if tx.send(hostile::run(attack, seed)).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-            drop(tx);
-            for result in rx {
+        for_each_seed(
+            cli.seed,
+            cli.seeds,
+            |seed| hostile::run(attack, seed),
+            |result| {
                 row.add(&result);
                 progress.update(Progress {
                     phase: "seeds",
@@ -663,8 +661,8 @@ fn run_sim_hostile(cli: &Cli) -> anyhow::Result<()> {
                 if !result.report.holds() || result.clocks_pushed > 0 {
                     failing.push(result);
                 }
-            }
-        });
+            },
+        );
         progress.finish();
         failing.sort_by_key(|r| r.seed);
         row.failing_seeds.sort_unstable();
