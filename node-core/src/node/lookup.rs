@@ -207,12 +207,32 @@ impl Node {
     /// A peer linked to us, carried in routed messages so answers can reach us even before the
     /// ring routes to us: the bootstrap while joining, then the successor (it holds a link to
     /// us and sits next to us on the ring, so the detour costs at most one hop).
+    ///
+    /// A member whose successor link is not open yet (it just learned a closer successor, or
+    /// it restarted and its ring neighbours have not adopted it) is reachable only through the
+    /// peers it is linked to: greedy routing toward it ends at its ring predecessor, which may
+    /// hold no link to it and drops the message. So then the predecessor, else the linked ring
+    /// member closest after us, is named instead; without one, an answer to our link offer to
+    /// the new successor is lost and the link waits for the connect timeout.
     pub(crate) fn origin_via(&self) -> Option<PeerId> {
         match self.phase {
             Phase::Joining { bootstrap, .. } => Some(bootstrap),
             Phase::Joined => {
+                let me = self.id;
                 let successor = self.ring.successor();
-                (successor != self.id && self.links.is_up(successor)).then_some(successor)
+                if successor != me && self.links.is_up(successor) {
+                    return Some(successor);
+                }
+                if let Some(p) = self.ring.predecessor()
+                    && p != me
+                    && self.links.is_up(p)
+                {
+                    return Some(p);
+                }
+                self.links
+                    .ring_members()
+                    .filter(|p| *p != me)
+                    .min_by_key(|p| me.distance_to(*p))
             }
             _ => None,
         }
