@@ -190,6 +190,11 @@ impl Links {
         !self.links.contains_key(&peer) && self.backoff.get(&peer).is_none_or(|b| now >= b.until)
     }
 
+    /// Until when connecting to `peer` is held back, if it is.
+    pub fn backoff_until(&self, peer: Id) -> Option<Time> {
+        self.backoff.get(&peer).map(|b| b.until)
+    }
+
     pub fn start_connecting(&mut self, peer: Id, now: Time) {
         self.links
             .insert(peer, LinkState::Connecting { since: now });

@@ -154,6 +154,9 @@ pub fn run(class: FaultClass, seed: u64) -> RunResult {
         vec![class]
     };
     let has = |c: FaultClass| mixed.contains(&c);
+    if std::env::var_os("CHORD_TRACE_KEY").is_some() {
+        eprintln!("classes: {mixed:?}");
+    }
     if has(FaultClass::Loss) {
         cfg.loss = 0.01;
     }
@@ -237,7 +240,9 @@ pub fn run(class: FaultClass, seed: u64) -> RunResult {
     }
     schedule.sort_by_key(|(t, _)| *t);
 
+    let trace = std::env::var("CHORD_TRACE_KEY").ok();
     let start = sim.now();
+    let mut next_snapshot = start;
     let mut clients: Vec<Client> = (0..CLIENTS)
         .map(|_| Client {
             peer: None,
@@ -250,9 +255,18 @@ pub fn run(class: FaultClass, seed: u64) -> RunResult {
     let mut partition_cut: Option<Id> = None;
     while sim.now() < start + WORKLOAD_MS {
         let now = sim.now();
+        if let Some(key) = &trace
+            && now >= next_snapshot
+        {
+            next_snapshot = now + 250;
+            print_snapshot(&sim, key);
+        }
         while next_fault < schedule.len() && start + schedule[next_fault].0 <= now {
             let (_, action) = schedule[next_fault];
             next_fault += 1;
+            if trace.is_some() {
+                eprintln!("{now} ms: {action:?}");
+            }
             apply(
                 &mut sim,
                 &mut rng,
@@ -301,6 +315,60 @@ pub fn run(class: FaultClass, seed: u64) -> RunResult {
         seed,
         report: history::check(&history),
         history,
+    }
+}
+
+/// With `CHORD_TRACE_KEY` set: every live peer's ring pointers and its version of the key.
+fn print_snapshot(sim: &Sim, key: &str) {
+    let short = |id: Id| format!("{:08x}", id.0);
+    eprintln!(
+        "{} ms: key {key} = {:08x}, true owner {:?}",
+        sim.now(),
+        key_id(key),
+        sim.true_owner(Id(key_id(key))).map(short)
+    );
+    for id in sim.alive_ids() {
+        let Some(n) = sim.node(id) else { continue };
+        let e = n
+            .store()
+            .get(key)
+            .map(|e| format!("ts={} {}", e.version.ts, e.as_value().unwrap_or("<del>")))
+            .unwrap_or_default();
+        let links: Vec<String> = sim
+            .alive_ids()
+            .into_iter()
+            .filter(|p| *p != id)
+            .filter_map(|p| {
+                let state = match n.links.get(p) {
+                    Some(crate::links::LinkState::Up { .. }) => return None,
+                    Some(crate::links::LinkState::Connecting { since }) => format!("C{since}"),
+                    None => match n.links.backoff_until(p) {
+                        Some(until) => format!("B{until}"),
+                        None => "-".to_string(),
+                    },
+                };
+                Some(format!("{:04x}:{state}", p.0 >> 16))
+            })
+            .collect();
+        eprintln!(
+            "  {} j={} pred={:?} succ={:?} {e} | {}",
+            short(id),
+            n.is_joined(),
+            n.ring().predecessor().map(short),
+            n.ring()
+                .successors()
+                .iter()
+                .take(4)
+                .map(|s| short(*s))
+                .collect::<Vec<_>>(),
+            links.join(" ")
+        );
+    }
+}
+
+fn trace_victim(what: &str, id: Id) {
+    if std::env::var_os("CHORD_TRACE_KEY").is_some() {
+        eprintln!("  {what} {:08x}", id.0);
     }
 }
 
@@ -385,25 +453,38 @@ fn apply(
                 None => sim.fresh_id(),
             };
             if sim.node(id).is_none() {
+                trace_victim("join", id);
                 sim.add_node(id);
             }
         }
         Action::Leave => {
             if ids.len() > 5 {
                 let victim = pick(rng);
+                trace_victim("leave", victim);
                 sim.leave(victim);
             }
         }
         Action::Crash { restart_after } => {
             if ids.len() > 5 {
                 let victim = pick(rng);
+                trace_victim("crash", victim);
                 sim.crash(victim);
                 if let Some((after, disk)) = restart_after {
                     schedule.push((at + after, Action::Restart { id: victim, disk }));
                 }
             }
         }
-        Action::Restart { id, disk } => restart(sim, id, disk),
+        Action::Restart { id, disk } => {
+            trace_victim(
+                if disk {
+                    "restart with disk"
+                } else {
+                    "restart empty"
+                },
+                id,
+            );
+            restart(sim, id, disk);
+        }
         Action::Partition => {
             // A random arc of the ring: 1 to half the peers on the minority side.
             let n = ids.len();
@@ -441,6 +522,9 @@ pub struct HistoryRow {
     pub failed_ops: u64,
     /// Violations of the promise (stale reads, reads going backwards, phantom values).
     pub anomalies: u64,
+    /// Of the anomalies: stale reads that started when no live ring member held the write
+    /// they missed (every holder had crashed: more than k - 1 failures of one set).
+    pub anomalies_all_holders_down: u64,
     pub acked_writes_lost: u64,
     /// Keys (one per run and key) with no linearization, the GOAL check.
     pub not_linearizable_keys: u64,
@@ -469,6 +553,7 @@ impl HistoryRow {
             .filter(|op| matches!(op.ret, history::Ret::Failed { .. } | history::Ret::Unknown))
             .count() as u64;
         self.anomalies += run.report.anomalies.len() as u64;
+        self.anomalies_all_holders_down += run.report.all_holders_down() as u64;
         self.acked_writes_lost += run.report.acked_writes_lost as u64;
         self.not_linearizable_keys += run.report.not_linearizable.len() as u64;
         self.undecided_keys += run.report.undecided_keys as u64;

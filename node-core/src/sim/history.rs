@@ -68,6 +68,11 @@ pub struct Op {
     /// When the call returned; `None` while it has not (and for [`Ret::Unknown`]).
     pub complete: Option<Time>,
     pub ret: Ret,
+    /// For a get recorded by the simulator: the newest version (Lamport timestamp, 0 for
+    /// none) of the key that any live ring member held when the get was invoked. Not part of
+    /// the promise; it tells a stale read the protocol could have avoided from one that no
+    /// peer could have answered, because every holder of the newer write was down.
+    pub newest_live: Option<u64>,
 }
 
 impl Op {
@@ -136,8 +141,17 @@ impl History {
             invoke: at,
             complete: None,
             ret: Ret::Unknown,
+            newest_live: None,
         });
         index
+    }
+
+    /// Records what the live ring held of the op's key when it was invoked (see
+    /// [`Op::newest_live`]).
+    pub fn note_newest_live(&mut self, index: usize, ts: u64) {
+        if let Some(op) = self.ops.get_mut(index) {
+            op.newest_live = Some(ts);
+        }
     }
 
     /// Records what the call returned and when (ignored for an unknown index or a second
@@ -205,6 +219,11 @@ pub struct Anomaly {
     pub key: String,
     pub ops: Vec<Op>,
     pub explanation: String,
+    /// A stale read that started when no live ring member held the write it missed (every
+    /// peer that stored it had crashed or not yet come back): more than k - 1 failures of
+    /// one replica set, beyond what a quorum of k = 3 tolerates. Still a violation; counted
+    /// apart so that the ones the protocol could have avoided stand out.
+    pub all_holders_down: bool,
 }
 
 impl fmt::Display for Anomaly {
@@ -216,6 +235,12 @@ impl fmt::Display for Anomaly {
             self.key,
             self.explanation
         )?;
+        if self.all_holders_down {
+            writeln!(
+                f,
+                "    (when the get started, no live ring member held the missed write)"
+            )?;
+        }
         for op in &self.ops {
             writeln!(f, "    {op}")?;
         }
@@ -240,6 +265,12 @@ pub struct Report {
 }
 
 impl Report {
+    /// Anomalies that started when every holder of the missed write was down
+    /// ([`Anomaly::all_holders_down`]).
+    pub fn all_holders_down(&self) -> usize {
+        self.anomalies.iter().filter(|a| a.all_holders_down).count()
+    }
+
     /// Whether the promise held.
     pub fn holds(&self) -> bool {
         self.anomalies.is_empty() && self.acked_writes_lost == 0
@@ -279,6 +310,7 @@ pub fn check(history: &History) -> Report {
                 explanation: "no order of these operations respects both real time and the \
                               register's semantics"
                     .to_string(),
+                all_holders_down: false,
             }),
             None => report.undecided_keys += 1,
         }
@@ -362,6 +394,7 @@ impl KeyCheck<'_> {
                     key: self.key.to_string(),
                     ops: vec![(*read).clone()],
                     explanation: "the value returned was never written".to_string(),
+                    all_holders_down: false,
                 });
                 valid.push(Vec::new());
                 continue;
@@ -378,6 +411,10 @@ impl KeyCheck<'_> {
                     .iter()
                     .filter(|w| w.acked_at().is_some_and(|at| at < read.invoke))
                     .max_by_key(|w| w.acked_at());
+                let all_holders_down = match (missed.map(|w| &w.ret), read.newest_live) {
+                    (Some(Ret::Stored { ts }), Some(live)) => live < *ts,
+                    _ => false,
+                };
                 let mut ops: Vec<Op> = missed.into_iter().map(|o| (*o).clone()).collect();
                 ops.extend(sources.iter().filter_map(|s| self.op(*s)).cloned());
                 ops.push((*read).clone());
@@ -390,6 +427,7 @@ impl KeyCheck<'_> {
                     explanation: "the get started after a newer write was acknowledged, yet \
                                   returned an older one"
                         .to_string(),
+                    all_holders_down,
                 });
             }
             valid.push(ok);
@@ -421,6 +459,7 @@ impl KeyCheck<'_> {
                              earlier get #{} returned had started",
                             later.index, first.index
                         ),
+                        all_holders_down: false,
                     });
                 }
             }
@@ -605,6 +644,24 @@ mod tests {
         assert!(r.holds(), "{:?}", r.anomalies);
         assert!(r.not_linearizable.is_empty());
         assert_eq!((r.acked_writes, r.acked_writes_lost), (3, 0));
+    }
+
+    #[test]
+    fn a_stale_read_is_told_apart_when_every_holder_was_down() {
+        for (newest_live, down) in [(Some(2), true), (Some(3), false), (None, false)] {
+            let mut h = history(&[
+                (put("a"), 0, Some(10), Ret::Stored { ts: 2 }),
+                (put("b"), 20, Some(30), Ret::Stored { ts: 3 }),
+                (Call::Get, 40, Some(50), found("a")),
+            ]);
+            if let Some(ts) = newest_live {
+                h.note_newest_live(2, ts);
+            }
+            let r = check(&h);
+            // Counted as an anomaly either way; only the label differs.
+            assert_eq!(kinds(&r), vec![AnomalyKind::StaleRead]);
+            assert_eq!(r.all_holders_down(), usize::from(down), "{newest_live:?}");
+        }
     }
 
     #[test]

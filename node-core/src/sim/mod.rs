@@ -748,8 +748,20 @@ impl Sim {
     ) -> Option<usize> {
         let now = self.now;
         let n = self.nodes.get_mut(&at).filter(|n| n.alive)?;
+        let is_get = matches!(call, history::Call::Get);
         let index = self.history.invoke(&at.to_string(), key, call, now);
         let op = f(&mut n.node, now);
+        if is_get {
+            let newest_live = self
+                .nodes
+                .iter()
+                .map(|(_, n)| n)
+                .filter(|n| n.alive && n.node.is_joined())
+                .filter_map(|n| n.node.store().get(key).map(|e| e.version.ts))
+                .max()
+                .unwrap_or(0);
+            self.history.note_newest_live(index, newest_live);
+        }
         self.tracked.insert((at, op), index);
         self.drain(at);
         Some(index)
