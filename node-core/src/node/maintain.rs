@@ -107,8 +107,14 @@ impl Node {
         }
         let successor = self.ring.successor();
         if self.links.is_up(successor) {
-            self.stabilize_nonce = self.rng.next_u64() >> 11;
-            let nonce = self.stabilize_nonce;
+            // Earlier rounds' answers still count (`stabilize_nonces`): without that, a
+            // successor slower than the stabilize interval would never complete a round, never
+            // be notified, keep a stale predecessor and answer for keys it does not own.
+            let nonce = self.rng.next_u64() >> 11;
+            if self.stabilize_nonces.len() >= super::STABILIZE_NONCES_KEPT {
+                self.stabilize_nonces.pop_front();
+            }
+            self.stabilize_nonces.push_back((successor, nonce));
             self.send(successor, &Message::GetNeighbors { nonce });
         } else {
             self.ensure_link(successor, true);
@@ -133,10 +139,15 @@ impl Node {
             self.on_finger_checked(i, finger, pred);
             return;
         }
-        if !self.is_joined() || from != self.ring.successor() || nonce != self.stabilize_nonce {
+        if !self.is_joined()
+            || from != self.ring.successor()
+            || !self.stabilize_nonces.contains(&(from, nonce))
+        {
             self.metrics.chord.unexpected_messages += 1;
             return;
         }
+        // One answer completes the round; answers to the other rounds in flight are stale.
+        self.stabilize_nonces.clear();
         // The successor keeps links to its own successors: signal them through it.
         for s in succs.iter().take(self.config.successor_list_len) {
             if *s != self.id && !self.links.is_up(*s) {

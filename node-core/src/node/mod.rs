@@ -287,7 +287,11 @@ pub struct Node {
     fix_interval: u64,
     stabilize_interval: u64,
     sweep: Option<Sweep>,
-    stabilize_nonce: u64,
+    /// The nonces of the last [`STABILIZE_NONCES_KEPT`] `GetNeighbors` sent and to whom. An
+    /// answer to any of them counts: over a link whose round trip is longer than the stabilize
+    /// interval (a slow or distant peer, a throttled tab) an answer always arrives after the
+    /// next round was sent, and if only the newest nonce counted no round would ever complete.
+    stabilize_nonces: VecDeque<(PeerId, u64)>,
     /// For peers not yet in the ring: a peer linked to them (learned from `origin_via`).
     via_hints: BTreeMap<PeerId, PeerId>,
     via_hints_old: BTreeMap<PeerId, PeerId>,
@@ -356,6 +360,9 @@ pub struct Node {
 }
 
 const MAX_VIA_HINTS: usize = 256;
+/// Stabilize rounds whose answers still count (see `Node::stabilize_nonces`): at the fastest
+/// pace (500 ms) a round trip of up to 4 s completes a round.
+const STABILIZE_NONCES_KEPT: usize = 8;
 /// Pace of anti-entropy rounds while a replica (or this node) is not yet settled.
 pub(crate) const SETTLE_ROUND_MS: u64 = 250;
 /// How long after a new predecessor took part of our range we pull that range from our replica
@@ -412,7 +419,7 @@ impl Node {
             metrics: Metrics::default(),
             self_check_interval: 0,
             sweep: None,
-            stabilize_nonce: 0,
+            stabilize_nonces: VecDeque::new(),
             via_hints: BTreeMap::new(),
             via_hints_old: BTreeMap::new(),
             lost: BTreeMap::new(),
