@@ -176,7 +176,9 @@ pub fn run(class: FaultClass, seed: u64) -> RunResult {
     if has(FaultClass::SlowPeer) {
         let ids = sim.alive_ids();
         let slow = ids[rng.below(ids.len() as u64) as usize];
-        sim.set_slow(slow, 150 + rng.below(250));
+        let extra = 150 + rng.below(250);
+        trace_victim(&format!("slow by {extra} ms each way:"), slow);
+        sim.set_slow(slow, extra);
     }
 
     // The fault schedule: (time after the workload starts, action).
