@@ -595,6 +595,19 @@ impl Inner {
                 debug!(me = %Hex(me), peer = %Hex(peer), why = why.as_str(), "rtc: offer ignored");
                 return;
             }
+            OnOffer::Reoffer(payload) => {
+                // Glare won by us while our offer waits: ours goes again now (`None`: not yet
+                // gathered; it goes out when it is).
+                if let Some(payload) = payload {
+                    debug!(me = %Hex(me), peer = %Hex(peer), "rtc: glare, offering again");
+                    self.emit(RtcEvent::Signal {
+                        peer,
+                        payload,
+                        retry: false,
+                    });
+                }
+                return;
+            }
             OnOffer::Reanswer(payload) => {
                 // `None`: not yet gathered; the answer goes out when it is.
                 if let Some(payload) = payload {

@@ -51,6 +51,8 @@ struct Side {
     last_signal_in: Option<String>,
     /// Signals this side sent again for want of an answer (`retry: true`).
     retries: usize,
+    /// Signals this side sent, delivered or not.
+    signals_out: usize,
 }
 
 impl Side {
@@ -65,6 +67,7 @@ impl Side {
             messages: Vec::new(),
             last_signal_in: None,
             retries: 0,
+            signals_out: 0,
         }
     }
 }
@@ -149,6 +152,7 @@ impl Pair {
             } => {
                 assert_eq!(peer, other.id, "signal addressed to the wrong peer");
                 side.retries += usize::from(retry);
+                side.signals_out += 1;
                 if self.deliver_signals {
                     other.last_signal_in = Some(payload.clone());
                     other.rtc.on_signal(side.id, &payload).await;
@@ -358,6 +362,41 @@ fn close_reports_closed_on_the_far_side() {
             p.a.opens == 2 && p.b.opens == 2
         })
         .await;
+        pair.exchange_one_frame().await;
+        pair.a.rtc.close_all().await;
+        pair.b.rtc.close_all().await;
+    });
+}
+
+/// The lower id's offer was lost (it went to an earlier incarnation of B, which restarted);
+/// then B offers. Glare is won by A, which sends its offer again at once
+/// (`node_core::peer::signal`, "Glare"), so the link opens without waiting for A's timed retry.
+/// Under the old rule A ignored B's offer and the link waited for that retry.
+#[test]
+fn glare_after_a_lost_offer_opens_without_the_timed_retry() {
+    if !netns::enter_private_netns("glare_after_a_lost_offer_opens_without_the_timed_retry") {
+        return;
+    }
+    run(async {
+        let mut pair = Pair::new(config());
+        pair.deliver_signals = false;
+        pair.a.rtc.connect(B).await;
+        pair.run_until("A's offer sent (and lost)", OPEN_BOUND, |p| {
+            p.a.signals_out >= 1
+        })
+        .await;
+        pair.deliver_signals = true;
+        pair.b.rtc.connect(A).await;
+        pair.run_until("link open after glare", OPEN_BOUND, |p| {
+            p.a.opens >= 1 && p.b.opens >= 1
+        })
+        .await;
+        assert_eq!(
+            (pair.a.retries, pair.b.retries),
+            (0, 0),
+            "the link opened through a timed retry, not the glare re-offer"
+        );
+        assert_eq!(pair.a.rtc.stats().offer_retries, 1, "the glare re-offer");
         pair.exchange_one_frame().await;
         pair.a.rtc.close_all().await;
         pair.b.rtc.close_all().await;

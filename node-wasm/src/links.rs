@@ -262,8 +262,9 @@ impl Links {
                 let replaced_open = match self.table.on_offer(peer, &sdp) {
                     // Refused: beyond the pending-answer bounds (counted by the table).
                     OnOffer::Ignore(_) | OnOffer::Refused => return SignalOutcome::default(),
-                    // Not yet gathered (`None`): the answer goes out when it is.
-                    OnOffer::Reanswer(reply) => {
+                    // Our answer again, or (glare won by us while our offer waits) our offer
+                    // again; not yet gathered (`None`): it goes out when it is.
+                    OnOffer::Reoffer(reply) | OnOffer::Reanswer(reply) => {
                         return SignalOutcome {
                             replaced_open: false,
                             reply,

@@ -8,7 +8,12 @@
 //!   the SDP (non-trickle), so a browser passes them straight to `setRemoteDescription`. Anything
 //!   else is refused ([`Description::parse`]) and counted by the driver.
 //! - **Glare.** Both sides offered at once: the lower id keeps its offer and ignores the remote
-//!   one; the higher id drops its own attempt and answers.
+//!   one; the higher id drops its own attempt and answers. While the lower id's offer has no
+//!   answer yet it also sends that offer again at once ([`OfferVerdict::Reoffer`]): the remote's
+//!   offer proves the remote reachable now, while ours may have gone to an earlier incarnation
+//!   of it (it restarted) or been lost, and would otherwise wait [`OFFER_RETRY_MS`] for its
+//!   retry while the remote waits for an answer that never comes. In a true glare the remote
+//!   merely gets our offer twice: it answers the first and answers again, or ignores, the copy.
 //! - **Re-offers.** An offer for a peer we already hold a link with means the remote lost that
 //!   link (it restarted): the old link is replaced and the offer answered. One case is
 //!   ambiguous: the lower-id side, holding an *open* link it offered, cannot tell a restart from
@@ -160,6 +165,9 @@ pub enum OfferVerdict {
     },
     /// The offer our answerer link (not open yet) answers, again: send our answer again.
     Reanswer,
+    /// Glare won by us while our offer has no answer: ignore the remote's offer and send our
+    /// own offer again now.
+    Reoffer,
     Ignore(Ignored),
 }
 
@@ -170,6 +178,7 @@ pub fn on_offer(me: u32, peer: u32, link: Option<LinkSnapshot<'_>>, sdp: &str) -
     };
     match link.role {
         Role::Offerer if me < peer && link.open => OfferVerdict::Ignore(Ignored::OfferOnOpenLink),
+        Role::Offerer if me < peer && !link.answered => OfferVerdict::Reoffer,
         Role::Offerer if me < peer => OfferVerdict::Ignore(Ignored::Glare),
         Role::Answerer if link.remote_offer == Some(sdp) && link.open => {
             OfferVerdict::Ignore(Ignored::Duplicate)
@@ -246,8 +255,13 @@ mod tests {
     #[test]
     fn glare_is_won_by_the_lower_id() {
         let pending = link(Role::Offerer, false, None);
+        assert_eq!(on_offer(1, 2, Some(pending), "o"), OfferVerdict::Reoffer);
+        let answered = LinkSnapshot {
+            answered: true,
+            ..pending
+        };
         assert_eq!(
-            on_offer(1, 2, Some(pending), "o"),
+            on_offer(1, 2, Some(answered), "o"),
             OfferVerdict::Ignore(Ignored::Glare)
         );
         assert_eq!(

@@ -100,6 +100,10 @@ pub enum OnOffer<H> {
     /// The same offer again before the link opened: send our answer again (`None`: not
     /// gathered yet; it goes out when it is).
     Reanswer(Option<String>),
+    /// Glare won by us while our offer waits for an answer: the remote's offer is ignored and
+    /// ours goes to it again now, the usual way (`None`: not gathered yet; it goes out when it
+    /// is). Counted as an ignored signal and an offer retry.
+    Reoffer(Option<String>),
     /// Answer it with a new link ([`LinkTable::start`] as the answerer). `replaced` is the link
     /// the offer replaces, already out of the table: the driver tears it down, and reports the
     /// peer down if it was open.
@@ -223,6 +227,12 @@ impl<H> LinkTable<H> {
             OfferVerdict::Ignore(why) => {
                 self.stats.ignored_signals += 1;
                 OnOffer::Ignore(why)
+            }
+            OfferVerdict::Reoffer => {
+                self.stats.ignored_signals += 1;
+                let payload = self.links.get(&peer).and_then(|l| l.local_payload.clone());
+                self.stats.offer_retries += u64::from(payload.is_some());
+                OnOffer::Reoffer(payload)
             }
             OfferVerdict::Reanswer => {
                 let payload = self.links.get(&peer).and_then(|l| l.local_payload.clone());
@@ -419,10 +429,16 @@ mod tests {
             None,
             "one at a time"
         );
-        // A higher id's offer while we (lower) wait for our answer: glare, ignored.
+        // A higher id's offer while we (lower) wait for our answer: glare, ignored, and our
+        // offer goes again (not signalled yet here: nothing to send).
         assert!(matches!(
             table.on_offer(9, &offer_sdp(1)),
-            OnOffer::Ignore(_)
+            OnOffer::Reoffer(None)
+        ));
+        assert!(table.set_local_payload(9, first, "our offer".to_string()));
+        assert!(matches!(
+            table.on_offer(9, &offer_sdp(1)),
+            OnOffer::Reoffer(Some(p)) if p == "our offer"
         ));
         // The peer's offer from a restart once ours failed.
         assert!(table.fail(9, first).is_some());
@@ -442,7 +458,7 @@ mod tests {
             (s.attempts, s.opened, s.failures, s.links_open),
             (2, 1, 1, 1)
         );
-        assert_eq!(s.ignored_signals, 1);
+        assert_eq!((s.ignored_signals, s.offer_retries), (2, 1));
     }
 
     #[test]

@@ -1338,6 +1338,13 @@ impl Sim {
                         self.stats.signals_ignored += 1;
                         return;
                     }
+                    OfferVerdict::Reoffer => {
+                        self.stats.signals_ignored += 1;
+                        let ours = n.rtc.get(&from).map(|l| l.sdp.clone());
+                        let payload = Description::Offer(ours.unwrap_or_default()).encode();
+                        self.send_signal(me, from, payload, via_introducer);
+                        return;
+                    }
                     OfferVerdict::Reanswer => {
                         self.stats.reanswers += 1;
                         let answered = n.rtc.get(&from).map(|l| l.sdp.clone());
