@@ -69,9 +69,10 @@ pub struct Op {
     pub complete: Option<Time>,
     pub ret: Ret,
     /// For a get recorded by the simulator: the newest version (Lamport timestamp, 0 for
-    /// none) of the key that any live ring member held when the get was invoked. Not part of
-    /// the promise; it tells a stale read the protocol could have avoided from one that no
-    /// peer could have answered, because every holder of the newer write was down.
+    /// none) of the key that the live ring members held, the lower of its value when the get
+    /// was invoked and when it returned. Not part of the promise; it tells a stale read the
+    /// protocol could have avoided from one that no peer could have answered, because every
+    /// holder of the newer write was down or had lost it by then.
     pub newest_live: Option<u64>,
 }
 
@@ -146,11 +147,11 @@ impl History {
         index
     }
 
-    /// Records what the live ring held of the op's key when it was invoked (see
-    /// [`Op::newest_live`]).
+    /// Records what the live ring held of the op's key at one moment of the call (see
+    /// [`Op::newest_live`]); the lowest of the moments noted is kept.
     pub fn note_newest_live(&mut self, index: usize, ts: u64) {
         if let Some(op) = self.ops.get_mut(index) {
-            op.newest_live = Some(ts);
+            op.newest_live = Some(op.newest_live.map_or(ts, |seen| seen.min(ts)));
         }
     }
 
@@ -219,9 +220,10 @@ pub struct Anomaly {
     pub key: String,
     pub ops: Vec<Op>,
     pub explanation: String,
-    /// A stale read that started when no live ring member held the write it missed (every
-    /// peer that stored it had crashed or not yet come back): more than k - 1 failures of
-    /// one replica set, beyond what a quorum of k = 3 tolerates. Still a violation; counted
+    /// A stale read during which, at its start or at its end, no live ring member held the
+    /// write it missed (every peer that stored it had crashed, lost its disk or not yet come
+    /// back): more than k - 1 failures of one replica set, beyond what a quorum of k = 3
+    /// tolerates. Still a violation; counted
     /// apart so that the ones the protocol could have avoided stand out.
     pub all_holders_down: bool,
 }
@@ -238,7 +240,7 @@ impl fmt::Display for Anomaly {
         if self.all_holders_down {
             writeln!(
                 f,
-                "    (when the get started, no live ring member held the missed write)"
+                "    (when the get started or returned, no live ring member held the missed write)"
             )?;
         }
         for op in &self.ops {

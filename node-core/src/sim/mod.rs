@@ -752,19 +752,24 @@ impl Sim {
         let index = self.history.invoke(&at.to_string(), key, call, now);
         let op = f(&mut n.node, now);
         if is_get {
-            let newest_live = self
-                .nodes
-                .iter()
-                .map(|(_, n)| n)
-                .filter(|n| n.alive && n.node.is_joined())
-                .filter_map(|n| n.node.store().get(key).map(|e| e.version.ts))
-                .max()
-                .unwrap_or(0);
-            self.history.note_newest_live(index, newest_live);
+            let newest = self.newest_live(key);
+            self.history.note_newest_live(index, newest);
         }
         self.tracked.insert((at, op), index);
         self.drain(at);
         Some(index)
+    }
+
+    /// The newest version (Lamport timestamp, 0 for none) of `key` held by a live ring member
+    /// (`history::Op::newest_live`).
+    fn newest_live(&self, key: &str) -> u64 {
+        self.nodes
+            .iter()
+            .map(|(_, n)| n)
+            .filter(|n| n.alive && n.node.is_joined())
+            .filter_map(|n| n.node.store().get(key).map(|e| e.version.ts))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Sends `bytes` from `from` to `to` over their open link, as if `from`'s driver had sent
@@ -1423,6 +1428,14 @@ impl Sim {
             Event::OpDone { op, result } => {
                 if let Some(index) = self.tracked.remove(&(id, op)) {
                     self.history.complete(index, self.now, history_ret(&result));
+                    if let Some(get) = self
+                        .history
+                        .get(index)
+                        .filter(|o| matches!(o.call, history::Call::Get))
+                    {
+                        let newest = self.newest_live(&get.key.clone());
+                        self.history.note_newest_live(index, newest);
+                    }
                 }
                 let is_join = self.nodes.get(&id).and_then(|n| n.join_op) == Some(op);
                 if is_join {
