@@ -179,7 +179,10 @@ impl Node {
             return;
         };
         match self.ring.known_owner(key, true) {
-            Some(owner) if owner == self.id => self.kv_at_owner(routed),
+            Some(owner) if owner == self.id => match routed.body {
+                Body::Watch { .. } => self.watch_at_owner(routed),
+                _ => self.kv_at_owner(routed),
+            },
             // Our pointers name an owner we hold no link to: they may be stale (a successor
             // list learned from a peer that had not yet noticed a death). Route toward the key
             // instead, so the hops closer to it resolve the owner with their own pointers.
@@ -635,6 +638,7 @@ impl Node {
             Ok(outcome) if outcome.changed() => {
                 // New data: compare with the replicas soon rather than at a backed-off pace.
                 self.reset_anti_entropy();
+                self.notify_watchers(key, &entry);
                 self.out.push_back(Output::Event(Event::Stored {
                     key: key.to_string(),
                     entry,
@@ -1043,7 +1047,9 @@ impl Node {
         // Authorization (`guard.rs`): orders about a key (store, read, collect) only from a
         // peer that can be in the key's replica set, for a key whose set can include us.
         let key = match &msg {
-            KvMsg::Replicate { key, .. } | KvMsg::Read { key, .. } => Some(key.as_str()),
+            KvMsg::Replicate { key, .. } | KvMsg::Read { key, .. } | KvMsg::Watch { key, .. } => {
+                Some(key.as_str())
+            }
             _ => None,
         };
         if let Some(key) = key {
@@ -1054,6 +1060,13 @@ impl Node {
             }
         }
         match msg {
+            KvMsg::Watch {
+                key,
+                subscriber,
+                since,
+                lease_ms,
+            } => self.hold_watch(&key, subscriber, since, lease_ms),
+            KvMsg::Notify { key, entry } => self.on_watch_notify(from, key, entry),
             KvMsg::Collect { entries } => {
                 if entries.len() > MAX_COLLECT_ENTRIES {
                     return;
@@ -1210,7 +1223,7 @@ impl Node {
     }
 
     /// Sends a replica message over the link, or routes it when there is none.
-    fn send_kv(&mut self, to: PeerId, msg: KvMsg) {
+    pub(crate) fn send_kv(&mut self, to: PeerId, msg: KvMsg) {
         self.send_to_member(to, Message::Kv(msg.clone()), Body::KvDirect(msg));
     }
 

@@ -1,0 +1,191 @@
+//! Live updates (`node_core::watch`, issue 14 item 5): a peer outside a key's replica set
+//! watches it while peers all over the ring put and delete it, the key's leader crashes and a
+//! newcomer joins as the key's owner. The watcher must see every acknowledged write that stayed
+//! the key's newest version for a renewal period (all of phases 1-3), a burst of writes must
+//! end at the value a quorum read returns, and its events must come in strictly increasing
+//! version order (never an older version after a newer one).
+#![cfg(feature = "sim")]
+
+mod common;
+
+use common::{assert_seed, converged_ring, seeds};
+use node_core::Id;
+use node_core::sim::Sim;
+use node_core::sim::history::Ret;
+use node_core::store::key_id;
+use node_core::watch::WATCH_RENEW_MS;
+
+const TEST: &str = "watch";
+const KEY: &str = "watched";
+
+fn wait(sim: &mut Sim, index: usize) -> Ret {
+    let deadline = sim.now() + sim.config().node.op_timeout_ms + 1_000;
+    while !sim.history().is_complete(index) && sim.now() < deadline {
+        sim.run_for(5);
+    }
+    sim.history()
+        .get(index)
+        .map_or(Ret::Unknown, |o| o.ret.clone())
+}
+
+/// The key's replica set in the true ring: its owner and the next two peers.
+fn true_set(sim: &Sim) -> Vec<Id> {
+    let ids = sim.truth();
+    let owner = sim.true_owner(Id(key_id(KEY))).expect("a ring");
+    let at = ids.iter().position(|p| *p == owner).expect("member");
+    (0..3).map(|i| ids[(at + i) % ids.len()]).collect()
+}
+
+/// Puts (or deletes, for `None`) through `through`, waits for the answer, then leaves the
+/// version standing for a renewal period. Returns the acknowledged `(value, ts)`, if any.
+fn write_and_stand(
+    sim: &mut Sim,
+    through: Id,
+    value: Option<&str>,
+) -> Option<(Option<String>, u64)> {
+    let index = match value {
+        Some(v) => sim.client_put(through, KEY, v),
+        None => sim.client_delete(through, KEY),
+    }?;
+    let ret = wait(sim, index);
+    sim.run_for(WATCH_RENEW_MS + 1_500);
+    match ret {
+        Ret::Stored { ts } => Some((value.map(str::to_string), ts)),
+        _ => None,
+    }
+}
+
+fn run(seed: u64) {
+    let mut sim = converged_ring(seed, 8, TEST);
+    let set = true_set(&sim);
+    let ids = sim.truth();
+    let watcher = *ids
+        .iter()
+        .find(|p| !set.contains(p))
+        .expect("8 peers, 3 in the set");
+    let leader = *set.iter().max().expect("3 members");
+    println!("seed {seed}: watcher {watcher}, set {set:?}, leader {leader}");
+    sim.with_node(watcher, |n, now| n.watch(KEY, now))
+        .expect("alive")
+        .expect("a key within the limits");
+    sim.run_for(1_000);
+
+    let writers: Vec<Id> = ids.iter().copied().filter(|p| *p != watcher).collect();
+    let mut acked = Vec::new();
+    let mut step = 0usize;
+    let mut next_writer = |sim: &Sim| loop {
+        step += 1;
+        let p = writers[(seed as usize + step) % writers.len()];
+        if sim.node(p).is_some() {
+            return p;
+        }
+    };
+    // Phase 1: puts from several peers.
+    for i in 0..4 {
+        let through = next_writer(&sim);
+        acked.extend(write_and_stand(&mut sim, through, Some(&format!("a{i}"))));
+    }
+    // Phase 2: the leader crashes; the remaining members (and the renewals) carry on.
+    sim.crash(leader);
+    for i in 0..4 {
+        let through = next_writer(&sim);
+        acked.extend(write_and_stand(&mut sim, through, Some(&format!("b{i}"))));
+    }
+    // Phase 3: a newcomer joins at the key's id: it owns the key from now on.
+    let newcomer = Id(key_id(KEY));
+    if sim.node(newcomer).is_none() {
+        sim.add_node(newcomer);
+    }
+    sim.run_for(500);
+    for i in 0..3 {
+        let through = next_writer(&sim);
+        acked.extend(write_and_stand(&mut sim, through, Some(&format!("c{i}"))));
+    }
+    let through = next_writer(&sim);
+    acked.extend(write_and_stand(&mut sim, through, None));
+    let through = next_writer(&sim);
+    acked.extend(write_and_stand(&mut sim, through, Some("c-after-delete")));
+    let owner_now = sim.true_owner(Id(key_id(KEY)));
+    // Phase 4: a burst without pauses, from different peers at once.
+    let burst: Vec<usize> = (0..5)
+        .filter_map(|i| {
+            let through = next_writer(&sim);
+            sim.client_put(through, KEY, &format!("d{i}"))
+        })
+        .collect();
+    for index in burst {
+        wait(&mut sim, index);
+    }
+    sim.run_for(2 * WATCH_RENEW_MS);
+    let reader = next_writer(&sim);
+    let get = sim.client_get(reader, KEY).expect("alive");
+    let last_read = wait(&mut sim, get);
+
+    let events: Vec<_> = sim
+        .watch_events(watcher)
+        .iter()
+        .filter(|(_, k, _)| k == KEY)
+        .map(|(_, _, e)| e.clone())
+        .collect();
+    let shown: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}@{}",
+                e.value.as_deref().unwrap_or("<deleted>"),
+                e.version.ts
+            )
+        })
+        .collect();
+    println!(
+        "  {} writes acknowledged, {} events, owner after the join {owner_now:?}",
+        acked.len(),
+        events.len()
+    );
+    let why = |what: &str| {
+        format!(
+            "{what}\n  owner after the join {owner_now:?} (newcomer {newcomer}); acked {acked:?}\n  \
+             events {shown:?}\n  final read {last_read:?}"
+        )
+    };
+    assert_seed(
+        acked.len() >= 10,
+        seed,
+        TEST,
+        why("fewer than 10 of 14 paced writes were acknowledged"),
+    );
+    assert_seed(
+        events.windows(2).all(|w| w[0].version < w[1].version),
+        seed,
+        TEST,
+        why("events out of order"),
+    );
+    for (value, ts) in &acked {
+        assert_seed(
+            events
+                .iter()
+                .any(|e| e.version.ts == *ts && e.value == *value),
+            seed,
+            TEST,
+            why(&format!(
+                "acknowledged write {value:?}@{ts} never reached the watcher"
+            )),
+        );
+    }
+    let Ret::Found { value, ts, .. } = &last_read else {
+        panic!("{}", why("the final read found nothing"));
+    };
+    assert_seed(
+        events
+            .last()
+            .is_some_and(|e| e.version.ts == *ts && e.value.as_deref() == Some(value.as_str())),
+        seed,
+        TEST,
+        why("the last event is not the value a quorum read returns"),
+    );
+}
+
+#[test]
+fn a_watch_sees_every_write_in_order_through_a_leader_crash_and_a_join() {
+    seeds(14_500, 8).into_iter().for_each(run);
+}
