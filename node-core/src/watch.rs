@@ -195,6 +195,19 @@ impl Watches {
     }
 }
 
+/// One change of a watched key as both APIs deliver it (`GET /watch`'s `data:` lines, the
+/// JS `peer.watch` callback): `{key, value, ts, writer_id, deleted}`, `value` the JSON value
+/// that was put ([`crate::value`]) or `null` for a delete.
+pub fn event_json(key: &str, value: Option<&str>, ts: u64, writer: &str) -> serde_json::Value {
+    serde_json::json!({
+        "key": key,
+        "value": value.map_or(serde_json::Value::Null, crate::value::decode),
+        "ts": ts,
+        "writer_id": writer,
+        "deleted": value.is_none(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
