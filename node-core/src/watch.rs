@@ -19,7 +19,9 @@
 //!   version it emitted. That is how a subscription follows the replica set: after the leader
 //!   or any member crashes, after a join moves the key to a newcomer, the next renewal reaches
 //!   the new owner and set, and any member holding something newer than `since` sends it.
-//!   A lease not renewed expires; `unwatch` sends `lease_ms: 0`, which cancels at once.
+//!   A lease not renewed expires; `unwatch` sends `lease_ms: 0`, which the owner and its
+//!   current replica successors take as a cancel at once (a peer that left the set since the
+//!   last renewal lets its lease lapse; the watcher drops what it still sends).
 //! - **Order and duplicates.** Up to k members notify each change, over different paths. The
 //!   watcher emits `Event::Watch` only for a version strictly newer (in the store's LWW order:
 //!   timestamp, then writer) than the newest it emitted for that key, so at-least-once

@@ -13,7 +13,7 @@ use node_core::Id;
 use node_core::sim::Sim;
 use node_core::sim::history::Ret;
 use node_core::store::key_id;
-use node_core::watch::WATCH_RENEW_MS;
+use node_core::watch::{WATCH_LEASE_MS, WATCH_RENEW_MS};
 
 const TEST: &str = "watch";
 const KEY: &str = "watched";
@@ -55,8 +55,9 @@ fn write_and_stand(
     }
 }
 
-fn run(seed: u64) {
+fn run(seed: u64, loss: f64) {
     let mut sim = converged_ring(seed, 8, TEST);
+    sim.set_loss(loss);
     let set = true_set(&sim);
     let ids = sim.truth();
     let watcher = *ids
@@ -64,7 +65,7 @@ fn run(seed: u64) {
         .find(|p| !set.contains(p))
         .expect("8 peers, 3 in the set");
     let leader = *set.iter().max().expect("3 members");
-    println!("seed {seed}: watcher {watcher}, set {set:?}, leader {leader}");
+    println!("seed {seed}: loss {loss}, watcher {watcher}, set {set:?}, leader {leader}");
     sim.with_node(watcher, |n, now| n.watch(KEY, now))
         .expect("alive")
         .expect("a key within the limits");
@@ -187,5 +188,81 @@ fn run(seed: u64) {
 
 #[test]
 fn a_watch_sees_every_write_in_order_through_a_leader_crash_and_a_join() {
-    seeds(14_500, 8).into_iter().for_each(run);
+    seeds(14_500, 8).into_iter().for_each(|seed| run(seed, 0.0));
+}
+
+/// The same with 2% of all frames lost: lost notifications (and subscriptions) are repaired by
+/// the renewals, so every paced write still arrives.
+#[test]
+fn lost_notifications_are_repaired_by_renewals() {
+    seeds(14_700, 8)
+        .into_iter()
+        .for_each(|seed| run(seed, 0.02));
+}
+
+/// A watch made while the peer is still joining subscribes once it is a member; `unwatch`
+/// stops the events at once, and within a lease no peer holds the subscription any more (the
+/// current set drops it at once; a peer that left the set since lets it lapse).
+#[test]
+fn a_watch_made_while_joining_works_and_unwatch_ends_it() {
+    for seed in seeds(14_600, 4) {
+        let mut sim = converged_ring(seed, 6, TEST);
+        let ids = sim.truth();
+        let newcomer = sim.fresh_id();
+        sim.add_node(newcomer);
+        sim.with_node(newcomer, |n, now| n.watch(KEY, now))
+            .expect("alive")
+            .expect("a key within the limits");
+        assert_seed(
+            sim.run_until_converged(60_000),
+            seed,
+            TEST,
+            "the newcomer did not join",
+        );
+        let index = sim
+            .client_put(ids[0], KEY, "after the join")
+            .expect("alive");
+        let Ret::Stored { ts } = wait(&mut sim, index) else {
+            panic!("seed {seed}: the put failed");
+        };
+        sim.run_for(2_000);
+        let seen = |sim: &Sim| {
+            sim.watch_events(newcomer)
+                .iter()
+                .map(|(_, _, e)| e.version.ts)
+                .collect::<Vec<_>>()
+        };
+        assert_seed(
+            seen(&sim).contains(&ts),
+            seed,
+            TEST,
+            format!("the joining watcher saw {:?}, not ts {ts}", seen(&sim)),
+        );
+        let held = |sim: &Sim| -> usize {
+            sim.alive_ids()
+                .iter()
+                .filter_map(|id| sim.node(*id))
+                .map(|n| n.metrics().kv.watch_subscriptions)
+                .sum()
+        };
+        assert_seed(held(&sim) > 0, seed, TEST, "no member holds the watch");
+        sim.with_node(newcomer, |n, now| n.unwatch(KEY, now));
+        sim.run_for(WATCH_LEASE_MS + 2_000);
+        assert_seed(
+            held(&sim) == 0,
+            seed,
+            TEST,
+            format!("{} subscriptions still held after unwatch", held(&sim)),
+        );
+        let before = seen(&sim).len();
+        let index = sim.client_put(ids[1], KEY, "unwatched").expect("alive");
+        wait(&mut sim, index);
+        sim.run_for(2_000);
+        assert_seed(
+            seen(&sim).len() == before,
+            seed,
+            TEST,
+            "an event after unwatch",
+        );
+    }
 }
