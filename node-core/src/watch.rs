@@ -10,9 +10,11 @@
 //!   its replica successors as `KvMsg::Watch` (over the link, or routed like other replica
 //!   traffic), so every member of the key's replica set holds it.
 //! - **Notify.** Whenever a member's store takes a newer version of a watched key, whatever
-//!   brought it (a leader's stamp, `Replicate`, read-repair, a write-back, an anti-entropy
-//!   round: every path that emits `Event::Stored`), the member sends `KvMsg::Notify { key,
-//!   entry }` to each subscriber. A member that takes a subscription and already holds a version
+//!   brought it (`Replicate`, read-repair, a write-back, an anti-entropy round: every path that
+//!   emits `Event::Stored`), the member sends `KvMsg::Notify { key, entry }` to each
+//!   subscriber. A leader announces its own fresh stamp only once a write quorum holds it:
+//!   a version that only a leader held, which crashed before replicating it (and came back
+//!   empty), would otherwise stand in a watcher's stream above the versions the ring kept. A member that takes a subscription and already holds a version
 //!   newer than the watcher's `since` sends it at once: a subscription closes its own gap.
 //! - **Renew.** The watcher sends its request again every [`WATCH_RENEW_MS`] (lease
 //!   [`WATCH_LEASE_MS`]), routed afresh to whoever owns the key *now*, with `since` the newest

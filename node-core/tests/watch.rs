@@ -266,3 +266,78 @@ fn a_watch_made_while_joining_works_and_unwatch_ends_it() {
         );
     }
 }
+
+/// A leader announces its own stamp only once a write quorum holds it. Here the key's owner is
+/// also its leader (the set wraps around zero); it stamps a put while a partition cuts it off
+/// from the other two members but not from the watcher (its predecessor), then crashes and
+/// loses its store: no surviving peer ever held that version, so the watcher must never see
+/// it, and its last event must be the value the ring keeps. Without the wait for the quorum
+/// the watcher shows the lost version, and then misses the next writes, stamped below it.
+#[test]
+fn a_version_only_a_crashed_leader_held_never_reaches_watchers() {
+    for seed in seeds(14_800, 8) {
+        let mut sim = converged_ring(seed, 8, TEST);
+        let ids = sim.truth();
+        let n = ids.len();
+        let leader = ids[n - 1];
+        let watcher = ids[n - 2];
+        let key = (0..)
+            .map(|i| format!("wrapped-{i}"))
+            .find(|k| Id(key_id(k)).in_half_open(watcher, leader))
+            .expect("some key hashes there");
+        sim.with_node(watcher, |n, now| n.watch(&key, now))
+            .expect("alive")
+            .expect("a key within the limits");
+        sim.run_for(1_000);
+        for i in 0..3 {
+            let index = sim
+                .client_put(ids[2], &key, &format!("before-{i}"))
+                .expect("alive");
+            wait(&mut sim, index);
+        }
+        sim.run_for(WATCH_RENEW_MS + 1_500);
+        // The leader stamps "lost" and replicates nowhere; it crashes before it could notice
+        // the partition (a longer one would make the watcher a member of its shrunken set: a
+        // partition, which the store does not promise to survive).
+        sim.partition(|p| u8::from(p == leader || p == watcher));
+        sim.with_node(leader, |n, now| n.put(&key, "lost", "the-leader", now));
+        sim.run_for(300);
+        sim.crash(leader);
+        sim.heal();
+        sim.run_for(20_000);
+        let mut after = Vec::new();
+        for i in 0..2 {
+            let index = sim
+                .client_put(ids[2], &key, &format!("after-{i}"))
+                .expect("alive");
+            if let Ret::Stored { ts } = wait(&mut sim, index) {
+                after.push(ts);
+            }
+            sim.run_for(WATCH_RENEW_MS + 1_500);
+        }
+        let get = sim.client_get(ids[3], &key).expect("alive");
+        let last_read = wait(&mut sim, get);
+        let events: Vec<(Option<String>, u64)> = sim
+            .watch_events(watcher)
+            .iter()
+            .map(|(_, _, e)| (e.value.clone(), e.version.ts))
+            .collect();
+        let why =
+            format!("events {events:?}, writes after the crash {after:?}, read {last_read:?}");
+        assert_seed(
+            !events.iter().any(|(v, _)| v.as_deref() == Some("lost")),
+            seed,
+            TEST,
+            format!("the watcher saw a version only the crashed leader held: {why}"),
+        );
+        let Ret::Found { value, ts, .. } = &last_read else {
+            panic!("seed {seed}: the final read found nothing: {why}");
+        };
+        assert_seed(
+            events.last() == Some(&(Some(value.clone()), *ts)),
+            seed,
+            TEST,
+            format!("the last event is not the value the ring keeps: {why}"),
+        );
+    }
+}

@@ -568,7 +568,9 @@ impl Node {
         wid: (Id, u64),
         replay: bool,
     ) -> CoordKind {
-        self.store_entry(key, entry.clone());
+        // Watchers hear of it once a write quorum holds it (`check_quorum`), not now: a
+        // version only this leader holds dies with it if it crashes before replicating.
+        self.store_entry_as(key, entry.clone(), false);
         for peer in others {
             self.send_kv(
                 *peer,
@@ -632,13 +634,22 @@ impl Node {
         self.check_quorum(new_req);
     }
 
-    /// Applies an entry to the local store (LWW) and tells the driver (persistence).
+    /// Applies an entry to the local store (LWW) and tells the driver (persistence) and the
+    /// key's watchers (`crate::watch`).
     pub(crate) fn store_entry(&mut self, key: &str, entry: Entry) -> bool {
+        self.store_entry_as(key, entry, true)
+    }
+
+    /// [`Self::store_entry`]; `notify`: tell the key's watchers now (a leader's own fresh
+    /// stamp waits for its write quorum instead).
+    fn store_entry_as(&mut self, key: &str, entry: Entry, notify: bool) -> bool {
         match self.store.apply(key, entry.clone(), self.now) {
             Ok(outcome) if outcome.changed() => {
                 // New data: compare with the replicas soon rather than at a backed-off pace.
                 self.reset_anti_entropy();
-                self.notify_watchers(key, &entry);
+                if notify {
+                    self.notify_watchers(key, &entry);
+                }
                 self.out.push_back(Output::Event(Event::Stored {
                     key: key.to_string(),
                     entry,
@@ -742,6 +753,17 @@ impl Node {
             if let Some(c) = self.repl.coordinations.get_mut(&req) {
                 c.answered = true;
                 c.reask_at = None;
+            }
+            if let Some(Coordination {
+                key,
+                kind: CoordKind::Write { entry, .. },
+                ..
+            }) = self.repl.coordinations.get(&req)
+                && self.store.get(key) == Some(entry)
+            {
+                // A write quorum holds this leader's stamp now: its watchers may hear of it.
+                let (key, entry) = (key.clone(), entry.clone());
+                self.notify_watchers(&key, &entry);
             }
             self.read_repair(req);
             self.reply_to_origin(req, result);
