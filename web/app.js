@@ -66,6 +66,7 @@ const state = {
   tabLatency: { put: [], get: [] },
   history: [],
   replicas: 3,
+  watches: new Map(), // key -> {event, count}: keys this tab watches (peer.watch), latest change
 };
 
 let resolveReady;
@@ -288,6 +289,7 @@ function selectKey(key, { fillForm = false } = {}) {
   state.selected = key || null;
   if (key && fillForm) {
     $('kv-key').value = key;
+    syncWatchButton();
     $('flood-key').value = key;
     const entry = state.keys.get(key);
     if (entry && !entry.deleted && typeof entry.value === 'string') {
@@ -590,6 +592,70 @@ $('kv-key').addEventListener('keydown', (e) => {
     runKv('get');
   }
 });
+
+// ---------------------------------------------------------------------------------------------
+// Live updates: the form's "Watch" toggle calls peer.watch / peer.unwatch on its key; every
+// change (from any peer) lands in the watch list and the event log as it arrives.
+
+function syncWatchButton() {
+  const watched = state.watches.has($('kv-key').value);
+  const b = $('btn-watch');
+  b.setAttribute('aria-pressed', String(watched));
+  b.textContent = watched ? 'Unwatch' : 'Watch';
+}
+
+function renderWatches(freshKey) {
+  $('watch-list').replaceChildren(
+    ...[...state.watches].map(([key, w]) => {
+      const ev = w.event;
+      const value = !ev ? 'waiting for a change…' : ev.deleted ? 'deleted' : valueText(ev.value);
+      return h(
+        'li',
+        { class: key === freshKey ? 'fresh' : '', dataset: { key } },
+        h('span', { class: 'w-key' }, `👁 “${truncate(key, 28)}”`),
+        h('span', { class: 'w-value' }, truncate(value, 60)),
+        h('span', { class: 'w-meta' }, ev ? `ts ${formatValue(ev.ts)} · ${w.count} change${w.count === 1 ? '' : 's'}` : ''),
+      );
+    }),
+  );
+}
+
+function onWatchEvent(ev) {
+  const w = state.watches.get(ev.key);
+  if (!w) return;
+  w.event = ev;
+  w.count++;
+  const what = ev.deleted ? 'deleted' : `= ${truncate(valueText(ev.value), 40)}`;
+  log('watch', 'watch', [`“${truncate(ev.key, 32)}” ${what} · ts ${formatValue(ev.ts)} by `, idOrText(ev.writer_id)]);
+  rememberKey(ev.key, { value: ev.deleted ? undefined : ev.value, ts: ev.ts, writer_id: ev.writer_id, deleted: ev.deleted, missing: false });
+  renderWatches(ev.key);
+}
+
+$('btn-watch').addEventListener('click', () => {
+  const key = $('kv-key').value;
+  const result = $('kv-result');
+  let err = checkKey(key);
+  if (!err && !state.peer) err = clientError('not_joined', 'The peer has not started yet.');
+  if (err) {
+    result.replaceChildren(errorBox(err));
+    return;
+  }
+  if (state.watches.has(key)) {
+    state.peer.unwatch(key);
+    state.watches.delete(key);
+  } else {
+    try {
+      state.peer.watch(key, (ev) => onWatchEvent(plain(ev)));
+      state.watches.set(key, { event: null, count: 0 });
+    } catch (e) {
+      result.replaceChildren(errorBox(e));
+      return;
+    }
+  }
+  syncWatchButton();
+  renderWatches();
+});
+$('kv-key').addEventListener('input', syncWatchButton);
 
 $('kv-form').addEventListener('submit', (e) => {
   e.preventDefault();

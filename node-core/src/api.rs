@@ -101,6 +101,14 @@ pub enum Event {
     Collected {
         key: String,
     },
+    /// A watched key changed ([`crate::Node::watch`], `crate::watch`): its newer version, `value`
+    /// `None` for a delete. Per key, versions only go up (by `ts`, then `writer`).
+    Watch {
+        key: String,
+        value: Option<String>,
+        ts: u64,
+        writer: String,
+    },
 }
 
 /// Successful result of a command.
@@ -172,6 +180,8 @@ pub enum OpError {
     },
     #[error("flood query refused: {0}")]
     FloodRefused(FloodError),
+    #[error("this peer already watches {limit} keys")]
+    TooManyWatches { limit: usize },
 }
 
 impl OpError {
@@ -201,7 +211,8 @@ impl OpError {
             Self::NotJoined | Self::AlreadyJoined => "not_joined",
             Self::NoRoute { .. } | Self::BootstrapLost { .. } => "no_route",
             Self::TooManyPendingOps { .. }
-            | Self::FloodRefused(FloodError::TooManyPending { .. }) => "busy",
+            | Self::FloodRefused(FloodError::TooManyPending { .. })
+            | Self::TooManyWatches { .. } => "busy",
             Self::FloodRefused(FloodError::DuplicateId { .. }) => "bad_input",
             Self::IdInUse { .. } => "id_in_use",
         }

@@ -23,6 +23,7 @@
 //! - [`signal_path`]: which way a link's SDP travels (ring or introducer), for every driver.
 //! - [`peer`]: the peer session's policy shared by every driver: WebRTC signalling rules
 //!   (payload codec, offer/answer/glare/re-offer verdicts).
+//! - [`watch`]: live updates: subscriptions held by a key's replica set, in-order events.
 //! - [`walk`]: asking any peer for its ring pointers (to draw the whole ring).
 //! - [`agent`]: a peer's self-description (`native 0.1.0`, `firefox 128`), bounded display text.
 //! - [`flood`]: Gnutella-style flooding, the unstructured-search baseline.
@@ -52,6 +53,7 @@ pub mod signal_path;
 pub mod store;
 mod timers;
 pub mod value;
+pub mod watch;
 pub mod wire;
 
 #[cfg(feature = "sim")]

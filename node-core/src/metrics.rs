@@ -166,6 +166,17 @@ pub struct KvMetrics {
     /// Replicate / Read / Collect not sent because no link to the member was open (members
     /// take them only over a direct link; a link is requested instead).
     pub requests_awaiting_link: u64,
+    /// Live updates (`crate::watch`): keys this peer watches, subscriptions it holds for
+    /// others, subscriptions it sent (renewals included), notifications it sent, events it
+    /// emitted, notifications dropped as not newer than the last event, and notifications for
+    /// keys it does not watch.
+    pub watching: usize,
+    pub watch_subscriptions: usize,
+    pub watch_requests_sent: u64,
+    pub watch_notifies_sent: u64,
+    pub watch_events: u64,
+    pub watch_duplicates: u64,
+    pub watch_unsolicited: u64,
 }
 
 /// Frames (or parts of frames) refused because the sender was not entitled to send them or
@@ -194,6 +205,9 @@ pub struct Rejected {
     pub rate_limited: u64,
     /// Elections refused because the table of running elections is full.
     pub elections_full: u64,
+    /// Subscriptions refused because the subscriber (64) or the whole table (4096) is full
+    /// (`crate::watch`).
+    pub watch_full: u64,
 }
 
 /// A snapshot of everything the node counts.

@@ -20,9 +20,11 @@ pub(crate) enum Timer {
     AntiEntropy,
     /// Probe a peer we lost, to heal splits.
     Probe,
+    /// Renew our watches, drop ended subscriptions (`crate::watch`).
+    Watch,
 }
 
-const COUNT: usize = 6;
+const COUNT: usize = 7;
 
 impl Timer {
     fn index(self) -> usize {
@@ -33,6 +35,7 @@ impl Timer {
             Self::SelfCheck => 3,
             Self::AntiEntropy => 4,
             Self::Probe => 5,
+            Self::Watch => 6,
         }
     }
 }

@@ -77,6 +77,7 @@ fn every_variant_has_its_documented_code_and_status() {
             "too_large",
         ),
         (OpError::IdInUse { id: Id(7) }, "id_in_use"),
+        (OpError::TooManyWatches { limit: 64 }, "busy"),
     ];
     for (error, code) in &cases {
         check(error, code);

@@ -3,6 +3,8 @@
 
 use node_core::node::{Config, Input, Node, OpOutcome, Output};
 use node_core::rng::Rng;
+use node_core::store::{Entry, Version};
+use node_core::wire::kv::KvMsg;
 use node_core::wire::{self, Body, Dest, MAX_FRAME_BYTES, Message, Routed};
 use node_core::{Event, Id};
 
@@ -46,6 +48,27 @@ fn valid_frames() -> Vec<Vec<u8>> {
             body: Body::Signal {
                 payload: "x".repeat(100),
             },
+        }),
+        Message::Route(Routed {
+            dest: Dest::Owner { key: Id(77) },
+            origin: Id(3),
+            origin_via: None,
+            hops: 1,
+            body: Body::Watch {
+                key: "k".into(),
+                since: Some(Version::new(5, "w")),
+                lease_ms: 20_000,
+            },
+        }),
+        Message::Kv(KvMsg::Watch {
+            key: "k".into(),
+            subscriber: Id(3),
+            since: None,
+            lease_ms: 20_000,
+        }),
+        Message::Kv(KvMsg::Notify {
+            key: "k".into(),
+            entry: Entry::live("v", 9, "w"),
         }),
     ];
     messages.iter().map(|m| wire::encode(m).unwrap()).collect()

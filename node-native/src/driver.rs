@@ -47,7 +47,7 @@
 //! before the write is on disk (`node_core::persist`). A failed commit stops the driver: the peer then behaves like a
 //! crashed one (`PeerHandle::closed`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -102,6 +102,54 @@ pub enum Command {
     Leave,
 }
 
+/// A subscription of an API client to a key's changes (`GET /watch`): the driver watches the
+/// key in the core while at least one client does, and hands each `Event::Watch` to every
+/// client's channel as `node_core::watch::event_json`.
+#[derive(Debug)]
+enum WatchCommand {
+    Subscribe {
+        key: String,
+        events: mpsc::Sender<serde_json::Value>,
+        reply: oneshot::Sender<Result<u64, OpError>>,
+    },
+    Unsubscribe {
+        key: String,
+        id: u64,
+    },
+}
+
+/// Clients watching at once, over all keys (each also needs one of the core's 64 keys).
+pub const MAX_API_WATCHERS: usize = 256;
+/// Events queued per client: a client that falls this far behind loses its stream (it ends;
+/// the client reconnects) rather than the driver buffering without bound or skipping events.
+pub const WATCH_QUEUE: usize = 64;
+
+/// One client's stream of changes of a key; dropping it ends the subscription.
+#[derive(Debug)]
+pub struct Watcher {
+    key: String,
+    id: u64,
+    events: mpsc::Receiver<serde_json::Value>,
+    control: mpsc::UnboundedSender<WatchCommand>,
+}
+
+impl Watcher {
+    /// The next change (`node_core::watch::event_json`); `None` once the stream ended (the
+    /// client fell [`WATCH_QUEUE`] events behind, or the driver stopped).
+    pub async fn next(&mut self) -> Option<serde_json::Value> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.control.send(WatchCommand::Unsubscribe {
+            key: std::mem::take(&mut self.key),
+            id: self.id,
+        });
+    }
+}
+
 /// What the driver answers a [`Command`] with.
 pub type Reply = Result<OpOutcome, OpError>;
 
@@ -124,6 +172,9 @@ pub struct PeerHandle {
     id: Id,
     commands: mpsc::Sender<(Command, oneshot::Sender<Reply>)>,
     status: mpsc::Sender<oneshot::Sender<Status>>,
+    /// Unbounded so that a dropped [`Watcher`] can always unsubscribe; bounded in practice by
+    /// [`MAX_API_WATCHERS`] subscriptions and their unsubscriptions.
+    watch: mpsc::UnboundedSender<WatchCommand>,
 }
 
 impl PeerHandle {
@@ -142,6 +193,26 @@ impl PeerHandle {
         let (tx, rx) = oneshot::channel();
         self.status.send(tx).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Watches `key` (`GET /watch`): `None` when the driver stopped, the core's error for a
+    /// bad key or too many watches (`busy`: the core's 64 keys, or [`MAX_API_WATCHERS`]).
+    pub async fn watch(&self, key: String) -> Option<Result<Watcher, OpError>> {
+        let (events_tx, events) = mpsc::channel(WATCH_QUEUE);
+        let (tx, rx) = oneshot::channel();
+        self.watch
+            .send(WatchCommand::Subscribe {
+                key: key.clone(),
+                events: events_tx,
+                reply: tx,
+            })
+            .ok()?;
+        Some(rx.await.ok()?.map(|id| Watcher {
+            key,
+            id,
+            events,
+            control: self.watch.clone(),
+        }))
     }
 
     /// Resolves when the driver has stopped (a failed commit to its store, see the log).
@@ -201,12 +272,14 @@ pub fn spawn(
 ) -> PeerHandle {
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (status_tx, status_rx) = mpsc::channel(16);
+    let (watch_tx, watch_rx) = mpsc::unbounded_channel();
     let handle = PeerHandle {
         id: config.id,
         commands: cmd_tx,
         status: status_tx,
+        watch: watch_tx,
     };
-    tokio::spawn(run(config, local, persistence, cmd_rx, status_rx));
+    tokio::spawn(run(config, local, persistence, cmd_rx, status_rx, watch_rx));
     handle
 }
 
@@ -254,6 +327,9 @@ struct Driver {
     known: KnownPeers,
     /// Started with `--bootstrap` (not the ring's first peer).
     has_bootstrap: bool,
+    /// API clients watching keys: key -> client id -> its event queue.
+    watchers: BTreeMap<String, BTreeMap<u64, mpsc::Sender<serde_json::Value>>>,
+    next_watcher: u64,
 }
 
 /// Pause before a failed join is tried again.
@@ -272,6 +348,7 @@ async fn run(
     persistence: Option<Persistence>,
     mut commands: mpsc::Receiver<(Command, oneshot::Sender<Reply>)>,
     mut status: mpsc::Receiver<oneshot::Sender<Status>>,
+    mut watch: mpsc::UnboundedReceiver<WatchCommand>,
 ) {
     let had_data = persistence
         .as_ref()
@@ -311,6 +388,8 @@ async fn run(
         introducer: config.introducer.clone(),
         known: config.known.clone(),
         has_bootstrap: config.bootstrap.is_some(),
+        watchers: BTreeMap::new(),
+        next_watcher: 0,
     };
     if let Some(persistence) = persistence {
         d.restore(persistence);
@@ -376,6 +455,7 @@ async fn run(
             Some(reply) = status.recv() => {
                 let _ = reply.send(d.status());
             }
+            Some(command) = watch.recv() => d.on_watch_command(command),
             else => break,
         }
         healthy = d.drain().await;
@@ -810,6 +890,60 @@ impl Driver {
         self.pending.insert(op, reply);
     }
 
+    fn on_watch_command(&mut self, command: WatchCommand) {
+        let now = self.now();
+        match command {
+            WatchCommand::Subscribe { key, events, reply } => {
+                let count: usize = self.watchers.values().map(BTreeMap::len).sum();
+                let result = if count >= MAX_API_WATCHERS {
+                    Err(OpError::TooManyWatches {
+                        limit: MAX_API_WATCHERS,
+                    })
+                } else {
+                    self.node.watch(&key, now).map(|()| {
+                        self.next_watcher += 1;
+                        let id = self.next_watcher;
+                        self.watchers.entry(key).or_default().insert(id, events);
+                        id
+                    })
+                };
+                let _ = reply.send(result);
+            }
+            WatchCommand::Unsubscribe { key, id } => self.drop_watcher(&key, id),
+        }
+    }
+
+    /// Ends one client's subscription; the core stops watching a key nobody watches.
+    fn drop_watcher(&mut self, key: &str, id: u64) {
+        let Some(clients) = self.watchers.get_mut(key) else {
+            return;
+        };
+        clients.remove(&id);
+        if clients.is_empty() {
+            self.watchers.remove(key);
+            let now = self.now();
+            self.node.unwatch(key, now);
+        }
+    }
+
+    /// Hands a change to every client watching its key; a client whose queue is full or
+    /// closed loses its subscription (its stream ends).
+    fn on_watch_event(&mut self, key: &str, value: Option<&str>, ts: u64, writer: &str) {
+        let Some(clients) = self.watchers.get(key) else {
+            return;
+        };
+        let event = node_core::watch::event_json(key, value, ts, writer);
+        let gone: Vec<u64> = clients
+            .iter()
+            .filter(|(_, tx)| tx.try_send(event.clone()).is_err())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            tracing::debug!(key, id, "watch client gone or too slow; ending its stream");
+            self.drop_watcher(key, id);
+        }
+    }
+
     fn status(&self) -> Status {
         let raw = self.node.metrics();
         let rtc = self.rtc.stats();
@@ -982,6 +1116,12 @@ impl Driver {
             Event::LeaderElected { set, leader } => {
                 tracing::debug!(?set, %leader, "leader elected");
             }
+            Event::Watch {
+                key,
+                value,
+                ts,
+                writer,
+            } => self.on_watch_event(&key, value.as_deref(), ts, &writer),
             _ => {}
         }
     }

@@ -5,7 +5,9 @@
 //! `GET /metrics` (`node`, `uptime_sec` and the original's `kv` / `chord` / `gnutella`
 //! sections, plus percentiles, driver, HTTP and introducer counters); `GET /metrics/prometheus`;
 //! `GET /ring` (this peer's pointers and `agent`); `GET /walk?limit=64` (the ring walk: each
-//! peer's pointers, `agent` and `kind`).
+//! peer's pointers, `agent` and `kind`); `GET /watch?key=K` (Server-Sent Events, one `data:`
+//! line `{key, value, ts, writer_id, deleted}` per change of `K` anywhere in the ring,
+//! `node_core::watch`).
 //!
 //! As in the original, `value` is any JSON value and `/get` returns the same value: it is kept
 //! in the core's string values with `node_core::value`'s encoding (plain strings unchanged).
@@ -21,7 +23,7 @@
 //! pages and `--allow-origin` origins): others get a 403 `bad_host` / `bad_origin`, so a web
 //! page cannot reach `/put` of a peer on the visitor's machine by DNS rebinding or a cross-site
 //! request. With an API token ([`Api::with_api_token`], `--api-token`), the routes that change
-//! data or cost the ring work (`/put`, `/delete`, `/g_start_query`) also need
+//! data or cost the ring work (`/put`, `/delete`, `/g_start_query`, `/watch`) also need
 //! `Authorization: Bearer <token>` (401 `unauthorized` otherwise); reads stay open. Refusals are
 //! counted in `/metrics` (`http.bad_host`, `http.bad_origin`, `http.unauthorized`, and in
 //! `http.bad_requests`).
@@ -136,6 +138,7 @@ fn routes(api: &Api) -> Router<Api> {
         .route("/put", post(put))
         .route("/delete", post(delete))
         .route("/g_start_query", post(flood))
+        .route("/watch", get(watch))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
         .route("/get", post(get_key))
@@ -576,6 +579,43 @@ async fn walk(
         }
     }
     Ok(Json(Value::Array(out)))
+}
+
+#[derive(Deserialize)]
+struct WatchQuery {
+    key: String,
+}
+
+/// `GET /watch?key=K`: a `text/event-stream` with one event per change of `K` anywhere in the
+/// ring (`node_core::watch`: in version order, the first one maybe the current value), each a
+/// `data:` line of `node_core::watch::event_json`; a comment line every 15 s keeps proxies
+/// from closing an idle stream. The subscription ends when the client disconnects (the
+/// stream is dropped, and with it the [`crate::driver::Watcher`]), and the stream ends when the
+/// client falls `WATCH_QUEUE` events behind. Errors before the stream starts are JSON as
+/// elsewhere (400 `bad_input` without `key`, 413 for a key over the limits, 503 `busy` beyond
+/// the watch limits).
+async fn watch(
+    State(api): State<Api>,
+    query: Result<Query<WatchQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let Query(query) = query.map_err(|rejection| {
+        api.bad_requests.fetch_add(1, Ordering::Relaxed);
+        ApiError::bad("bad_input", rejection.body_text())
+    })?;
+    let watcher = match api.peer.watch(query.key).await {
+        Some(Ok(watcher)) => watcher,
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err(stopped()),
+    };
+    let events = futures_util::stream::unfold(watcher, |mut watcher| async move {
+        let event = watcher.next().await?;
+        let sse = Event::default().data(event.to_string());
+        Some((Ok::<_, std::convert::Infallible>(sse), watcher))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response())
 }
 
 async fn not_found(State(api): State<Api>) -> ApiError {

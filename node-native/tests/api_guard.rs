@@ -1,7 +1,7 @@
 //! The guards in front of a chord-node's HTTP API and `/ws` (node-native/src/http.rs,
 //! signaling/src/access.rs), on a real process in a private network namespace: a `Host` that
 //! is not this server's (DNS rebinding) and a foreign page's `Origin` get a JSON 403 on every
-//! route; with `--api-token`, the write routes need the token and reads do not; refusals are
+//! route; with `--api-token`, the write routes (and `/watch`) need the token and reads do not; refusals are
 //! counted in `/metrics`.
 
 use std::io::{Read as _, Write as _};
@@ -101,6 +101,29 @@ fn host_origin_and_token_guard_the_api() {
         assert_eq!(status, 401, "{path}: {body}");
         assert_eq!(body["error"]["code"], "unauthorized", "{path}: {body}");
     }
+    // `/watch` makes the ring hold and renew a subscription: behind the token and the Origin
+    // guard like the writes (a granted stream never ends, so only refusals are tried here).
+    let (status, body) = request("GET", "/watch?key=k", &[("Host", &own)], "");
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &Value::from("unauthorized")),
+        "{body}"
+    );
+    let (status, body) = request(
+        "GET",
+        "/watch?key=k",
+        &[
+            ("Host", &own),
+            ("Origin", "http://evil.example"),
+            ("Authorization", &bearer),
+        ],
+        "",
+    );
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &Value::from("bad_origin")),
+        "{body}"
+    );
     let (status, body) = request(
         "POST",
         "/put",
@@ -143,9 +166,9 @@ fn host_origin_and_token_guard_the_api() {
     let (_, metrics) = json(PORT, "GET", "/metrics", None).expect("metrics");
     let http = &metrics["http"];
     assert_eq!(http["bad_host"], 3, "{metrics}");
-    assert_eq!(http["bad_origin"], 1, "{metrics}");
-    assert_eq!(http["unauthorized"], 4, "{metrics}");
-    assert!(http["bad_requests"].as_u64().unwrap() >= 8, "{metrics}");
+    assert_eq!(http["bad_origin"], 2, "{metrics}");
+    assert_eq!(http["unauthorized"], 5, "{metrics}");
+    assert!(http["bad_requests"].as_u64().unwrap() >= 10, "{metrics}");
     let introducer = &metrics["introducer"]["errors"];
     assert_eq!(introducer["bad_host"], 1, "{metrics}");
     assert_eq!(introducer["bad_origin"], 1, "{metrics}");

@@ -186,6 +186,29 @@ export interface LocalTombstone {
 /** One entry of this peer's store; narrow on `deleted`. */
 export type LocalEntry = LocalValue | LocalTombstone;
 
+/** A watched key took a new value (`watch`'s callback). */
+export interface WatchPut {
+  key: string;
+  /** The value that was put (any JSON value). */
+  value: JsonValue;
+  /** Its Lamport timestamp: per key, events only go up (by `ts`, then `writer_id`). */
+  ts: number;
+  writer_id: string;
+  deleted: false;
+}
+
+/** A watched key was deleted (`watch`'s callback). */
+export interface WatchDelete {
+  key: string;
+  value: null;
+  ts: number;
+  writer_id: string;
+  deleted: true;
+}
+
+/** One change of a watched key, the shape `GET /watch` streams too; narrow on `deleted`. */
+export type WatchEvent = WatchPut | WatchDelete;
+
 // ----- metrics ---------------------------------------------------------------------------------
 
 /** Percentiles of a histogram (node-core's `metrics::Percentiles`). */

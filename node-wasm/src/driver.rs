@@ -150,6 +150,10 @@ pub struct Shared {
     driver: RefCell<Driver>,
     events: RefCell<VecDeque<Value>>,
     callback: RefCell<Option<js_sys::Function>>,
+    /// `peer.watch` callbacks by key, and the changes waiting for them (delivered like
+    /// `events`, never while the driver is borrowed).
+    watchers: RefCell<std::collections::BTreeMap<String, js_sys::Function>>,
+    watch_events: RefCell<VecDeque<(String, Value)>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -169,8 +173,42 @@ impl Shared {
         *self.callback.borrow_mut() = Some(callback);
     }
 
+    /// Watches `key` with `callback` (`peer.watch`; a second watch of a key replaces its
+    /// callback). Errors: the core's (`too_large`, `busy`) or `stopped`.
+    pub fn watch(self: &Rc<Self>, key: String, callback: js_sys::Function) -> Result<(), JsValue> {
+        with_driver(self, |d, shared| {
+            if d.stopped {
+                return Err(js::error("stopped", "this peer was stopped"));
+            }
+            let now = d.now();
+            d.node
+                .watch(&key, now)
+                .map_err(|e| js::error(e.code(), &e.to_string()))?;
+            shared.watchers.borrow_mut().insert(key, callback);
+            Ok(())
+        })
+    }
+
+    /// Stops watching `key` (`peer.unwatch`); false when it was not watched.
+    pub fn unwatch(self: &Rc<Self>, key: &str) -> bool {
+        with_driver(self, |d, shared| {
+            let now = d.now();
+            d.node.unwatch(key, now);
+            shared.watchers.borrow_mut().remove(key).is_some()
+        })
+    }
+
     /// Delivers queued events to the user's callback (never while the driver is borrowed).
     fn flush_events(&self) {
+        loop {
+            let Some((key, event)) = self.watch_events.borrow_mut().pop_front() else {
+                break;
+            };
+            let callback = self.watchers.borrow().get(&key).cloned();
+            if let Some(callback) = callback {
+                let _ = callback.call1(&JsValue::NULL, &js::value(&event));
+            }
+        }
         loop {
             let Some(event) = self.events.borrow_mut().pop_front() else {
                 return;
@@ -338,6 +376,8 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
             }),
             events: RefCell::new(VecDeque::new()),
             callback: RefCell::new(None),
+            watchers: RefCell::new(std::collections::BTreeMap::new()),
+            watch_events: RefCell::new(VecDeque::new()),
         }
     });
     if options.persist {
@@ -677,6 +717,17 @@ impl Driver {
                     "set": set.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "leader": leader.to_string(),
                 }));
+            }
+            Event::Watch {
+                key,
+                value,
+                ts,
+                writer,
+            } => {
+                if let Some(shared) = self.me.upgrade() {
+                    let event = node_core::watch::event_json(&key, value.as_deref(), ts, &writer);
+                    shared.watch_events.borrow_mut().push_back((key, event));
+                }
             }
             Event::Stored { key, entry } => {
                 self.emit(json!({

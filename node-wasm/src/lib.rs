@@ -17,6 +17,8 @@
 //! await peer.get('k');               // {found, value, ts, writer_id, hops, latency_ms}
 //! await peer.delete('k');            // {ok, ts, hops, latency_ms}
 //! await peer.flood('k', 4);          // {matches: [{peer}], stats: {...}, latency_ms}
+//! peer.watch('k', e => console.log(e.value, e.ts, e.writer_id, e.deleted));
+//! peer.unwatch('k');                 // true if it was watched
 //! peer.ring(); peer.metrics(); await peer.walk(64); peer.localKeys(); peer.keyId('k');
 //! peer.stop();
 //! ```
@@ -255,6 +257,26 @@ impl ChordPeer {
             return false;
         };
         driver::with_driver(&self.handle, |d, _| d.links.send(peer, bytes))
+    }
+
+    /// `watch(key, callback)`: `callback({key, value, ts, writer_id, deleted})` for every newer
+    /// version of `key` put or deleted anywhere in the ring, in version order (never an older
+    /// one after a newer one; the first call may bring the current value). The subscription is
+    /// held by the key's replica set and renewed every 5 s (node-core's `watch` module). Throws
+    /// an `Error` with `code` `too_large` (key over the limits), `busy` (64 keys watched) or
+    /// `stopped`. Watching a watched key again replaces its callback.
+    pub fn watch(
+        &self,
+        key: String,
+        #[wasm_bindgen(unchecked_param_type = "(event: WatchEvent) => void")]
+        callback: js_sys::Function,
+    ) -> Result<(), JsValue> {
+        self.handle.watch(key, callback)
+    }
+
+    /// `unwatch(key)`: no more calls for `key`; false when it was not watched.
+    pub fn unwatch(&self, key: &str) -> bool {
+        self.handle.unwatch(key)
     }
 
     /// Leaves the ring gracefully, closes every link and the introducer session.

@@ -193,6 +193,87 @@ async fn bad_frames_are_counted_and_the_peer_keeps_working() {
 }
 
 #[wasm_bindgen_test]
+async fn a_watching_peer_hears_the_others_puts_and_deletes_in_order() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use wasm_bindgen::JsCast as _;
+    use wasm_bindgen::closure::Closure;
+
+    let ids = ["30000000", "80000000", "d0000000"];
+    let a = start("watch3", ids[0]).await;
+    let b = start("watch3", ids[1]).await;
+    let c = start("watch3", ids[2]).await;
+    converge(&[&a, &b, &c], &ids).await;
+
+    let events: Rc<RefCell<Vec<JsValue>>> = Rc::default();
+    let sink = Rc::clone(&events);
+    let callback = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| sink.borrow_mut().push(e))
+        .into_js_value()
+        .unchecked_into::<js_sys::Function>();
+    c.watch("watched".into(), callback.clone()).expect("watch");
+    sleep(300).await;
+    let put = call(a.put("watched".into(), "from a".into(), None))
+        .await
+        .expect("put");
+    let deleted = call(b.delete("watched".into(), None))
+        .await
+        .expect("delete");
+    let put_again = call(a.put("watched".into(), JsValue::from_f64(7.0), None))
+        .await
+        .expect("put");
+    let wanted = number(&put_again, "ts");
+    for _ in 0..100 {
+        if events.borrow().iter().any(|e| number(e, "ts") == wanted) {
+            break;
+        }
+        sleep(100).await;
+    }
+    let seen: Vec<(f64, JsValue, bool)> = events
+        .borrow()
+        .iter()
+        .map(|e| {
+            assert_eq!(text(e, "key").as_deref(), Some("watched"), "{e:?}");
+            let deleted = field(e, "deleted").as_bool().expect("deleted");
+            (number(e, "ts"), field(e, "value"), deleted)
+        })
+        .collect();
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "out of order: {seen:?}"
+    );
+    let find = |ts: f64| seen.iter().find(|(t, ..)| *t == ts).cloned();
+    let (_, value, gone) = find(number(&put, "ts")).expect("the first put's event");
+    assert_eq!(
+        (value.as_string().as_deref(), gone),
+        (Some("from a"), false)
+    );
+    let (_, value, gone) = find(number(&deleted, "ts")).expect("the delete's event");
+    assert!(value.is_null() && gone, "{value:?}");
+    let (_, value, gone) = find(wanted).expect("the second put's event");
+    assert_eq!((value.as_f64(), gone), (Some(7.0), false));
+
+    // Unwatched: no more calls. A key over the limits, and a stopped peer, throw with a code.
+    assert!(c.unwatch("watched"));
+    assert!(!c.unwatch("watched"));
+    let before = events.borrow().len();
+    call(b.put("watched".into(), "unheard".into(), None))
+        .await
+        .expect("put");
+    sleep(500).await;
+    assert_eq!(events.borrow().len(), before);
+    let err = c
+        .watch("k".repeat(2 * 1024), callback.clone())
+        .expect_err("a key over the limits");
+    assert_eq!(text(&err, "code").as_deref(), Some("too_large"), "{err:?}");
+    c.stop();
+    let err = c.watch("watched".into(), callback).expect_err("stopped");
+    assert_eq!(text(&err, "code").as_deref(), Some("stopped"), "{err:?}");
+    for peer in [a, b] {
+        peer.stop();
+    }
+}
+
+#[wasm_bindgen_test]
 async fn bad_requests_reject_with_a_code() {
     let a = start("limits", "40000000").await;
     let err = call(a.put("big".into(), "x".repeat(60 * 1024).into(), None))

@@ -21,6 +21,9 @@ import init, {
   type PeerKind,
   type StartError,
   type StartOptions,
+  type WatchDelete,
+  type WatchEvent,
+  type WatchPut,
   type WriteResult,
 } from 'chord-kv';
 
@@ -226,6 +229,42 @@ for (const entry of entries) {
   // @ts-expect-error a tombstone's value is null
   const text: string = entry.value;
 }
+
+// ----- watch -----------------------------------------------------------------------------------
+
+peer.watch('k', (event: WatchEvent) => {
+  const key: string = event.key;
+  const at: number = event.ts;
+  const writer: string = event.writer_id;
+  if (event.deleted) {
+    const gone: null = event.value;
+  } else {
+    const now: JsonValue = event.value;
+  }
+  // @ts-expect-error a delete's value is null
+  const text: string = event.value;
+  // @ts-expect-error a watch event carries no hops
+  event.hops;
+});
+// @ts-expect-error the callback gets a WatchEvent, not a string
+peer.watch('k', (event: string) => event);
+// @ts-expect-error watch needs a callback
+peer.watch('k');
+const wasWatched: boolean = peer.unwatch('k');
+// @ts-expect-error unwatch answers a boolean
+const unwatchText: string = peer.unwatch('k');
+function onPut(change: WatchPut): JsonValue {
+  return change.value;
+}
+function onDelete(change: WatchDelete): null {
+  return change.value;
+}
+onPut({ key: 'k', value: { n: 1 }, ts: 1, writer_id: 'w', deleted: false });
+onDelete({ key: 'k', value: null, ts: 2, writer_id: 'w', deleted: true });
+// @ts-expect-error a put's event is not a delete
+onPut({ key: 'k', value: 1, ts: 1, writer_id: 'w', deleted: true });
+// @ts-expect-error a delete's event carries no value
+onDelete({ key: 'k', value: 1, ts: 1, writer_id: 'w', deleted: true });
 
 // ----- metrics ---------------------------------------------------------------------------------
 

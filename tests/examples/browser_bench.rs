@@ -1,7 +1,11 @@
 //! Browser-ring benchmark: N headless-Chromium tabs (default 8) plus one native peer, through
 //! the signaling server serving the page. Prints how long each page took to become a ring
 //! member, how long after the last tab opened the ring converged (every tab's walk lists the
-//! whole ring in order, every successor right), and tab-to-tab get latency percentiles.
+//! whole ring in order, every successor right), tab-to-tab get latency percentiles, and watch
+//! latency: every other tab watches a key (`peer.watch`) that the last tab opened (the one in
+//! front: background tabs' timers are throttled) puts `WATCH_PUTS` times, one after the other;
+//! the delay from each put's acknowledgement in the writer to the callback in each other tab, on
+//! the browser's shared clock (`performance.timeOrigin + performance.now()`).
 //!
 //! Run it inside a private network namespace, release build (or `cargo xtask browser-bench`):
 //! `cargo build --release -p signaling -p node-native --bins && scripts/in-netns.sh \
@@ -143,6 +147,64 @@ fn main() -> anyhow::Result<()> {
             percentile(&latencies, 0.9),
             percentile(&latencies, 0.99),
             latencies.last().copied().unwrap_or(f64::NAN),
+        );
+
+        // Watch latency: the front tab puts, every other tab's callback records when each
+        // version came.
+        const WATCH_PUTS: usize = 100;
+        let (writer, watchers) = pages.split_last().expect("tabs");
+        for (tab, _) in watchers {
+            tab.eval(
+                "window.__watched = []; window.chord.peer.watch('watch-bench', e => \
+                 window.__watched.push([e.ts, performance.timeOrigin + performance.now()])); true",
+            )
+            .await?;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let script = format!(
+            "(async () => {{ const out = []; for (let i = 0; i < {WATCH_PUTS}; i++) {{
+               const start = performance.timeOrigin + performance.now();
+               const r = await window.chord.peer.put('watch-bench', 'w' + i);
+               out.push([r.ts, start, performance.timeOrigin + performance.now()]); }}
+               return out; }})()"
+        );
+        let puts: Vec<(u64, f64, f64)> = serde_json::from_value(
+            writer
+                .0
+                .eval_with_timeout(&script, Duration::from_secs(120))
+                .await?,
+        )?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (mut from_ack, mut from_start, mut missed, mut early) = (Vec::new(), Vec::new(), 0, 0);
+        for (tab, _) in watchers {
+            let seen: Vec<(u64, f64)> =
+                serde_json::from_value(tab.eval("window.__watched").await?)?;
+            for (ts, start, acked) in &puts {
+                match seen.iter().find(|(t, _)| t == ts) {
+                    Some((_, at)) => {
+                        from_ack.push(at - acked);
+                        from_start.push(at - start);
+                        early += usize::from(at < acked);
+                    }
+                    None => missed += 1,
+                }
+            }
+        }
+        from_ack.sort_by(f64::total_cmp);
+        from_start.sort_by(f64::total_cmp);
+        println!(
+            "watch: {} puts in one tab x {} watching tabs, {} callbacks ({missed} versions not seen, \
+             superseded or lost; {early} callbacks before the put's acknowledgement): put \
+             acknowledgement -> callback p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; put start -> \
+             callback p50 {:.2} ms, p99 {:.2} ms",
+            puts.len(),
+            watchers.len(),
+            from_ack.len(),
+            percentile(&from_ack, 0.5),
+            percentile(&from_ack, 0.99),
+            from_ack.last().copied().unwrap_or(f64::NAN),
+            percentile(&from_start, 0.5),
+            percentile(&from_start, 0.99),
         );
         drop(pages);
         browser.close().await?;

@@ -42,7 +42,8 @@ tasks:
                npm's tsc --strict, and check that `any` in place of each documented type fails
   wasm-test    the node-wasm tests in headless Chromium and Firefox, inside a private network namespace
   browser-bench  8 headless tabs + 1 native peer (private netns): time to ready, time to a
-               converged ring, tab-to-tab get latency percentiles
+               converged ring, tab-to-tab get latency percentiles, watch latency (put
+               acknowledgement -> callback in the other tabs)
   soak    the long history sweep: `cargo xtask soak --seeds 10000` runs that many seeds of every
           fault class through the history checker (chord-experiment --mode sim-history), with a
           progress bar; failing seeds print their replay command

@@ -37,11 +37,13 @@ const RESULTS: &[&str] = &[
     "metrics",
     "localKeys",
     "keyId",
+    "unwatch",
 ];
 const PARAMS: &[(&str, &str)] = &[
     ("start", "options"),
     ("onEvent", "callback"),
     ("put", "value"),
+    ("watch", "callback"),
 ];
 
 pub(crate) fn check() -> anyhow::Result<()> {

@@ -263,7 +263,7 @@ impl Node {
                     self.metrics.chord.unexpected_messages += 1;
                     return;
                 }
-                if matches!(routed.body, Body::Kv(_)) {
+                if matches!(routed.body, Body::Kv(_) | Body::Watch { .. }) {
                     self.kv_route(routed);
                     return;
                 }
@@ -347,6 +347,7 @@ impl Node {
                 }));
             }
             Body::Kv(_) => self.kv_at_owner(routed),
+            Body::Watch { .. } => self.watch_at_owner(routed),
             Body::KvReply(reply) => self.on_kv_reply(reply),
             // Authorization (`guard.rs`): a routed replica message claims its origin; one that
             // claims a peer we are linked to is forged (that peer would use the link).

@@ -34,6 +34,14 @@ impl Node {
         self.timers.set(Timer::FixFingers, now);
         self.timers
             .set(Timer::Heartbeat, now + self.config.heartbeat_interval_ms);
+        if !self.watches.is_idle() {
+            // Watches made before the join (or kept through a leave and a new join, which
+            // stopped every timer): subscribe now; held leases expire again (`crate::watch`).
+            for w in self.watches.mine.values_mut() {
+                w.renew_at = now;
+            }
+            self.timers.set(Timer::Watch, now);
+        }
         let probe = if self.config.probe_interval_ms > 0 {
             now + self.config.probe_interval_ms
         } else {

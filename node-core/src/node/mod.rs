@@ -47,6 +47,7 @@ mod maintain;
 mod replicate;
 mod sync;
 mod walk;
+mod watch;
 
 pub use crate::api::{Event, Input, OpError, OpId, OpOutcome, Output, PeerView, RingView};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -277,6 +278,8 @@ pub struct Node {
     /// The replicated store's request state (`replication.rs`): requests pending here as
     /// their origin, coordinations led here, parked and waiting requests, the hand-over.
     pub(crate) repl: Replicator,
+    /// Live updates: this node's watches and the subscriptions it holds (`watch.rs`).
+    pub(crate) watches: crate::watch::Watches,
     /// Per-link budgets of expensive requests (`guard.rs`).
     pub(crate) rate_limits: crate::guard::RateLimits,
     flooder: Flooder,
@@ -397,6 +400,7 @@ impl Node {
             elections: Elections::new(id, config.election),
             repl: Replicator::default(),
             rate_limits: crate::guard::RateLimits::default(),
+            watches: crate::watch::Watches::default(),
             flooder: Flooder::new(config.flood),
             timers: TimerTable::default(),
             anti_entropy_interval: config.anti_entropy_min_interval_ms,
@@ -485,6 +489,8 @@ impl Node {
         m.kv.elections_won = self.elections.won;
         m.rejected.elections_full = self.elections.refused_full;
         m.kv.keys_stored = self.store.len();
+        m.kv.watch_subscriptions = self.watch_subscriptions();
+        m.kv.watching = self.watches.mine.len();
         m.gnutella = self.flooder.stats().clone();
         m
     }
@@ -1008,6 +1014,9 @@ impl Node {
         }
         for (op, result) in self.flooder.poll_done(now) {
             self.done(OpId(op), Ok(OpOutcome::Flooded(result)));
+        }
+        if self.timers.is_due(Timer::Watch, now) {
+            self.watch_round();
         }
         if self.timers.is_due(Timer::Probe, now) {
             self.timers

@@ -179,7 +179,10 @@ impl Node {
             return;
         };
         match self.ring.known_owner(key, true) {
-            Some(owner) if owner == self.id => self.kv_at_owner(routed),
+            Some(owner) if owner == self.id => match routed.body {
+                Body::Watch { .. } => self.watch_at_owner(routed),
+                _ => self.kv_at_owner(routed),
+            },
             // Our pointers name an owner we hold no link to: they may be stale (a successor
             // list learned from a peer that had not yet noticed a death). Route toward the key
             // instead, so the hops closer to it resolve the owner with their own pointers.
@@ -565,7 +568,9 @@ impl Node {
         wid: (Id, u64),
         replay: bool,
     ) -> CoordKind {
-        self.store_entry(key, entry.clone());
+        // Watchers hear of it once a write quorum holds it (`check_quorum`), not now: a
+        // version only this leader holds dies with it if it crashes before replicating.
+        self.store_entry_as(key, entry.clone(), false);
         for peer in others {
             self.send_kv(
                 *peer,
@@ -629,12 +634,22 @@ impl Node {
         self.check_quorum(new_req);
     }
 
-    /// Applies an entry to the local store (LWW) and tells the driver (persistence).
+    /// Applies an entry to the local store (LWW) and tells the driver (persistence) and the
+    /// key's watchers (`crate::watch`).
     pub(crate) fn store_entry(&mut self, key: &str, entry: Entry) -> bool {
+        self.store_entry_as(key, entry, true)
+    }
+
+    /// [`Self::store_entry`]; `notify`: tell the key's watchers now (a leader's own fresh
+    /// stamp waits for its write quorum instead).
+    fn store_entry_as(&mut self, key: &str, entry: Entry, notify: bool) -> bool {
         match self.store.apply(key, entry.clone(), self.now) {
             Ok(outcome) if outcome.changed() => {
                 // New data: compare with the replicas soon rather than at a backed-off pace.
                 self.reset_anti_entropy();
+                if notify {
+                    self.notify_watchers(key, &entry);
+                }
                 self.out.push_back(Output::Event(Event::Stored {
                     key: key.to_string(),
                     entry,
@@ -738,6 +753,17 @@ impl Node {
             if let Some(c) = self.repl.coordinations.get_mut(&req) {
                 c.answered = true;
                 c.reask_at = None;
+            }
+            if let Some(Coordination {
+                key,
+                kind: CoordKind::Write { entry, .. },
+                ..
+            }) = self.repl.coordinations.get(&req)
+                && self.store.get(key) == Some(entry)
+            {
+                // A write quorum holds this leader's stamp now: its watchers may hear of it.
+                let (key, entry) = (key.clone(), entry.clone());
+                self.notify_watchers(&key, &entry);
             }
             self.read_repair(req);
             self.reply_to_origin(req, result);
@@ -1043,7 +1069,9 @@ impl Node {
         // Authorization (`guard.rs`): orders about a key (store, read, collect) only from a
         // peer that can be in the key's replica set, for a key whose set can include us.
         let key = match &msg {
-            KvMsg::Replicate { key, .. } | KvMsg::Read { key, .. } => Some(key.as_str()),
+            KvMsg::Replicate { key, .. } | KvMsg::Read { key, .. } | KvMsg::Watch { key, .. } => {
+                Some(key.as_str())
+            }
             _ => None,
         };
         if let Some(key) = key {
@@ -1054,6 +1082,13 @@ impl Node {
             }
         }
         match msg {
+            KvMsg::Watch {
+                key,
+                subscriber,
+                since,
+                lease_ms,
+            } => self.hold_watch(&key, subscriber, since, lease_ms),
+            KvMsg::Notify { key, entry } => self.on_watch_notify(from, key, entry),
             KvMsg::Collect { entries } => {
                 if entries.len() > MAX_COLLECT_ENTRIES {
                     return;
@@ -1210,7 +1245,7 @@ impl Node {
     }
 
     /// Sends a replica message over the link, or routes it when there is none.
-    fn send_kv(&mut self, to: PeerId, msg: KvMsg) {
+    pub(crate) fn send_kv(&mut self, to: PeerId, msg: KvMsg) {
         self.send_to_member(to, Message::Kv(msg.clone()), Body::KvDirect(msg));
     }
 

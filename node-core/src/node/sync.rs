@@ -241,6 +241,7 @@ impl Node {
                     self.reset_anti_entropy();
                 }
                 for (key, entry) in handled.stored {
+                    self.notify_watchers(&key, &entry);
                     self.out
                         .push_back(Output::Event(Event::Stored { key, entry }));
                 }

@@ -306,6 +306,8 @@ pub struct Sim {
     tracked: FastMap<(Id, OpId), usize>,
     /// Count frames by kind in `stats.by_kind` (costs a little per frame).
     pub count_kinds: bool,
+    /// Every `Event::Watch` each node emitted, in order: (time, key, entry).
+    watch_events: FastMap<Id, Vec<(Time, String, Entry)>>,
 }
 
 fn pair(a: Id, b: Id) -> (Id, Id) {
@@ -333,6 +335,7 @@ impl Sim {
             history: history::History::new(),
             tracked: FastMap::default(),
             count_kinds: false,
+            watch_events: FastMap::default(),
         }
     }
 
@@ -364,6 +367,11 @@ impl Sim {
             .collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// The `Event::Watch`es `id` emitted so far, in order: (time, key, version).
+    pub fn watch_events(&self, id: Id) -> &[(Time, String, Entry)] {
+        self.watch_events.get(&id).map_or(&[], Vec::as_slice)
     }
 
     pub fn alive_count(&self) -> usize {
@@ -1466,6 +1474,21 @@ impl Sim {
                 }
             }
             Event::Signal { from, payload } => self.on_signal(id, from, &payload, false),
+            Event::Watch {
+                key,
+                value,
+                ts,
+                writer,
+            } => {
+                let entry = Entry {
+                    value,
+                    version: crate::store::Version::new(ts, writer),
+                };
+                self.watch_events
+                    .entry(id)
+                    .or_default()
+                    .push((self.now, key, entry));
+            }
             _ => {}
         }
     }

@@ -114,6 +114,21 @@ pub enum KvMsg {
     Collect {
         entries: Vec<(String, Version)>,
     },
+    /// The key's owner hands a subscription on to the other members of the key's set
+    /// (`crate::watch`): notify `subscriber` of every newer version of `key` for `lease_ms`
+    /// (0 cancels), and at once of a held version newer than `since`.
+    Watch {
+        key: String,
+        subscriber: Id,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Version>,
+        lease_ms: u64,
+    },
+    /// A member of `key`'s set to a subscriber: it now holds `entry` (`crate::watch`).
+    Notify {
+        key: String,
+        entry: Entry,
+    },
 }
 
 /// Most tombstones in one [`KvMsg::Collect`] (32 maximal keys and writer ids are about 37 KiB

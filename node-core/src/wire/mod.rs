@@ -129,6 +129,14 @@ pub enum Body {
     Election(ElectionMsg),
     /// Ask the destination peer for its ring pointers (`node/walk.rs`).
     GetView { op: u64 },
+    /// Subscribe `origin` to changes of `key` (`crate::watch`), routed to the key's owner; a
+    /// `lease_ms` of 0 cancels. `since`: the newest version the watcher has seen.
+    Watch {
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<crate::store::Version>,
+        lease_ms: u64,
+    },
     /// The answer; `hops` is how many hops the `GetView` took; `agent` is what the answering
     /// peer says it is (`crate::agent`: display text, cut to `MAX_AGENT_BYTES` by the receiver;
     /// absent from peers that predate it, and ignored by them).
