@@ -154,8 +154,15 @@ impl Node {
             self.abort_join(op, OpError::IdInUse { id: self.id });
             return;
         }
-        if let Phase::Joining { successor, .. } = &mut self.phase {
+        let now = self.now;
+        if let Phase::Joining {
+            successor,
+            relookup_at,
+            ..
+        } = &mut self.phase
+        {
             *successor = Some(owner);
+            *relookup_at = now + super::JOIN_RELOOKUP_MS;
         }
         self.ring.set_successors(owner, &[]);
         if self.links.is_up(owner) {
@@ -164,6 +171,33 @@ impl Node {
             self.links.clear_backoff(owner);
             self.ensure_link(owner, true);
         }
+    }
+
+    /// The successor the join lookup found has not linked after [`super::JOIN_RELOOKUP_MS`]:
+    /// look again through the bootstrap (the ring may have dropped a peer that had just died).
+    /// A different answer replaces the successor; the same one keeps the link attempt going.
+    pub(super) fn relookup_join(&mut self) {
+        let Phase::Joining {
+            bootstrap,
+            successor,
+            past_self,
+            relookup_at,
+            ..
+        } = &mut self.phase
+        else {
+            return;
+        };
+        *relookup_at = Time::MAX;
+        if successor.is_some_and(|s| self.links.is_up(s)) || !self.links.is_up(*bootstrap) {
+            return;
+        }
+        let target = if *past_self {
+            Id(self.id.0.wrapping_add(1))
+        } else {
+            self.id
+        };
+        let op = self.new_op();
+        self.start_lookup(op, target, Purpose::Join);
     }
 
     /// Peers a message may be forwarded to: open links to ring members.

@@ -174,6 +174,9 @@ pub(crate) enum Phase {
         /// not yet noticed dead): we look up the peer after it instead, and take its place.
         past_self: bool,
         deadline: Time,
+        /// When to look our id up again if the successor the lookup found has not linked by
+        /// then (`Time::MAX`: not waiting for one). See [`JOIN_RELOOKUP_MS`].
+        relookup_at: Time,
     },
     Joined,
     Left,
@@ -363,6 +366,11 @@ pub struct Node {
 }
 
 const MAX_VIA_HINTS: usize = 256;
+/// A joining node whose successor (found by the join lookup) has not linked this long after it
+/// was found looks its id up again: the lookup may have named a peer that had just crashed,
+/// before the ring noticed, and the connect to it would only fail at the connect timeout, the
+/// join at its deadline (2 x `op_timeout_ms`), and the retry come later still.
+pub(crate) const JOIN_RELOOKUP_MS: Time = 3_000;
 /// Stabilize rounds whose answers still count (see `Node::stabilize_nonces`): at the fastest
 /// pace (500 ms) a round trip of up to 4 s completes a round.
 const STABILIZE_NONCES_KEPT: usize = 8;
@@ -580,6 +588,7 @@ impl Node {
             lookup_started: false,
             past_self: false,
             deadline: now + 2 * self.config.op_timeout_ms,
+            relookup_at: Time::MAX,
         };
         self.timers
             .set(Timer::Heartbeat, now + self.config.heartbeat_interval_ms);
@@ -742,8 +751,13 @@ impl Node {
     /// When the node next needs `Input::Timeout` (`Time::MAX`: never).
     pub fn next_timeout(&self) -> Time {
         let mut t = self.timers.next().min(self.op_timers.earliest());
-        if let Phase::Joining { deadline, .. } = self.phase {
-            t = t.min(deadline);
+        if let Phase::Joining {
+            deadline,
+            relookup_at,
+            ..
+        } = self.phase
+        {
+            t = t.min(deadline).min(relookup_at);
         }
         if let Some(Sweep {
             checking: Some((_, _, _, since)),
@@ -971,6 +985,11 @@ impl Node {
             && now >= deadline
         {
             self.abort_join(op, OpError::JoinTimeout { bootstrap });
+        }
+        if let Phase::Joining { relookup_at, .. } = self.phase
+            && now >= relookup_at
+        {
+            self.relookup_join();
         }
         if self.timers.is_due(Timer::Heartbeat, now) {
             self.timers

@@ -352,10 +352,14 @@ fn print_snapshot(sim: &Sim, key: &str) {
                 Some(format!("{:04x}:{state}", p.0 >> 16))
             })
             .collect();
+        let joined = if n.is_joined() {
+            "true".to_string()
+        } else {
+            format!("false(via {:?})", sim.bootstrap_of(id).map(short))
+        };
         eprintln!(
-            "  {} j={} pred={:?} succ={:?} {e} | {}",
+            "  {} j={joined} pred={:?} succ={:?} {e} | {}",
             short(id),
-            n.is_joined(),
             n.ring().predecessor().map(short),
             n.ring()
                 .successors()
