@@ -432,6 +432,25 @@ pub fn sim_churn(
         .map(|(_, _, key)| key)
         .collect();
     let lost = lost_keys.len() + (acked.len() - reads.len());
+    // `CHORD_CHURN_DEBUG=1`: each unexplained loss with the final read's answer, the live peers
+    // still holding the key and its true owner (a holder outside the key's set shows up here).
+    if std::env::var_os("CHORD_CHURN_DEBUG").is_some() {
+        for (at, op, key) in &reads {
+            if lost_keys.contains(&key) && !whole_set_failed.contains(key) {
+                let holders: Vec<String> = sim
+                    .truth()
+                    .iter()
+                    .filter(|id| sim.node(**id).is_some_and(|n| n.store().get(key).is_some()))
+                    .map(|id| id.to_string())
+                    .collect();
+                eprintln!(
+                    "unexplained {key}: read at {at}: {:?}; live holders {holders:?}; owner {:?}",
+                    sim.result(*at, *op),
+                    sim.true_owner(Id(node_core::store::key_id(key)))
+                );
+            }
+        }
+    }
     let acked_whole_set_failed = acked
         .iter()
         .filter(|k| whole_set_failed.contains(*k))
