@@ -7,6 +7,38 @@ pub mod webdriver;
 
 pub use lab::live::*;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Starts the introducer on `port` serving the page from `web/` (whose wasm package must be
+/// built: `cargo xtask wasm`) and waits until it answers.
+pub fn serve_page(port: u16) -> Proc {
+    let web = repo_root().join("web");
+    assert!(
+        web.join("pkg/node_wasm.js").exists(),
+        "{} is missing: build the page's wasm package first (`cargo xtask wasm`)",
+        web.join("pkg").display()
+    );
+    let web_dir = web.to_string_lossy().to_string();
+    let signaling = Proc::signaling_with(port, &["--static-dir", &web_dir]);
+    assert!(
+        wait_until(Duration::from_secs(10), || http(
+            port, "GET", "/healthz", None
+        )
+        .is_some()),
+        "the introducer on port {port} did not answer"
+    );
+    signaling
+}
+
 /// A ring id as the peers print it: 8 lowercase hex digits.
 pub fn hex(id: u32) -> String {
     format!("{id:08x}")

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use e2e::browser::{Browser, LaunchOptions, Tab};
-use e2e::{Proc, get_value, hex, http, json, put_value, ring_order, wait_until};
+use e2e::{Proc, get_value, hex, json, put_value, ring_order, wait_until};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
@@ -106,18 +106,7 @@ fn tabs_and_native_peers_form_one_ring() {
     if !lab::netns::enter_private_netns("tabs_and_native_peers_form_one_ring") {
         return;
     }
-    let web = root().join("web");
-    assert!(
-        web.join("pkg/node_wasm.js").exists(),
-        "{} is missing: build the page's wasm package first (`cargo xtask wasm`)",
-        web.join("pkg").display()
-    );
-    let web_dir = web.to_string_lossy().to_string();
-    let mut signaling = Proc::signaling_with(SIGNALING, &["--static-dir", &web_dir]);
-    assert!(wait_until(Duration::from_secs(10), || http(
-        SIGNALING, "GET", "/healthz", None
-    )
-    .is_some()));
+    let mut signaling = e2e::serve_page(SIGNALING);
     let natives: Vec<Proc> = NATIVE
         .iter()
         .map(|(port, id)| {

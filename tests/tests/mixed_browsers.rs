@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use e2e::browser::{Browser, LaunchOptions, Tab};
 use e2e::webdriver::Firefox;
-use e2e::{Proc, get_value, hex, http, json, put_value, ring_order, wait_until};
+use e2e::{Proc, get_value, hex, json, put_value, ring_order, wait_until};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
@@ -161,18 +161,7 @@ fn chromium_firefox_and_native_peers_form_one_ring() {
     if !lab::netns::enter_private_netns("chromium_firefox_and_native_peers_form_one_ring") {
         return;
     }
-    let web = root().join("web");
-    assert!(
-        web.join("pkg/node_wasm.js").exists(),
-        "{} is missing: build the page's wasm package first (`cargo xtask wasm`)",
-        web.join("pkg").display()
-    );
-    let web_dir = web.to_string_lossy().to_string();
-    let _signaling = Proc::signaling_with(SIGNALING, &["--static-dir", &web_dir]);
-    assert!(wait_until(Duration::from_secs(10), || http(
-        SIGNALING, "GET", "/healthz", None
-    )
-    .is_some()));
+    let _signaling = e2e::serve_page(SIGNALING);
     let _native = Proc::peer(NATIVE.0, NATIVE.1, Some(SIGNALING));
     assert!(
         wait_until(Duration::from_secs(30), || json(

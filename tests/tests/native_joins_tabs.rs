@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e::browser::{Browser, LaunchOptions, Tab};
-use e2e::{Proc, hex, http, json, put_value, wait_until};
+use e2e::{Proc, hex, json, put_value, wait_until};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
@@ -85,18 +85,7 @@ fn a_native_peer_joins_a_ring_of_tabs() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let web = root().join("web");
-    assert!(
-        web.join("pkg/node_wasm.js").exists(),
-        "{} is missing: build the page's wasm package first (`cargo xtask wasm`)",
-        web.join("pkg").display()
-    );
-    let web_dir = web.to_string_lossy().to_string();
-    let _signaling = Proc::signaling_with(SIGNALING, &["--static-dir", &web_dir]);
-    assert!(wait_until(Duration::from_secs(10), || http(
-        SIGNALING, "GET", "/healthz", None
-    )
-    .is_some()));
+    let _signaling = e2e::serve_page(SIGNALING);
 
     let mut native_port = FIRST_NATIVE;
     let mut id = native_id(0);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use e2e::browser::{Browser, LaunchOptions};
 use e2e::webdriver::Firefox;
-use e2e::{Proc, hex, http, json, key_id, ring_order, wait_until};
+use e2e::{Proc, hex, json, key_id, ring_order, wait_until};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
@@ -56,18 +56,7 @@ fn a_tab_watches_native_and_firefox_puts_through_a_leader_crash_and_a_join() {
     ) {
         return;
     }
-    let web = root().join("web");
-    assert!(
-        web.join("pkg/node_wasm.js").exists(),
-        "{} is missing: build the page's wasm package first (`cargo xtask wasm`)",
-        web.join("pkg").display()
-    );
-    let web_dir = web.to_string_lossy().to_string();
-    let _signaling = Proc::signaling_with(SIGNALING, &["--static-dir", &web_dir]);
-    assert!(wait_until(Duration::from_secs(10), || http(
-        SIGNALING, "GET", "/healthz", None
-    )
-    .is_some()));
+    let _signaling = e2e::serve_page(SIGNALING);
     let mut native = Proc::peer(NATIVE.0, NATIVE.1, Some(SIGNALING));
     assert!(
         wait_until(Duration::from_secs(30), || json(
