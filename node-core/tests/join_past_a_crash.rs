@@ -8,8 +8,7 @@
 
 mod common;
 
-use common::{assert_seed, converged_ring, pick, seeds};
-use node_core::Id;
+use common::{assert_seed, converged_ring, id_between, pick, seeds};
 
 /// Simulated time, not wall-clock: failure detection (3 s) plus two re-lookups.
 const JOIN_BOUND_MS: u64 = 8_000;
@@ -24,10 +23,7 @@ fn a_newcomer_whose_successor_just_died_joins_without_waiting_for_the_deadline()
         let i = sim.rng().below(n as u64) as usize;
         let victim = truth[i];
         let before = truth[(i + n - 1) % n];
-        let gap = before.distance_to(victim);
-        let newcomer = Id(before
-            .0
-            .wrapping_add(1 + sim.rng().below(u64::from(gap - 1)) as u32));
+        let newcomer = id_between(&mut sim, before, victim);
         sim.crash(victim);
         sim.run_for(100);
         let started = sim.now();

@@ -10,8 +10,7 @@
 
 mod common;
 
-use common::{assert_seed, converged_ring, pick, seeds};
-use node_core::Id;
+use common::{assert_seed, converged_ring, id_between, pick, seeds};
 
 #[test]
 fn a_slow_successor_learns_of_a_newcomer_before_it() {
@@ -25,10 +24,7 @@ fn a_slow_successor_learns_of_a_newcomer_before_it() {
         let extra = 250 + sim.rng().below(150);
         sim.set_slow(slow, extra);
         // A newcomer between the slow peer's predecessor and the slow peer.
-        let gap = before.distance_to(slow);
-        let newcomer = Id(before
-            .0
-            .wrapping_add(1 + sim.rng().below(u64::from(gap - 1)) as u32));
+        let newcomer = id_between(&mut sim, before, slow);
         sim.add_node(newcomer);
         let ok = sim.run_until_true(50, 20_000, |s| {
             s.node(slow)

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{assert_seed, converged_ring, seeds};
+use common::{assert_seed, converged_ring, seeds, wait_call as wait};
 use node_core::Id;
 use node_core::sim::Sim;
 use node_core::sim::history::Ret;
@@ -17,16 +17,6 @@ use node_core::watch::{WATCH_LEASE_MS, WATCH_RENEW_MS};
 
 const TEST: &str = "watch";
 const KEY: &str = "watched";
-
-fn wait(sim: &mut Sim, index: usize) -> Ret {
-    let deadline = sim.now() + sim.config().node.op_timeout_ms + 1_000;
-    while !sim.history().is_complete(index) && sim.now() < deadline {
-        sim.run_for(5);
-    }
-    sim.history()
-        .get(index)
-        .map_or(Ret::Unknown, |o| o.ret.clone())
-}
 
 /// The key's replica set in the true ring: its owner and the next two peers.
 fn true_set(sim: &Sim) -> Vec<Id> {

@@ -100,3 +100,12 @@ pub fn wait_call(sim: &mut Sim, index: usize) -> Ret {
         .get(index)
         .map_or(Ret::Unknown, |o| o.ret.clone())
 }
+
+/// A random id strictly between ring members `from` and `to` (clockwise), from the sim's rng:
+/// where a newcomer joins in front of `to`.
+pub fn id_between(sim: &mut Sim, from: Id, to: Id) -> Id {
+    let gap = from.distance_to(to);
+    Id(from
+        .0
+        .wrapping_add(1 + sim.rng().below(u64::from(gap - 1)) as u32))
+}
