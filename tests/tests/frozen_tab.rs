@@ -331,3 +331,134 @@ fn a_frozen_tab_leaves_and_comes_back_with_its_data() {
         .collect();
     assert!(errors.is_empty(), "uncaught exceptions: {errors:?}");
 }
+
+/// Gaps (ms) a page's chained 100 ms `setTimeout` recorded since `from` (its `performance.now()`).
+const TIMER_PROBE: &str = "(() => { window.__probe = { gaps: [], vis: [] }; \
+     let last = performance.now(); \
+     const tick = () => { const now = performance.now(); \
+       window.__probe.gaps.push([now, now - last, document.visibilityState]); last = now; \
+       setTimeout(tick, 100); }; \
+     setTimeout(tick, 100); return true; })()";
+
+fn summary(gaps: &[f64]) -> String {
+    if gaps.is_empty() {
+        return "no wake-up".into();
+    }
+    let mut sorted = gaps.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "{} wake-ups, gap p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        sorted.len(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    )
+}
+
+/// The gaps a probe recorded while its page said `visibilityState === state`, in the last
+/// `last_ms` milliseconds.
+fn gaps_in(page: &Tab, rt: &Runtime, state: &str, last_ms: u64) -> Vec<f64> {
+    let v = rt
+        .block_on(page.eval(&format!(
+            "(() => {{ const from = performance.now() - {last_ms}; \
+             return window.__probe.gaps.filter(g => g[2] === {} && g[0] >= from).map(g => g[1]); }})()",
+            Value::from(state)
+        )))
+        .expect("probe");
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+/// Measures Chromium's timer throttling for a hidden page with open data channels (a ring
+/// member) against a hidden page without any, and whether the hidden member stays in the ring.
+/// Slow (FROZEN_MEASURE_SECS, 90 s by default, hidden): not in CI. Run it with
+/// `cargo test -p e2e --test frozen_tab -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_background_tab_timers() {
+    if !lab::netns::enter_private_netns("measure_background_tab_timers") {
+        return;
+    }
+    let secs: u64 = std::env::var("FROZEN_MEASURE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(90);
+    let ring = start_ring("measure-timers");
+    let pages: Vec<Page<'_>> = TABS[..2]
+        .iter()
+        .map(|id| open_page(&ring, *id, ""))
+        .collect();
+    let mut all = vec![NATIVE.1];
+    all.extend(&TABS[..2]);
+    let every: Vec<&Page<'_>> = pages.iter().collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || converged(&every, &all)),
+        "the ring did not converge"
+    );
+    let browser = ring.browser.as_ref().expect("browser");
+    let control = ring
+        .rt
+        .block_on(browser.open_tab(&format!("http://127.0.0.1:{SIGNALING}/util.js")))
+        .expect("control tab");
+    let member = &pages[0];
+    let links = member.eval("window.chord.peer.metrics().driver.links");
+    eprintln!("member tab {} links: {links}", hex(member.id));
+    for tab in [&member.tab, &control] {
+        ring.rt.block_on(tab.eval(TIMER_PROBE)).expect("probe");
+    }
+    std::thread::sleep(Duration::from_secs(5));
+
+    // Hide both: minimize the window each is in (headless windows are never covered).
+    for tab in [&member.tab, &control] {
+        let window = ring
+            .rt
+            .block_on(tab.call(
+                "Browser.getWindowForTarget",
+                js!({ "targetId": tab.target_id() }),
+            ))
+            .expect("Browser.getWindowForTarget");
+        ring.rt
+            .block_on(tab.call(
+                "Browser.setWindowBounds",
+                js!({ "windowId": window["windowId"], "bounds": { "windowState": "minimized" } }),
+            ))
+            .expect("Browser.setWindowBounds minimized");
+    }
+    let hidden = ring.rt.block_on(member.tab.wait_for(
+        "document.visibilityState === 'hidden'",
+        Duration::from_secs(10),
+    ));
+    eprintln!(
+        "member visibility after minimizing: {hidden:?}; control: {:?}",
+        ring.rt.block_on(control.eval("document.visibilityState"))
+    );
+    let started = Instant::now();
+    let mut member_left = 0;
+    while started.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_secs(10));
+        let ok = converged(&every, &all);
+        if !ok {
+            member_left += 1;
+        }
+        eprintln!(
+            "{:>3} s hidden: ring converged {ok}",
+            started.elapsed().as_secs()
+        );
+    }
+    let metrics = member.eval("window.chord.peer.metrics().driver");
+    for (name, tab) in [
+        ("member (open data channels)", &member.tab),
+        ("control (no WebRTC)", &control),
+    ] {
+        let all_run = u64::MAX / 2;
+        eprintln!(
+            "{name}: visible: {}; hidden: {}; hidden, last 60 s: {}",
+            summary(&gaps_in(tab, &ring.rt, "visible", all_run)),
+            summary(&gaps_in(tab, &ring.rt, "hidden", all_run)),
+            summary(&gaps_in(tab, &ring.rt, "hidden", 60_000))
+        );
+    }
+    eprintln!("member driver metrics after: {metrics}");
+    eprintln!("checks with the ring not converged while hidden: {member_left}");
+}
