@@ -6,9 +6,19 @@
 //     ready    Promise resolving to the ChordPeer (rejects with the start error, `.code` kept)
 //     state    'starting' | 'ready' | 'error' (also document.body.dataset.state)
 //     refresh  walks the ring now and redraws; resolves to the number of drawn peers
+//     lifecycle  the Page Lifecycle events this page saw (visibility, freeze, resume, ...)
 //   #ring-svg  holds one <g class="peer" data-id="8hex" data-kind="native|chromium|firefox|other">
 //              per drawn peer (data-peer-count too); the kind is what the peer's walk entry says
 // URL parameters: ?introducer=ws://host:port/ws  ?id=8hex  ?ice=stun:a,stun:b  ?walk=64
+//                 ?on-freeze=leave|stay  what the tab does when the browser freezes it (below)
+//
+// Background and frozen tabs (docs/design.md, "Background and frozen tabs"): a hidden tab with
+// open data channels keeps its timers (Chromium does not throttle pages using WebRTC), so it
+// stays a ring member. A frozen tab (Page Lifecycle `freeze`) runs nothing until `resume`, so
+// by default (`leave`) it leaves the ring gracefully on `freeze` (peer.stop(): goodbyes to its
+// neighbours, its store flushed to IndexedDB) and on `resume` reloads: the same id comes back
+// with its IndexedDB store and joins again. `stay` does nothing and leaves it to the ring's
+// failure detection (for comparison in tests/tests/frozen_tab.rs).
 
 import {
   LIMITS, normId, isHexId, idAngle, replicaSet, jsonEscapedLen, formatBytes, formatMs, formatValue,
@@ -42,7 +52,8 @@ const config = (() => {
   const iceServers = ice ? ice.split(',').map((s) => s.trim()).filter(Boolean) : [];
   const id = params.get('id') || undefined;
   const walkLimit = Math.max(1, Math.min(1024, Number(params.get('walk')) || 64));
-  return { introducer, iceServers, id, walkLimit };
+  const onFreeze = params.get('on-freeze') === 'stay' ? 'stay' : 'leave';
+  return { introducer, iceServers, id, walkLimit, onFreeze };
 })();
 
 // ---------------------------------------------------------------------------------------------
@@ -83,6 +94,7 @@ window.chord = {
   state: 'starting',
   error: null,
   config,
+  lifecycle: [], // Page Lifecycle events seen: visibility, freeze, resume, rejoined_after_freeze
   refresh: async () => {
     await walkNow();
     refreshLocal();
@@ -1081,6 +1093,42 @@ async function start() {
     } catch {
       /* already stopped */
     }
+  });
+  watchLifecycle(peer);
+}
+
+// The key (sessionStorage, per tab) that tells a reload it follows a leave on `freeze`.
+const FROZE_KEY = 'chord-kv:left-on-freeze';
+
+// Page Lifecycle: leave the ring on `freeze`, come back on `resume` (see the header).
+function watchLifecycle(peer) {
+  const left = sessionStorage.getItem(FROZE_KEY);
+  if (left !== null) {
+    sessionStorage.removeItem(FROZE_KEY);
+    const restored = peer.metrics()?.driver?.storage?.restored_entries ?? 0;
+    window.chord.lifecycle.push({ type: 'rejoined_after_freeze', left_at: Number(left), restored });
+    log('ring', 'resumed', [`back after a freeze: rejoined with ${restored} entries from IndexedDB`], { level: 'good' });
+  }
+  document.addEventListener('visibilitychange', () => {
+    window.chord.lifecycle.push({ type: 'visibility', state: document.visibilityState, at: Date.now() });
+    log('ring', 'visibility', [`tab ${document.visibilityState}; the peer keeps running`]);
+  });
+  document.addEventListener('freeze', () => {
+    window.chord.lifecycle.push({ type: 'freeze', policy: config.onFreeze, at: Date.now() });
+    if (config.onFreeze !== 'leave') return;
+    try {
+      sessionStorage.setItem(FROZE_KEY, String(Date.now()));
+      peer.stop();
+    } catch {
+      /* already stopped */
+    }
+    log('ring', 'frozen', ['the browser froze this tab: left the ring; it rejoins on resume']);
+  });
+  document.addEventListener('resume', () => {
+    window.chord.lifecycle.push({ type: 'resume', at: Date.now() });
+    if (config.onFreeze !== 'leave') return;
+    // A reload starts the same id again from its IndexedDB store (?id= or the session's id).
+    location.reload();
   });
 }
 

@@ -102,7 +102,15 @@ fn enter_netns(test_name: &str, setup_script: &str) -> bool {
     let output = Command::new("unshare")
         .args(["-rn", "sh", "-c", setup_script, "sh"])
         .arg(&exe)
-        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        // `--include-ignored`: an `#[ignore]`d test run on purpose (`-- --ignored`) runs inside
+        // too; the outer process only gets here for a test the harness chose to run.
+        .args([
+            "--exact",
+            test_name,
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(MARKER_ENV, &proof)
         .output();
     let output = match output {
