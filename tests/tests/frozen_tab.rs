@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e::browser::{Browser, LaunchOptions, Tab};
-use e2e::{Proc, get_value, hex, http, json, put_value, ring_order, wait_until};
+use e2e::{Proc, get_value, hex, json, put_value, ring_order, wait_until};
 use serde_json::{Value, json as js};
 use tokio::runtime::Runtime;
 
@@ -140,18 +140,7 @@ struct Ring {
 }
 
 fn start_ring(name: &str) -> Ring {
-    let web = root().join("web");
-    assert!(
-        web.join("pkg/node_wasm.js").exists(),
-        "{} is missing: build the page's wasm package first (`cargo xtask wasm`)",
-        web.join("pkg").display()
-    );
-    let web_dir = web.to_string_lossy().to_string();
-    let signaling = Proc::signaling_with(SIGNALING, &["--static-dir", &web_dir]);
-    assert!(wait_until(Duration::from_secs(10), || http(
-        SIGNALING, "GET", "/healthz", None
-    )
-    .is_some()));
+    let signaling = e2e::serve_page(SIGNALING);
     let native = Proc::peer(NATIVE.0, NATIVE.1, Some(SIGNALING));
     assert!(
         wait_until(Duration::from_secs(30), || json(
