@@ -13,8 +13,8 @@
 //                 ?on-freeze=leave|stay  what the tab does when the browser freezes it (below)
 //
 // Background and frozen tabs (docs/design.md, "Background and frozen tabs"): a hidden tab with
-// open data channels keeps its timers (Chromium does not throttle pages using WebRTC), so it
-// stays a ring member. A frozen tab (Page Lifecycle `freeze`) runs nothing until `resume`, so
+// open data channels keeps its timers at one wake-up a second (Chromium spares pages using
+// WebRTC its one-a-minute throttling), enough for the 2 s heartbeat, so it stays a ring member. A frozen tab (Page Lifecycle `freeze`) runs nothing until `resume`, so
 // by default (`leave`) it leaves the ring gracefully on `freeze` (peer.stop(): goodbyes to its
 // neighbours, its store flushed to IndexedDB) and on `resume` reloads: the same id comes back
 // with its IndexedDB store and joins again. `stay` does nothing and leaves it to the ring's
