@@ -3,6 +3,7 @@
 //! [`browser`], a small Chrome DevTools Protocol client for driving headless Chromium tabs.
 
 pub mod browser;
+pub mod page;
 pub mod webdriver;
 
 pub use lab::live::*;

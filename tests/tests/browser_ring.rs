@@ -7,11 +7,11 @@
 //! Needs the page's wasm package (`cargo xtask wasm`; `cargo xtask test` builds it first),
 //! Chromium at /usr/bin/chromium, and the release or debug `signaling`/`chord-node` binaries.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use e2e::browser::{Browser, LaunchOptions, Tab};
-use e2e::{Proc, get_value, hex, json, put_value, ring_order, wait_until};
+use e2e::browser::{Browser, LaunchOptions};
+use e2e::page::{Page, native_successor, successor_of};
+use e2e::{Proc, get_value, hex, put_value, ring_order, wait_until};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
@@ -19,42 +19,13 @@ const SIGNALING: u16 = 7500;
 const NATIVE: [(u16, u32); 2] = [(7501, 0x2000_0000), (7502, 0xa000_0000)];
 const TABS: [u32; 4] = [0x4000_0000, 0x6000_0000, 0xc000_0000, 0xe000_0000];
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+/// What this test asks of a tab beyond `e2e::page::Page`.
+trait TabOps {
+    fn put(&self, key: &str, value: &str);
+    fn get(&self, key: &str) -> Option<String>;
 }
 
-fn successor_of(ids: &[u32], id: u32) -> String {
-    ring_order(ids, id)
-        .get(1)
-        .cloned()
-        .unwrap_or_else(|| hex(id))
-}
-
-struct Page<'a> {
-    rt: &'a Runtime,
-    tab: Tab,
-    id: u32,
-}
-
-impl Page<'_> {
-    fn eval(&self, js: &str) -> Value {
-        match self.rt.block_on(self.tab.eval(js)) {
-            Ok(v) => v,
-            Err(e) => panic!(
-                "tab {}: `{js}` failed: {e:#}\nconsole:\n{}",
-                hex(self.id),
-                self.tab.console_log().join("\n")
-            ),
-        }
-    }
-
-    fn try_eval(&self, js: &str) -> anyhow::Result<Value> {
-        self.rt.block_on(self.tab.eval(js))
-    }
-
+impl TabOps for Page<'_> {
     fn put(&self, key: &str, value: &str) {
         let v = self.eval(&format!(
             "window.chord.peer.put({}, {}, undefined)",
@@ -68,27 +39,6 @@ impl Page<'_> {
         let v = self.eval(&format!("window.chord.peer.get({})", Value::from(key)));
         v["value"].as_str().map(str::to_string)
     }
-
-    /// The ids this tab's ring walk finds, in walk order.
-    fn walk(&self) -> Vec<String> {
-        self.try_eval("window.chord.peer.walk(64).then(w => w.map(v => v.id))")
-            .ok()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default()
-    }
-
-    fn successor(&self) -> Option<String> {
-        self.try_eval("window.chord.peer.ring().successors[0] ?? null")
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-    }
-}
-
-fn native_successor(port: u16) -> Option<String> {
-    let (_, v) = json(port, "GET", "/ring", None)?;
-    (v["joined"] == true)
-        .then(|| v["successors"][0].as_str().map(str::to_string))
-        .flatten()
 }
 
 /// Every tab's walk lists the whole ring in order and every peer's successor is the true one.
@@ -126,7 +76,7 @@ fn tabs_and_native_peers_form_one_ring() {
     );
 
     let rt = Runtime::new().expect("tokio runtime");
-    let profiles = root().join("target/e2e-chromium");
+    let profiles = e2e::repo_root().join("target/e2e-chromium");
     let browser = rt
         .block_on(Browser::launch(
             LaunchOptions::new(&profiles).arg("--window-size=1280,900"),
@@ -189,7 +139,7 @@ fn tabs_and_native_peers_form_one_ring() {
     assert_eq!(drawn, 6, "peers drawn on the page");
     pages[0].eval("document.querySelector('#kv-key').value = 'from-tab-1'; document.querySelector('#btn-get').click(); true");
     std::thread::sleep(Duration::from_millis(500));
-    let shot = root().join("target/e2e-browser-ring.png");
+    let shot = e2e::repo_root().join("target/e2e-browser-ring.png");
     rt.block_on(pages[0].tab.screenshot_png(&shot))
         .expect("screenshot");
     println!("screenshot: {}", shot.display());

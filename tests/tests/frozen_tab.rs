@@ -16,10 +16,10 @@
 //! Needs the page's wasm package (`cargo xtask wasm`), Chromium at /usr/bin/chromium and the
 //! `signaling`/`chord-node` binaries, like tests/tests/browser_ring.rs.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e::browser::{Browser, LaunchOptions, Tab};
+use e2e::page::{Page, native_successor, successor_of};
 use e2e::{Proc, get_value, hex, json, put_value, ring_order, wait_until};
 use serde_json::{Value, json as js};
 use tokio::runtime::Runtime;
@@ -35,42 +35,15 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(6_000);
 /// How long the tab stays frozen: well past the heartbeat timeout.
 const FROZEN_FOR: Duration = Duration::from_secs(15);
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+/// What this test asks of a tab beyond `e2e::page::Page`.
+trait TabOps {
+    fn put(&self, key: &str, value: &str) -> bool;
+    fn get(&self, key: &str) -> Option<String>;
+    fn lifecycle(&self) -> Value;
+    fn set_lifecycle(&self, state: &str);
 }
 
-fn successor_of(ids: &[u32], id: u32) -> String {
-    ring_order(ids, id)
-        .get(1)
-        .cloned()
-        .unwrap_or_else(|| hex(id))
-}
-
-struct Page<'a> {
-    rt: &'a Runtime,
-    tab: Tab,
-    id: u32,
-}
-
-impl Page<'_> {
-    fn eval(&self, js: &str) -> Value {
-        match self.rt.block_on(self.tab.eval(js)) {
-            Ok(v) => v,
-            Err(e) => panic!(
-                "tab {}: `{js}` failed: {e:#}\nconsole:\n{}",
-                hex(self.id),
-                self.tab.console_log().join("\n")
-            ),
-        }
-    }
-
-    fn try_eval(&self, js: &str) -> anyhow::Result<Value> {
-        self.rt.block_on(self.tab.eval(js))
-    }
-
+impl TabOps for Page<'_> {
     fn put(&self, key: &str, value: &str) -> bool {
         self.try_eval(&format!(
             "window.chord.peer.put({}, {}, undefined).then(r => r.ok, () => false)",
@@ -89,19 +62,6 @@ impl Page<'_> {
         .and_then(|v| v.as_str().map(str::to_string))
     }
 
-    fn walk(&self) -> Vec<String> {
-        self.try_eval("window.chord.peer.walk(64).then(w => w.map(v => v.id))")
-            .ok()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default()
-    }
-
-    fn successor(&self) -> Option<String> {
-        self.try_eval("window.chord.peer.ring().successors[0] ?? null")
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-    }
-
     fn lifecycle(&self) -> Value {
         self.try_eval("window.chord.lifecycle")
             .unwrap_or(Value::Null)
@@ -115,13 +75,6 @@ impl Page<'_> {
             )
             .unwrap_or_else(|e| panic!("Page.setWebLifecycleState {state}: {e:#}"));
     }
-}
-
-fn native_successor(port: u16) -> Option<String> {
-    let (_, v) = json(port, "GET", "/ring", None)?;
-    (v["joined"] == true)
-        .then(|| v["successors"][0].as_str().map(str::to_string))
-        .flatten()
 }
 
 /// Every page's walk lists the ring of `ids` in order and every successor is the true one.
@@ -152,7 +105,7 @@ fn start_ring(name: &str) -> Ring {
     let rt = Runtime::new().expect("tokio runtime");
     let browser = rt
         .block_on(Browser::launch(LaunchOptions::new(
-            root().join("target/e2e-chromium").join(name),
+            e2e::repo_root().join("target/e2e-chromium").join(name),
         )))
         .expect("launch headless Chromium");
     Ring {
