@@ -595,23 +595,12 @@ impl Inner {
                 debug!(me = %Hex(me), peer = %Hex(peer), why = why.as_str(), "rtc: offer ignored");
                 return;
             }
-            OnOffer::Reoffer(payload) => {
-                // Glare won by us while our offer waits: ours goes again now (`None`: not yet
-                // gathered; it goes out when it is).
+            // Our answer again (the same offer came again), or our own offer again (glare won
+            // by us while it waits): either way a payload goes back the usual way (`None`: not
+            // yet gathered; it goes out when it is).
+            OnOffer::Reanswer(payload) | OnOffer::Reoffer(payload) => {
                 if let Some(payload) = payload {
-                    debug!(me = %Hex(me), peer = %Hex(peer), "rtc: glare, offering again");
-                    self.emit(RtcEvent::Signal {
-                        peer,
-                        payload,
-                        retry: false,
-                    });
-                }
-                return;
-            }
-            OnOffer::Reanswer(payload) => {
-                // `None`: not yet gathered; the answer goes out when it is.
-                if let Some(payload) = payload {
-                    debug!(me = %Hex(me), peer = %Hex(peer), "rtc: offer again, answering again");
+                    debug!(me = %Hex(me), peer = %Hex(peer), "rtc: offer again, signalling ours again");
                     self.emit(RtcEvent::Signal {
                         peer,
                         payload,
