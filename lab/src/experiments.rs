@@ -444,10 +444,24 @@ pub fn sim_churn(
                     .map(|id| id.to_string())
                     .collect();
                 eprintln!(
-                    "unexplained {key}: read at {at}: {:?}; live holders {holders:?}; owner {:?}",
+                    "unexplained {key} ({:08x}): read at {at}: {:?}; live holders {holders:?}; owner {:?}",
+                    node_core::store::key_id(key),
                     sim.result(*at, *op),
                     sim.true_owner(Id(node_core::store::key_id(key)))
                 );
+                for id in sim.truth().iter() {
+                    if let Some(n) = sim.node(*id).filter(|n| n.store().get(key).is_some()) {
+                        let m = n.metrics();
+                        eprintln!(
+                            "  holder {id}: pred {:?} succ {:?} handover keys {} done {} failed {}",
+                            n.ring().predecessor(),
+                            n.ring().successors(),
+                            m.kv.handover_keys,
+                            m.kv.handed_over,
+                            m.kv.handover_failed
+                        );
+                    }
+                }
             }
         }
     }

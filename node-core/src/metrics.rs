@@ -144,7 +144,9 @@ pub struct KvMetrics {
     /// Write requests that came again (retry or duplicate) and were not stamped twice.
     pub duplicate_requests: u64,
     /// Keys a node that served alone wrote into the ring it then joined ("Merging a ring of
-    /// one" in replication.rs): queued, confirmed by a write quorum, and given up.
+    /// one" in replication.rs), and keys it held outside their replica set and wrote back to
+    /// it (global maintenance, `node/sync.rs`): queued, confirmed by a write quorum, and given
+    /// up.
     pub handover_keys: u64,
     pub handed_over: u64,
     pub handover_failed: u64,

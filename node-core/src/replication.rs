@@ -71,6 +71,10 @@
 //! done. At most `MAX_HANDOVER_INFLIGHT` such requests run at once; one that fails is tried
 //! again later, `MAX_HANDOVER_TRIES` times per key. The node keeps its own copies.
 //!
+//! The same queue carries global maintenance: a joined peer writes back, every
+//! `strays_interval_ms`, the keys it holds whose replica set cannot include it (`node/sync.rs`,
+//! `strays_round`), once per version a write quorum confirmed.
+//!
 //! Last-writer-wins decides between the two sides by Lamport timestamp, not by real time, so
 //! a key written on both sides while they were apart keeps the higher timestamp: serving alone
 //! is available, not consistent (README, "Consistency").
@@ -336,6 +340,7 @@ pub(crate) struct HandOver {
     pub(crate) due: bool,
     /// Keys still to write into the ring, with the failed tries so far.
     pub(crate) queue: std::collections::VecDeque<(String, u8)>,
-    /// Hand-over requests running, by origin op.
-    pub(crate) inflight: BTreeMap<OpId, (String, u8)>,
+    /// Hand-over requests running, by origin op: the key, its failed tries so far and the
+    /// version written.
+    pub(crate) inflight: BTreeMap<OpId, (String, u8, crate::store::Version)>,
 }

@@ -22,9 +22,12 @@ pub(crate) enum Timer {
     Probe,
     /// Renew our watches, drop ended subscriptions (`crate::watch`).
     Watch,
+    /// Write the keys we hold outside their replica set back to it (global maintenance,
+    /// `node/sync.rs`).
+    Strays,
 }
 
-const COUNT: usize = 7;
+const COUNT: usize = 8;
 
 impl Timer {
     fn index(self) -> usize {
@@ -36,6 +39,7 @@ impl Timer {
             Self::AntiEntropy => 4,
             Self::Probe => 5,
             Self::Watch => 6,
+            Self::Strays => 7,
         }
     }
 }

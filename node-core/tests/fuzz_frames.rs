@@ -30,6 +30,11 @@ fn valid_frames() -> Vec<Vec<u8>> {
             preds: vec![],
         },
         Message::Notify,
+        Message::GetPreds { nonce: 4 },
+        Message::Preds {
+            nonce: 4,
+            preds: vec![Id(3), Id(2)],
+        },
         Message::Route(Routed {
             dest: Dest::Owner { key: Id(1234) },
             origin: Id(99),

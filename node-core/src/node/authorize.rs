@@ -45,7 +45,7 @@ impl Node {
 
     /// Known members in `[from, to)` clockwise (`from` itself counts when known), counting
     /// the peers of `extra` as known too.
-    fn known_in(&self, from: Id, to: Id, extra: &[Id]) -> usize {
+    pub(super) fn known_in(&self, from: Id, to: Id, extra: &[Id]) -> usize {
         if from == to {
             return 0;
         }

@@ -48,6 +48,10 @@ impl Node {
             Time::MAX
         };
         self.timers.set(Timer::Probe, probe);
+        if self.config.strays_interval_ms > 0 {
+            self.timers
+                .set(Timer::Strays, now + self.config.strays_interval_ms);
+        }
         self.fix_interval = self.config.fix_fingers_min_interval_ms;
         self.reset_self_check();
         self.reset_anti_entropy();

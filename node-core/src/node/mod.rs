@@ -93,6 +93,10 @@ pub struct Config {
     /// find the replicas in sync.
     pub anti_entropy_min_interval_ms: u64,
     pub anti_entropy_max_interval_ms: u64,
+    /// Global maintenance: how often this node looks for keys it holds outside their replica
+    /// set, as its view of the ring stands, and writes them back to the set (`node/sync.rs`,
+    /// "Strays"). 0 disables.
+    pub strays_interval_ms: u64,
     /// Self-check (look up our own id from the far side of the ring) pacing: starts at the
     /// minimum after any ring change and doubles while checks find nothing. 0 disables.
     pub self_check_min_interval_ms: u64,
@@ -143,6 +147,7 @@ impl Default for Config {
             flood: FloodConfig::default(),
             anti_entropy_min_interval_ms: 2_000,
             anti_entropy_max_interval_ms: 32_000,
+            strays_interval_ms: 10_000,
             self_check_min_interval_ms: 4_000,
             self_check_max_interval_ms: 64_000,
             probe_interval_ms: 5_000,
@@ -298,6 +303,12 @@ pub struct Node {
     /// interval (a slow or distant peer, a throttled tab) an answer always arrives after the
     /// next round was sent, and if only the newest nonce counted no round would ever complete.
     stabilize_nonces: VecDeque<(PeerId, u64)>,
+    /// The peers before our predecessor as it named them, closest first, and which
+    /// predecessor named them (`node/sync.rs`, "Strays"); the open `GetPreds` round.
+    pred_list: (Option<PeerId>, Vec<Id>),
+    pred_list_nonce: Option<(PeerId, u64)>,
+    /// Strays written back to their set, at the version written (not written again).
+    strays_pushed: BTreeMap<String, crate::store::Version>,
     /// For peers not yet in the ring: a peer linked to them (learned from `origin_via`).
     via_hints: BTreeMap<PeerId, PeerId>,
     via_hints_old: BTreeMap<PeerId, PeerId>,
@@ -432,6 +443,9 @@ impl Node {
             self_check_interval: 0,
             sweep: None,
             stabilize_nonces: VecDeque::new(),
+            pred_list: (None, Vec::new()),
+            pred_list_nonce: None,
+            strays_pushed: BTreeMap::new(),
             via_hints: BTreeMap::new(),
             via_hints_old: BTreeMap::new(),
             lost: BTreeMap::new(),
@@ -941,6 +955,8 @@ impl Node {
                 succs,
                 preds,
             } => self.on_neighbors(from, nonce, pred, &succs, &preds),
+            Message::GetPreds { nonce } => self.on_get_preds(from, nonce),
+            Message::Preds { nonce, preds } => self.on_preds(from, nonce, &preds),
             Message::Notify => self.on_notify(from),
             Message::Leaving { pred, succs } => self.on_leaving(from, pred, &succs),
             Message::Route(routed) => self.on_routed(from, routed),
@@ -1036,6 +1052,9 @@ impl Node {
         }
         if self.timers.is_due(Timer::Watch, now) {
             self.watch_round();
+        }
+        if self.timers.is_due(Timer::Strays, now) {
+            self.strays_round();
         }
         if self.timers.is_due(Timer::Probe, now) {
             self.timers

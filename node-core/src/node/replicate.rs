@@ -112,6 +112,7 @@ impl Node {
             };
             let op = self.new_op();
             let now = self.now;
+            let version = entry.version.clone();
             self.repl.kv_ops.insert(
                 op,
                 OriginOp {
@@ -124,7 +125,10 @@ impl Node {
                     last_failure: None,
                 },
             );
-            self.repl.handover.inflight.insert(op, (key, tries));
+            self.repl
+                .handover
+                .inflight
+                .insert(op, (key, tries, version));
             self.send_kv_attempt(op);
         }
     }
@@ -132,11 +136,12 @@ impl Node {
     /// A hand-over request ended (`ok`: a write quorum holds its version or a newer one). Not
     /// a client operation: nothing is reported to the driver.
     fn handover_done(&mut self, op: OpId, ok: bool) -> bool {
-        let Some((key, tries)) = self.repl.handover.inflight.remove(&op) else {
+        let Some((key, tries, version)) = self.repl.handover.inflight.remove(&op) else {
             return false;
         };
         if ok {
             self.metrics.kv.handed_over += 1;
+            self.stray_pushed(&key, &version);
         } else if tries + 1 < MAX_HANDOVER_TRIES {
             self.repl.handover.queue.push_back((key, tries + 1));
         } else {

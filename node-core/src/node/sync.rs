@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Stray keys queued for the write-back per round, at most (the rest wait for the next).
+const MAX_STRAYS_PER_ROUND: usize = 1_024;
+
 impl Node {
     pub(crate) fn reset_anti_entropy(&mut self) {
         self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
@@ -251,6 +254,164 @@ impl Node {
             }
             Err(_) => self.metrics.kv.anti_entropy_refused += 1,
         }
+    }
+
+    /// Global maintenance (DHash's name for it: Dabek et al., NSDI 2004): every
+    /// `strays_interval_ms`, the keys this node holds but whose replica set cannot include it
+    /// as its view of the ring stands ("strays") are written back into the ring as
+    /// [`KvAction::Restore`]s, through the hand-over queue (`replication.rs`, "Merging a ring
+    /// of one"). Once a write quorum of the key's set holds that version or a newer one, the
+    /// stray is not written again while it keeps that version (`strays_pushed`).
+    ///
+    /// Anti-entropy runs only within replica sets, so without this a copy left outside its set
+    /// stays there unseen: joins move old holders out of a set, and when the members that
+    /// took their place crash before they synced, the only live copy of an acknowledged write
+    /// sits with a peer that nobody asks (`chord-experiment --mode sim-churn --nodes 64
+    /// --rates 2 --seed 5` lost 30 writes so, each with one live holder outside the set).
+    ///
+    /// The copy is kept: a stray whose set later shrinks back to include it (the newcomers
+    /// that displaced it crash) serves again at once, and over 11 churn seeds dropping copies
+    /// after the write-back lost more writes than keeping them (docs/design.md, "Strays").
+    /// Keeping them also keeps the caveat of "Tombstone collection" in `replication.rs`: a
+    /// stray that re-enters a set after the grace period can bring back a collected delete.
+    ///
+    /// Which keys are strays: those in `(self, q]`, `q` being the k-th known member before us
+    /// (`is_stray`). Our pointers name our predecessor but not the peers before it, so each
+    /// round also asks the predecessor for them ([`Message::GetPreds`]; two rounds to learn
+    /// k = 3). A view that lacks members only makes the range smaller (we push less), and one
+    /// that still names a dead member makes us push a key we replicate, which costs one
+    /// request.
+    pub(super) fn strays_round(&mut self) {
+        let interval = self.config.strays_interval_ms;
+        if interval == 0 {
+            self.timers.stop(Timer::Strays);
+            return;
+        }
+        self.timers.set(Timer::Strays, self.now + interval);
+        let busy = self.repl.handover.due
+            || !self.repl.handover.queue.is_empty()
+            || !self.repl.handover.inflight.is_empty();
+        if busy || !self.is_joined() || !self.successors_known {
+            return;
+        }
+        // Our pointers name the predecessor but none of the peers before it: ask it for them,
+        // for this round's successor.
+        if let Some(pred) = self.ring.predecessor()
+            && self.links.is_up(pred)
+        {
+            let nonce = self.rng.next_u64() >> 11;
+            self.pred_list_nonce = Some((pred, nonce));
+            self.send(pred, &Message::GetPreds { nonce });
+        }
+        let Some(range) = self.stray_range() else {
+            return;
+        };
+        // Forget the write-backs of keys that changed or came back into one of our sets.
+        let pushed = std::mem::take(&mut self.strays_pushed);
+        self.strays_pushed = pushed
+            .into_iter()
+            .filter(|(key, version)| {
+                self.store.get(key).is_some_and(|e| &e.version == version)
+                    && self.is_stray(Id::of_key(key))
+            })
+            .collect();
+        let strays: Vec<(String, u8)> = self
+            .store
+            .range(range)
+            .filter(|r| {
+                self.is_stray(Id(r.id)) && self.strays_pushed.get(r.key) != Some(&r.entry.version)
+            })
+            .take(MAX_STRAYS_PER_ROUND)
+            .map(|r| (r.key.to_string(), 0))
+            .collect();
+        if strays.is_empty() {
+            return;
+        }
+        self.metrics.kv.handover_keys += strays.len() as u64;
+        self.repl.handover.queue.extend(strays);
+        self.continue_handover();
+    }
+
+    /// The keys whose replica set cannot include us, `(self, q]` (see [`Self::strays_round`]),
+    /// or `None` while we know fewer than k other members.
+    fn stray_range(&self) -> Option<RingRange> {
+        let k = self.config.replicas.max(1);
+        let mut behind: Vec<Id> = self
+            .ring
+            .pointed_peers()
+            .iter()
+            .chain(self.known_preds())
+            .copied()
+            .filter(|p| *p != self.id)
+            .collect();
+        behind.sort_unstable_by_key(|p| p.distance_to(self.id));
+        behind.dedup();
+        let q = behind.get(k - 1)?;
+        Some(RingRange::new(self.id.0, q.0))
+    }
+
+    /// A hand-over write of `key` at `version` was acknowledged: a write quorum of its set
+    /// holds it or something newer. If it is a stray, it is not written back again while it
+    /// stays one at that version (see [`Self::strays_round`]).
+    pub(crate) fn stray_pushed(&mut self, key: &str, version: &crate::store::Version) {
+        let unchanged = self.store.get(key).is_some_and(|e| &e.version == version);
+        if unchanged && self.is_stray(Id::of_key(key)) {
+            self.strays_pushed.insert(key.to_string(), version.clone());
+        }
+    }
+
+    /// Whether the replica set of the key with id `key` cannot include us: k known members,
+    /// the peers before our predecessor included, lie in `[key, self)` (compare
+    /// `may_be_member`, which counts our pointers only).
+    pub(crate) fn is_stray(&self, key: Id) -> bool {
+        let preds = self.known_preds().to_vec();
+        self.known_in(key, self.id, &preds) >= self.config.replicas.max(1)
+    }
+
+    /// The peers before our predecessor, as our current predecessor named them.
+    fn known_preds(&self) -> &[Id] {
+        match &self.pred_list {
+            (Some(from), list) if self.ring.predecessor() == Some(*from) => list,
+            _ => &[],
+        }
+    }
+
+    /// A peer asks for our predecessors (it is, or thinks it is, our successor).
+    pub(super) fn on_get_preds(&mut self, from: PeerId, nonce: u64) {
+        let Some(pred) = self.ring.predecessor().filter(|_| self.is_joined()) else {
+            self.metrics.chord.unexpected_messages += 1;
+            return;
+        };
+        let k = self.config.replicas.max(1);
+        let preds: Vec<Id> = std::iter::once(pred)
+            .chain(self.known_preds().iter().copied())
+            .filter(|p| *p != from)
+            .take(k)
+            .collect();
+        self.send(from, &Message::Preds { nonce, preds });
+    }
+
+    /// Our predecessor's answer to [`Message::GetPreds`]. A predecessor that lies can make us
+    /// take keys of our sets for strays: each is written back to its set and our copy dropped
+    /// only once a write quorum holds it, and anti-entropy brings it back (docs/threat-model.md).
+    pub(super) fn on_preds(&mut self, from: PeerId, nonce: u64, preds: &[Id]) {
+        if self.pred_list_nonce != Some((from, nonce)) || self.ring.predecessor() != Some(from) {
+            self.metrics.chord.unexpected_messages += 1;
+            return;
+        }
+        self.pred_list_nonce = None;
+        let k = self.config.replicas.max(1);
+        let mut list: Vec<Id> = Vec::new();
+        // Closest first, each further back than the one before; anything else is dropped.
+        let mut last = from;
+        for p in preds {
+            if list.len() + 1 >= k || *p == self.id || !p.in_open(self.id, last) {
+                break;
+            }
+            list.push(*p);
+            last = *p;
+        }
+        self.pred_list = (Some(from), list);
     }
 
     /// Whether `from`, sending its own primary range, can have us among its replica

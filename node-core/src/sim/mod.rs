@@ -626,6 +626,19 @@ impl Sim {
         self.add_node_with_disk(id, disk);
     }
 
+    /// Puts `entry` for `key` on a crashed node's simulated disk, as if it had stored it before
+    /// the crash: a copy the ring no longer knows of, for `restart_with_disk` to bring back
+    /// (tests of global maintenance, `node/sync.rs`). False if the node is not crashed.
+    pub fn plant_on_disk(&mut self, id: Id, key: &str, entry: Entry) -> bool {
+        match self.nodes.get_mut(&id).filter(|n| !n.alive) {
+            Some(n) => {
+                n.disk.insert(key.to_string(), entry);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Entries on a node's simulated disk.
     pub fn disk_len(&self, id: Id) -> usize {
         self.nodes.get(&id).map_or(0, |n| n.disk.len())

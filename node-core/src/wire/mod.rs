@@ -55,6 +55,17 @@ pub enum Message {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         preds: Vec<Id>,
     },
+    /// Global maintenance: ask our predecessor for the peers before it (`node/sync.rs`,
+    /// "Strays").
+    GetPreds {
+        nonce: u64,
+    },
+    /// The sender's predecessor, then the predecessors its own predecessor named, closest
+    /// first (at most k).
+    Preds {
+        nonce: u64,
+        preds: Vec<Id>,
+    },
     /// "I think I might be your predecessor."
     Notify,
     /// Graceful leave: the sender hands its neighbours to each other.
@@ -232,6 +243,9 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
                 len: succs.len().max(preds.len()),
             })
         }
+        Message::Preds { preds, .. } if preds.len() > MAX_LIST_LEN => {
+            Err(DecodeError::ListTooLong { len: preds.len() })
+        }
         Message::Leaving { succs, .. } if succs.len() > MAX_LIST_LEN => {
             Err(DecodeError::ListTooLong { len: succs.len() })
         }
@@ -307,5 +321,15 @@ mod tests {
             decode(br#"{"v":1,"m":{"t":"notify"}}"#).unwrap(),
             Message::Notify
         );
+        // A `Preds` answer longer than the list limit (global maintenance asks for k).
+        let long: Vec<String> = (0..=MAX_LIST_LEN).map(|i| i.to_string()).collect();
+        let frame = format!(
+            r#"{{"v":1,"m":{{"t":"preds","c":{{"nonce":1,"preds":[{}]}}}}}}"#,
+            long.join(",")
+        );
+        assert!(matches!(
+            decode(frame.as_bytes()),
+            Err(DecodeError::ListTooLong { .. })
+        ));
     }
 }
