@@ -160,13 +160,9 @@ impl Node {
         } else if theirs {
             self.sync_sender_replicated_here(from)
         } else {
-            // A hand-back comes from our successor, a member of our set. Its range may reach
-            // behind our predecessor (the successor's old range began before it when several
-            // peers came back at once), and those keys travel on from us at our own next
-            // hand-back: restricting it loses writes taken while a whole set was down
-            // (`tests/durable_restart.rs`). A hostile successor can therefore push entries for
-            // ranges behind us (docs/threat-model.md). Answers to our catch-up rounds are
-            // taken the same way, from the replica successors we opened them with.
+            // A hand-back comes from our successor, a member of our set; its entries are
+            // stored for our own primary range only (below). Answers to our catch-up rounds
+            // come from the replica successors we opened them with.
             true
         };
         if !entitled {
@@ -196,13 +192,23 @@ impl Node {
                 // count, and one bound for the whole frame (`guard.rs`, `observe_remote`). A
                 // peer's claim of its own range stores only what no known member contradicts.
                 let bound = self.ts_bound();
+                let catching_up = self.catch_up_rounds.get(&from) == Some(&range);
                 let allowed = if ours {
                     range
-                } else if !theirs {
-                    // A hand-back may reach behind our predecessor (several peers of a set came
-                    // back at once; `tests/durable_restart.rs`): its keys are stored when we
-                    // can be in their set, filtered below.
+                } else if !theirs && catching_up {
+                    // Answers within our catch-up round reach behind our predecessor: its keys
+                    // are stored when we can be in their set, filtered below.
                     range
+                } else if !theirs {
+                    // A hand-back from our successor: only our own primary range, whose set
+                    // the successor is a member of. Keys behind our predecessor that a stand-in
+                    // took while their whole set was down go back through their leader, as the
+                    // stand-in's strays (`strays_round`; `tests/durable_restart.rs`): a
+                    // successor outside their set cannot write into it.
+                    match pred {
+                        Some(p) if range.contains(p.0) => RingRange::new(p.0, self.id.0),
+                        _ => range,
+                    }
                 } else {
                     self.uncontradicted(from, range)
                 };

@@ -71,9 +71,10 @@ pub enum Attack {
     RoutingHints,
     /// Random well-formed messages of every kind with random fields, except the two below.
     Garbage,
-    /// A "hand-back" of forged entries over nearly the whole ring, which the receiver accepts
-    /// from its successor for keys it replicates: a hostile successor of a set's last member
-    /// can write into that set (not defended, docs/threat-model.md; this row shows the cost).
+    /// A "hand-back" of forged entries over nearly the whole ring from the receiver's
+    /// successor. Only the receiver's own primary range is taken, whose set the successor is
+    /// a member of; keys behind it go back through their leader as the stand-in's strays
+    /// (`node/sync.rs`), so a successor outside a set cannot write into it.
     ForgedHandBack,
     /// Ring-maintenance lies: `Leaving` with forged neighbours (and `Neighbors` answers). A
     /// hostile ring neighbour can misreport the ring; chord-kv does not defend against that
@@ -713,7 +714,7 @@ fn attack_step(sim: &mut Sim, rng: &mut Rng, attack: Attack, h: Id, keys: &[Stri
 
 /// Message kinds [`random_message`] draws from (every variant of [`Message`], routed bodies
 /// and replica / election / sync / flood messages counted separately).
-pub const MESSAGE_KINDS: u64 = 33;
+pub const MESSAGE_KINDS: u64 = 35;
 
 /// A random well-formed message of kind `kind % MESSAGE_KINDS`, with fields drawn near the
 /// victim's view (its id, predecessor, clock) or anywhere, for the garbage attack and the
@@ -988,6 +989,11 @@ pub fn random_message_of(
             let body = Body::GetView { op: rng.next_u64() };
             route(rng, body)
         }
+        33 => Message::GetPreds { nonce },
+        34 => Message::Preds {
+            nonce,
+            preds: ids(rng).into_iter().take(32).collect(),
+        },
         _ => {
             let body = Body::View {
                 op: rng.next_u64(),
@@ -1007,8 +1013,9 @@ pub fn random_message_of(
     }
 }
 
-/// The kinds of [`random_message_of`] that are ring-maintenance lies (`Neighbors`, `Leaving`).
-const RING_LIES: [u64; 2] = [4, 6];
+/// The kinds of [`random_message_of`] that are ring-maintenance lies (`Neighbors`, `Leaving`,
+/// `Preds`).
+const RING_LIES: [u64; 3] = [4, 6, 34];
 
 /// One row of `--mode sim-hostile`: an attack class over many seeds.
 #[derive(Debug, Clone, Default, serde::Serialize)]
