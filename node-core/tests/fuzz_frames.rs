@@ -22,12 +22,13 @@ fn valid_frames() -> Vec<Vec<u8>> {
     let messages = [
         Message::Hello { joined: true },
         Message::Ping { nonce: 7 },
-        Message::GetNeighbors { nonce: 3 },
+        Message::GetNeighbors { nonce: 3, clock: 9 },
         Message::Neighbors {
             nonce: 3,
             pred: Some(Id(5)),
             succs: vec![Id(9), Id(11)],
             preds: vec![],
+            clock: 0,
         },
         Message::Notify,
         Message::GetPreds { nonce: 4 },

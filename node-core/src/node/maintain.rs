@@ -127,12 +127,27 @@ impl Node {
                 self.stabilize_nonces.pop_front();
             }
             self.stabilize_nonces.push_back((successor, nonce));
-            self.send(successor, &Message::GetNeighbors { nonce });
+            let clock = self.clock.current();
+            self.send(successor, &Message::GetNeighbors { nonce, clock });
         } else {
             self.ensure_link(successor, true);
         }
     }
 
+    /// Lamport clock gossip between ring neighbours (`GetNeighbors` from our predecessor,
+    /// `Neighbors` from our successor): a leader stamps above what it observed, and a version
+    /// a neighbour holds outside the leader's set (a stray, `node/sync.rs`) is written back
+    /// with its timestamp unchanged. Without gossip, a set that lost a key and took new writes
+    /// stamped them below the stray's old version, which then won on its write-back
+    /// (sim-history `--faults partition`). Bounded like every remote timestamp (`guard.rs`):
+    /// a hostile neighbour moves our clock by at most 2^40 per round (docs/threat-model.md).
+    pub(super) fn observe_neighbour_clock(&mut self, clock: u64) {
+        if clock > self.clock.current() {
+            self.observe_remote(clock);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_neighbors(
         &mut self,
         from: PeerId,
@@ -140,6 +155,7 @@ impl Node {
         pred: Option<Id>,
         succs: &[Id],
         preds: &[Id],
+        clock: u64,
     ) {
         if let Some(Sweep {
             checking: Some((i, expected, finger, _)),
@@ -158,6 +174,7 @@ impl Node {
             self.metrics.chord.unexpected_messages += 1;
             return;
         }
+        self.observe_neighbour_clock(clock);
         // One answer completes the round; answers to the other rounds in flight are stale.
         self.stabilize_nonces.clear();
         // The successor keeps links to its own successors: signal them through it.
@@ -466,7 +483,7 @@ impl Node {
                 if let Some(sweep) = &mut self.sweep {
                     sweep.checking = Some((i, nonce, finger, self.now));
                 }
-                self.send(finger, &Message::GetNeighbors { nonce });
+                self.send(finger, &Message::GetNeighbors { nonce, clock: 0 });
                 return;
             } else {
                 let op = self.new_op();

@@ -936,13 +936,17 @@ impl Node {
             Message::Hello { joined } => self.on_hello(from, joined),
             Message::Ping { nonce } => self.send(from, &Message::Pong { nonce }),
             Message::Pong { .. } => {}
-            Message::GetNeighbors { nonce } => {
+            Message::GetNeighbors { nonce, clock } => {
                 if self.is_joined() {
+                    if self.ring.predecessor() == Some(from) {
+                        self.observe_neighbour_clock(clock);
+                    }
                     let reply = Message::Neighbors {
                         nonce,
                         pred: self.ring.predecessor(),
                         succs: self.ring.successors().to_vec(),
                         preds: self.recent_notifiers(),
+                        clock: self.clock.current(),
                     };
                     self.send(from, &reply);
                 } else {
@@ -954,7 +958,8 @@ impl Node {
                 pred,
                 succs,
                 preds,
-            } => self.on_neighbors(from, nonce, pred, &succs, &preds),
+                clock,
+            } => self.on_neighbors(from, nonce, pred, &succs, &preds, clock),
             Message::GetPreds { nonce } => self.on_get_preds(from, nonce),
             Message::Preds { nonce, preds } => self.on_preds(from, nonce, &preds),
             Message::Notify => self.on_notify(from),

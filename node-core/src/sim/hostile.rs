@@ -841,12 +841,16 @@ pub fn random_message_of(
         },
         1 => Message::Ping { nonce },
         2 => Message::Pong { nonce },
-        3 => Message::GetNeighbors { nonce },
+        3 => Message::GetNeighbors {
+            nonce,
+            clock: ts(rng),
+        },
         4 => Message::Neighbors {
             nonce,
             pred: rng.chance(0.7).then(|| id(rng)),
             succs: ids(rng).into_iter().take(32).collect(),
             preds: ids(rng).into_iter().take(32).collect(),
+            clock: ts(rng),
         },
         5 => Message::Notify,
         6 => Message::Leaving {

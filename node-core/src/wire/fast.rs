@@ -140,14 +140,22 @@ pub(super) fn encode(message: &Message) -> Option<Vec<u8>> {
             o.raw(if *joined { b"true" } else { b"false" });
             o.raw(b"}");
         }
-        Message::Ping { nonce } | Message::Pong { nonce } | Message::GetNeighbors { nonce } => {
+        Message::Ping { nonce } | Message::Pong { nonce } => {
             o.raw(match message {
                 Message::Ping { .. } => b"ping",
-                Message::Pong { .. } => b"pong",
-                _ => b"get_neighbors",
+                _ => b"pong",
             });
             o.raw(b"\",\"c\":{\"nonce\":");
             o.num(*nonce);
+            o.raw(b"}");
+        }
+        Message::GetNeighbors { nonce, clock } => {
+            o.raw(b"get_neighbors\",\"c\":{\"nonce\":");
+            o.num(*nonce);
+            if *clock != 0 {
+                o.raw(b",\"clock\":");
+                o.num(*clock);
+            }
             o.raw(b"}");
         }
         Message::Neighbors {
@@ -155,6 +163,7 @@ pub(super) fn encode(message: &Message) -> Option<Vec<u8>> {
             pred,
             succs,
             preds,
+            clock,
         } => {
             o.raw(b"neighbors\",\"c\":{\"nonce\":");
             o.num(*nonce);
@@ -165,6 +174,10 @@ pub(super) fn encode(message: &Message) -> Option<Vec<u8>> {
             if !preds.is_empty() {
                 o.raw(b",\"preds\":");
                 o.ids(preds);
+            }
+            if *clock != 0 {
+                o.raw(b",\"clock\":");
+                o.num(*clock);
             }
             o.raw(b"}");
         }
@@ -274,6 +287,14 @@ impl<'a> In<'a> {
 
     fn lit(&mut self, s: &[u8]) -> Option<()> {
         self.eat(s).then_some(())
+    }
+
+    /// An optional `,"clock":N` as serde writes it: absent for 0, never `0` itself.
+    fn clock(&mut self) -> Option<u64> {
+        if !self.eat(b",\"clock\":") {
+            return Some(0);
+        }
+        self.num().filter(|n| *n != 0)
     }
 
     /// A canonical unsigned integer (no sign, no leading zero, no fraction or exponent).
@@ -422,11 +443,16 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
         tag @ (b"ping" | b"pong" | b"get_neighbors") => {
             c.lit(b",\"c\":{\"nonce\":")?;
             let nonce = c.num()?;
+            let clock = if tag == b"get_neighbors" {
+                c.clock()?
+            } else {
+                0
+            };
             c.lit(b"}")?;
             match tag {
                 b"ping" => Message::Ping { nonce },
                 b"pong" => Message::Pong { nonce },
-                _ => Message::GetNeighbors { nonce },
+                _ => Message::GetNeighbors { nonce, clock },
             }
         }
         b"neighbors" => {
@@ -445,12 +471,14 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
             } else {
                 Vec::new()
             };
+            let clock = c.clock()?;
             c.lit(b"}")?;
             Message::Neighbors {
                 nonce,
                 pred,
                 succs,
                 preds,
+                clock,
             }
         }
         b"route" => {
@@ -643,12 +671,16 @@ mod tests {
             },
             1 => Message::Ping { nonce: num(rng) },
             2 => Message::Pong { nonce: num(rng) },
-            3 => Message::GetNeighbors { nonce: num(rng) },
+            3 => Message::GetNeighbors {
+                nonce: num(rng),
+                clock: if rng.chance(0.5) { 0 } else { num(rng) },
+            },
             4 => Message::Neighbors {
                 nonce: num(rng),
                 pred: opt(rng),
                 succs: ids(rng, 8),
                 preds: ids(rng, 3),
+                clock: if rng.chance(0.5) { 0 } else { num(rng) },
             },
             5 => Message::Notify,
             6 => Message::Bye,

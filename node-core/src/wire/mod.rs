@@ -44,6 +44,11 @@ pub enum Message {
     /// Stabilize: ask a successor for its predecessor and successor list.
     GetNeighbors {
         nonce: u64,
+        /// The sender's Lamport clock (0: not sent). Ring neighbours gossip their clocks on
+        /// stabilize, so a leader's clock is never far behind the timestamps its neighbours
+        /// hold (`node/maintain.rs`, `observe_neighbour_clock`).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        clock: u64,
     },
     Neighbors {
         nonce: u64,
@@ -54,6 +59,9 @@ pub enum Message {
         /// instead of one node per round.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         preds: Vec<Id>,
+        /// The sender's Lamport clock, as in `GetNeighbors`.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        clock: u64,
     },
     /// Global maintenance: ask our predecessor for the peers before it (`node/sync.rs`,
     /// "Strays").
@@ -257,6 +265,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         }),
         _ => Ok(frame.m),
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]
