@@ -13,9 +13,10 @@
 
 mod common;
 
-use common::{assert_seed, converged_ring, pick, seeds, wait_call};
+use common::{assert_seed, converged_ring, converged_ring_with, pick, seeds, wait_call};
 use node_core::Id;
 use node_core::sim::history::Ret;
+use node_core::sim::{JoinPattern, SimConfig};
 use node_core::store::{Entry, Version};
 
 /// Simulated time: the restart and join, two rounds of `strays_interval_ms` (10 s) to learn
@@ -70,6 +71,58 @@ fn a_copy_held_only_outside_its_set_is_written_back_once() {
             seed,
             "strays",
             format!("the stray {stray} queued {queued} write-backs of one key in 60 s"),
+        );
+    }
+}
+
+/// The write-back keeps a stray's timestamp, which can be far above the clocks of a set that
+/// lost the key (the stray's side of a partition wrote more). A put the set acknowledges
+/// before the write-back must still win over the stray: neighbours gossip their clocks on
+/// stabilize (`observe_neighbour_clock`), so the leader stamps above what the stray holds.
+#[test]
+fn a_put_acknowledged_before_a_write_back_wins_over_the_stray() {
+    for seed in seeds(200, 10) {
+        let n = pick(seed, 5, 6, 10) as usize;
+        // Write-backs every 30 s: the put below comes before the first one.
+        let mut config = SimConfig::new(seed);
+        config.node.strays_interval_ms = 30_000;
+        let pattern = JoinPattern::RandomTimes {
+            window_ms: n as u64 * 100,
+        };
+        let mut sim = converged_ring_with(config, n, pattern, "strays");
+        let key = format!("stray-{seed}");
+        let truth = sim.truth();
+        let owner = sim.true_owner(Id::of_key(&key)).expect("a ring has owners");
+        let i = truth
+            .iter()
+            .position(|p| *p == owner)
+            .expect("owner is alive");
+        let stray = truth[(i + pick(seed, 6, 3, n as u64 - 1) as usize) % n];
+        sim.crash(stray);
+        let entry = Entry {
+            value: Some("old".into()),
+            version: Version::new(1 << 20, "client@elsewhere"),
+        };
+        assert!(sim.plant_on_disk(stray, &key, entry));
+        sim.restart_with_disk(stray);
+        // Before the stray's first write-back (30 s after it joined) the set takes a new
+        // write; by then the stray's clock has travelled around the ring of at most 10 (a hop
+        // per stabilize round, 2 s at the quiet pace, both ways).
+        sim.run_for(15_000);
+        let asker = truth[(i + 1) % n];
+        let put = sim.client_put(asker, &key, "new").expect("asker is alive");
+        let acked = matches!(wait_call(&mut sim, put), Ret::Stored { .. });
+        sim.run_for(60_000);
+        let get = sim.client_get(asker, &key).expect("asker is alive");
+        let read = wait_call(&mut sim, get);
+        println!("seed {seed}: {n} peers, stray {stray}: put acked {acked}, then read {read:?}");
+        assert_seed(
+            !acked || matches!(read, Ret::Found { ref value, .. } if value == "new"),
+            seed,
+            "strays",
+            format!(
+                "{key}: put \"new\" acknowledged, then the stray's older write came back: {read:?}"
+            ),
         );
     }
 }
