@@ -16,12 +16,34 @@ mod common;
 use common::{assert_seed, converged_ring, converged_ring_with, pick, seeds, wait_call};
 use node_core::Id;
 use node_core::sim::history::Ret;
-use node_core::sim::{JoinPattern, SimConfig};
+use node_core::sim::{JoinPattern, Sim, SimConfig};
 use node_core::store::{Entry, Version};
 
 /// Simulated time: the restart and join, two rounds of `strays_interval_ms` (10 s) to learn
 /// the peers before the predecessor, one to write the key back, with slack.
 const FOUND_BOUND_MS: u64 = 45_000;
+
+/// Crashes a peer k = 3 places after `key`'s owner or further (never in the key's set), puts
+/// `value` at timestamp `ts` on its disk and restarts it: the only copy of the key, outside its
+/// set. Returns the owner, the stray and a member to ask (the owner's successor).
+fn plant_stray(sim: &mut Sim, seed: u64, key: &str, value: &str, ts: u64) -> (Id, Id, Id) {
+    let truth = sim.truth();
+    let n = truth.len();
+    let owner = sim.true_owner(Id::of_key(key)).expect("a ring has owners");
+    let i = truth
+        .iter()
+        .position(|p| *p == owner)
+        .expect("owner is alive");
+    let stray = truth[(i + pick(seed, 6, 3, n as u64 - 1) as usize) % n];
+    sim.crash(stray);
+    let entry = Entry {
+        value: Some(value.into()),
+        version: Version::new(ts, "client@elsewhere"),
+    };
+    assert!(sim.plant_on_disk(stray, key, entry));
+    sim.restart_with_disk(stray);
+    (owner, stray, truth[(i + 1) % n])
+}
 
 #[test]
 fn a_copy_held_only_outside_its_set_is_written_back_once() {
@@ -29,23 +51,8 @@ fn a_copy_held_only_outside_its_set_is_written_back_once() {
         let n = pick(seed, 5, 6, 12) as usize;
         let mut sim = converged_ring(seed, n, "strays");
         let key = format!("stray-{seed}");
-        let truth = sim.truth();
-        let owner = sim.true_owner(Id::of_key(&key)).expect("a ring has owners");
-        let i = truth
-            .iter()
-            .position(|p| *p == owner)
-            .expect("owner is alive");
-        // k = 3 places after the owner or further: never in the key's set.
-        let stray = truth[(i + pick(seed, 6, 3, n as u64 - 1) as usize) % n];
-        sim.crash(stray);
-        let entry = Entry {
-            value: Some("kept".into()),
-            version: Version::new(7, "client@elsewhere"),
-        };
-        assert!(sim.plant_on_disk(stray, &key, entry));
-        sim.restart_with_disk(stray);
+        let (owner, stray, asker) = plant_stray(&mut sim, seed, &key, "kept", 7);
         let started = sim.now();
-        let asker = truth[(i + 1) % n];
         let mut found = false;
         while !found && sim.now() - started < FOUND_BOUND_MS {
             sim.run_for(2_000);
@@ -91,25 +98,11 @@ fn a_put_acknowledged_before_a_write_back_wins_over_the_stray() {
         };
         let mut sim = converged_ring_with(config, n, pattern, "strays");
         let key = format!("stray-{seed}");
-        let truth = sim.truth();
-        let owner = sim.true_owner(Id::of_key(&key)).expect("a ring has owners");
-        let i = truth
-            .iter()
-            .position(|p| *p == owner)
-            .expect("owner is alive");
-        let stray = truth[(i + pick(seed, 6, 3, n as u64 - 1) as usize) % n];
-        sim.crash(stray);
-        let entry = Entry {
-            value: Some("old".into()),
-            version: Version::new(1 << 20, "client@elsewhere"),
-        };
-        assert!(sim.plant_on_disk(stray, &key, entry));
-        sim.restart_with_disk(stray);
+        let (_, stray, asker) = plant_stray(&mut sim, seed, &key, "old", 1 << 20);
         // Before the stray's first write-back (30 s after it joined) the set takes a new
         // write; by then the stray's clock has travelled around the ring of at most 10 (a hop
         // per stabilize round, 2 s at the quiet pace, both ways).
         sim.run_for(15_000);
-        let asker = truth[(i + 1) % n];
         let put = sim.client_put(asker, &key, "new").expect("asker is alive");
         let acked = matches!(wait_call(&mut sim, put), Ret::Stored { .. });
         sim.run_for(60_000);
