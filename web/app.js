@@ -2,15 +2,19 @@
 // shows hops, latencies and the event log.
 //
 // Hooks for end-to-end tests:
-//   window.chord = { peer, ready, state, error, config, refresh() }
+//   window.chord = { peer, ready, state, error, config, lifecycle, budget, refresh() }
 //     ready    Promise resolving to the ChordPeer (rejects with the start error, `.code` kept)
-//     state    'starting' | 'ready' | 'error' (also document.body.dataset.state)
+//     state    'starting' | 'ready' | 'error' | 'left' (also document.body.dataset.state; 'left'
+//              after the connection budget ran out and the peer left the ring)
 //     refresh  walks the ring now and redraws; resolves to the number of drawn peers
 //     lifecycle  the Page Lifecycle events this page saw (visibility, freeze, resume, ...)
+//     budget   the connection_budget steps seen, in order ({state: 'low' | 'exhausted', created,
+//              limit, at}; `at` is the page's Date.now())
 //   #ring-svg  holds one <g class="peer" data-id="8hex" data-kind="native|chromium|firefox|other">
 //              per drawn peer (data-peer-count too); the kind is what the peer's walk entry says
 // URL parameters: ?introducer=ws://host:port/ws  ?id=8hex  ?ice=stun:a,stun:b  ?walk=64
 //                 ?on-freeze=leave|stay  what the tab does when the browser freezes it (below)
+//                 ?connections=N  this tab's budget of peer connections (2..500; default 500)
 //
 // Background and frozen tabs (docs/design.md, "Background and frozen tabs"): a hidden tab with
 // open data channels keeps its timers at one wake-up a second (Chromium spares pages using
@@ -53,7 +57,10 @@ const config = (() => {
   const id = params.get('id') || undefined;
   const walkLimit = Math.max(1, Math.min(1024, Number(params.get('walk')) || 64));
   const onFreeze = params.get('on-freeze') === 'stay' ? 'stay' : 'leave';
-  return { introducer, iceServers, id, walkLimit, onFreeze };
+  // `?connections=N`: this tab's lifetime budget of peer connections (`connectionLimit`,
+  // 2..500; Chromium's cap of 500 when absent). Smaller only to see the budget run out.
+  const connections = Number(params.get('connections')) || undefined;
+  return { introducer, iceServers, id, walkLimit, onFreeze, connections };
 })();
 
 // ---------------------------------------------------------------------------------------------
@@ -78,6 +85,7 @@ const state = {
   history: [],
   replicas: 3,
   watches: new Map(), // key -> {event, count}: keys this tab watches (peer.watch), latest change
+  budget: null, // the last connection_budget step (showBudget)
 };
 
 let resolveReady;
@@ -95,6 +103,7 @@ window.chord = {
   error: null,
   config,
   lifecycle: [], // Page Lifecycle events seen: visibility, freeze, resume, rejoined_after_freeze
+  budget: [], // connection_budget steps, in order: {state: 'low' | 'exhausted', created, limit, at}
   refresh: async () => {
     await walkNow();
     refreshLocal();
@@ -202,6 +211,7 @@ function renderStatus(model = state.lastModel) {
   let st;
   if (state.phase === 'starting') st = pill('starting', 'starting', 'Starting the peer and joining the ring');
   else if (state.phase === 'error') st = pill('error', 'error', window.chord.error?.message);
+  else if (state.phase === 'left') st = pill('left', 'warn', 'This peer left the ring (see the banner)');
   else if (rv && rv.joined === false) st = pill('not joined', 'warn', 'The peer is running but not (or no longer) in the ring');
   else st = pill('joined', 'ok', 'This peer is a member of the ring');
   $('st-state').replaceChildren(st);
@@ -211,8 +221,12 @@ function renderStatus(model = state.lastModel) {
   if (rv) {
     const d = state.metrics?.driver || {};
     const n = (rv.links || []).length;
-    $('st-links').textContent = String(n);
+    const created = d.connections_created;
+    const limit = state.budget?.limit ?? config.connections ?? 500;
+    $('st-links').replaceChildren(String(n),
+      created !== undefined ? h('span', { class: 'muted' }, ` · ${created}/${limit} made`) : '');
     $('st-links').title = `open data channels: ${n}` +
+      (created !== undefined ? ` · peer connections this tab created: ${created} of the ${limit} it may create` : '') +
       (d.overlay_links !== undefined ? ` · negotiated over the ring: ${d.overlay_links}` : '') +
       (d.introducer_links !== undefined ? ` · via introducer: ${d.introducer_links}` : '');
   } else {
@@ -502,6 +516,7 @@ function handleEvent(raw) {
     }
     case 'connection_budget':
       log(cat, type, [`${ev.created} of ${ev.limit} peer connections this tab may create are used`, ev.state === 'exhausted' ? '; leaving the ring now, while links still work (reload the tab to join again)' : ''], { atMs: at, level: 'bad' });
+      showBudget(ev);
       break;
     case 'link_up':
       log(cat, type, ['link up to ', idOrText(ev.peer), ev.via ? ` via ${ev.via}` : ''], { atMs: at, level: 'good' });
@@ -940,6 +955,30 @@ $('metrics-all').closest('details').addEventListener('toggle', () => renderAllMe
 // ---------------------------------------------------------------------------------------------
 // Start-up and errors
 
+// The browser lets a tab create only so many peer connections (Chromium: 500 in its
+// lifetime); node-core's `peer::budget` warns at 80% and has the driver leave the ring cleanly
+// shortly before the cap. Both steps show in the banner; after the second the peer is stopped.
+function showBudget(ev) {
+  const exhausted = ev.state === 'exhausted';
+  state.budget = { state: ev.state, created: ev.created, limit: ev.limit, at: Date.now() };
+  window.chord.budget.push(state.budget);
+  const banner = $('banner');
+  banner.replaceChildren(
+    h('div', { class: 'banner-title' }, h('span', { class: 'res-icon', 'aria-hidden': 'true' }, '!'),
+      exhausted ? 'This tab left the ring: it is out of peer connections' : 'This tab is running low on peer connections'),
+    h('p', { class: 'banner-detail' },
+      `It created ${ev.created} of the ${ev.limit} peer connections a browser tab may create in its lifetime. `,
+      exhausted
+        ? 'It handed its keys to its neighbours and left the ring while its links still worked. Reload the tab to join again with a fresh budget.'
+        : `At ${ev.limit - Math.max(1, Math.floor(ev.limit / 50))} it will leave the ring cleanly; reloading the tab starts a fresh budget.`),
+    exhausted ? h('button', { type: 'button', class: 'btn primary', onclick: () => location.reload() }, 'Reload') : '',
+  );
+  banner.dataset.code = `connection_budget_${ev.state}`;
+  banner.hidden = false;
+  if (exhausted) setPhase('left');
+  renderStatus();
+}
+
 function showStartError(err) {
   const code = err?.code || 'error';
   const message = err?.message || String(err);
@@ -1043,6 +1082,7 @@ async function start() {
   try {
     const opts = { introducer: config.introducer, iceServers: config.iceServers };
     if (config.id) opts.id = config.id;
+    if (config.connections) opts.connectionLimit = config.connections;
     peer = await mod.ChordPeer.start(opts);
   } catch (err) {
     fail(err);

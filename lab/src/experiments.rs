@@ -308,20 +308,30 @@ pub struct ChurnRow {
     /// over the peer-hours lived. A browser tab may create 500 in its lifetime (Chromium's
     /// cap), so this says how long a tab lasts in such a ring (issue 14).
     pub connections_per_peer_hour: f64,
+    /// Peer connections (offers made and offers answered, what a tab's driver counts against
+    /// its budget) created per hour by the peers that lived through the whole churn: what a
+    /// long-lived tab in such a ring spends. Newcomers' first links are not in it.
+    pub survivor_connections_per_hour: f64,
 }
 
 /// Churn like the Chord paper's Fig. 12 / ToN Table II: on a ring of `nodes`, peers join and
 /// crash at `rate` events per second (half each, a crashed peer never returns) for `seconds`,
 /// while every second 10 lookups and 10 puts of fresh keys start from random peers. Afterwards
-/// the ring rests `rest_ms` (repair), then every acknowledged key is read back.
+/// the ring rests `rest_ms` (repair), then every acknowledged key is read back. With `tabs`
+/// every peer follows a browser tab's link policy (node-core's `peer::budget::budgeted_links`).
 pub fn sim_churn(
     nodes: usize,
     rate: f64,
     seconds: u64,
     seed: u64,
+    tabs: bool,
     progress: &mut dyn FnMut(Progress),
 ) -> ChurnRow {
-    let mut sim = Sim::new(SimConfig::new(seed));
+    let mut config = SimConfig::new(seed);
+    if tabs {
+        node_core::peer::budget::budgeted_links(&mut config.node);
+    }
+    let mut sim = Sim::new(config);
     form_ring(&mut sim, nodes, progress);
     let mut events = 0;
     let mut debt = 0.0;
@@ -334,6 +344,11 @@ pub fn sim_churn(
         std::collections::BTreeMap::new();
     let links_before = sim.stats.links_via_overlay + sim.stats.links_via_introducer;
     let failed_before = sim.stats.connects_failed;
+    let created_before: Vec<(Id, u64)> = sim
+        .truth()
+        .into_iter()
+        .map(|id| (id, sim.connections_created(id)))
+        .collect();
     let mut peer_seconds = 0u64;
     for second in 0..seconds {
         peer_seconds += sim.alive_count() as u64;
@@ -396,6 +411,14 @@ pub fn sim_churn(
         * (sim.stats.links_via_overlay + sim.stats.links_via_introducer - links_before)
         + (sim.stats.connects_failed - failed_before);
     let connections_per_peer_hour = connections as f64 * 3600.0 / peer_seconds.max(1) as f64;
+    // Crashed peers never return here, so a peer alive now lived through the whole churn.
+    let survivors: Vec<u64> = created_before
+        .iter()
+        .filter(|(id, _)| sim.node(*id).is_some())
+        .map(|(id, before)| sim.connections_created(*id) - before)
+        .collect();
+    let survivor_connections_per_hour = survivors.iter().sum::<u64>() as f64 * 3600.0
+        / (survivors.len().max(1) as u64 * seconds.max(1)) as f64;
     let rest_ms = 60_000;
     sim.run_for(rest_ms);
     let (mut failed_lookups, mut hops) = (0, Histogram::default());
@@ -499,5 +522,6 @@ pub fn sim_churn(
         lost_longest_span_ms,
         acked_lost_unexplained,
         connections_per_peer_hour,
+        survivor_connections_per_hour,
     }
 }

@@ -330,6 +330,9 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
     if let Some(w) = options.write_quorum {
         config.write_quorum = w;
     }
+    // A tab may create only so many peer connections in its lifetime: node-core's link
+    // policy for a budgeted peer.
+    node_core::peer::budget::budgeted_links(&mut config);
     let (started_tx, started_rx) = oneshot::channel();
     let origin_ms = performance_now();
     let shared = Rc::new_cyclic(|me: &Weak<Shared>| {

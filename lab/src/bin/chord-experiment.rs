@@ -104,6 +104,10 @@ struct Cli {
     /// Seconds of churn per rate (sim-churn).
     #[arg(long, default_value_t = 120)]
     seconds: u64,
+    /// Every simulated peer follows a browser tab's link policy (sim-churn; node-core's
+    /// `peer::budget::budgeted_links`).
+    #[arg(long)]
+    tabs: bool,
     /// Native peers to start (scale): real `chord-node` processes over WebRTC on loopback.
     #[arg(long, value_parser = parse_positive, default_value = "5")]
     num_nodes: usize,
@@ -732,18 +736,21 @@ fn run_sim_churn(cli: &Cli) -> anyhow::Result<()> {
         ("lost unexplained", 0),
         ("lost: longest k-crash span s", 0),
         ("connections/peer-hour", 0),
+        ("connections/survivor-hour", 0),
         ("wall seconds", 0),
     ]);
     println!(
-        "N = {nodes}, {} s of churn per rate, seed {}",
-        cli.seconds, cli.seed
+        "N = {nodes}, {} s of churn per rate, seed {}{}",
+        cli.seconds,
+        cli.seed,
+        if cli.tabs { ", every peer a tab" } else { "" }
     );
     println!("{}", table.header());
     let mut rows = Vec::new();
     for &rate in &cli.rates {
         let mut progress = ProgressDisplay::new(format!("rate={rate}"));
         let started = Instant::now();
-        let row = sim_churn(nodes, rate, cli.seconds, cli.seed, &mut |step| {
+        let row = sim_churn(nodes, rate, cli.seconds, cli.seed, cli.tabs, &mut |step| {
             progress.update(step)
         });
         progress.finish();
@@ -762,6 +769,7 @@ fn run_sim_churn(cli: &Cli) -> anyhow::Result<()> {
                 row.acked_lost_unexplained.to_string(),
                 format!("{:.1}", row.lost_longest_span_ms as f64 / 1000.0),
                 format!("{:.0}", row.connections_per_peer_hour),
+                format!("{:.0}", row.survivor_connections_per_hour),
                 format!("{:.1}", started.elapsed().as_secs_f64()),
             ])
         );

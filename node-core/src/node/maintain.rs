@@ -343,9 +343,57 @@ impl Node {
         self.maintain_links();
     }
 
-    /// Opens links the ring points at and closes the least used ones beyond the bound.
+    /// The peers this node keeps links to: its first `linked_successors` successors and its
+    /// predecessor, every other successor while a link to it is open, and its fingers. With
+    /// `reuse_finger_links`, a finger not linked is served instead by a linked ring member in
+    /// its interval `[me + 2^i, me + 2^(i+1))` when there is one. Routing only needs some hop
+    /// in each interval to halve the distance (Chord's O(log N) argument), so a newcomer that
+    /// becomes a finger, or a finger that crashes next to a linked peer, costs no new
+    /// connection (each one counts against a tab's lifetime budget, `peer::budget`). The price
+    /// is fewer spare links: under extreme churn (a 64-peer ring replaced every 16 s) more
+    /// lookups fail, so only budgeted peers reuse (docs/design.md, "Links and the
+    /// 500-connection cap"). By default this is exactly the peers the ring points at.
+    pub(super) fn wanted_links(&self) -> Vec<Id> {
+        let linked = self.config.linked_successors.max(1);
+        let mut wanted: Vec<Id> = self
+            .ring
+            .successors()
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| *i < linked || self.links.get(**s).is_some())
+            .map(|(_, s)| *s)
+            .chain(self.ring.predecessor())
+            .collect();
+        let me = self.id;
+        for i in 0..ID_BITS {
+            let Some(finger) = self.ring.finger(i) else {
+                continue;
+            };
+            if finger == me || wanted.contains(&finger) || self.ring.successors().contains(&finger)
+            {
+                continue;
+            }
+            if !self.config.reuse_finger_links || self.links.get(finger).is_some() {
+                wanted.push(finger);
+                continue;
+            }
+            let in_interval = |p: Id| {
+                let d = u64::from(me.distance_to(p));
+                d >= 1 << i && d < 1 << (i + 1)
+            };
+            let reuse = self.links.ring_members().find(|p| in_interval(*p));
+            wanted.push(reuse.unwrap_or(finger));
+        }
+        wanted.retain(|p| *p != me);
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+    }
+
+    /// Opens the links [`Self::wanted_links`] names and closes the least used ones beyond
+    /// the bound.
     pub(super) fn maintain_links(&mut self) {
-        let wanted = self.ring.pointed_peers().to_vec();
+        let wanted = self.wanted_links();
         let successors: Vec<Id> = self.ring.successors().to_vec();
         for peer in &wanted {
             let essential = successors.contains(peer) || self.ring.predecessor() == Some(*peer);
@@ -472,8 +520,7 @@ impl Node {
                 };
                 self.timers
                     .set(Timer::FixFingers, self.now + self.fix_interval);
-                let wanted = self.ring.pointed_peers().to_vec();
-                for peer in wanted {
+                for peer in self.wanted_links() {
                     self.ensure_link(peer, false);
                 }
                 return;
@@ -614,8 +661,26 @@ impl Node {
         self.lost.insert(peer, (self.now, self.now));
     }
 
+    /// Probes one lost peer (a connection attempt: if a partition hid it, the link reopens and
+    /// the `Hello` rules merge the rings). Probes back off twice over: per peer (below), and as
+    /// a whole while they find nobody, since then the lost peers crashed rather than hid, and
+    /// under churn every probe is a peer connection a tab cannot get back (`peer::budget`).
     pub(super) fn probe_lost_peer(&mut self) {
         let now = self.now;
+        let floor = self.config.probe_interval_ms;
+        if let Some(last) = self.last_probed {
+            match self.links.get(last) {
+                // Still connecting: one probe at a time.
+                Some(LinkState::Connecting { .. }) => {
+                    self.timers.set(Timer::Probe, now + self.probe_gap);
+                    return;
+                }
+                Some(LinkState::Up { .. }) => self.probe_gap = floor,
+                None => self.probe_gap = (self.probe_gap * 2).min(MAX_PROBE_INTERVAL_MS.max(floor)),
+            }
+            self.last_probed = None;
+        }
+        self.timers.set(Timer::Probe, now + self.probe_gap);
         let memory = self.config.probe_memory_ms;
         self.lost.retain(|_, (at, _)| now < *at + memory);
         let candidate = self
@@ -625,7 +690,6 @@ impl Node {
             .min_by_key(|(_, (_, due))| *due)
             .map(|(p, _)| *p);
         if let Some(peer) = candidate {
-            let floor = self.config.probe_interval_ms;
             if let Some(entry) = self.lost.get_mut(&peer) {
                 // Back off: the longer a peer has been gone, the rarer its probes.
                 let gap = now
@@ -635,6 +699,7 @@ impl Node {
             }
             self.links.clear_backoff(peer);
             self.ensure_link(peer, false);
+            self.last_probed = Some(peer);
         }
     }
 }

@@ -75,6 +75,15 @@ pub struct Config {
     pub connect_backoff_max_ms: u64,
     /// Bound on open + connecting links.
     pub max_links: usize,
+    /// How many of the first successors are kept linked (the others in the list are linked
+    /// only when they move up, or reused while a link to them is open). All of them by
+    /// default; a peer with a lifetime connection budget links fewer
+    /// ([`crate::peer::budget::budgeted_links`]).
+    pub linked_successors: usize,
+    /// A finger not linked is served by a linked ring member in its interval, if there is one,
+    /// instead of a new link (`Node::wanted_links`). Off by default; a peer with a lifetime
+    /// connection budget turns it on ([`crate::peer::budget::budgeted_links`]).
+    pub reuse_finger_links: bool,
     /// A link neither side points at is offered for closing after this long unused.
     pub link_idle_ms: u64,
     pub max_hops: u8,
@@ -136,6 +145,8 @@ impl Default for Config {
             connect_backoff_ms: 1_000,
             connect_backoff_max_ms: 30_000,
             max_links: 64,
+            linked_successors: 6,
+            reuse_finger_links: false,
             link_idle_ms: 20_000,
             max_hops: 48,
             max_pending_ops: 4_096,
@@ -314,6 +325,11 @@ pub struct Node {
     via_hints_old: BTreeMap<PeerId, PeerId>,
     /// Failed peers remembered for probing: peer -> (failed at, next probe due).
     lost: BTreeMap<PeerId, (Time, Time)>,
+    /// Gap until the next probe of any lost peer: doubles after each probe that found nobody,
+    /// back to `probe_interval_ms` when one found its peer (`probe_lost_peer`).
+    probe_gap: u64,
+    /// The peer the last probe went to, until its outcome is known.
+    last_probed: Option<PeerId>,
     /// Pointed peers whose link failed or never opened, and when: a successor's list that
     /// still names one is not believed about it for [`FAILED_MEMORY_MS`] (unless a link to it
     /// opens). In a ring no longer than the successor list, lists wrap around the whole ring
@@ -394,6 +410,10 @@ pub(crate) const CATCH_UP_DELAY_MS: u64 = 4_000;
 const MAX_LOST: usize = 16;
 /// The longest gap between two probes of one lost peer.
 pub const MAX_PROBE_GAP_MS: Time = 60_000;
+/// The longest gap between two probes of any lost peers, reached while probes find nobody
+/// (peers that crashed rather than ones a partition hid): under churn each probe is a peer
+/// connection, and a tab may create only so many in its lifetime (`peer::budget`).
+pub const MAX_PROBE_INTERVAL_MS: Time = 300_000;
 /// How long a failed peer is kept out of adopted successor lists (see `failed_recently`).
 pub(crate) const FAILED_MEMORY_MS: Time = 30_000;
 /// Bound on `failed_recently`.
@@ -413,6 +433,7 @@ impl Node {
         // Operation ids start at a random point so two incarnations of a peer (a restart)
         // never hand out the same id: a late answer to the old one cannot complete a new op.
         let first_op = 1 + (rng.next_u64() >> 24);
+        let probe_gap = config.probe_interval_ms;
         Self {
             store: Store::new(config.limits),
             clock: LamportClock::new(),
@@ -449,6 +470,8 @@ impl Node {
             via_hints: BTreeMap::new(),
             via_hints_old: BTreeMap::new(),
             lost: BTreeMap::new(),
+            probe_gap,
+            last_probed: None,
             failed_recently: BTreeMap::new(),
             notifiers: BTreeSet::new(),
             last_predecessor: None,
@@ -839,7 +862,7 @@ impl Node {
         if self.links.is_closing(peer) {
             // The peer agreed to our Bye; if we have come to need it since, just reconnect.
             self.links.remove_keep_backoff(peer);
-            if self.ring.pointed_peers().binary_search(&peer).is_ok() {
+            if self.wanted_links().binary_search(&peer).is_ok() {
                 self.ensure_link(peer, true);
             }
             return;
@@ -1062,8 +1085,6 @@ impl Node {
             self.strays_round();
         }
         if self.timers.is_due(Timer::Probe, now) {
-            self.timers
-                .set(Timer::Probe, now + self.config.probe_interval_ms);
             self.probe_lost_peer();
         }
         // `earliest` first: most timeouts are not an operation's, and it spares a B-tree walk.

@@ -5,12 +5,36 @@
 //! before it (leave the ring gracefully while links still work, so the neighbours take over at
 //! once instead of waiting for a failure detector).
 //!
-//! What keeps a tab far below the limit is link reuse and the back-off of lost-peer probes
-//! (node-core/src/node/maintain.rs); `chord-experiment --mode sim-churn` reports connections
-//! per peer-hour.
+//! What keeps a tab far below the limit is its link policy (node-core/src/node/maintain.rs,
+//! `wanted_links` and `probe_lost_peer`). Every peer's probes of lost peers back off while
+//! they find nobody (under churn those peers crashed; each probe is a connection). A budgeted
+//! peer ([`budgeted_links`]) also links only the successors its replicas need and reuses open
+//! links for its fingers.
+//! `chord-experiment --mode sim-churn` reports connections per peer-hour, and per hour for the
+//! peers that lived through the churn; node-core/tests/connection_budget.rs bounds the latter.
+
+use crate::node::Config;
 
 /// Chromium's per-tab lifetime cap on `RTCPeerConnection`s.
 pub const TAB_CONNECTION_LIMIT: u64 = 500;
+
+/// The link policy of a peer with a lifetime connection budget (a browser tab):
+/// - it keeps links only to the successors its replica sets need plus one spare (the first
+///   `replicas + 1`), not the whole successor list: when a replica successor fails, its
+///   replacement is already linked. The rest of the list is still known (ownership answers
+///   need no link) and is linked when it moves up. With only `replicas` linked, a 64-tab ring
+///   replaced every 16 s lost 20% more acknowledged writes in `sim-churn` and its survivors
+///   created more connections, not fewer (docs/design.md, "Links and the 500-connection
+///   cap");
+/// - a finger's interval is served by any open link to a member in it (`reuse_finger_links`):
+///   a newcomer that becomes a finger, or a finger that crashes, costs no new connection while
+///   another linked member lies in the interval.
+///
+/// Call after `replicas` is set.
+pub fn budgeted_links(config: &mut Config) {
+    config.linked_successors = config.replicas + 1;
+    config.reuse_finger_links = true;
+}
 
 /// A step of the budget, each reported once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -250,6 +250,9 @@ struct SimNode {
     disk: BTreeMap<String, Entry>,
     /// The driver's link table: links being negotiated or open, by peer, as this node sees them.
     rtc: BTreeMap<Id, SimLink>,
+    /// Entries this incarnation put in `rtc` (offers made and offers answered): the peer
+    /// connections a tab's driver would have created (`rtc.attempts`, node-core's `peer::stats`).
+    connections_created: u64,
 }
 
 /// One side of a link in the modelled driver, what `node_core::peer::signal` decides on.
@@ -469,6 +472,7 @@ impl Sim {
                 incarnation,
                 disk,
                 rtc: BTreeMap::new(),
+                connections_created: 0,
             },
         );
     }
@@ -804,6 +808,12 @@ impl Sim {
         true
     }
 
+    /// Peer connections `id`'s current incarnation created (offers made and offers answered):
+    /// what a tab's driver counts against its lifetime budget (node-core's `peer::budget`).
+    pub fn connections_created(&self, id: Id) -> u64 {
+        self.nodes.get(&id).map_or(0, |n| n.connections_created)
+    }
+
     /// The peers `id` holds an open link to, in id order.
     pub fn linked_peers(&self, id: Id) -> Vec<Id> {
         let mut peers: Vec<Id> = self
@@ -1127,6 +1137,9 @@ impl Sim {
             self.links.insert(pair(a, b), generation);
             for (side, other, role) in [(a, b, Role::Offerer), (b, a, Role::Answerer)] {
                 if let Some(n) = self.nodes.get_mut(&side) {
+                    if !n.rtc.contains_key(&other) {
+                        n.connections_created += 1;
+                    }
                     let link = n.rtc.entry(other).or_insert_with(|| SimLink {
                         role,
                         open: false,
@@ -1284,6 +1297,7 @@ impl Sim {
         }
         let (attempt, sdp) = self.description('o');
         if let Some(n) = self.nodes.get_mut(&a) {
+            n.connections_created += 1;
             n.rtc.insert(
                 b,
                 SimLink {
@@ -1397,6 +1411,7 @@ impl Sim {
                 }
                 let (attempt, answer) = self.description('a');
                 if let Some(n) = self.nodes.get_mut(&me) {
+                    n.connections_created += 1;
                     n.rtc.insert(
                         from,
                         SimLink {
