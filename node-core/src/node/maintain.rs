@@ -676,7 +676,10 @@ impl Node {
                     return;
                 }
                 Some(LinkState::Up { .. }) => self.probe_gap = floor,
-                None => self.probe_gap = (self.probe_gap * 2).min(MAX_PROBE_INTERVAL_MS.max(floor)),
+                None => {
+                    self.probe_gap =
+                        (self.probe_gap * 2).min(self.config.probe_interval_max_ms.max(floor))
+                }
             }
             self.last_probed = None;
         }

@@ -6,10 +6,11 @@
 //! once instead of waiting for a failure detector).
 //!
 //! What keeps a tab far below the limit is its link policy (node-core/src/node/maintain.rs,
-//! `wanted_links` and `probe_lost_peer`). Every peer's probes of lost peers back off while
-//! they find nobody (under churn those peers crashed; each probe is a connection). A budgeted
-//! peer ([`budgeted_links`]) also links only the successors its replicas need and reuses open
-//! links for its fingers.
+//! `wanted_links` and `probe_lost_peer`). A budgeted peer ([`budgeted_links`]) lets the gap
+//! between its probes of lost peers grow while they find nobody (under churn those peers
+//! crashed; each probe is a connection), links only the successors its replicas need and
+//! reuses open links for its fingers. Natives keep probing every 5 s, which heals partitions
+//! sooner.
 //! `chord-experiment --mode sim-churn` reports connections per peer-hour, and per hour for the
 //! peers that lived through the churn; node-core/tests/connection_budget.rs bounds the latter.
 
@@ -26,6 +27,8 @@ pub const TAB_CONNECTION_LIMIT: u64 = 500;
 ///   replaced every 16 s lost 20% more acknowledged writes in `sim-churn` and its survivors
 ///   created more connections, not fewer (docs/design.md, "Links and the 500-connection
 ///   cap");
+/// - the gap between its probes of lost peers grows to [`crate::node::MAX_PROBE_INTERVAL_MS`]
+///   while they find nobody (`probe_interval_max_ms`);
 /// - a finger's interval is served by any open link to a member in it (`reuse_finger_links`):
 ///   a newcomer that becomes a finger, or a finger that crashes, costs no new connection while
 ///   another linked member lies in the interval.
@@ -34,6 +37,7 @@ pub const TAB_CONNECTION_LIMIT: u64 = 500;
 pub fn budgeted_links(config: &mut Config) {
     config.linked_successors = config.replicas + 1;
     config.reuse_finger_links = true;
+    config.probe_interval_max_ms = crate::node::MAX_PROBE_INTERVAL_MS;
 }
 
 /// A step of the budget, each reported once.
