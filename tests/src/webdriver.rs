@@ -68,6 +68,9 @@ impl Firefox {
                     "media.peerconnection.ice.default_address_only": false,
                     "media.navigator.permission.disabled": true,
                     "network.dns.disableIPv6": true,
+                    // performance.now() to the microsecond, not rounded to 1 ms (for the
+                    // latencies tests/examples/browser_bench.rs measures in the page).
+                    "privacy.reduceTimerPrecision": false,
                     "app.update.enabled": false,
                     "datareporting.policy.dataSubmissionEnabled": false,
                 },
