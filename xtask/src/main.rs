@@ -43,7 +43,9 @@ tasks:
   wasm-test    the node-wasm tests in headless Chromium and Firefox, inside a private network namespace
   browser-bench  8 headless tabs + 1 native peer (private netns): time to ready, time to a
                converged ring, tab-to-tab get latency percentiles, watch latency (put
-               acknowledgement -> callback in the other tabs)
+               acknowledgement -> callback in the other tabs); `[TABS] [GETS] --firefox N`
+               adds N headless Firefox tabs (geckodriver) to the ring and prints time to
+               ready per kind and get latency per (writer kind, reader kind) pair
   soak    the long history sweep: `cargo xtask soak --seeds 10000` runs that many seeds of every
           fault class through the history checker (chord-experiment --mode sim-history), with a
           progress bar; failing seeds print their replay command
