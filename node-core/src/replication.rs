@@ -71,6 +71,14 @@
 //! done. At most `MAX_HANDOVER_INFLIGHT` such requests run at once; one that fails is tried
 //! again later, `MAX_HANDOVER_TRIES` times per key. The node keeps its own copies.
 //!
+//! A peer restarted with its disk does the same when it joins: while it was down, the rest of
+//! its sets may have been replaced (their other members back empty), and then its restored
+//! versions are the only copies. Until the hand-over has put a key in a write quorum, client
+//! requests for that key that reach this node as its owner wait here (`HandOver::pending`,
+//! that key first in the queue): the set's leader would otherwise answer a read from members
+//! that never held the key, or stamp a write below the restored version, which the hand-over
+//! would then overwrite.
+//!
 //! The same queue carries global maintenance: a joined peer writes back, every
 //! `strays_interval_ms`, the keys it holds whose replica set cannot include it (`node/sync.rs`,
 //! `strays_round`), once per version a write quorum confirmed.
@@ -146,9 +154,9 @@ pub(crate) struct Replicator {
     /// Until our successor list came from the successor since we joined, our replica set is
     /// incomplete, and client requests for our range wait here (`Node::successors_known`).
     pub(crate) waiting_requests: Vec<(Routed, Time)>,
-    /// Hand-over after a merge ("Merging a ring of one" above): set when a node that served
-    /// alone (or was cut off) with a non-empty store joins a ring; every key it holds is then
-    /// written into the ring it joined, version unchanged.
+    /// Hand-over after a merge ("Merging a ring of one" above): set when a node joins with a
+    /// non-empty store (it served alone, was cut off, or restarted with its disk); every key it
+    /// holds is then written into the ring it joined, version unchanged.
     pub(crate) handover: HandOver,
     /// Client requests this node coordinated lately, by (origin, op): a duplicate or retry of
     /// a write that already took effect is answered again, never stamped a second time.
@@ -336,11 +344,19 @@ pub(crate) const MAX_HANDOVER_TRIES: u8 = 5;
 /// The hand-over after a merge (see "Merging a ring of one").
 #[derive(Debug, Default)]
 pub(crate) struct HandOver {
-    /// The node joined a ring from alone: start once the successor list is known.
+    /// The node joined with a non-empty store (from alone, or restored from its disk): start
+    /// once the successor list is known.
     pub(crate) due: bool,
     /// Keys still to write into the ring, with the failed tries so far.
     pub(crate) queue: std::collections::VecDeque<(String, u8)>,
     /// Hand-over requests running, by origin op: the key, its failed tries so far and the
     /// version written.
     pub(crate) inflight: BTreeMap<OpId, (String, u8, crate::store::Version)>,
+    /// Keys of the join's hand-over (not the strays') not yet in a write quorum: the version
+    /// this node brought may be the only copy (a restart with its disk after the rest of the
+    /// set was replaced), so client requests for them wait at this owner until it is
+    /// (`Node::kv_at_owner`).
+    pub(crate) pending: std::collections::BTreeSet<String>,
+    /// Client requests that reached this owner for a `pending` key, with when they came.
+    pub(crate) waiting: Vec<(Routed, Time)>,
 }

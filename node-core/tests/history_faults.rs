@@ -105,6 +105,16 @@ fn history_write_of_a_leader_one_join_behind_seed_997() {
     assert_seed_holds(FaultClass::Joins, 997);
 }
 
+/// A peer that restarted with its disk rejoined as the owner of a key whose other two holders
+/// had come back empty: its copy was the only one. Reads that waited at it for its successor
+/// list were then answered by the set's leader from the two empty members before the hand-over
+/// had put the restored version in a write quorum (3 stale reads). They now wait at the owner
+/// until that key is handed over (`node/replicate.rs`, `wait_for_handover`).
+#[test]
+fn history_mixed_restored_only_copy_seed_201() {
+    assert_seed_holds(FaultClass::Mixed, 201);
+}
+
 /// One seed of one class keeps the promise; the failure names its anomalies and replay command.
 fn assert_seed_holds(class: FaultClass, seed: u64) {
     let result = run(class, seed);

@@ -607,8 +607,8 @@ impl Node {
     ///
     /// A node that [`is_alone`](Self::is_alone) or [`is_isolated`](Self::is_isolated) may join too: that is how a ring of one merges
     /// into a ring its driver learned of (e.g. a restarted first peer that others reconnect
-    /// to). Its store is kept, as a restored one is, and anti-entropy reconciles it with the
-    /// ring it joins. Until the join ends the node is not a ring member; if the join fails it
+    /// to). Its store is kept, as a restored one is; either is handed over to the ring it joins
+    /// (`replication.rs`, "Merging a ring of one"). Until the join ends the node is not a ring member; if the join fails it
     /// is `Idle`, and a driver that wants it to keep serving calls [`create_ring`](Self::create_ring)
     /// again. Any other node that is not idle gets `AlreadyJoined`.
     pub fn join(&mut self, bootstrap: PeerId, now: Time) -> OpId {
@@ -621,8 +621,9 @@ impl Node {
             self.done(op, Err(OpError::AlreadyJoined));
             return op;
         }
-        if (self.is_alone() || self.is_isolated()) && !self.store.is_empty() {
-            // A merge: what this node acknowledged alone must reach the ring it joins.
+        if !self.store.is_empty() {
+            // A merge, or a restart with the disk: what this node holds (acknowledged alone, or
+            // maybe the last copy of a set that was replaced meanwhile) must reach the ring.
             self.repl.handover.due = true;
         }
         self.ring.clear();

@@ -99,6 +99,13 @@ impl Node {
         }
         if std::mem::take(&mut self.repl.handover.due) {
             self.repl.handover.queue = self.store.iter().map(|r| (r.key.to_string(), 0)).collect();
+            self.repl.handover.pending = self
+                .repl
+                .handover
+                .queue
+                .iter()
+                .map(|(k, _)| k.clone())
+                .collect();
             self.metrics.kv.handover_keys += self.repl.handover.queue.len() as u64;
         }
         while self.repl.handover.inflight.len() < MAX_HANDOVER_INFLIGHT
@@ -139,16 +146,74 @@ impl Node {
         let Some((key, tries, version)) = self.repl.handover.inflight.remove(&op) else {
             return false;
         };
-        if ok {
+        let settled = if ok {
             self.metrics.kv.handed_over += 1;
             self.stray_pushed(&key, &version);
+            true
         } else if tries + 1 < MAX_HANDOVER_TRIES {
-            self.repl.handover.queue.push_back((key, tries + 1));
+            // A key a client waits for is tried again first.
+            if self.repl.handover.pending.contains(&key) {
+                self.repl
+                    .handover
+                    .queue
+                    .push_front((key.clone(), tries + 1));
+            } else {
+                self.repl.handover.queue.push_back((key.clone(), tries + 1));
+            }
+            false
         } else {
             self.metrics.kv.handover_failed += 1;
+            true
+        };
+        if settled && self.repl.handover.pending.remove(&key) {
+            self.release_handover_waiting(&key);
         }
         self.continue_handover();
         true
+    }
+
+    /// Whether a client request for `key` must wait at this owner: the key's version restored
+    /// here is still being handed over (`HandOver::pending`). Until a write quorum holds it,
+    /// the set's leader could answer a read without it, or stamp a write below it that the
+    /// hand-over would then overwrite. The key moves to the front of the hand-over queue.
+    fn wait_for_handover(&mut self, routed: &Routed) -> bool {
+        let Body::Kv(request) = &routed.body else {
+            return false;
+        };
+        if matches!(request.action, KvAction::Restore { .. })
+            || !self.repl.handover.pending.contains(&request.key)
+        {
+            return false;
+        }
+        let queue = &mut self.repl.handover.queue;
+        if let Some(at) = queue.iter().position(|(k, _)| *k == request.key)
+            && let Some(item) = queue.remove(at)
+        {
+            queue.push_front(item);
+        }
+        if self.repl.handover.waiting.len() < MAX_PARKED {
+            self.repl.handover.waiting.push((routed.clone(), self.now));
+        } else {
+            self.metrics.kv.dropped_requests += 1;
+        }
+        self.continue_handover();
+        true
+    }
+
+    /// The hand-over of `key` ended: the requests that waited for it go on, unless their
+    /// origin has retried them meanwhile (`superseded`).
+    fn release_handover_waiting(&mut self, key: &str) {
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.repl.handover.waiting)
+            .into_iter()
+            .partition(|(r, _)| matches!(&r.body, Body::Kv(q) if q.key == key));
+        self.repl.handover.waiting = waiting;
+        for (routed, since) in ready {
+            if self.superseded(since) {
+                self.metrics.kv.dropped_requests += 1;
+                continue;
+            }
+            self.kv_at_owner(routed);
+        }
     }
 
     fn send_kv_attempt(&mut self, op: OpId) {
@@ -282,6 +347,9 @@ impl Node {
             } else {
                 self.metrics.kv.dropped_requests += 1;
             }
+            return;
+        }
+        if self.wait_for_handover(&routed) {
             return;
         }
         let set = self.replica_set();
@@ -422,9 +490,14 @@ impl Node {
             .waiting_requests
             .retain(|(_, since)| *since >= limit);
         self.metrics.kv.dropped_requests += (waiting - self.repl.waiting_requests.len()) as u64;
-        let before = self.repl.parked.len();
+        let before = self.repl.parked.len() + self.repl.handover.waiting.len();
         self.repl.parked.retain(|p| p.since >= limit);
-        self.metrics.kv.dropped_requests += (before - self.repl.parked.len()) as u64;
+        self.repl
+            .handover
+            .waiting
+            .retain(|(_, since)| *since >= limit);
+        let after = self.repl.parked.len() + self.repl.handover.waiting.len();
+        self.metrics.kv.dropped_requests += (before - after) as u64;
     }
 
     // ----- at the leader ------------------------------------------------------------------

@@ -318,7 +318,7 @@ impl Node {
             .into_iter()
             .filter(|(key, version)| {
                 self.store.get(key).is_some_and(|e| &e.version == version)
-                    && self.is_stray(Id::of_key(key))
+                    && (self.known_preds().is_empty() || self.is_stray(Id::of_key(key)))
             })
             .collect();
         let strays: Vec<(String, u8)> = self
@@ -358,10 +358,12 @@ impl Node {
 
     /// A hand-over write of `key` at `version` was acknowledged: a write quorum of its set
     /// holds it or something newer. If it is a stray, it is not written back again while it
-    /// stays one at that version (see [`Self::strays_round`]).
+    /// stays one at that version (see [`Self::strays_round`]). Right after a join (whose
+    /// hand-over writes back every key) the peers before our predecessor are not known yet,
+    /// so the write-back is remembered until a round can tell.
     pub(crate) fn stray_pushed(&mut self, key: &str, version: &crate::store::Version) {
         let unchanged = self.store.get(key).is_some_and(|e| &e.version == version);
-        if unchanged && self.is_stray(Id::of_key(key)) {
+        if unchanged && (self.known_preds().is_empty() || self.is_stray(Id::of_key(key))) {
             self.strays_pushed.insert(key.to_string(), version.clone());
         }
     }
