@@ -150,7 +150,8 @@ impl Default for Config {
             connect_backoff_ms: 1_000,
             connect_backoff_max_ms: 30_000,
             max_links: 64,
-            linked_successors: 6,
+            // All of them, whatever `successor_list_len` is.
+            linked_successors: usize::MAX,
             reuse_finger_links: false,
             link_idle_ms: 20_000,
             max_hops: 48,
