@@ -658,3 +658,51 @@ async fn a_tab_out_of_connections_says_so_and_leaves() {
         peer.stop();
     }
 }
+
+/// Issue 11 (bounds): a tab never hands a data channel more than `BUFFERED_HIGH_WATER` (1 MiB)
+/// of unsent bytes. 40 frames of 64 KiB handed to A's channel to B in one task (2.5 MiB): within
+/// one task `bufferedAmount` only grows (the browser lowers it in later tasks), so the driver
+/// must take about the first 16 and refuse the rest, counting each refusal in `frames_dropped`
+/// (what the core's sends do on a refusal, `Input::SendFailed`, is `node-core/tests/send_failed.rs`).
+/// Without the check the browser queues all 40. The link survives: once it drained, a put through
+/// A reads back through B.
+#[wasm_bindgen_test]
+async fn a_burst_over_the_channel_buffer_is_refused_counted_and_the_link_survives() {
+    let ids = ["48000000", "c8000000"];
+    let a = start("burst", ids[0]).await;
+    let b = start("burst", ids[1]).await;
+    converge(&[&a, &b], &ids).await;
+
+    let dropped_before = number(
+        &field(&field(&a.metrics(), "driver"), "rtc"),
+        "frames_dropped",
+    );
+    let frame = vec![b' '; 64 * 1024];
+    let sent = (0..40).filter(|_| a.send_raw_frame(ids[1], &frame)).count();
+    let dropped = number(
+        &field(&field(&a.metrics(), "driver"), "rtc"),
+        "frames_dropped",
+    ) - dropped_before;
+    assert!(
+        (15..40).contains(&sent),
+        "2.5 MiB in one task: about 1 MiB is taken, the rest refused (taken {sent} of 40)"
+    );
+    assert_eq!(
+        dropped,
+        (40 - sent) as f64,
+        "every refused frame is counted in frames_dropped"
+    );
+
+    // The channel drains; the link and the ring keep working.
+    sleep(500).await;
+    call(a.put("after-burst".into(), "drained".into(), None))
+        .await
+        .expect("put after the burst");
+    let got = call(b.get("after-burst".into()))
+        .await
+        .expect("get after the burst");
+    assert_eq!(text(&got, "value").as_deref(), Some("drained"));
+    assert_eq!(successor(&b).as_deref(), Some(ids[0]), "the link survived");
+    a.stop();
+    b.stop();
+}
