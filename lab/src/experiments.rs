@@ -49,6 +49,10 @@ pub struct HopsRow {
     pub finger_base: u32,
     /// Whether peers chose near fingers by measured round trip (`Config::proximity_fingers`).
     pub proximity: bool,
+    /// `Config::max_links` of every peer.
+    pub max_links: usize,
+    /// Mean open links per peer at the end of the run.
+    pub mean_links: f64,
 }
 
 /// How `sim-hops` sets up its ring.
@@ -60,6 +64,8 @@ pub struct HopsOptions {
     pub finger_base: u32,
     /// `Config::proximity_fingers`.
     pub proximity: bool,
+    /// `Config::max_links` (0 keeps the default, 64).
+    pub max_links: usize,
 }
 
 impl HopsOptions {
@@ -73,6 +79,9 @@ impl HopsOptions {
             cfg.node.finger_base = self.finger_base;
         }
         cfg.node.proximity_fingers = self.proximity;
+        if self.max_links > 0 {
+            cfg.node.max_links = self.max_links;
+        }
         cfg
     }
 }
@@ -88,7 +97,7 @@ pub fn sim_hops(
     progress: &mut dyn FnMut(Progress),
 ) -> HopsRow {
     let cfg = options.sim_config(seed);
-    let finger_base = cfg.node.finger_base;
+    let (finger_base, max_links) = (cfg.node.finger_base, cfg.node.max_links);
     let mut sim = Sim::new(cfg);
     let formed = form_ring(&mut sim, nodes, progress);
     let formation_virtual_ms = sim.now();
@@ -156,6 +165,11 @@ pub fn sim_hops(
         }
     }
     let per_lookup = |sum: u64| sum as f64 / timed.max(1) as f64;
+    let links: usize = truth
+        .iter()
+        .filter_map(|id| sim.node(*id))
+        .map(|node| node.ring_view().links.len())
+        .sum();
     HopsRow {
         nodes,
         lookups,
@@ -174,6 +188,8 @@ pub fn sim_hops(
         latency_model: if options.geo { "geo" } else { "uniform" },
         finger_base,
         proximity: options.proximity,
+        max_links,
+        mean_links: links as f64 / truth.len().max(1) as f64,
     }
 }
 

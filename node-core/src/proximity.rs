@@ -57,7 +57,11 @@ impl Proximity {
     pub fn record(&mut self, peer: Id, rtt: u64, now: Time) {
         if !self.rtts.contains_key(&peer)
             && self.rtts.len() >= MAX_RTTS
-            && let Some(oldest) = self.rtts.iter().min_by_key(|(_, (_, at))| *at).map(|(p, _)| *p)
+            && let Some(oldest) = self
+                .rtts
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(p, _)| *p)
         {
             self.rtts.remove(&oldest);
         }
@@ -68,7 +72,11 @@ impl Proximity {
     /// Remembers a ping sent to `peer` (bounded: the oldest is forgotten).
     pub fn ping_sent(&mut self, nonce: u64, peer: Id, now: Time) {
         if self.pings.len() >= MAX_PINGS
-            && let Some(oldest) = self.pings.iter().min_by_key(|(_, (_, at))| *at).map(|(n, _)| *n)
+            && let Some(oldest) = self
+                .pings
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(n, _)| *n)
         {
             self.pings.remove(&oldest);
         }
@@ -137,7 +145,10 @@ impl Proximity {
 /// The near finger for an interval: the candidate with the lowest measured round trip, when
 /// it is lower than the exact finger's (ties keep the exact finger, as does an exact finger
 /// not measured yet). `None` means the exact finger serves.
-pub fn pick_near(exact: Option<(Id, u64)>, candidates: impl IntoIterator<Item = (Id, u64)>) -> Option<Id> {
+pub fn pick_near(
+    exact: Option<(Id, u64)>,
+    candidates: impl IntoIterator<Item = (Id, u64)>,
+) -> Option<Id> {
     let (exact, exact_rtt) = exact?;
     candidates
         .into_iter()
@@ -161,8 +172,14 @@ mod tests {
 
     #[test]
     fn picks_the_nearest_only_when_nearer_than_the_exact_finger() {
-        assert_eq!(pick_near(Some((Id(5), 30)), [(Id(6), 40), (Id(7), 20), (Id(8), 10)]), Some(Id(8)));
-        assert_eq!(pick_near(Some((Id(5), 30)), [(Id(6), 40), (Id(7), 30)]), None);
+        assert_eq!(
+            pick_near(Some((Id(5), 30)), [(Id(6), 40), (Id(7), 20), (Id(8), 10)]),
+            Some(Id(8))
+        );
+        assert_eq!(
+            pick_near(Some((Id(5), 30)), [(Id(6), 40), (Id(7), 30)]),
+            None
+        );
         assert_eq!(pick_near(None, [(Id(6), 1)]), None);
     }
 
@@ -175,7 +192,11 @@ mod tests {
         let started = p.next_trials(0, 1_000);
         assert_eq!(started.len(), MAX_TRIALS);
         p.ping_sent(7, Id(100), 10);
-        assert_eq!(p.pong(Id(101), 7, 30), None, "a pong from another peer is ignored");
+        assert_eq!(
+            p.pong(Id(101), 7, 30),
+            None,
+            "a pong from another peer is ignored"
+        );
         assert_eq!(p.pong(Id(100), 7, 30), Some(Some(1)));
         assert_eq!(p.rtt(Id(100)), Some(20));
         assert_eq!(p.next_trials(40, 1_000).len(), 1);

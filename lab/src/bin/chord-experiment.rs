@@ -121,6 +121,11 @@ struct Cli {
     /// (sim-hops; proximity neighbour selection, node-core's `Config::proximity_fingers`).
     #[arg(long)]
     proximity: bool,
+    /// Links each simulated peer keeps open at most (sim-hops; node-core's `Config::max_links`,
+    /// default 64). Base-b fingers need about twice `(b-1)·log_b N` (other peers' fingers
+    /// are links too).
+    #[arg(long, default_value_t = 64, value_parser = parse_positive)]
+    max_links: usize,
     /// Native peers to start (scale): real `chord-node` processes over WebRTC on loopback.
     #[arg(long, value_parser = parse_positive, default_value = "5")]
     num_nodes: usize,
@@ -363,16 +368,18 @@ fn run_sim_hops(cli: &Cli) -> anyhow::Result<()> {
         ("latency ms", 0),
         ("direct RTT ms", 0),
         ("latency/RTT", 0),
+        ("links", 0),
         ("wall seconds", 0),
     ]);
     let options = HopsOptions {
         geo: cli.latency == LatencyModel::Geo,
         finger_base: cli.finger_base,
         proximity: cli.proximity,
+        max_links: cli.max_links,
     };
     println!(
-        "latency model {:?}, finger base {}, proximity fingers {}",
-        cli.latency, cli.finger_base, cli.proximity
+        "latency model {:?}, finger base {}, proximity fingers {}, max links {}",
+        cli.latency, cli.finger_base, cli.proximity, cli.max_links
     );
     println!("{}", table.header());
     let mut rows = Vec::with_capacity(cli.nodes.len());
@@ -397,6 +404,7 @@ fn run_sim_hops(cli: &Cli) -> anyhow::Result<()> {
                 format!("{:.1}", hops.mean_latency_ms),
                 format!("{:.1}", hops.mean_direct_rtt_ms),
                 format!("{:.2}", hops.latency_over_direct_rtt),
+                format!("{:.1}", hops.mean_links),
                 format!("{seconds:.2}"),
             ])
         );

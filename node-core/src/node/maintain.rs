@@ -621,6 +621,12 @@ impl Node {
             sweep.next = next;
             sweep.changed |= changed;
         }
+        if changed && self.config.proximity_fingers {
+            // A new exact finger may be nearer than the pick (or farther than a candidate).
+            for j in i..next {
+                self.choose_near(j);
+            }
+        }
     }
 
     /// `peer`'s link failed within [`FAILED_MEMORY_MS`] and no new link to it has opened:

@@ -453,8 +453,7 @@ impl Node {
 
     pub fn new(mut config: Config, id: Id, now: Time) -> Self {
         config.agent = crate::agent::bounded(&config.agent);
-        let ring =
-            RingState::with_finger_base(id, config.successor_list_len, config.finger_base);
+        let ring = RingState::with_finger_base(id, config.successor_list_len, config.finger_base);
         let mut rng = Rng::new(config.seed);
         // Operation ids start at a random point so two incarnations of a peer (a restart)
         // never hand out the same id: a late answer to the old one cannot complete a new op.

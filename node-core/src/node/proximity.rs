@@ -60,7 +60,7 @@ impl Node {
 
     /// Finger `i`'s near finger: the measured member of its interval with the lowest round trip,
     /// if lower than the exact finger's ([`crate::proximity::pick_near`]).
-    fn choose_near(&mut self, i: usize) {
+    pub(super) fn choose_near(&mut self, i: usize) {
         let exact = self
             .ring
             .finger(i)
