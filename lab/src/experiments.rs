@@ -4,7 +4,7 @@
 use node_core::id::{Id, successor_in};
 use node_core::metrics::Histogram;
 use node_core::node::{OpId, OpOutcome};
-use node_core::sim::{JoinPattern, Sim, SimConfig};
+use node_core::sim::{Geometry, JoinPattern, Sim, SimConfig};
 
 /// Progress of a long experiment, for a progress bar.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +32,58 @@ pub struct HopsRow {
     pub formation_virtual_ms: u64,
     /// Messages delivered by the simulator during the whole run.
     pub messages: u64,
+    /// Mean lookup latency (virtual time from the call to its `OpDone`, answers routed back
+    /// included) over the mean direct round trip from the asking peer to the owner the truth
+    /// names (twice the simulator's one-way latency of that pair; 0 when the asker owns the
+    /// key). A ratio of means: lookups whose owner sits next to the asker would dominate a
+    /// mean of ratios.
+    pub latency_over_direct_rtt: f64,
+    /// Mean lookup latency, virtual milliseconds.
+    pub mean_latency_ms: f64,
+    /// Mean direct round trip from the asking peer to the owner, virtual milliseconds.
+    pub mean_direct_rtt_ms: f64,
+    /// The latency model: "uniform" (5-40 ms per link, the simulator's default) or "geo"
+    /// ([`Geometry::wan`]).
+    pub latency_model: &'static str,
+    /// `Config::finger_base` of every peer (2 = Chord's fingers).
+    pub finger_base: u32,
+    /// Whether peers chose near fingers by measured round trip (`Config::proximity_fingers`).
+    pub proximity: bool,
+    /// `Config::max_links` of every peer.
+    pub max_links: usize,
+    /// Mean open links per peer at the end of the run.
+    pub mean_links: f64,
+}
+
+/// How `sim-hops` sets up its ring.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HopsOptions {
+    /// Geometric latency ([`Geometry::wan`]) instead of the uniform default.
+    pub geo: bool,
+    /// `Config::finger_base` (0 or 2 = Chord's fingers).
+    pub finger_base: u32,
+    /// `Config::proximity_fingers`.
+    pub proximity: bool,
+    /// `Config::max_links` (0 keeps the default, 64).
+    pub max_links: usize,
+}
+
+impl HopsOptions {
+    /// The simulator configuration these options give for `seed`.
+    pub fn sim_config(&self, seed: u64) -> SimConfig {
+        let mut cfg = SimConfig::new(seed);
+        if self.geo {
+            cfg.geometry = Some(Geometry::wan());
+        }
+        if self.finger_base > 2 {
+            cfg.node.finger_base = self.finger_base;
+        }
+        cfg.node.proximity_fingers = self.proximity;
+        if self.max_links > 0 {
+            cfg.node.max_links = self.max_links;
+        }
+        cfg
+    }
 }
 
 /// Forms a ring of `nodes` peers through the real join protocol ([`form_ring`]), waits until
@@ -41,17 +93,34 @@ pub fn sim_hops(
     nodes: usize,
     lookups: usize,
     seed: u64,
+    options: &HopsOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> HopsRow {
-    let mut sim = Sim::new(SimConfig::new(seed));
+    let cfg = options.sim_config(seed);
+    let (finger_base, max_links) = (cfg.node.finger_base, cfg.node.max_links);
+    let mut sim = Sim::new(cfg);
     let formed = form_ring(&mut sim, nodes, progress);
     let formation_virtual_ms = sim.now();
     let _ = formed;
+    if options.proximity {
+        // Near fingers are picked by the sweeps that follow convergence (each one measures
+        // a few more candidates): give them a few sweeps at the slowest pace.
+        let settle = 4 * sim.config().node.fix_fingers_max_interval_ms;
+        let begin = sim.now();
+        sim.run_until_true(1_000, settle, |s| {
+            progress(Progress {
+                phase: "near fingers",
+                done: (s.now() - begin) / 1_000,
+                total: settle / 1_000,
+            });
+            false
+        });
+    }
 
     let ids = sim.truth();
     let mut hops = Histogram::default();
     let (mut wrong_owner, mut failed) = (0, 0);
-    let mut pending: Vec<(Id, OpId, Id)> = Vec::with_capacity(lookups);
+    let mut pending: Vec<(Id, OpId, Id, u64)> = Vec::with_capacity(lookups);
     let batch = 100;
     let mut issued = 0;
     while issued < lookups {
@@ -59,7 +128,7 @@ pub fn sim_hops(
             let from = ids[sim.rng().below(ids.len() as u64) as usize];
             let key = Id(sim.rng().next_u32());
             if let Some(op) = sim.lookup(from, key) {
-                pending.push((from, op, key));
+                pending.push((from, op, key, sim.now()));
             }
             issued += 1;
         }
@@ -75,17 +144,32 @@ pub fn sim_hops(
     // The truth once, not per lookup (`Sim::true_owner` sorts every live id): no peer joins or
     // leaves while the results are read.
     let truth = sim.truth();
-    for (from, op, key) in pending {
-        match sim.take_result(from, op) {
-            Some(Ok(OpOutcome::Lookup { owner, hops: h, .. })) => {
+    let (mut latency_sum, mut direct_sum, mut timed) = (0u64, 0u64, 0u64);
+    for (from, op, key, started) in pending {
+        match sim.take_result_timed(from, op) {
+            Some((done, Ok(OpOutcome::Lookup { owner, hops: h, .. }))) => {
                 hops.record(u64::from(h));
-                if Some(owner) != successor_in(&truth, key) {
+                let true_owner = successor_in(&truth, key);
+                if Some(owner) != true_owner {
                     wrong_owner += 1;
+                }
+                if let Some(true_owner) = true_owner {
+                    latency_sum += done - started;
+                    if true_owner != from {
+                        direct_sum += 2 * sim.latency(from, true_owner);
+                    }
+                    timed += 1;
                 }
             }
             _ => failed += 1,
         }
     }
+    let per_lookup = |sum: u64| sum as f64 / timed.max(1) as f64;
+    let links: usize = truth
+        .iter()
+        .filter_map(|id| sim.node(*id))
+        .map(|node| node.ring_view().links.len())
+        .sum();
     HopsRow {
         nodes,
         lookups,
@@ -98,6 +182,14 @@ pub fn sim_hops(
         failed,
         formation_virtual_ms,
         messages: sim.stats.frames_delivered,
+        latency_over_direct_rtt: latency_sum as f64 / direct_sum.max(1) as f64,
+        mean_latency_ms: per_lookup(latency_sum),
+        mean_direct_rtt_ms: per_lookup(direct_sum),
+        latency_model: if options.geo { "geo" } else { "uniform" },
+        finger_base,
+        proximity: options.proximity,
+        max_links,
+        mean_links: links as f64 / truth.len().max(1) as f64,
     }
 }
 

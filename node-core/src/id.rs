@@ -13,6 +13,35 @@ use std::fmt;
 /// Number of bits of the identifier space (the paper's `m`).
 pub const ID_BITS: usize = 32;
 
+/// Largest finger base (`Config::finger_base`): 255 fingers per level, four levels.
+pub const MAX_FINGER_BASE: u32 = 256;
+
+/// Distances from a node to the starts of its fingers in base `base` (a power of two from 2 to
+/// [`MAX_FINGER_BASE`]; anything else is rounded down to one, and below 2 taken as 2),
+/// ascending: `j * base^level` for every level and digit `j` in `1..base` that stays inside
+/// the ring. Base 2 gives Chord's `2^i`, `i` in `0..32`; base `b` gives `(b-1)·32/log2 b`
+/// fingers, of which about `(b-1)·log_b N` are distinct peers in a ring of `N`, for lookups
+/// of about `log_b N` hops (Chord, ToN 2003, section V-F; Stoica et al. call these "base-b
+/// fingers" as in Pastry and Kademlia).
+pub fn finger_offsets(base: u32) -> Vec<u32> {
+    let base = base.clamp(2, MAX_FINGER_BASE);
+    let base = 1u64 << (31 - base.leading_zeros());
+    let digit_bits = base.trailing_zeros();
+    let mut offsets = Vec::new();
+    let mut level_bits = 0;
+    while level_bits < ID_BITS as u32 {
+        for digit in 1..base {
+            let offset = digit << level_bits;
+            if offset > u64::from(u32::MAX) {
+                break;
+            }
+            offsets.push(offset as u32);
+        }
+        level_bits += digit_bits;
+    }
+    offsets
+}
+
 /// A position on the ring: a peer's identifier or a key's identifier.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 #[serde(transparent)]
@@ -45,7 +74,8 @@ impl Id {
         Self(self.0.wrapping_add(delta))
     }
 
-    /// Start of finger `i` (0-based): `self + 2^i`.
+    /// Start of finger `i` (0-based) in base 2: `self + 2^i` (`RingState::finger_start` for
+    /// any base).
     pub fn finger_start(self, i: usize) -> Self {
         debug_assert!(i < ID_BITS);
         self.plus(1u32 << i)

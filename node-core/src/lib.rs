@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod persist;
+pub mod proximity;
 pub mod replication;
 pub mod ring;
 pub mod rng;

@@ -7,8 +7,18 @@
 //!   paper's own join optimisation, applied on every refresh);
 //! - when every successor has failed the node falls back to the closest known peer after it
 //!   (a finger) instead of giving up, and stabilization walks back to the true successor.
+//!
+//! Fingers may be in a base `b` above 2 (`Config::finger_base`; [`crate::id::finger_offsets`]):
+//! finger `i` is then the successor of `id + j·b^level`, so one hop divides the distance by `b`
+//! instead of 2 (ToN 2003, section V-F). Beside each exact finger the state may hold a *near*
+//! finger ([`RingState::set_near`]): another member of the same interval
+//! `[start_i, start_{i+1})` that the node measured closer in round-trip time (proximity
+//! neighbour selection, Gummadi et al., SIGCOMM 2003; Dabek et al., NSDI 2004). Routing may
+//! use either (any member of the interval divides the distance as well); only the exact
+//! finger answers "who owns this key" (`known_owner`), since only it is the successor of its
+//! start.
 
-use crate::id::{ID_BITS, Id};
+use crate::id::{Id, finger_offsets};
 
 /// Pointers of one node.
 #[derive(Debug, Clone)]
@@ -17,7 +27,11 @@ pub struct RingState {
     max_successors: usize,
     predecessor: Option<Id>,
     successors: Vec<Id>,
-    fingers: [Option<Id>; ID_BITS],
+    /// Distance from `me` to each finger's start, ascending ([`finger_offsets`]).
+    offsets: Vec<u32>,
+    fingers: Vec<Option<Id>>,
+    /// Near fingers (proximity picks), by finger index; `None` where the exact one serves.
+    near: Vec<Option<Id>>,
     /// Sorted, deduplicated union of the pointers (rebuilt on every change; read per message).
     pointed: Vec<Id>,
 }
@@ -30,15 +44,64 @@ pub struct Changed {
 }
 
 impl RingState {
+    /// Chord's fingers (base 2).
     pub fn new(me: Id, max_successors: usize) -> Self {
+        Self::with_finger_base(me, max_successors, 2)
+    }
+
+    /// Fingers in base `finger_base` ([`finger_offsets`]).
+    pub fn with_finger_base(me: Id, max_successors: usize, finger_base: u32) -> Self {
+        let offsets = finger_offsets(finger_base);
         Self {
             me,
             max_successors: max_successors.max(1),
             predecessor: None,
             successors: Vec::new(),
-            fingers: [None; ID_BITS],
+            fingers: vec![None; offsets.len()],
+            near: vec![None; offsets.len()],
+            offsets,
             pointed: Vec::new(),
         }
+    }
+
+    /// Number of finger entries (32 in base 2; entries may share a peer).
+    pub fn finger_count(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Where finger `i`'s interval starts: `me + offset_i`.
+    pub fn finger_start(&self, i: usize) -> Id {
+        self.me.plus(self.offsets[i])
+    }
+
+    /// Whether `peer` lies in finger `i`'s interval `[start_i, start_{i+1})` (the last one
+    /// ends at the node itself).
+    pub fn in_finger_interval(&self, i: usize, peer: Id) -> bool {
+        let d = self.me.distance_to(peer);
+        d >= self.offsets[i] && self.offsets.get(i + 1).is_none_or(|next| d < *next) && d != 0
+    }
+
+    /// The near finger picked for interval `i`, if any.
+    pub fn near(&self, i: usize) -> Option<Id> {
+        self.near[i]
+    }
+
+    /// The peer routing and links use for finger `i`: the near one when picked, else the
+    /// exact one.
+    pub fn routing_finger(&self, i: usize) -> Option<Id> {
+        self.near[i].or(self.fingers[i])
+    }
+
+    /// Picks `peer` (a member of interval `i`, measured closer than the exact finger) as
+    /// finger `i`'s near finger, or drops the pick (`None`). Returns whether it changed.
+    pub fn set_near(&mut self, i: usize, peer: Option<Id>) -> bool {
+        let peer = peer.filter(|p| *p != self.me && self.in_finger_interval(i, *p));
+        if self.near[i] == peer {
+            return false;
+        }
+        self.near[i] = peer;
+        self.refresh();
+        true
     }
 
     pub fn me(&self) -> Id {
@@ -62,7 +125,7 @@ impl RingState {
         self.fingers[i]
     }
 
-    pub fn fingers(&self) -> &[Option<Id>; ID_BITS] {
+    pub fn fingers(&self) -> &[Option<Id>] {
         &self.fingers
     }
 
@@ -70,7 +133,8 @@ impl RingState {
     pub fn clear(&mut self) {
         self.predecessor = None;
         self.successors.clear();
-        self.fingers = [None; ID_BITS];
+        self.fingers.fill(None);
+        self.near.fill(None);
         self.pointed.clear();
     }
 
@@ -91,6 +155,7 @@ impl RingState {
                 .copied()
                 .chain(self.predecessor)
                 .chain(self.fingers.iter().flatten().copied())
+                .chain(self.near.iter().flatten().copied())
                 .filter(|p| *p != self.me),
         );
         self.pointed.sort_unstable();
@@ -176,7 +241,7 @@ impl RingState {
             self.predecessor = None;
             changed.predecessor = true;
         }
-        for f in self.fingers.iter_mut() {
+        for f in self.fingers.iter_mut().chain(self.near.iter_mut()) {
             if *f == Some(peer) {
                 *f = None;
             }
@@ -202,14 +267,14 @@ impl RingState {
 
     /// Records that the owner of finger `i`'s start is `owner`, and fills every following finger
     /// whose start also falls in `[start_i, owner]` (they share the answer). Returns the next
-    /// finger index still to look up (`ID_BITS` when the sweep is complete) and whether any
+    /// finger index still to look up (`finger_count()` when the sweep is complete) and whether any
     /// finger changed.
     pub fn set_finger(&mut self, i: usize, owner: Id) -> (usize, bool) {
-        let start_i = self.me.finger_start(i);
+        let start_i = self.finger_start(i);
         let mut changed = false;
         let mut j = i;
-        while j < ID_BITS {
-            let start_j = self.me.finger_start(j);
+        while j < self.finger_count() {
+            let start_j = self.finger_start(j);
             if j != i && !start_j.in_closed(start_i, owner) {
                 break;
             }
@@ -252,9 +317,9 @@ impl RingState {
         if !use_fingers {
             return None;
         }
-        for i in 0..ID_BITS {
-            if let Some(f) = self.fingers[i]
-                && key.in_closed(me.finger_start(i), f)
+        for (i, finger) in self.fingers.iter().enumerate() {
+            if let Some(f) = *finger
+                && key.in_closed(self.finger_start(i), f)
             {
                 return Some(f);
             }

@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use lab::experiments::{HopsRow, Progress, sim_churn, sim_flood, sim_hops};
+use lab::experiments::{HopsOptions, HopsRow, Progress, sim_churn, sim_flood, sim_hops};
 use lab::plot::Series;
 use lab::progress::ProgressDisplay;
 use lab::report::{Table, json_line};
@@ -108,6 +108,24 @@ struct Cli {
     /// `peer::budget::budgeted_links`).
     #[arg(long)]
     tabs: bool,
+    /// Latency model of the simulated network (sim-hops): `uniform` (5-40 ms per link, the
+    /// simulator's default) or `geo` (peers placed on five continents of a plane, round trips
+    /// 2-300 ms, node-core's `sim::Geometry::wan`).
+    #[arg(long, value_enum, default_value = "uniform")]
+    latency: LatencyModel,
+    /// Fingers in base B (sim-hops; node-core's `Config::finger_base`): (B-1)·log_B N
+    /// fingers for log_B N hops. 2 is Chord's.
+    #[arg(long, default_value_t = 2, value_parser = parse_finger_base)]
+    finger_base: u32,
+    /// Peers pick, for each finger, the candidate with the lowest measured round trip
+    /// (sim-hops; proximity neighbour selection, node-core's `Config::proximity_fingers`).
+    #[arg(long)]
+    proximity: bool,
+    /// Links each simulated peer keeps open at most (sim-hops; node-core's `Config::max_links`,
+    /// default 64). Base-b fingers need about twice `(b-1)·log_b N` (other peers' fingers
+    /// are links too).
+    #[arg(long, default_value_t = 64, value_parser = parse_positive)]
+    max_links: usize,
     /// Native peers to start (scale): real `chord-node` processes over WebRTC on loopback.
     #[arg(long, value_parser = parse_positive, default_value = "5")]
     num_nodes: usize,
@@ -183,6 +201,25 @@ struct Cli {
     /// Also draw the results as an SVG chart at this path.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+}
+
+/// `--latency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LatencyModel {
+    Uniform,
+    Geo,
+}
+
+fn parse_finger_base(s: &str) -> Result<u32, String> {
+    let base: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if base.is_power_of_two() && (2..=node_core::id::MAX_FINGER_BASE).contains(&base) {
+        Ok(base)
+    } else {
+        Err(format!(
+            "a power of two from 2 to {}",
+            node_core::id::MAX_FINGER_BASE
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -328,14 +365,28 @@ fn run_sim_hops(cli: &Cli) -> anyhow::Result<()> {
         ("½·log2 N", 0),
         ("wrong owners", 0),
         ("failed lookups", 0),
+        ("latency ms", 0),
+        ("direct RTT ms", 0),
+        ("latency/RTT", 0),
+        ("links", 0),
         ("wall seconds", 0),
     ]);
+    let options = HopsOptions {
+        geo: cli.latency == LatencyModel::Geo,
+        finger_base: cli.finger_base,
+        proximity: cli.proximity,
+        max_links: cli.max_links,
+    };
+    println!(
+        "latency model {:?}, finger base {}, proximity fingers {}, max links {}",
+        cli.latency, cli.finger_base, cli.proximity, cli.max_links
+    );
     println!("{}", table.header());
     let mut rows = Vec::with_capacity(cli.nodes.len());
     for &nodes in &cli.nodes {
         let mut progress = ProgressDisplay::new(format!("N={nodes}"));
         let started = Instant::now();
-        let hops = sim_hops(nodes, cli.lookups, cli.seed, &mut |step| {
+        let hops = sim_hops(nodes, cli.lookups, cli.seed, &options, &mut |step| {
             progress.update(step)
         });
         let seconds = started.elapsed().as_secs_f64();
@@ -350,6 +401,10 @@ fn run_sim_hops(cli: &Cli) -> anyhow::Result<()> {
                 format!("{:.3}", hops.half_log2_n),
                 hops.wrong_owner.to_string(),
                 hops.failed.to_string(),
+                format!("{:.1}", hops.mean_latency_ms),
+                format!("{:.1}", hops.mean_direct_rtt_ms),
+                format!("{:.2}", hops.latency_over_direct_rtt),
+                format!("{:.1}", hops.mean_links),
                 format!("{seconds:.2}"),
             ])
         );

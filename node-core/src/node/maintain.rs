@@ -166,12 +166,13 @@ impl Node {
         clock: u64,
     ) {
         if let Some(Sweep {
-            checking: Some((i, expected, finger, _)),
+            checking: Some((i, expected, finger, since)),
             ..
         }) = self.sweep
             && expected == nonce
             && finger == from
         {
+            self.proximity_on_check(i, finger, since, succs);
             self.on_finger_checked(i, finger, pred);
             return;
         }
@@ -335,11 +336,16 @@ impl Node {
                     self.links.down(peer, now, 0, 0);
                     self.forget_peer(peer, true);
                 } else if silent >= self.config.heartbeat_interval_ms {
-                    let nonce = self.rng.next_u64() >> 11;
-                    self.send(peer, &Message::Ping { nonce });
+                    if self.config.proximity_fingers {
+                        self.ping_for_rtt(peer);
+                    } else {
+                        let nonce = self.rng.next_u64() >> 11;
+                        self.send(peer, &Message::Ping { nonce });
+                    }
                 }
             }
         }
+        self.proximity_trials();
         self.maintain_links();
     }
 
@@ -365,8 +371,8 @@ impl Node {
             .chain(self.ring.predecessor())
             .collect();
         let me = self.id;
-        for i in 0..ID_BITS {
-            let Some(finger) = self.ring.finger(i) else {
+        for i in 0..self.ring.finger_count() {
+            let Some(finger) = self.ring.routing_finger(i) else {
                 continue;
             };
             if finger == me || wanted.contains(&finger) || self.ring.successors().contains(&finger)
@@ -377,11 +383,10 @@ impl Node {
                 wanted.push(finger);
                 continue;
             }
-            let in_interval = |p: Id| {
-                let d = u64::from(me.distance_to(p));
-                d >= 1 << i && d < 1 << (i + 1)
-            };
-            let reuse = self.links.ring_members().find(|p| in_interval(*p));
+            let reuse = self
+                .links
+                .ring_members()
+                .find(|p| self.ring.in_finger_interval(i, *p));
             wanted.push(reuse.unwrap_or(finger));
         }
         wanted.retain(|p| *p != me);
@@ -510,7 +515,7 @@ impl Node {
 
     pub(super) fn continue_sweep(&mut self) {
         while let Some(sweep) = self.sweep {
-            if sweep.next >= ID_BITS {
+            if sweep.next >= self.ring.finger_count() {
                 self.sweep = None;
                 self.metrics.chord.finger_sweeps += 1;
                 self.fix_interval = if sweep.changed {
@@ -526,7 +531,7 @@ impl Node {
                 return;
             }
             let i = sweep.next;
-            let start = self.id.finger_start(i);
+            let start = self.ring.finger_start(i);
             // Fingers below the successor need no message. A linked finger is verified with one
             // round trip (its predecessor must lie before the finger's start); only a finger
             // that is missing or proved stale costs a lookup (never answered from the finger
@@ -554,7 +559,7 @@ impl Node {
         if let Some(sweep) = &mut self.sweep {
             sweep.checking = None;
         }
-        let start = self.id.finger_start(i);
+        let start = self.ring.finger_start(i);
         let stale = pred.is_none_or(|p| p != finger && p.in_closed(start, finger));
         if stale {
             let op = self.new_op();
@@ -577,7 +582,7 @@ impl Node {
                 sweep.checking = None;
             }
             let op = self.new_op();
-            self.start_lookup(op, self.id.finger_start(i), Purpose::Finger(i));
+            self.start_lookup(op, self.ring.finger_start(i), Purpose::Finger(i));
         }
     }
 
@@ -615,6 +620,12 @@ impl Node {
         if let Some(sweep) = &mut self.sweep {
             sweep.next = next;
             sweep.changed |= changed;
+        }
+        if changed && self.config.proximity_fingers {
+            // A new exact finger may be nearer than the pick (or farther than a candidate).
+            for j in i..next {
+                self.choose_near(j);
+            }
         }
     }
 

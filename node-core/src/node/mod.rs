@@ -29,7 +29,7 @@ use crate::Time;
 use crate::clock::LamportClock;
 use crate::election::{ElectionConfig, Elections};
 use crate::flood::{FloodConfig, Flooder, QueryId};
-use crate::id::{ID_BITS, Id, PeerId};
+use crate::id::{Id, PeerId};
 use crate::links::{LinkState, Links};
 use crate::merkle::{self, StepOptions, SyncMsg};
 use crate::metrics::Metrics;
@@ -44,6 +44,7 @@ use crate::wire::{self, Body, DecodeError, Dest, Message, Routed};
 mod authorize;
 mod lookup;
 mod maintain;
+mod proximity;
 mod replicate;
 mod sync;
 mod walk;
@@ -84,6 +85,18 @@ pub struct Config {
     /// instead of a new link (`Node::wanted_links`). Off by default; a peer with a lifetime
     /// connection budget turns it on ([`crate::peer::budget::budgeted_links`]).
     pub reuse_finger_links: bool,
+    /// Base of the finger table (a power of two, 2 to [`crate::id::MAX_FINGER_BASE`]): 2 is
+    /// Chord's `log2 N` fingers and about `½·log2 N` hops; base `b` keeps about
+    /// `(b-1)·log_b N` fingers for about `log_b N` hops (`crate::ring`). Each distinct finger
+    /// is a link, and other peers' fingers are links too: keep `(b-1)·log_b N` plus the
+    /// successors well under half of `max_links`.
+    pub finger_base: u32,
+    /// Proximity neighbour selection: for each finger, among the exact finger and the
+    /// members of its interval the exact finger's successor list names, route through the
+    /// one with the lowest round trip this node measured (ping and finger-check round trips
+    /// over its own links; candidates not linked get one short-lived link each to be
+    /// measured). Off by default; `node/proximity.rs`.
+    pub proximity_fingers: bool,
     /// A link neither side points at is offered for closing after this long unused.
     pub link_idle_ms: u64,
     pub max_hops: u8,
@@ -153,6 +166,8 @@ impl Default for Config {
             // All of them, whatever `successor_list_len` is.
             linked_successors: usize::MAX,
             reuse_finger_links: false,
+            finger_base: 2,
+            proximity_fingers: false,
             link_idle_ms: 20_000,
             max_hops: 48,
             max_pending_ops: 4_096,
@@ -316,6 +331,8 @@ pub struct Node {
     fix_interval: u64,
     stabilize_interval: u64,
     sweep: Option<Sweep>,
+    /// Round trips measured and near-finger candidates (`Config::proximity_fingers`).
+    proximity: crate::proximity::Proximity,
     /// The nonces of the last [`STABILIZE_NONCES_KEPT`] `GetNeighbors` sent and to whom. An
     /// answer to any of them counts: over a link whose round trip is longer than the stabilize
     /// interval (a slow or distant peer, a throttled tab) an answer always arrives after the
@@ -437,7 +454,7 @@ impl Node {
 
     pub fn new(mut config: Config, id: Id, now: Time) -> Self {
         config.agent = crate::agent::bounded(&config.agent);
-        let ring = RingState::new(id, config.successor_list_len);
+        let ring = RingState::with_finger_base(id, config.successor_list_len, config.finger_base);
         let mut rng = Rng::new(config.seed);
         // Operation ids start at a random point so two incarnations of a peer (a restart)
         // never hand out the same id: a late answer to the old one cannot complete a new op.
@@ -472,6 +489,7 @@ impl Node {
             metrics: Metrics::default(),
             self_check_interval: 0,
             sweep: None,
+            proximity: crate::proximity::Proximity::default(),
             stabilize_nonces: VecDeque::new(),
             pred_list: (None, Vec::new()),
             pred_list_nonce: None,
@@ -846,6 +864,7 @@ impl Node {
         self.metrics.chord.links_up_total += 1;
         let joined = self.is_joined();
         self.send(peer, &Message::Hello { joined });
+        self.proximity_on_up(peer);
         self.flush_awaiting_link(peer);
         if let Phase::Joining {
             bootstrap,
@@ -866,6 +885,7 @@ impl Node {
 
     fn on_peer_down(&mut self, peer: PeerId) {
         self.repl.awaiting_link.remove(&peer);
+        self.proximity.link_down(peer);
         if self.links.get(peer).is_none() {
             return; // we closed it ourselves (Bye, leave, failure already handled)
         }
@@ -968,7 +988,7 @@ impl Node {
         match message {
             Message::Hello { joined } => self.on_hello(from, joined),
             Message::Ping { nonce } => self.send(from, &Message::Pong { nonce }),
-            Message::Pong { .. } => {}
+            Message::Pong { nonce } => self.on_pong(from, nonce),
             Message::GetNeighbors { nonce, clock } => {
                 if self.is_joined() {
                     if self.ring.predecessor() == Some(from) {

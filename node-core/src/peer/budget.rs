@@ -31,12 +31,16 @@ pub const TAB_CONNECTION_LIMIT: u64 = 500;
 ///   while they find nobody (`probe_interval_max_ms`);
 /// - a finger's interval is served by any open link to a member in it (`reuse_finger_links`):
 ///   a newcomer that becomes a finger, or a finger that crashes, costs no new connection while
-///   another linked member lies in the interval.
+///   another linked member lies in the interval;
+/// - no proximity neighbour selection (`proximity_fingers`): measuring a candidate that is not
+///   linked costs a connection. A larger `finger_base` is allowed (it costs links, not
+///   connections beyond the fingers themselves), within the same `max_links`.
 ///
 /// Call after `replicas` is set.
 pub fn budgeted_links(config: &mut Config) {
     config.linked_successors = config.replicas + 1;
     config.reuse_finger_links = true;
+    config.proximity_fingers = false;
     config.probe_interval_max_ms = crate::node::MAX_PROBE_INTERVAL_MS;
 }
 

@@ -2,7 +2,10 @@
 //!
 //! Many real [`Node`]s, one virtual clock, and a network model:
 //! - every link has a fixed latency drawn from the seed (so frames on one link stay in order, as
-//!   on a reliable WebRTC data channel, while different links reorder relative to each other);
+//!   on a reliable WebRTC data channel, while different links reorder relative to each other):
+//!   uniform in `[latency_min_ms, latency_max_ms]` by default, or, with
+//!   [`SimConfig::geometry`], from the distance between the two peers' places in a plane
+//!   ([`Geometry`]: a base, a part proportional to the distance, and a fixed per-link jitter);
 //! - frames can be lost with a given probability;
 //! - partitions split the peers into groups; frames across groups are dropped and links across
 //!   them are reported down after `link_detect_ms` (ICE consent failure);
@@ -30,7 +33,7 @@ pub mod history;
 pub mod hostile;
 
 use crate::Time;
-use crate::id::{ID_BITS, Id, successor_in};
+use crate::id::{Id, successor_in};
 use crate::node::{Config, Event, Input, Node, OpError, OpId, OpOutcome, Output};
 use crate::peer::join::{JOIN_RETRY_MS, JoinPlan, Retry};
 use crate::peer::signal::{self, Description, LinkSnapshot, OfferVerdict, Role};
@@ -62,6 +65,77 @@ pub struct SimConfig {
     pub connect_timeout_ms: u64,
     /// Probability that a delivered frame arrives a second time (a misbehaving transport).
     pub duplicate: f64,
+    /// Latency from the peers' places in a plane instead of uniform per link (`None`, the
+    /// default, keeps `latency_min_ms..=latency_max_ms`).
+    pub geometry: Option<Geometry>,
+}
+
+/// A geometric latency model: every peer has a place in a plane, drawn from the sim seed and
+/// its id (so a restarted peer keeps its place), and a frame's one-way latency is
+/// `base_ms + distance + jitter`, the distance measured in milliseconds. The jitter is fixed per
+/// link (drawn from the pair's ids), not per frame, so frames on one link stay in order as on a
+/// reliable data channel; what it models is routes that are not straight lines.
+///
+/// With `continents > 0` the places gather around that many centres (drawn uniformly in the
+/// square), each peer within `continent_radius_ms` of its own; with 0 they are uniform in the
+/// square. The defaults ([`Geometry::wan`]) give round trips from about 2 ms (neighbours on one
+/// continent) to about 300 ms (opposite corners), like a WAN.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    /// Side of the square the places are drawn in, in milliseconds of one-way latency.
+    pub side_ms: f64,
+    /// One-way latency of a link of length zero (the last mile, both ends).
+    pub base_ms: u64,
+    /// Largest per-link addition to the one-way latency.
+    pub jitter_ms: u64,
+    /// Number of clusters (continents); 0 places peers uniformly in the square.
+    pub continents: u32,
+    /// Largest distance of a peer from its continent's centre, in milliseconds.
+    pub continent_radius_ms: f64,
+}
+
+impl Geometry {
+    /// Five continents in a 100 ms square, 1 ms base, up to 5 ms jitter: round trips of
+    /// 2-300 ms.
+    pub fn wan() -> Self {
+        Self {
+            side_ms: 100.0,
+            base_ms: 1,
+            jitter_ms: 5,
+            continents: 5,
+            continent_radius_ms: 15.0,
+        }
+    }
+
+    /// The place of `peer` in a run with seed `seed`, in milliseconds.
+    pub fn place(&self, seed: u64, peer: Id) -> (f64, f64) {
+        let unit = |state: &mut u64| (splitmix64(state) >> 11) as f64 / (1u64 << 53) as f64;
+        let mut s = seed ^ 0x6E0_6E0 ^ (u64::from(peer.0) << 20);
+        if self.continents == 0 {
+            return (unit(&mut s) * self.side_ms, unit(&mut s) * self.side_ms);
+        }
+        let continent = splitmix64(&mut s) % u64::from(self.continents);
+        let mut c = seed ^ 0xC0_17_1E_17 ^ (continent << 40);
+        let centre = (unit(&mut c) * self.side_ms, unit(&mut c) * self.side_ms);
+        // Uniform in the disc around the centre, kept inside the square.
+        let r = self.continent_radius_ms * unit(&mut s).sqrt();
+        let angle = unit(&mut s) * std::f64::consts::TAU;
+        let clamp = |v: f64| v.clamp(0.0, self.side_ms);
+        (
+            clamp(centre.0 + r * angle.cos()),
+            clamp(centre.1 + r * angle.sin()),
+        )
+    }
+
+    /// One-way latency between `a` and `b` (symmetric).
+    pub fn latency(&self, seed: u64, a: Id, b: Id) -> u64 {
+        let (x, y) = pair(a, b);
+        let (pa, pb) = (self.place(seed, x), self.place(seed, y));
+        let distance = ((pa.0 - pb.0).powi(2) + (pa.1 - pb.1).powi(2)).sqrt();
+        let mut s = seed ^ 0x717_7E2 ^ (u64::from(x.0) << 32 | u64::from(y.0));
+        let jitter = splitmix64(&mut s) % (self.jitter_ms + 1);
+        self.base_ms + distance.round() as u64 + jitter
+    }
 }
 
 impl SimConfig {
@@ -77,6 +151,7 @@ impl SimConfig {
             introducer: true,
             connect_timeout_ms: 15_000,
             duplicate: 0.0,
+            geometry: None,
         }
     }
 }
@@ -300,7 +375,8 @@ pub struct Sim {
     /// Members seen by the last full scan (the introducer's session list, roughly).
     member_cache: Vec<Id>,
     joins_since_scan: usize,
-    results: FastMap<(Id, OpId), Result<OpOutcome, OpError>>,
+    /// Results of finished operations, with the virtual time their `OpDone` came out.
+    results: FastMap<(Id, OpId), (Time, Result<OpOutcome, OpError>)>,
     pub stats: SimStats,
     /// Extra one-way latency to and from a peer (a slow peer).
     slow: FastMap<Id, u64>,
@@ -383,11 +459,20 @@ impl Sim {
 
     /// The result of an operation, once its `OpDone` was seen.
     pub fn result(&self, node: Id, op: OpId) -> Option<&Result<OpOutcome, OpError>> {
-        self.results.get(&(node, op))
+        self.results.get(&(node, op)).map(|(_, result)| result)
     }
 
     /// Forgets a collected result (long experiments keep the map small).
     pub fn take_result(&mut self, node: Id, op: OpId) -> Option<Result<OpOutcome, OpError>> {
+        self.results.remove(&(node, op)).map(|(_, result)| result)
+    }
+
+    /// [`Sim::take_result`] with the virtual time the operation finished.
+    pub fn take_result_timed(
+        &mut self,
+        node: Id,
+        op: OpId,
+    ) -> Option<(Time, Result<OpOutcome, OpError>)> {
         self.results.remove(&(node, op))
     }
 
@@ -918,8 +1003,8 @@ impl Sim {
                     .enumerate()
                     .all(|(k, s)| *s == ids[(i + k + 1) % n])
                 && ring.predecessor() == (n > 1).then(|| ids[(i + n - 1) % n])
-                && (0..ID_BITS).all(|f| {
-                    let owner = successor_in(&ids, id.finger_start(f)).expect("non-empty");
+                && (0..ring.finger_count()).all(|f| {
+                    let owner = successor_in(&ids, ring.finger_start(f)).expect("non-empty");
                     ring.finger(f) == (owner != *id).then_some(owner)
                 })
         })
@@ -975,7 +1060,15 @@ impl Sim {
         self.nodes.get(&id).is_some_and(|n| n.alive)
     }
 
-    fn latency(&self, a: Id, b: Id) -> u64 {
+    /// The one-way latency of a frame between `a` and `b` now (the link's latency plus what
+    /// [`Sim::set_slow`] adds). Experiments read it as the oracle (the direct round trip is
+    /// twice it); nodes never see it, they measure round trips themselves.
+    pub fn latency(&self, a: Id, b: Id) -> u64 {
+        let slow =
+            self.slow.get(&a).copied().unwrap_or(0) + self.slow.get(&b).copied().unwrap_or(0);
+        if let Some(geometry) = &self.cfg.geometry {
+            return geometry.latency(self.cfg.seed, a, b) + slow;
+        }
         let (x, y) = pair(a, b);
         let mut s = self.cfg.seed ^ (u64::from(x.0) << 32 | u64::from(y.0));
         let span = self
@@ -983,8 +1076,6 @@ impl Sim {
             .latency_max_ms
             .saturating_sub(self.cfg.latency_min_ms)
             + 1;
-        let slow =
-            self.slow.get(&a).copied().unwrap_or(0) + self.slow.get(&b).copied().unwrap_or(0);
         self.cfg.latency_min_ms + splitmix64(&mut s) % span + slow
     }
 
@@ -1478,7 +1569,7 @@ impl Sim {
                     self.join_done(id, result.is_ok());
                 }
                 if !matches!(result, Ok(OpOutcome::SignalSent)) {
-                    self.results.insert((id, op), result);
+                    self.results.insert((id, op), (self.now, result));
                 }
             }
             Event::Isolated => {
@@ -1580,8 +1671,8 @@ impl Sim {
             if ring.predecessor() != expected_pred {
                 c.wrong_predecessor += 1;
             }
-            for f in 0..ID_BITS {
-                let owner = successor_in(&ids, id.finger_start(f)).expect("non-empty");
+            for f in 0..ring.finger_count() {
+                let owner = successor_in(&ids, ring.finger_start(f)).expect("non-empty");
                 let expected = (owner != *id).then_some(owner);
                 if ring.finger(f) != expected {
                     c.wrong_fingers += 1;

@@ -1,0 +1,191 @@
+//! Base-b fingers and proximity neighbour selection (`Config::finger_base`,
+//! `Config::proximity_fingers`): lookups still end at the true owner, take fewer hops, and the
+//! near fingers a peer picks from its own round trips are nearer than the exact ones under the
+//! geometric latency model.
+#![cfg(feature = "sim")]
+
+mod common;
+
+use common::{assert_seed, check_lookups, converged_ring_with, pick, seeds};
+use node_core::Id;
+use node_core::metrics::Histogram;
+use node_core::node::OpOutcome;
+use node_core::sim::{Geometry, JoinPattern, Sim, SimConfig};
+
+const TEST: &str = "fast_routing";
+
+fn config(seed: u64, finger_base: u32, proximity: bool) -> SimConfig {
+    let mut config = SimConfig::new(seed);
+    config.geometry = Some(Geometry::wan());
+    config.node.finger_base = finger_base;
+    config.node.proximity_fingers = proximity;
+    // Other peers' fingers are links too, and how many point at one peer varies with the gap
+    // before it: base-b fingers need more than the default 64 (`Config::finger_base`).
+    config.node.max_links = 128;
+    config
+}
+
+fn ring(config: SimConfig, n: usize) -> Sim {
+    let mut sim = converged_ring_with(
+        config,
+        n,
+        JoinPattern::RandomTimes {
+            window_ms: n as u64 * 100,
+        },
+        TEST,
+    );
+    // Near fingers come from the finger sweeps after the ring formed: a few at the slowest pace.
+    if sim.config().node.proximity_fingers {
+        sim.run_for(4 * sim.config().node.fix_fingers_max_interval_ms);
+    }
+    sim
+}
+
+/// Runs `count` lookups from random peers for random keys; returns (wrong owners, failed,
+/// mean hops).
+fn lookup_hops(sim: &mut Sim, count: usize) -> (usize, usize, f64) {
+    let ids = sim.truth();
+    let mut pending = Vec::new();
+    for _ in 0..count {
+        let from = ids[sim.rng().below(ids.len() as u64) as usize];
+        let key = Id(sim.rng().next_u32());
+        if let Some(op) = sim.lookup(from, key) {
+            pending.push((from, op, key));
+        }
+        sim.run_for(5);
+    }
+    sim.run_for(sim.config().node.op_timeout_ms + 1_000);
+    let (mut wrong, mut failed, mut hops) = (0, 0, Histogram::default());
+    for (from, op, key) in pending {
+        match sim.take_result(from, op) {
+            Some(Ok(OpOutcome::Lookup { owner, hops: h, .. })) => {
+                hops.record(u64::from(h));
+                if Some(owner) != sim.true_owner(key) {
+                    wrong += 1;
+                }
+            }
+            _ => failed += 1,
+        }
+    }
+    (wrong, failed, hops.mean())
+}
+
+#[test]
+fn lookups_end_at_the_true_owner_with_base_b_and_near_fingers() {
+    for seed in seeds(3_000, 6) {
+        let n = pick(seed, 5, 2, 300) as usize;
+        let base = [4, 8][(seed % 2) as usize];
+        let proximity = seed % 3 != 0;
+        println!("seed {seed}: {n} peers, finger base {base}, proximity {proximity}");
+        let mut sim = ring(config(seed, base, proximity), n);
+        let (wrong, failed) = check_lookups(&mut sim, 300);
+        assert_seed(
+            wrong == 0 && failed == 0,
+            seed,
+            TEST,
+            format!("{wrong} wrong owners, {failed} failed lookups"),
+        );
+    }
+}
+
+#[test]
+fn base_8_fingers_take_fewer_hops_than_chords() {
+    let seed = seeds(4_000, 1)[0];
+    let n = 1024;
+    let mut hops = Vec::new();
+    for base in [2, 8] {
+        let mut config = config(seed, base, false);
+        config.geometry = None;
+        let mut sim = ring(config, n);
+        let (wrong, failed, mean) = lookup_hops(&mut sim, 1_000);
+        assert_seed(wrong == 0 && failed == 0, seed, TEST, "lookups failed");
+        hops.push(mean);
+    }
+    println!(
+        "seed {seed}: mean hops base 2 {:.2}, base 8 {:.2}",
+        hops[0], hops[1]
+    );
+    // Both end with the successor list (the last ~log2 6 bits cost no hop); above that, base 8
+    // resolves three bits per hop where Chord resolves one every other hop.
+    assert_seed(
+        hops[1] < 0.85 * hops[0],
+        seed,
+        TEST,
+        format!("mean hops base 2 {:.2}, base 8 {:.2}", hops[0], hops[1]),
+    );
+}
+
+#[test]
+fn near_fingers_are_nearer_than_exact_ones() {
+    for seed in seeds(5_000, 2) {
+        let n = 256;
+        let sim = ring(config(seed, 8, true), n);
+        // Over every interval with a member: the one-way latency (the simulator's oracle, which
+        // the peers never see) to the finger routing uses, against the exact finger, which is
+        // where the id alone puts it (a random member as far as distance goes).
+        let (mut routing_ms, mut exact_ms, mut intervals, mut picks) = (0u64, 0u64, 0u64, 0);
+        for id in sim.truth() {
+            let node = sim.node(id).expect("alive");
+            let ring = node.ring();
+            for i in 0..ring.finger_count() {
+                let Some(exact) = ring.finger(i).filter(|f| ring.in_finger_interval(i, *f)) else {
+                    continue;
+                };
+                let routing = ring.routing_finger(i).expect("exact finger present");
+                if let Some(near) = ring.near(i) {
+                    picks += 1;
+                    assert_seed(
+                        node.measured_rtt(near) < node.measured_rtt(exact),
+                        seed,
+                        TEST,
+                        format!("{id:?} picked {near:?} for finger {i} over a nearer {exact:?}"),
+                    );
+                    assert_seed(
+                        sim.latency(id, near) < sim.latency(id, exact),
+                        seed,
+                        TEST,
+                        format!("{id:?}: near finger {near:?} is not nearer than {exact:?}"),
+                    );
+                }
+                routing_ms += sim.latency(id, routing);
+                exact_ms += sim.latency(id, exact);
+                intervals += 1;
+            }
+        }
+        let ratio = routing_ms as f64 / exact_ms.max(1) as f64;
+        println!(
+            "seed {seed}: {picks} near fingers over {intervals} intervals, latency to routing fingers / exact = {ratio:.2}"
+        );
+        assert_seed(picks > 0, seed, TEST, "no near finger was picked");
+        assert_seed(
+            ratio < 0.8,
+            seed,
+            TEST,
+            format!("routing fingers are {ratio:.2} of the exact ones' latency"),
+        );
+    }
+}
+
+/// A node's measured round trip equals the simulator's: twice the one-way latency of the link
+/// (the geometric model has no per-frame jitter), so picks are decided by real distance.
+#[test]
+fn measured_round_trips_are_the_links_own() {
+    let seed = seeds(6_000, 1)[0];
+    let sim = ring(config(seed, 4, true), 64);
+    let mut measured = 0;
+    for id in sim.truth() {
+        let node = sim.node(id).expect("alive");
+        for peer in sim.truth() {
+            if let Some(rtt) = node.measured_rtt(peer) {
+                measured += 1;
+                assert_seed(
+                    rtt == 2 * sim.latency(id, peer),
+                    seed,
+                    TEST,
+                    format!("{id:?} -> {peer:?}: measured {rtt} ms"),
+                );
+            }
+        }
+    }
+    assert_seed(measured > 0, seed, TEST, "nothing measured");
+}
