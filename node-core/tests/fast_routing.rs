@@ -6,10 +6,7 @@
 
 mod common;
 
-use common::{assert_seed, check_lookups, converged_ring_with, pick, seeds};
-use node_core::Id;
-use node_core::metrics::Histogram;
-use node_core::node::OpOutcome;
+use common::{assert_seed, check_lookups, converged_ring_with, lookup_hops, pick, seeds};
 use node_core::sim::{Geometry, JoinPattern, Sim, SimConfig};
 
 const TEST: &str = "fast_routing";
@@ -39,35 +36,6 @@ fn ring(config: SimConfig, n: usize) -> Sim {
         sim.run_for(4 * sim.config().node.fix_fingers_max_interval_ms);
     }
     sim
-}
-
-/// Runs `count` lookups from random peers for random keys; returns (wrong owners, failed,
-/// mean hops).
-fn lookup_hops(sim: &mut Sim, count: usize) -> (usize, usize, f64) {
-    let ids = sim.truth();
-    let mut pending = Vec::new();
-    for _ in 0..count {
-        let from = ids[sim.rng().below(ids.len() as u64) as usize];
-        let key = Id(sim.rng().next_u32());
-        if let Some(op) = sim.lookup(from, key) {
-            pending.push((from, op, key));
-        }
-        sim.run_for(5);
-    }
-    sim.run_for(sim.config().node.op_timeout_ms + 1_000);
-    let (mut wrong, mut failed, mut hops) = (0, 0, Histogram::default());
-    for (from, op, key) in pending {
-        match sim.take_result(from, op) {
-            Some(Ok(OpOutcome::Lookup { owner, hops: h, .. })) => {
-                hops.record(u64::from(h));
-                if Some(owner) != sim.true_owner(key) {
-                    wrong += 1;
-                }
-            }
-            _ => failed += 1,
-        }
-    }
-    (wrong, failed, hops.mean())
 }
 
 #[test]

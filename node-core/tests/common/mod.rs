@@ -37,6 +37,12 @@ pub fn assert_seed(ok: bool, seed: u64, test: &str, what: impl std::fmt::Display
 
 /// Runs `count` lookups from random live nodes for random keys; returns (wrong owners, failed).
 pub fn check_lookups(sim: &mut Sim, count: usize) -> (usize, usize) {
+    let (wrong, failed, _) = lookup_hops(sim, count);
+    (wrong, failed)
+}
+
+/// [`check_lookups`], also returning the mean hops of the lookups that answered.
+pub fn lookup_hops(sim: &mut Sim, count: usize) -> (usize, usize, f64) {
     let ids = sim.truth();
     let mut pending = Vec::new();
     for _ in 0..count {
@@ -48,10 +54,12 @@ pub fn check_lookups(sim: &mut Sim, count: usize) -> (usize, usize) {
         sim.run_for(5);
     }
     sim.run_for(sim.config().node.op_timeout_ms + 1_000);
-    let (mut wrong, mut failed) = (0, 0);
+    let (mut wrong, mut failed, mut hops, mut answered) = (0, 0, 0u64, 0u64);
     for (from, op, key) in pending {
         match sim.take_result(from, op) {
-            Some(Ok(OpOutcome::Lookup { owner, .. })) => {
+            Some(Ok(OpOutcome::Lookup { owner, hops: h, .. })) => {
+                hops += u64::from(h);
+                answered += 1;
                 if Some(owner) != sim.true_owner(key) {
                     wrong += 1;
                 }
@@ -59,7 +67,7 @@ pub fn check_lookups(sim: &mut Sim, count: usize) -> (usize, usize) {
             _ => failed += 1,
         }
     }
-    (wrong, failed)
+    (wrong, failed, hops as f64 / answered.max(1) as f64)
 }
 
 /// A ring of `n` peers joined at random times over `n * 100` ms, run until every pointer
