@@ -104,6 +104,21 @@ impl RateLimits {
     }
 }
 
+/// Makes room for one more entry in a map bounded at `cap`: when it is full, the entry whose
+/// `at` is oldest goes (O(n), only when full). The bounded memories of peers (failed, lost,
+/// round trips, pings) share it.
+pub(crate) fn evict_oldest_when_full<K: Copy + Ord, V>(
+    map: &mut BTreeMap<K, V>,
+    cap: usize,
+    at: impl Fn(&V) -> Time,
+) {
+    if map.len() >= cap
+        && let Some(oldest) = map.iter().min_by_key(|(_, v)| at(v)).map(|(k, _)| *k)
+    {
+        map.remove(&oldest);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

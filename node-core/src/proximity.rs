@@ -22,6 +22,7 @@
 //! the pick lives beside it (`RingState::set_near`).
 
 use crate::Time;
+use crate::guard::evict_oldest_when_full;
 use crate::id::Id;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -55,15 +56,8 @@ impl Proximity {
 
     /// Records one round-trip sample.
     pub fn record(&mut self, peer: Id, rtt: u64, now: Time) {
-        if !self.rtts.contains_key(&peer)
-            && self.rtts.len() >= MAX_RTTS
-            && let Some(oldest) = self
-                .rtts
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(p, _)| *p)
-        {
-            self.rtts.remove(&oldest);
+        if !self.rtts.contains_key(&peer) {
+            evict_oldest_when_full(&mut self.rtts, MAX_RTTS, |(_, at)| *at);
         }
         let entry = self.rtts.entry(peer).or_insert((rtt, now));
         *entry = (entry.0.min(rtt), now);
@@ -71,15 +65,7 @@ impl Proximity {
 
     /// Remembers a ping sent to `peer` (bounded: the oldest is forgotten).
     pub fn ping_sent(&mut self, nonce: u64, peer: Id, now: Time) {
-        if self.pings.len() >= MAX_PINGS
-            && let Some(oldest) = self
-                .pings
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(n, _)| *n)
-        {
-            self.pings.remove(&oldest);
-        }
+        evict_oldest_when_full(&mut self.pings, MAX_PINGS, |(_, at)| *at);
         self.pings.insert(nonce, (peer, now));
     }
 

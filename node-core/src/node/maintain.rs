@@ -3,6 +3,7 @@
 //! (the protocols are in the module docs of `node`).
 
 use super::*;
+use crate::guard::evict_oldest_when_full;
 
 /// How far one frame of clock gossip moves our Lamport clock at most (`observe_neighbour_clock`).
 const MAX_GOSSIP_JUMP: u64 = 1 << 24;
@@ -644,15 +645,7 @@ impl Node {
         let now = self.now;
         self.failed_recently
             .retain(|_, at| now < *at + FAILED_MEMORY_MS);
-        if self.failed_recently.len() >= MAX_FAILED_RECENTLY
-            && let Some(oldest) = self
-                .failed_recently
-                .iter()
-                .min_by_key(|(_, at)| **at)
-                .map(|(p, _)| *p)
-        {
-            self.failed_recently.remove(&oldest);
-        }
+        evict_oldest_when_full(&mut self.failed_recently, MAX_FAILED_RECENTLY, |at| *at);
         self.failed_recently.insert(peer, now);
     }
 
@@ -660,15 +653,7 @@ impl Node {
         if self.config.probe_interval_ms == 0 {
             return;
         }
-        if self.lost.len() >= MAX_LOST
-            && let Some(oldest) = self
-                .lost
-                .iter()
-                .min_by_key(|(_, (at, _))| *at)
-                .map(|(p, _)| *p)
-        {
-            self.lost.remove(&oldest);
-        }
+        evict_oldest_when_full(&mut self.lost, MAX_LOST, |(at, _)| *at);
         self.lost.insert(peer, (self.now, self.now));
     }
 
