@@ -13,9 +13,11 @@
 //! - [`known_peers`]: the introducers a durable peer reached, remembered across restarts.
 //! - [`http`]: the HTTP API (`/put`, `/get`, `/delete`, `/g_start_query`, `/metrics`, `/ring`, `/walk`).
 //! - [`rtc`]: the WebRTC link manager (webrtc-rs data channels).
+//! - [`identity`]: the certificate a `--verify-ids` peer presents on every link, and its id.
 
 pub mod driver;
 pub mod http;
+pub mod identity;
 pub mod known_peers;
 pub mod rtc;
 pub mod storage;

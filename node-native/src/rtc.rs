@@ -171,7 +171,7 @@ fn local_ips() -> Option<Vec<std::net::IpAddr>> {
 }
 
 /// Settings for every link an [`Rtc`] makes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RtcConfig {
     /// STUN/TURN URLs such as `stun:host:3478`. Empty by default: host candidates only, which is
     /// enough on one machine or one LAN.
@@ -204,6 +204,12 @@ pub struct RtcConfig {
     /// Answerer connections not yet open that remote peers can make us build (module docs,
     /// "Bounds"). node-core's defaults: 2 per peer, 64 in all.
     pub pending_bounds: PendingBounds,
+    /// The certificate every link presents (`--verify-ids`; [`crate::identity`]). `None`:
+    /// webrtc-rs makes a new one per link.
+    pub certificate: Option<webrtc::peer_connection::RTCCertificate>,
+    /// Refuse offers and answers whose certificate fingerprint does not prove their sender's
+    /// id (node-core's `peer::identity`), counted in [`RtcStats::identity_refused`].
+    pub verify_ids: bool,
     /// Received frames waiting in [`RtcEvents`] for the driver; beyond this (or
     /// [`RtcConfig::inbound_queue_bytes`]) a frame is dropped. 1024 by default: a second of a
     /// busy link's traffic, enough to ride out a strict-durability fsync.
@@ -224,6 +230,8 @@ impl Default for RtcConfig {
             max_frame_bytes: 64 * 1024,
             connect_timeout: Duration::from_secs(15),
             pending_bounds: DEFAULT_PENDING_BOUNDS,
+            certificate: None,
+            verify_ids: false,
             inbound_queue_frames: 1024,
             inbound_queue_bytes: 16 << 20,
         }
@@ -317,9 +325,12 @@ impl Rtc {
         let (events, receiver) = mpsc::unbounded_channel();
         let inbound = Arc::new(Inbound::default());
         // Supervisors release their link's slot once torn down (`Supervisor`'s `Drop`).
-        let table = LinkTable::new(me)
+        let mut table = LinkTable::new(me)
             .with_bounds(config.pending_bounds)
             .release_explicitly();
+        if config.verify_ids {
+            table = table.verify_ids();
+        }
         let rtc = Self {
             inner: Arc::new(Inner {
                 me,
@@ -595,6 +606,10 @@ impl Inner {
                 debug!(me = %Hex(me), peer = %Hex(peer), why = why.as_str(), "rtc: offer ignored");
                 return;
             }
+            OnOffer::WrongIdentity(proof) => {
+                debug!(me = %Hex(me), peer = %Hex(peer), ?proof, "rtc: offer refused, its certificate does not prove the sender's id");
+                return;
+            }
             // Our answer again (the same offer came again), or our own offer again (glare won
             // by us while it waits): either way a payload goes back the usual way (`None`: not
             // yet gathered; it goes out when it is).
@@ -635,7 +650,7 @@ impl Inner {
 
     fn on_answer(&self, peer: u32, answer: RTCSessionDescription) {
         let mut links = self.lock_links();
-        match links.accept_answer(peer) {
+        match links.accept_answer(peer, &answer.sdp) {
             Some(link) => {
                 let _ = link
                     .handle
@@ -841,6 +856,7 @@ impl Supervisor {
             .with_configuration(
                 RTCConfigurationBuilder::new()
                     .with_ice_servers(ice_servers)
+                    .with_certificates(config.certificate.iter().cloned().collect())
                     .build(),
             )
             .with_setting_engine(settings)

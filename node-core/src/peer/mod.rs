@@ -4,11 +4,12 @@
 //! So far: the WebRTC signalling rules of [`signal`] (the `{type, sdp}` payload codec and the
 //! offer/answer/glare/re-offer decisions), the link table of [`table`] that applies them, the
 //! join plan of [`join`] (candidates in turn, retry pause, patience), the group-commit gate of
-//! [`commit`], and the metrics document with the counters every driver keeps ([`stats`]).
+//! [`commit`], ids proven by the links' certificates ([`identity`]), and the metrics document with the counters every driver keeps ([`stats`]).
 //! docs/ARCHITECTURE.md lists what still lives in the drivers.
 
 pub mod budget;
 pub mod commit;
+pub mod identity;
 pub mod join;
 pub mod signal;
 pub mod stats;

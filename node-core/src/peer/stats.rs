@@ -45,6 +45,9 @@ pub struct LinkStats {
     pub offers_refused: u64,
     /// Signalling payloads that did not parse as an offer or answer with valid SDP.
     pub bad_signals: u64,
+    /// Offers and answers refused because their certificate fingerprint does not prove the id
+    /// of their sender (`peer::identity`; only when the peer verifies ids).
+    pub identity_refused: u64,
     /// Well-formed payloads with no use: answers nobody waits for, glare offers, duplicates.
     pub ignored_signals: u64,
     /// Answers sent again for an offer that came again before the link opened.
@@ -196,6 +199,7 @@ mod tests {
             "/driver/overlay_links",
             "/driver/rtc/reanswers",
             "/driver/rtc/offers_refused",
+            "/driver/rtc/identity_refused",
             "/driver/rtc/frames_in_dropped",
             "/driver/frames_bad",
             "/driver/storage/durability",

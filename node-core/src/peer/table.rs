@@ -59,8 +59,10 @@ pub fn below_high_water(buffered: u64) -> bool {
     buffered < BUFFERED_HIGH_WATER
 }
 
+use super::identity::{self, IdProof};
 use super::signal::{self, Ignored, LinkSnapshot, OfferVerdict, Role};
 use super::stats::LinkStats;
+use crate::id::Id;
 
 /// One link as the table sees it.
 #[derive(Debug)]
@@ -111,6 +113,9 @@ pub enum OnOffer<H> {
     /// Answering would exceed the [`PendingBounds`]: nothing is built, any current link stays
     /// (counted in [`LinkStats::offers_refused`]).
     Refused,
+    /// The offer does not prove its sender's id ([`LinkTable::verify_ids`]): nothing is built,
+    /// any current link stays (counted in [`LinkStats::identity_refused`]).
+    WrongIdentity(IdProof),
 }
 
 /// Every link of one peer.
@@ -126,6 +131,8 @@ pub struct LinkTable<H> {
     pending: HashMap<u32, Vec<u64>>,
     /// A link leaving the table is released at once (false: by [`LinkTable::released`]).
     release_on_remove: bool,
+    /// Offers and answers must prove their sender's id ([`LinkTable::verify_ids`]).
+    verify_ids: bool,
 }
 
 impl<H> LinkTable<H> {
@@ -140,6 +147,34 @@ impl<H> LinkTable<H> {
             bounds: DEFAULT_PENDING_BOUNDS,
             pending: HashMap::new(),
             release_on_remove: true,
+            verify_ids: false,
+        }
+    }
+
+    /// Every offer and answer must prove the id of its sender by its certificate fingerprint
+    /// ([`super::identity`]); one that does not is refused before anything is built, and
+    /// counted ([`LinkStats::identity_refused`]). A current link stays as it is.
+    pub fn verify_ids(mut self) -> Self {
+        self.verify_ids = true;
+        self
+    }
+
+    /// Whether this table refuses descriptions that do not prove their sender's id.
+    pub fn verifies_ids(&self) -> bool {
+        self.verify_ids
+    }
+
+    /// `None` when `sdp` may come from `peer`; else why not (counted).
+    fn refuse_identity(&mut self, peer: u32, sdp: &str) -> Option<IdProof> {
+        if !self.verify_ids {
+            return None;
+        }
+        match identity::check(Id(peer), sdp) {
+            IdProof::Proven => None,
+            wrong => {
+                self.stats.identity_refused += 1;
+                Some(wrong)
+            }
         }
     }
 
@@ -222,6 +257,9 @@ impl<H> LinkTable<H> {
 
     /// An offer from `peer` with this SDP.
     pub fn on_offer(&mut self, peer: u32, sdp: &str) -> OnOffer<H> {
+        if let Some(wrong) = self.refuse_identity(peer, sdp) {
+            return OnOffer::WrongIdentity(wrong);
+        }
         let current = self.links.get(&peer).map(Link::snapshot);
         match signal::on_offer(self.me, peer, current, sdp) {
             OfferVerdict::Ignore(why) => {
@@ -273,9 +311,14 @@ impl<H> LinkTable<H> {
         mine < self.bounds.per_peer && total < self.bounds.total
     }
 
-    /// An answer from `peer`: the link it answers (now marked answered), or `None` when nobody
-    /// waits for it (counted as ignored).
-    pub fn accept_answer(&mut self, peer: u32) -> Option<&mut Link<H>> {
+    /// An answer from `peer` with this SDP: the link it answers (now marked answered), or
+    /// `None` when nobody waits for it (counted as ignored) or it does not prove `peer`'s id
+    /// ([`LinkTable::verify_ids`]; counted as refused, and our offer keeps waiting for the
+    /// true peer's answer).
+    pub fn accept_answer(&mut self, peer: u32, sdp: &str) -> Option<&mut Link<H>> {
+        if self.refuse_identity(peer, sdp).is_some() {
+            return None;
+        }
         match self.links.get_mut(&peer) {
             Some(link) if signal::accepts_answer(Some(link.snapshot())) => {
                 link.answered = true;
@@ -496,9 +539,9 @@ mod tests {
             None,
             "another generation"
         );
-        assert!(table.accept_answer(7).is_some());
+        assert!(table.accept_answer(7, "v=0 answer").is_some());
         assert!(
-            table.accept_answer(7).is_none(),
+            table.accept_answer(7, "v=0 answer").is_none(),
             "a second answer is ignored"
         );
         assert_eq!(table.retry_payload(7, generation), None, "answered");
@@ -603,5 +646,77 @@ mod tests {
         table.drain();
         assert_eq!(table.pending_answers(0), (0, 0));
         assert_eq!(table.stats().offers_refused, 1);
+    }
+
+    /// A description naming the certificate fingerprint `f`.
+    fn signed_sdp(f: &crate::peer::identity::Fingerprint, n: u32) -> String {
+        format!("v=0 {n}\r\na=fingerprint:sha-256 {}\r\n", f.to_hex())
+    }
+
+    #[test]
+    fn a_verifying_table_builds_links_only_for_descriptions_that_prove_their_sender() {
+        use crate::peer::identity::Fingerprint;
+        let honest = Fingerprint([7; 32]);
+        let forger = Fingerprint([9; 32]);
+        let (peer, me) = (honest.id().0, honest.id().0.wrapping_add(1));
+        // Without verification a claimed id is taken at its word.
+        let mut lax: LinkTable<()> = LinkTable::new(me);
+        assert!(matches!(
+            lax.on_offer(peer, &signed_sdp(&forger, 1)),
+            OnOffer::Answer { .. }
+        ));
+
+        let mut table: LinkTable<&str> = LinkTable::new(me).verify_ids();
+        assert!(table.verifies_ids());
+        // An offer under `peer`'s id with another certificate, or with none, builds nothing.
+        for sdp in [signed_sdp(&forger, 1), "v=0 no fingerprint".to_string()] {
+            assert!(matches!(
+                table.on_offer(peer, &sdp),
+                OnOffer::WrongIdentity(_)
+            ));
+        }
+        assert!(matches!(
+            table.on_offer(peer, &signed_sdp(&forger, 2)),
+            OnOffer::WrongIdentity(IdProof::Mismatch { proven }) if proven == forger.id()
+        ));
+        // The true peer's offer is answered.
+        assert!(matches!(
+            table.on_offer(peer, &signed_sdp(&honest, 3)),
+            OnOffer::Answer { .. }
+        ));
+        // A forged offer does not replace a link we hold with the true peer.
+        let generation = table
+            .start(peer, Role::Answerer, Some(signed_sdp(&honest, 3)), |_| {
+                Some("true")
+            })
+            .unwrap();
+        table.mark_open(peer, generation);
+        assert!(matches!(
+            table.on_offer(peer, &signed_sdp(&forger, 4)),
+            OnOffer::WrongIdentity(_)
+        ));
+        assert!(table.is_current(peer, generation));
+
+        // Our offer to `other` takes only an answer that proves `other`'s id.
+        let other = forger.id().0;
+        table
+            .start(other, Role::Offerer, None, |_| Some("offer"))
+            .unwrap();
+        assert!(
+            table
+                .accept_answer(other, &signed_sdp(&honest, 5))
+                .is_none()
+        );
+        assert!(
+            !table.get(other).unwrap().answered,
+            "still waiting for the true answer"
+        );
+        assert!(
+            table
+                .accept_answer(other, &signed_sdp(&forger, 6))
+                .is_some()
+        );
+        assert_eq!(table.stats().identity_refused, 5);
+        assert_eq!(table.stats().attempts, 2);
     }
 }

@@ -15,6 +15,13 @@
 //! `~/.local/share/chord-kv/<id>`) and comes back with it after a restart; `--in-memory` keeps
 //! nothing. `--durability` chooses when commits reach the disk (see `node_native::storage`).
 //!
+//! `--verify-ids` binds the peer's id to the certificate of its WebRTC links
+//! (`node_native::identity`; kept as `identity.pem` in the data dir, default
+//! `chord-kv/<SHA-1 of host:port>-verified`) and refuses links whose certificate does not prove
+//! the id their sender claims. It excludes `--id`. An existing data dir made without it belongs
+//! to another id and is refused by the store; start such a peer without `--verify-ids`, or give
+//! it a new `--data-dir` (its keys live on at their other replicas).
+//!
 //! Requests to the HTTP API and `/ws` must name an IP address, `localhost`, the `--host` name or
 //! an `--allow-host` name in `Host`, and come from no web page, this peer's own pages, a
 //! loopback page or an `--allow-origin` origin (node_native::http); `--api-token` guards the
@@ -32,6 +39,7 @@ use node_core::node::Config;
 use node_core::{Id, rng::splitmix64};
 use node_native::driver::{self, DriverConfig, Persistence};
 use node_native::http::{self, Api};
+use node_native::identity::Identity;
 use node_native::known_peers::KnownPeers;
 use node_native::rtc::RtcConfig;
 use node_native::storage::{Durability, Storage};
@@ -54,8 +62,14 @@ struct Cli {
     #[arg(long)]
     bootstrap: Option<String>,
     /// Ring id: 8 hex digits, or any text (hashed with SHA-1). Default: SHA-1 of host:port.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "verify_ids")]
     id: Option<String>,
+    /// Ids proven by certificates: this peer's id is derived from the certificate it presents
+    /// on every WebRTC link (kept in the data dir as `identity.pem`), and offers and answers
+    /// whose certificate does not prove their sender's id are refused. Every peer of the ring
+    /// must run with it (tabs: `verifyIds`); see docs/threat-model.md, "Identities".
+    #[arg(long)]
+    verify_ids: bool,
     /// Replicas per key (k).
     #[arg(long, default_value_t = 3)]
     replicas: usize,
@@ -135,15 +149,52 @@ fn default_data_dir(id: Id) -> anyhow::Result<std::path::PathBuf> {
     Ok(base.join("chord-kv").join(id.to_string()))
 }
 
-/// Opens and reads the peer's store and the introducers it remembers, or nothing with
-/// `--in-memory`.
-fn open_store(cli: &Cli, id: Id) -> anyhow::Result<(Option<Persistence>, KnownPeers)> {
+/// The directory of this peer's store and certificate: `--data-dir`, or the default one of
+/// `id`; `None` with `--in-memory`.
+fn data_dir(cli: &Cli, id: Id) -> anyhow::Result<Option<std::path::PathBuf>> {
     if cli.in_memory {
-        return Ok((None, KnownPeers::in_memory()));
+        return Ok(None);
     }
-    let dir = match &cli.data_dir {
-        Some(dir) => dir.clone(),
-        None => default_data_dir(id)?,
+    match &cli.data_dir {
+        Some(dir) => Ok(Some(dir.clone())),
+        None => default_data_dir(id).map(Some),
+    }
+}
+
+/// This peer's id and, with `--verify-ids`, the certificate that proves it. A verifying peer's
+/// default data directory is named after its address (`<SHA-1 of host:port>-verified`), since
+/// its id is only known once the certificate in it is read.
+fn identity(
+    cli: &Cli,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(Id, Option<Identity>, Option<std::path::PathBuf>)> {
+    let by_address = Id::of(addr.to_string().as_bytes());
+    if !cli.verify_ids {
+        let id = cli.id.as_deref().map_or(by_address, parse_id);
+        return Ok((id, None, data_dir(cli, id)?));
+    }
+    let dir = match data_dir(cli, by_address)? {
+        Some(dir) if cli.data_dir.is_none() => {
+            Some(dir.with_file_name(format!("{by_address}-verified")))
+        }
+        other => other,
+    };
+    let identity = match &dir {
+        Some(dir) => Identity::load_or_create(dir)?,
+        None => Identity::generate()?,
+    };
+    Ok((identity.id(), Some(identity), dir))
+}
+
+/// Opens and reads the peer's store in `dir` and the introducers it remembers, or nothing
+/// without a directory (`--in-memory`).
+fn open_store(
+    cli: &Cli,
+    id: Id,
+    dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<(Option<Persistence>, KnownPeers)> {
+    let Some(dir) = dir else {
+        return Ok((None, KnownPeers::in_memory()));
     };
     let started = std::time::Instant::now();
     let storage = Storage::open(&dir, id, cli.durability)?;
@@ -215,12 +266,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let addr = startup::listen_addr(&cli.host, cli.port)
         .with_context(|| format!("bad --host {:?}", cli.host))?;
     // `localhost` and `127.0.0.1` name the same peer: its id and writer id use the address.
-    let id = cli
-        .id
-        .as_deref()
-        .map_or_else(|| Id::of(addr.to_string().as_bytes()), parse_id);
-
-    let (persistence, known) = open_store(&cli, id)?;
+    let (id, identity, dir) = identity(&cli, addr)?;
+    let (persistence, known) = open_store(&cli, id, dir)?;
     let bootstrap = match cli.bootstrap.as_deref() {
         Some(b) if bootstrap_is_self(b, addr) => {
             println!(
@@ -260,6 +307,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let rtc = RtcConfig {
         ice_servers: cli.ice_servers.clone(),
         udp_addrs: vec![cli.udp_addr.clone()],
+        verify_ids: identity.is_some(),
+        certificate: identity.map(|i| i.certificate),
         ..RtcConfig::default()
     };
     let peer = driver::spawn(
