@@ -244,7 +244,7 @@ impl Links {
         match description {
             Description::Answer(sdp) => {
                 // (An answer nobody waits for is counted by the table.)
-                if let Some(link) = self.table.accept_answer(peer) {
+                if let Some(link) = self.table.accept_answer(peer, &sdp) {
                     let pc = link.handle.pc.clone();
                     let generation = link.generation;
                     let me = Rc::downgrade(shared);
@@ -260,8 +260,11 @@ impl Links {
             }
             Description::Offer(sdp) => {
                 let replaced_open = match self.table.on_offer(peer, &sdp) {
-                    // Refused: beyond the pending-answer bounds (counted by the table).
-                    OnOffer::Ignore(_) | OnOffer::Refused => return SignalOutcome::default(),
+                    // Refused: beyond the pending-answer bounds, or not proving its sender's id
+                    // (counted by the table).
+                    OnOffer::Ignore(_) | OnOffer::Refused | OnOffer::WrongIdentity(_) => {
+                        return SignalOutcome::default();
+                    }
                     // Our answer again, or (glare won by us while our offer waits) our offer
                     // again; not yet gathered (`None`): it goes out when it is.
                     OnOffer::Reoffer(reply) | OnOffer::Reanswer(reply) => {
