@@ -1,0 +1,337 @@
+//! A hostile peer against a ring of `chord-node --verify-ids` peers, over real WebRTC inside a
+//! private network namespace (issue 11, item 6; the threat model is docs/threat-model.md).
+//!
+//! The hostile peer is this test: a webrtc-rs link manager (`node_native::rtc`) with a
+//! certificate of its own, speaking the introducer protocol over a raw WebSocket and writing
+//! whatever frames it likes on its links. It tries, in turn:
+//! - **forged sync**: it links (under its own, proven id) to the owner of a key and sends
+//!   anti-entropy `Entries` for the owner's range carrying the key with timestamp
+//!   `u64::MAX - 1`, plus a malformed frame (issue 11's opening case);
+//! - **impersonation through the ring**: a routed `Signal` that claims a ring member's id as its
+//!   origin, carrying an offer made with the hostile certificate, sent to another member that
+//!   holds a link to the one impersonated;
+//! - **impersonation and squatting at the introducer**: a second introducer session that says
+//!   hello under a member's id (the id is free at that introducer) and signals an offer from
+//!   it.
+//!
+//! Honest peers must keep serving: the key stays writable and readable with honest values, no
+//! honest link is replaced, and every refusal is counted (`driver.rtc.identity_refused`, the
+//! core's `rejected` counters).
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use lab::live::{Proc, get_value, json, key_id, put_value, ring_converged, wait_until};
+use node_core::Id;
+use node_core::merkle::{DEFAULT_DEPTH, SyncMsg};
+use node_core::store::{Entry, RingRange};
+use node_core::wire::{self, Body, Dest, Message, Routed};
+use node_native::identity::Identity;
+use node_native::rtc::{Rtc, RtcConfig, RtcEvent, RtcEvents};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+const PORTS: [u16; 4] = [7721, 7722, 7723, 7724];
+const KEY: &str = "apple";
+
+/// One introducer session of the hostile peer: hello as `claim`, then relays both ways
+/// between the introducer and `rtc` (signals from the introducer go to `rtc`; `rtc`'s signals
+/// go out unless `hold` keeps them, for the test to use otherwise).
+struct Session {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Session {
+    async fn open(port: u16, claim: u32) -> Self {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
+            .await
+            .expect("introducer reachable");
+        let hello = format!(r#"{{"type":"hello","peer":"{claim:08x}"}}"#);
+        ws.send(WsMessage::text(hello)).await.unwrap();
+        let mut session = Self { ws };
+        let welcome = session.next().await.expect("an answer to hello");
+        assert_eq!(
+            welcome["type"], "welcome",
+            "hello as {claim:08x}: {welcome}"
+        );
+        session
+    }
+
+    async fn signal(&mut self, to: u32, payload: &str) {
+        let frame =
+            serde_json::json!({"type": "signal", "to": format!("{to:08x}"), "payload": payload});
+        self.ws
+            .send(WsMessage::text(frame.to_string()))
+            .await
+            .unwrap();
+    }
+
+    /// The next JSON message from the introducer, if one comes within 2 s.
+    async fn next(&mut self) -> Option<Value> {
+        let deadline = tokio::time::sleep(Duration::from_secs(2));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => return None,
+                msg = self.ws.next() => match msg? {
+                    Ok(WsMessage::Text(text)) => return serde_json::from_str(&text).ok(),
+                    Ok(_) => {}
+                    Err(_) => return None,
+                },
+            }
+        }
+    }
+}
+
+/// Waits for `rtc`'s next `Signal` event (the offer or answer it made) within 10 s.
+async fn next_signal(events: &mut RtcEvents) -> (u32, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(RtcEvent::Signal { peer, payload, .. })) => return (peer, payload),
+            Ok(Some(_)) => {}
+            _ => panic!("the hostile link manager made no description"),
+        }
+    }
+}
+
+fn rtc_stat(port: u16, name: &str) -> u64 {
+    json(port, "GET", "/metrics", None)
+        .and_then(|(_, v)| v["driver"]["rtc"][name].as_u64())
+        .unwrap_or_else(|| panic!("no driver.rtc.{name} at {port}"))
+}
+
+/// The sum of the core's `rejected` counters at `port` (wherever the document keeps them).
+fn rejected(port: u16) -> u64 {
+    fn find(v: &Value) -> Option<&Value> {
+        match v {
+            Value::Object(map) => map.get("rejected").or_else(|| map.values().find_map(find)),
+            _ => None,
+        }
+    }
+    let (_, doc) = json(port, "GET", "/metrics", None).expect("metrics");
+    find(&doc)
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+}
+
+fn ring(port: u16) -> Value {
+    json(port, "GET", "/ring", None).expect("/ring").1
+}
+
+fn links(port: u16) -> Vec<String> {
+    ring(port)["links"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
+    if !lab::netns::enter_private_netns(
+        "a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring",
+    ) {
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("chord-kv-hostile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut peers = Vec::new();
+    for (i, port) in PORTS.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let mut args: Vec<String> = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--verify-ids",
+            "--log",
+            "warn",
+            "--data-dir",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+        args.push(root.join(port.to_string()).display().to_string());
+        if i > 0 {
+            args.extend(["--bootstrap".into(), format!("127.0.0.1:{}", PORTS[0])]);
+        }
+        peers.push(Proc::chord_node(&format!("hostile-{port}"), &args, *port));
+    }
+    let logs = |peers: &[Proc]| peers.iter().map(Proc::log).collect::<String>();
+    // Ids come from the certificates the peers made in their data dirs.
+    assert!(
+        wait_until(Duration::from_secs(20), || PORTS
+            .iter()
+            .all(|p| json(*p, "GET", "/ring", None).is_some())),
+        "peers did not start: {}",
+        logs(&peers)
+    );
+    let ids: Vec<(u16, u32)> = PORTS
+        .iter()
+        .map(|p| {
+            let id = ring(*p)["id"].as_str().unwrap().to_string();
+            let kept = Identity::load_or_create(&root.join(p.to_string())).unwrap();
+            assert_eq!(id, kept.id().to_string(), "the id is the certificate's");
+            (*p, u32::from_str_radix(&id, 16).unwrap())
+        })
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || ring_converged(&ids)),
+        "no ring of {}: {}",
+        PORTS.len(),
+        logs(&peers)
+    );
+    assert!(put_value(PORTS[1], KEY, "honest-1"), "first put");
+
+    // The key's owner, its predecessor, and a member the owner holds a link to.
+    let mut sorted: Vec<(u16, u32)> = ids.clone();
+    sorted.sort_by_key(|(_, id)| *id);
+    let k = key_id(KEY);
+    let owner_at = sorted.iter().position(|(_, id)| *id >= k).unwrap_or(0);
+    let (owner_port, owner) = sorted[owner_at];
+    let (_, pred) = sorted[(owner_at + sorted.len() - 1) % sorted.len()];
+    let owner_links_before = links(owner_port);
+    let victim = owner_links_before
+        .first()
+        .map(|s| u32::from_str_radix(s, 16).unwrap())
+        .expect("the owner holds links");
+    let refused_before = rtc_stat(owner_port, "identity_refused");
+    let failures_before = rtc_stat(owner_port, "failures");
+    let rejected_before = rejected(owner_port);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let hostile = Identity::generate().unwrap();
+        let me = hostile.id().0;
+        let config = RtcConfig {
+            certificate: Some(hostile.certificate.clone()),
+            verify_ids: true,
+            connect_timeout: Duration::from_secs(10),
+            ..RtcConfig::default()
+        };
+        let (rtc, mut events) = Rtc::new(me, config);
+
+        // 1. Forged sync from a linked peer outside every set (its own id, proven).
+        let mut session = Session::open(owner_port, me).await;
+        rtc.connect(owner).await;
+        let (to, offer) = next_signal(&mut events).await;
+        assert_eq!(to, owner);
+        session.signal(owner, &offer).await;
+        let answer = loop {
+            let msg = session
+                .next()
+                .await
+                .expect("the owner answers a proven offer");
+            if msg["type"] == "signal" {
+                break msg["payload"].as_str().unwrap().to_string();
+            }
+        };
+        rtc.on_signal(owner, &answer).await;
+        let opened = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                match events.recv().await {
+                    Some(RtcEvent::Open { peer }) if peer == owner => return,
+                    Some(_) => {}
+                    None => panic!("events ended"),
+                }
+            }
+        })
+        .await;
+        assert!(opened.is_ok(), "the hostile link to the owner did not open");
+        let forged = Message::Sync(SyncMsg::Entries {
+            range: RingRange {
+                from: pred,
+                to: owner,
+            },
+            depth: DEFAULT_DEPTH,
+            entries: vec![(
+                KEY.to_string(),
+                Entry::live("\"forged\"", u64::MAX - 1, "evil"),
+            )],
+        });
+        let forged = wire::encode(&forged).unwrap();
+        for _ in 0..5 {
+            assert!(rtc.send(owner, forged.clone()));
+            assert!(rtc.send(owner, b"{\"v\":1,\"m\":garbage".to_vec()));
+        }
+
+        // 2. Impersonation through the ring: an offer made with the hostile certificate,
+        // routed to the owner under the id of a member it is linked to.
+        rtc.connect(victim).await;
+        let (_, spoofed_offer) = next_signal(&mut events).await;
+        let routed = Message::Route(Routed {
+            dest: Dest::Peer {
+                id: Id(owner),
+                via: None,
+            },
+            origin: Id(victim),
+            origin_via: None,
+            hops: 0,
+            body: Body::Signal {
+                payload: spoofed_offer.clone(),
+            },
+        });
+        assert!(rtc.send(owner, wire::encode(&routed).unwrap()));
+
+        // 3. Squatting and impersonation at the introducer: the victim's id is free at the
+        // owner's introducer, so a hello under it is taken; the offer it carries is not.
+        let mut squat = Session::open(owner_port, victim).await;
+        squat.signal(owner, &spoofed_offer).await;
+        // Whatever comes back to the squatter, no link under the victim's id is built.
+        let _ = squat.next().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rtc.close_all().await;
+    });
+
+    // The owner refused both forged offers, counted them, and kept its link to the victim.
+    let refused = rtc_stat(owner_port, "identity_refused") - refused_before;
+    println!(
+        "owner {owner:08x}: identity_refused +{refused}, rejected +{}",
+        rejected(owner_port) - rejected_before
+    );
+    assert!(
+        refused >= 2,
+        "identity_refused grew by {refused}, expected the routed and the introducer offer"
+    );
+    // A forged offer taken for the victim's would have replaced the open link to it (counted as
+    // a failure; the core links again soon after, so the link list alone would not show it).
+    assert_eq!(
+        rtc_stat(owner_port, "failures"),
+        failures_before,
+        "a link of the owner failed or was replaced during the attack"
+    );
+    assert!(
+        links(owner_port).contains(&format!("{victim:08x}")),
+        "the owner's link to {victim:08x} was replaced: {:?}",
+        links(owner_port)
+    );
+    // The forged sync was refused by the core, and the malformed frames by the codec.
+    assert!(
+        rejected(owner_port) > rejected_before,
+        "the forged Entries were not counted as rejected"
+    );
+    // The key stays writable and readable with honest values, through every peer.
+    assert_eq!(get_value(PORTS[2], KEY).as_deref(), Some("honest-1"));
+    assert!(put_value(PORTS[3], KEY, "honest-2"), "put after the attack");
+    for port in PORTS {
+        assert_eq!(
+            get_value(port, KEY).as_deref(),
+            Some("honest-2"),
+            "get through {port} after the attack"
+        );
+    }
+    assert!(ring_converged(&ids), "the ring broke: {}", logs(&peers));
+    for p in &mut peers {
+        p.kill();
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
