@@ -402,7 +402,13 @@ async fn run(
     if !urls.is_empty() {
         let (out_tx, out_rx) = mpsc::unbounded_channel::<ToIntroducer>();
         d.ws_out = Some(out_tx);
-        tokio::spawn(introducer_session(urls, config.id, out_rx, ws_in_tx));
+        tokio::spawn(introducer_session(
+            urls,
+            config.id,
+            config.rtc.verify_ids,
+            out_rx,
+            ws_in_tx,
+        ));
     } else {
         drop(ws_in_tx);
     }
@@ -1141,6 +1147,7 @@ const SESSION_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 async fn introducer_session(
     urls: Vec<String>,
     me: Id,
+    verified: bool,
     mut out: mpsc::UnboundedReceiver<ToIntroducer>,
     into_driver: mpsc::UnboundedSender<FromIntroducer>,
 ) {
@@ -1194,7 +1201,7 @@ async fn introducer_session(
         {
             return;
         }
-        let ended = relay_session(stream, me, &mut out, &into_driver).await;
+        let ended = relay_session(stream, me, verified, &mut out, &into_driver).await;
         if into_driver.send(FromIntroducer::Down).is_err() {
             return;
         }
@@ -1243,12 +1250,16 @@ async fn relay_session(
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
     me: Id,
+    verified: bool,
     out: &mut mpsc::UnboundedReceiver<ToIntroducer>,
     into_driver: &mpsc::UnboundedSender<FromIntroducer>,
 ) -> SessionEnd {
     let (mut sink, mut source) = stream.split();
+    // A verifying peer's id is proven on every link, so it may share the id with a squatter
+    // at the introducer (signaling's protocol docs).
     let hello = ClientMessage::Hello {
         peer: SigPeer::new(me.0),
+        verified,
     }
     .to_json();
     if sink.send(WsMessage::text(hello)).await.is_err() {

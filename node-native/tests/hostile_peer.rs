@@ -11,8 +11,11 @@
 //!   origin, carrying an offer made with the hostile certificate, sent to another member that
 //!   holds a link to the one impersonated;
 //! - **impersonation and squatting at the introducer**: a second introducer session that says
-//!   hello under a member's id (the id is free at that introducer) and signals an offer from
-//!   it.
+//!   hello under a member's id (claiming a verified id, so the introducer lets it share the id)
+//!   and signals an offer from it; and a session that takes the id of a peer that has not started yet (its certificate
+//!   is in its data dir already, so its id is known) at the introducer that peer will join
+//!   through. That peer must join all the same: its verified hello shares the id (signaling's
+//!   protocol docs).
 //!
 //! Honest peers must keep serving: the key stays writable and readable with honest values, no
 //! honest link is replaced, and every refusal is counted (`driver.rtc.identity_refused`, the
@@ -32,6 +35,8 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const PORTS: [u16; 4] = [7721, 7722, 7723, 7724];
+/// The peer whose id is squatted before it starts.
+const LATE: u16 = 7725;
 const KEY: &str = "apple";
 
 /// One introducer session of the hostile peer: hello as `claim`, then relays both ways
@@ -44,11 +49,13 @@ struct Session {
 }
 
 impl Session {
-    async fn open(port: u16, claim: u32) -> Self {
+    /// `verified`: the hello shares an id some session already holds (signaling's protocol
+    /// docs); a hostile peer may say so too.
+    async fn open(port: u16, claim: u32, verified: bool) -> Self {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
             .await
             .expect("introducer reachable");
-        let hello = format!(r#"{{"type":"hello","peer":"{claim:08x}"}}"#);
+        let hello = format!(r#"{{"type":"hello","peer":"{claim:08x}","verified":{verified}}}"#);
         ws.send(WsMessage::text(hello)).await.unwrap();
         let mut session = Self { ws };
         let welcome = session.next().await.expect("an answer to hello");
@@ -142,11 +149,7 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
     }
     let root = std::env::temp_dir().join(format!("chord-kv-hostile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let mut peers = Vec::new();
-    for (i, port) in PORTS.iter().enumerate() {
-        if i > 0 {
-            std::thread::sleep(Duration::from_millis(300));
-        }
+    let start = |port: u16, bootstrap: bool| {
         let mut args: Vec<String> = [
             "--host",
             "127.0.0.1",
@@ -161,10 +164,17 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
         .map(|s| (*s).to_string())
         .collect();
         args.push(root.join(port.to_string()).display().to_string());
-        if i > 0 {
+        if bootstrap {
             args.extend(["--bootstrap".into(), format!("127.0.0.1:{}", PORTS[0])]);
         }
-        peers.push(Proc::chord_node(&format!("hostile-{port}"), &args, *port));
+        Proc::chord_node(&format!("hostile-{port}"), &args, port)
+    };
+    let mut peers = Vec::new();
+    for (i, port) in PORTS.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        peers.push(start(*port, i > 0));
     }
     let logs = |peers: &[Proc]| peers.iter().map(Proc::log).collect::<String>();
     // Ids come from the certificates the peers made in their data dirs.
@@ -209,7 +219,7 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
     let rejected_before = rejected(owner_port);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
+    let failures_during_attack = rt.block_on(async {
         let hostile = Identity::generate().unwrap();
         let me = hostile.id().0;
         let config = RtcConfig {
@@ -221,7 +231,7 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
         let (rtc, mut events) = Rtc::new(me, config);
 
         // 1. Forged sync from a linked peer outside every set (its own id, proven).
-        let mut session = Session::open(owner_port, me).await;
+        let mut session = Session::open(owner_port, me, false).await;
         rtc.connect(owner).await;
         let (to, offer) = next_signal(&mut events).await;
         assert_eq!(to, owner);
@@ -282,14 +292,18 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
         });
         assert!(rtc.send(owner, wire::encode(&routed).unwrap()));
 
-        // 3. Squatting and impersonation at the introducer: the victim's id is free at the
-        // owner's introducer, so a hello under it is taken; the offer it carries is not.
-        let mut squat = Session::open(owner_port, victim).await;
+        // 3. Impersonation at the introducer: a hello under the victim's id, claiming a
+        // verified id so that it is taken even where the victim holds a session; the offer it
+        // carries is not.
+        let mut squat = Session::open(owner_port, victim, true).await;
         squat.signal(owner, &spoofed_offer).await;
         // Whatever comes back to the squatter, no link under the victim's id is built.
         let _ = squat.next().await;
         tokio::time::sleep(Duration::from_secs(2)).await;
+        // Read before the hostile link closes: the owner counts that close as a failure too.
+        let failures = rtc_stat(owner_port, "failures");
         rtc.close_all().await;
+        failures
     });
 
     // The owner refused both forged offers, counted them, and kept its link to the victim.
@@ -305,8 +319,7 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
     // A forged offer taken for the victim's would have replaced the open link to it (counted as
     // a failure; the core links again soon after, so the link list alone would not show it).
     assert_eq!(
-        rtc_stat(owner_port, "failures"),
-        failures_before,
+        failures_during_attack, failures_before,
         "a link of the owner failed or was replaced during the attack"
     );
     assert!(
@@ -319,17 +332,54 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
         rejected(owner_port) > rejected_before,
         "the forged Entries were not counted as rejected"
     );
+    // 4. Squatting before a peer starts: the late peer's id is taken at the introducer it
+    // joins through; it joins all the same, and the squatter's session stays open meanwhile.
+    let late_id = Identity::load_or_create(&root.join(LATE.to_string()))
+        .unwrap()
+        .id()
+        .0;
+    let (squat, squat_held, late_peer) = rt.block_on(async {
+        let mut squat = Session::open(PORTS[0], late_id, false).await;
+        let late_peer = start(LATE, true);
+        // The squatter reads what comes (signals meant for the late peer) for a while, and
+        // keeps its session open until the late peer is in the ring.
+        let mut seen = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if squat.next().await.is_some() {
+                seen += 1;
+            }
+        }
+        (squat, seen, late_peer)
+    });
+    peers.push(late_peer);
+    let mut all = ids.clone();
+    all.push((LATE, late_id));
+    assert!(
+        wait_until(Duration::from_secs(60), || ring_converged(&all)),
+        "the peer whose id was squatted did not join: {}",
+        logs(&peers)
+    );
+    // Kept nobody out: the late peer's hello was never refused (a refusal is an introducer
+    // error, after which it would have tried again until the squatter left).
+    let refused_hellos = json(LATE, "GET", "/metrics", None)
+        .and_then(|(_, v)| v["driver"]["introducer_errors"].as_u64())
+        .expect("the late peer's metrics");
+    assert_eq!(refused_hellos, 0, "the late peer's hello was refused");
+    rt.block_on(async move { drop(squat) });
+    println!("the squatter received {squat_held} signals meant for {late_id:08x}");
+
     // The key stays writable and readable with honest values, through every peer.
     assert_eq!(get_value(PORTS[2], KEY).as_deref(), Some("honest-1"));
     assert!(put_value(PORTS[3], KEY, "honest-2"), "put after the attack");
-    for port in PORTS {
+    for port in PORTS.into_iter().chain([LATE]) {
         assert_eq!(
             get_value(port, KEY).as_deref(),
             Some("honest-2"),
             "get through {port} after the attack"
         );
     }
-    assert!(ring_converged(&ids), "the ring broke: {}", logs(&peers));
+    assert!(ring_converged(&all), "the ring broke: {}", logs(&peers));
     for p in &mut peers {
         p.kill();
     }

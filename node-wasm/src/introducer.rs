@@ -79,6 +79,7 @@ impl Introducer {
             Closure::<dyn FnMut(JsValue)>::new(move |_| {
                 let hello = ClientMessage::Hello {
                     peer: SigPeer::new(me),
+                    verified: false,
                 };
                 let _ = socket.send_with_str(&hello.to_json());
             })
@@ -155,6 +156,7 @@ fn open_in_page(shared: &Handle, room: String, me: u32) -> Introducer {
     };
     introducer.send(&ClientMessage::Hello {
         peer: SigPeer::new(me),
+        verified: false,
     });
     introducer
 }

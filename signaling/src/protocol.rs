@@ -2,7 +2,13 @@
 //!
 //! Client to server:
 //! - `{"type":"hello","peer":"0a1b2c3d"}`: register this session under a ring id (8 lowercase hex
-//!   digits, the `node-core` `Id` display format). Answered by `welcome`.
+//!   digits, the `node-core` `Id` display format). Answered by `welcome`. An id is one
+//!   session's (first come, first served: a second hello under it is `duplicate_peer`) unless
+//!   the hello says `"verified":true`: the sender's ring proves ids by the certificates of its
+//!   links (node-core's `peer::identity`), so a verified hello joins whatever sessions already
+//!   hold the id and every signal to the id goes to all of them. Only the true peer can answer
+//!   such a signal in a way its sender accepts, so taking an id first ("squatting") keeps
+//!   nobody out and receives nothing of use.
 //! - `{"type":"signal","to":"0a1b2c3d","payload":"..."}`: relay `payload` (a string, opaque to
 //!   the server: SDP, ICE, whatever the peers agree on) to the session registered as `to`.
 //!
@@ -180,8 +186,16 @@ impl fmt::Display for ErrorCode {
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ClientMessage {
-    Hello { peer: PeerId },
-    Signal { to: PeerId, payload: String },
+    Hello {
+        peer: PeerId,
+        /// The id is proven by link certificates: share it with other sessions (module docs).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        verified: bool,
+    },
+    Signal {
+        to: PeerId,
+        payload: String,
+    },
 }
 
 impl ClientMessage {
@@ -228,8 +242,15 @@ pub struct ProtocolError {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum RawClientMessage {
-    Hello { peer: String },
-    Signal { to: String, payload: String },
+    Hello {
+        peer: String,
+        #[serde(default)]
+        verified: bool,
+    },
+    Signal {
+        to: String,
+        payload: String,
+    },
 }
 
 /// Longest `reason` the server echoes; serde's messages can quote the input.
@@ -248,8 +269,9 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
         })
     };
     Ok(match raw {
-        RawClientMessage::Hello { peer } => ClientMessage::Hello {
+        RawClientMessage::Hello { peer, verified } => ClientMessage::Hello {
             peer: peer_id("peer", &peer)?,
+            verified,
         },
         RawClientMessage::Signal { to, payload } => ClientMessage::Signal {
             to: peer_id("to", &to)?,
@@ -312,9 +334,23 @@ mod tests {
         assert_eq!(
             parse_client_message(r#"{"type":"hello","peer":"0a1b2c3d","extra":1}"#),
             Ok(ClientMessage::Hello {
-                peer: PeerId::new(0x0a1b_2c3d)
+                peer: PeerId::new(0x0a1b_2c3d),
+                verified: false,
             })
         );
+        assert_eq!(
+            parse_client_message(r#"{"type":"hello","peer":"0a1b2c3d","verified":true}"#),
+            Ok(ClientMessage::Hello {
+                peer: PeerId::new(0x0a1b_2c3d),
+                verified: true,
+            })
+        );
+        // Written without the flag when it is false, so older introducers read it as before.
+        let plain = ClientMessage::Hello {
+            peer: PeerId::new(1),
+            verified: false,
+        };
+        assert_eq!(plain.to_json(), r#"{"type":"hello","peer":"00000001"}"#);
         assert_eq!(
             parse_client_message(r#"{"type":"signal","to":"00000002","payload":"sdp"}"#),
             Ok(ClientMessage::Signal {

@@ -237,7 +237,7 @@ impl Session {
             Err(err) => return Some(self.error(err.code, err.reason)),
         };
         match message {
-            ClientMessage::Hello { peer } => Some(self.on_hello(peer, mailbox)),
+            ClientMessage::Hello { peer, verified } => Some(self.on_hello(peer, verified, mailbox)),
             ClientMessage::Signal { to, payload } => self.on_signal(to, payload),
         }
     }
@@ -274,6 +274,7 @@ impl Session {
     fn on_hello(
         &mut self,
         peer: PeerId,
+        verified: bool,
         mailbox: &mut Option<mpsc::Receiver<Signal>>,
     ) -> ServerMessage {
         if let Some(registration) = &self.registration {
@@ -286,7 +287,7 @@ impl Session {
             self.evicted_before_hello = true;
             return ServerMessage::error(ErrorCode::TooManySessions, evicted_reason());
         }
-        match self.state.register(peer) {
+        match self.state.register(peer, verified) {
             Ok((registration, receiver)) => {
                 info!(%peer, "peer joined");
                 self.registration = Some(registration);

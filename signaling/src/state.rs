@@ -170,7 +170,9 @@ struct Inner {
 
 #[derive(Debug)]
 struct Registry {
-    peers: BTreeMap<PeerId, Mailbox>,
+    /// The sessions registered under each id: one, or several that all said hello `verified`
+    /// after the first (`protocol` module docs).
+    peers: BTreeMap<PeerId, Vec<Mailbox>>,
     /// Tells registrations apart, so a stale guard never removes a newer owner of the same id.
     next_token: u64,
     /// SplitMix64 state for picking welcome peers.
@@ -231,6 +233,12 @@ struct Mailbox {
     sender: mpsc::Sender<Signal>,
 }
 
+/// A registration under an id some session already holds is refused unless it is `verified`
+/// (`protocol` module docs).
+fn admits(held: Option<&Vec<Mailbox>>, verified: bool) -> bool {
+    verified || held.is_none_or(Vec::is_empty)
+}
+
 impl SignalingState {
     pub fn new(config: SignalingConfig) -> Self {
         // Per-process seed without a `rand` dependency; welcome picks need spread, not secrecy.
@@ -285,7 +293,7 @@ impl SignalingState {
         &self,
         peer: PeerId,
     ) -> Result<(LocalSender, LocalReceiver), SignalingError> {
-        let (registration, mailbox) = self.register(peer)?;
+        let (registration, mailbox) = self.register(peer, false)?;
         let sender = LocalSender {
             state: self.clone(),
             from: peer,
@@ -404,10 +412,12 @@ impl SignalingState {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds `peer` to the registry with a fresh mailbox.
+    /// Adds `peer` to the registry with a fresh mailbox; beside the sessions already holding
+    /// the id if `verified` (`protocol` module docs), else only if none does.
     pub(crate) fn register(
         &self,
         peer: PeerId,
+        verified: bool,
     ) -> Result<(Registration, mpsc::Receiver<Signal>), SignalingError> {
         let mut registry = self.registry();
         // Checked under the lock that `shutdown` clears the registry under, so no registration
@@ -415,13 +425,17 @@ impl SignalingState {
         if self.is_shut_down() {
             return Err(SignalingError::ShutDown);
         }
-        if registry.peers.contains_key(&peer) {
+        if !admits(registry.peers.get(&peer), verified) {
             return Err(SignalingError::DuplicatePeer(peer));
         }
         let (sender, receiver) = mpsc::channel(MAILBOX_CAPACITY);
         let token = registry.next_token;
         registry.next_token += 1;
-        registry.peers.insert(peer, Mailbox { token, sender });
+        registry
+            .peers
+            .entry(peer)
+            .or_default()
+            .push(Mailbox { token, sender });
         let registration = Registration {
             state: self.clone(),
             peer,
@@ -465,19 +479,33 @@ impl SignalingState {
         to: PeerId,
         payload: String,
     ) -> Result<(), SignalingError> {
-        let sender = match self.registry().peers.get(&to) {
-            Some(mailbox) => mailbox.sender.clone(),
-            None => return Err(SignalingError::UnknownTarget(to)),
-        };
-        match sender.try_send(Signal { from, payload }) {
-            Ok(()) => {
-                self.inner.relayed.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+        let senders: Vec<mpsc::Sender<Signal>> = match self.registry().peers.get(&to) {
+            Some(mailboxes) if !mailboxes.is_empty() => {
+                mailboxes.iter().map(|m| m.sender.clone()).collect()
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(SignalingError::TargetBusy(to)),
-            // The target's session is ending; its registration is about to go.
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SignalingError::UnknownTarget(to)),
+            _ => return Err(SignalingError::UnknownTarget(to)),
+        };
+        // Every session under the id gets it (several only for a verified id); delivered if
+        // one took it.
+        let mut outcome = Err(SignalingError::UnknownTarget(to));
+        for sender in senders {
+            match sender.try_send(Signal {
+                from,
+                payload: payload.clone(),
+            }) {
+                Ok(()) => outcome = Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) if outcome.is_err() => {
+                    outcome = Err(SignalingError::TargetBusy(to));
+                }
+                // Full beside a delivery, or the session is ending (its registration is about
+                // to go).
+                Err(_) => {}
+            }
         }
+        if outcome.is_ok() {
+            self.inner.relayed.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
     }
 
     pub(crate) fn count_error(&self, code: ErrorCode) {
@@ -589,12 +617,11 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut registry = self.state.registry();
-        if registry
-            .peers
-            .get(&self.peer)
-            .is_some_and(|m| m.token == self.token)
-        {
-            registry.peers.remove(&self.peer);
+        if let Some(mailboxes) = registry.peers.get_mut(&self.peer) {
+            mailboxes.retain(|m| m.token != self.token);
+            if mailboxes.is_empty() {
+                registry.peers.remove(&self.peer);
+            }
         }
     }
 }

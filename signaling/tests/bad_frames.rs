@@ -126,6 +126,41 @@ async fn a_taken_peer_id_is_refused() {
     assert_eq!(a.recv().await["from"], "0000000b");
 }
 
+/// A verified hello shares a taken id: a squatter that took it first keeps nobody out, and
+/// every session under the id gets the id's signals (only the true peer can answer them in a
+/// way a verifying sender accepts; `protocol` module docs). An unverified hello stays refused.
+#[tokio::test]
+async fn a_verified_hello_shares_a_taken_id_and_every_holder_gets_its_signals() {
+    let server = Server::start(config()).await;
+    let mut squatter = server.connect().await;
+    squatter.hello("0000000a").await;
+    let mut owner = server.connect().await;
+    owner
+        .send_json(json!({"type": "hello", "peer": "0000000a", "verified": true}))
+        .await;
+    assert_eq!(owner.recv().await["type"], "welcome");
+    let mut late = server.connect().await;
+    late.send_json(json!({"type": "hello", "peer": "0000000a"}))
+        .await;
+    late.expect_error("duplicate_peer").await;
+
+    let mut b = server.connect().await;
+    b.hello("0000000b").await;
+    b.signal("0000000a", "offer").await;
+    assert_eq!(owner.recv().await["payload"], "offer");
+    assert_eq!(squatter.recv().await["payload"], "offer");
+    assert_eq!(server.state.stats().peers_now, 2);
+    // The squatter leaves; the owner keeps the id.
+    squatter.close().await;
+    server
+        .wait_for("the squatter to go", |s| s.sessions_now == 3)
+        .await;
+    b.signal("0000000a", "again").await;
+    assert_eq!(owner.recv().await["payload"], "again");
+    owner.signal("0000000b", "answer").await;
+    assert_eq!(b.recv().await["from"], "0000000a");
+}
+
 #[tokio::test]
 async fn a_second_hello_in_one_session_is_refused() {
     let server = Server::start(config()).await;
