@@ -390,6 +390,52 @@ impl LiveRing {
         Ok(ring)
     }
 
+    /// [`LiveRing::start`] with every peer run with `--verify-ids` (in memory: a new
+    /// certificate, so a new id, per peer), the ids read from each peer's `/ring`.
+    pub fn start_verified(n: usize, base_port: u16) -> Result<Self, String> {
+        let mut peers: Vec<(Proc, u32)> = Vec::with_capacity(n);
+        for i in 0..n {
+            let port = base_port + i as u16;
+            let mut args: Vec<String> = [
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--verify-ids",
+                "--in-memory",
+                "--udp-addr",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+            ]
+            .iter()
+            .map(|a| (*a).to_string())
+            .collect();
+            if i > 0 {
+                args.extend(["--bootstrap".into(), format!("127.0.0.1:{base_port}")]);
+            }
+            let proc = Proc::chord_node(&format!("peer-{port}"), &args, port);
+            if !wait_until(Duration::from_secs(10), || {
+                http(port, "GET", "/ring", None).is_some()
+            }) {
+                return Err(format!("peer on port {port} did not start"));
+            }
+            let id = json(port, "GET", "/ring", None)
+                .and_then(|(_, v)| u32::from_str_radix(v["id"].as_str()?, 16).ok())
+                .ok_or_else(|| format!("no id from the peer on port {port}"))?;
+            peers.push((proc, id));
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let ring = Self { peers };
+        let ports = ring.ports();
+        if !wait_until(Duration::from_secs(90), || ring_converged(&ports)) {
+            return Err("the ring did not converge within 90 s".into());
+        }
+        Ok(ring)
+    }
+
     pub fn ports(&self) -> Vec<(u16, u32)> {
         self.peers.iter().map(|(p, id)| (p.port, *id)).collect()
     }

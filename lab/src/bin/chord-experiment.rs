@@ -152,6 +152,10 @@ struct Cli {
     /// First port of the live ring (scale, churn, durable); the original's default.
     #[arg(long, default_value_t = 5000)]
     base_port: u16,
+    /// Scale: run every peer with `--verify-ids` (ids proven by link certificates,
+    /// docs/threat-model.md "Identities") instead of seeded `--id`s, to measure their cost.
+    #[arg(long)]
+    verify_ids: bool,
     /// The original project's harness (scale and churn): peers started with its flags, each
     /// op a put to a random peer then a get from a random peer (`lab::original`).
     /// Implied by `--churn-interval`.
@@ -931,8 +935,12 @@ fn run_scale(cli: &Cli) -> anyhow::Result<()> {
         "starting {} chord-node processes (WebRTC on 127.0.0.1) ...",
         cli.num_nodes
     );
-    let ring = lab::live::LiveRing::start(cli.num_nodes, cli.base_port, cli.seed)
-        .map_err(anyhow::Error::msg)?;
+    let ring = if cli.verify_ids {
+        lab::live::LiveRing::start_verified(cli.num_nodes, cli.base_port)
+    } else {
+        lab::live::LiveRing::start(cli.num_nodes, cli.base_port, cli.seed)
+    }
+    .map_err(anyhow::Error::msg)?;
     let rows = lab::live::scale_workload(&ring, cli.num_ops, cli.clients);
     let table = Table::new(&[
         ("phase", 17),
