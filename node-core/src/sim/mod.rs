@@ -13,12 +13,12 @@
 //!   restarts bring a fresh incarnation with the same id, without its disk (`Sim::restart`) or
 //!   restored from it (`Sim::restart_with_disk`);
 //! - link establishment plays the real drivers' signalling with node-core's own rules
-//!   (`crate::peer::signal`): each node keeps a driver's link table (role, open, answered, the
-//!   offer it answers); a `Connect` sends a `{type:"offer",sdp}` payload (unique per attempt, as
+//!   (`crate::peer::signal`): each node keeps the drivers' link table (`crate::peer::table`:
+//!   role, open, answered, the offer it answers, its own payload); a `Connect` sends a `{type:"offer",sdp}` payload (unique per attempt, as
 //!   real SDP is) through the ring with [`Node::signal`]; the target's driver decides with
-//!   `signal::on_offer` (answer, replace, or ignore: glare, duplicate, offer on an open link)
-//!   and answers the way the offer came; the link opens one latency after an answer the
-//!   offerer accepts (`signal::accepts_answer`). If no answer comes within `signal_timeout_ms`,
+//!   the table's `on_offer` (answer, replace, or ignore: glare, duplicate, offer on an open
+//!   link) and answers the way the offer came; the link opens one latency after an answer the
+//!   offerer's table accepts (`accept_answer`). If no answer comes within `signal_timeout_ms`,
 //!   the introducer relays the offer (and the answer) instead, when it is enabled, both peers
 //!   are alive and not partitioned apart; otherwise the initiator gets `PeerDown`. A side whose
 //!   link is not open `connect_timeout_ms` after its offer or answer gives up and reports
@@ -36,7 +36,8 @@ use crate::Time;
 use crate::id::{Id, successor_in};
 use crate::node::{Config, Event, Input, Node, OpError, OpId, OpOutcome, Output};
 use crate::peer::join::{JOIN_RETRY_MS, JoinPlan, Retry};
-use crate::peer::signal::{self, Description, LinkSnapshot, OfferVerdict, Role};
+use crate::peer::signal::{self, Description, Role};
+use crate::peer::table::{LinkTable, OnOffer, PendingBounds};
 use crate::rng::{Rng, splitmix64};
 use crate::store::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -323,36 +324,22 @@ struct SimNode {
     /// What a durable driver would have on disk: the last `Event::Stored` per key (a crash keeps
     /// it; [`Sim::restart`] throws it away, [`Sim::restart_with_disk`] restores from it).
     disk: BTreeMap<String, Entry>,
-    /// The driver's link table: links being negotiated or open, by peer, as this node sees them.
-    rtc: BTreeMap<Id, SimLink>,
+    /// The driver's link table, node-core's `peer::table` as both drivers keep it: links being
+    /// negotiated or open, by peer, as this node sees them. The handle is the number of this
+    /// side's description (what a connect timeout refers to); its own payload is the table's
+    /// `local_payload`. Not bounded: the simulator models no pending-answer limit.
+    rtc: LinkTable<u64>,
     /// Entries this incarnation put in `rtc` (offers made and offers answered): the peer
     /// connections a tab's driver would have created (`rtc.attempts`, node-core's `peer::stats`).
     connections_created: u64,
 }
 
-/// One side of a link in the modelled driver, what `node_core::peer::signal` decides on.
-#[derive(Debug)]
-struct SimLink {
-    role: Role,
-    open: bool,
-    answered: bool,
-    /// Answerer: the offer it answers.
-    remote_offer: Option<String>,
-    /// This side's own description (an offer or an answer), naming this attempt.
-    sdp: String,
-    /// The description's number (what a connect timeout refers to).
-    attempt: u64,
-}
-
-impl SimLink {
-    fn snapshot(&self) -> LinkSnapshot<'_> {
-        LinkSnapshot {
-            role: self.role,
-            open: self.open,
-            answered: self.answered,
-            remote_offer: self.remote_offer.as_deref(),
-        }
-    }
+/// A simulated node's link table (see `NodeState::rtc`).
+fn sim_link_table(me: Id) -> LinkTable<u64> {
+    LinkTable::new(me.0).with_bounds(PendingBounds {
+        per_peer: usize::MAX,
+        total: usize::MAX,
+    })
 }
 
 /// The simulator.
@@ -485,7 +472,7 @@ impl Sim {
     pub fn sees_open(&self, a: Id, b: Id) -> bool {
         self.nodes
             .get(&a)
-            .and_then(|n| n.rtc.get(&b))
+            .and_then(|n| n.rtc.get(b.0))
             .is_some_and(|l| l.open)
     }
 
@@ -556,7 +543,7 @@ impl Sim {
                 welcome: None,
                 incarnation,
                 disk,
-                rtc: BTreeMap::new(),
+                rtc: sim_link_table(id),
                 connections_created: 0,
             },
         );
@@ -1156,9 +1143,9 @@ impl Sim {
                     for side in notify.into_iter().flatten() {
                         let other = if side == a { b } else { a };
                         if let Some(n) = self.nodes.get_mut(&side)
-                            && n.rtc.get(&other).is_some_and(|l| l.open)
+                            && n.rtc.get(other.0).is_some_and(|l| l.open)
                         {
-                            n.rtc.remove(&other);
+                            n.rtc.close(other.0);
                         }
                         self.input(side, Input::PeerDown { peer: other });
                     }
@@ -1169,15 +1156,15 @@ impl Sim {
                 let offer = self
                     .nodes
                     .get(&a)
-                    .and_then(|n| n.rtc.get(&b))
+                    .and_then(|n| n.rtc.get(b.0))
                     .and_then(|l| {
-                        (l.attempt == attempt && l.role == Role::Offerer && !l.answered && !l.open)
-                            .then(|| l.sdp.clone())
+                        (l.handle == attempt && l.role == Role::Offerer && !l.answered && !l.open)
+                            .then(|| l.local_payload.clone().unwrap_or_default())
                     });
-                if let Some(sdp) = offer {
+                if let Some(payload) = offer {
                     if self.cfg.introducer && self.alive(b) && self.same_group(a, b) {
                         self.stats.offer_retries += 1;
-                        self.relay(a, b, Description::Offer(sdp).encode());
+                        self.relay(a, b, payload);
                         let again = self.now + self.cfg.signal_timeout_ms;
                         self.schedule(again, Ev::SignalTimeout { a, b, attempt });
                     } else {
@@ -1194,8 +1181,8 @@ impl Sim {
                 let stuck = self
                     .nodes
                     .get(&a)
-                    .and_then(|n| n.rtc.get(&b))
-                    .is_some_and(|l| l.attempt == attempt && !l.open);
+                    .and_then(|n| n.rtc.get(b.0))
+                    .is_some_and(|l| l.handle == attempt && !l.open);
                 if stuck {
                     self.connect_failed(a, b);
                 }
@@ -1228,18 +1215,16 @@ impl Sim {
             self.links.insert(pair(a, b), generation);
             for (side, other, role) in [(a, b, Role::Offerer), (b, a, Role::Answerer)] {
                 if let Some(n) = self.nodes.get_mut(&side) {
-                    if !n.rtc.contains_key(&other) {
+                    // A side that negotiated nothing (the introducer's direct link) gets a
+                    // link as it comes up.
+                    if !n.rtc.contains(other.0) {
                         n.connections_created += 1;
+                        n.rtc.start(other.0, role, None, |_| Some(0));
                     }
-                    let link = n.rtc.entry(other).or_insert_with(|| SimLink {
-                        role,
-                        open: false,
-                        answered: true,
-                        remote_offer: None,
-                        sdp: String::new(),
-                        attempt: 0,
-                    });
-                    link.open = true;
+                    let generation = n.rtc.get(other.0).map(|l| l.generation);
+                    if let Some(generation) = generation {
+                        n.rtc.mark_open(other.0, generation);
+                    }
                 }
             }
             if via_introducer {
@@ -1314,7 +1299,7 @@ impl Sim {
                         );
                     }
                     if let Some(n) = self.nodes.get_mut(&id) {
-                        n.rtc.remove(&peer);
+                        n.rtc.close(peer.0);
                     }
                 }
                 Output::Event(event) => self.on_event(id, event),
@@ -1383,23 +1368,16 @@ impl Sim {
             return;
         }
         // One link per peer: an attempt under way (or a link this side still holds) stands.
-        if self.nodes.get(&a).is_none_or(|n| n.rtc.contains_key(&b)) {
+        if self.nodes.get(&a).is_none_or(|n| n.rtc.contains(b.0)) {
             return;
         }
         let (attempt, sdp) = self.description('o');
+        let payload = Description::Offer(sdp).encode();
         if let Some(n) = self.nodes.get_mut(&a) {
             n.connections_created += 1;
-            n.rtc.insert(
-                b,
-                SimLink {
-                    role: Role::Offerer,
-                    open: false,
-                    answered: false,
-                    remote_offer: None,
-                    sdp: sdp.clone(),
-                    attempt,
-                },
-            );
+            if let Some(generation) = n.rtc.start(b.0, Role::Offerer, None, |_| Some(attempt)) {
+                n.rtc.set_local_payload(b.0, generation, payload.clone());
+            }
         }
         let now = self.now;
         self.schedule(
@@ -1411,7 +1389,7 @@ impl Sim {
             Ev::SignalTimeout { a, b, attempt },
         );
         if let Some(n) = self.nodes.get_mut(&a) {
-            n.node.signal(b, Description::Offer(sdp).encode(), now);
+            n.node.signal(b, payload, now);
         }
     }
 
@@ -1442,9 +1420,9 @@ impl Sim {
     /// `a`'s attempt to link with `b` failed: its driver forgets it and tells the core.
     fn connect_failed(&mut self, a: Id, b: Id) {
         if let Some(n) = self.nodes.get_mut(&a)
-            && n.rtc.get(&b).is_some_and(|l| !l.open)
+            && n.rtc.get(b.0).is_some_and(|l| !l.open)
         {
-            n.rtc.remove(&b);
+            n.rtc.close(b.0);
         }
         self.stats.connects_failed += 1;
         self.input(a, Input::PeerDown { peer: b });
@@ -1460,36 +1438,34 @@ impl Sim {
         let now = self.now;
         match description {
             Description::Offer(sdp) => {
-                let Some(n) = self.nodes.get(&me) else {
+                let Some(n) = self.nodes.get_mut(&me) else {
                     return;
                 };
-                let current = n.rtc.get(&from).map(SimLink::snapshot);
-                match signal::on_offer(me.0, from.0, current, &sdp) {
-                    OfferVerdict::Ignore(_) => {
+                match n.rtc.on_offer(from.0, &sdp) {
+                    OnOffer::Ignore(_) | OnOffer::Refused | OnOffer::WrongIdentity(_) => {
                         self.stats.signals_ignored += 1;
                         return;
                     }
-                    OfferVerdict::Reoffer => {
+                    OnOffer::Reoffer(ours) => {
                         self.stats.signals_ignored += 1;
-                        let ours = n.rtc.get(&from).map(|l| l.sdp.clone());
-                        let payload = Description::Offer(ours.unwrap_or_default()).encode();
+                        let payload =
+                            ours.unwrap_or_else(|| Description::Offer(String::new()).encode());
                         self.send_signal(me, from, payload, via_introducer);
                         return;
                     }
-                    OfferVerdict::Reanswer => {
+                    OnOffer::Reanswer(answered) => {
                         self.stats.reanswers += 1;
-                        let answered = n.rtc.get(&from).map(|l| l.sdp.clone());
-                        let payload = Description::Answer(answered.unwrap_or_default()).encode();
+                        let payload =
+                            answered.unwrap_or_else(|| Description::Answer(String::new()).encode());
                         self.send_signal(me, from, payload, via_introducer);
                         return;
                     }
-                    OfferVerdict::Answer => {}
-                    OfferVerdict::Replace { was_open } => {
+                    OnOffer::Answer { replaced: None } => {}
+                    OnOffer::Answer {
+                        replaced: Some(old),
+                    } => {
                         self.stats.links_replaced += 1;
-                        if let Some(n) = self.nodes.get_mut(&me) {
-                            n.rtc.remove(&from);
-                        }
-                        if was_open {
+                        if old.open {
                             self.stats.open_links_replaced += 1;
                             // Our side of the old link closes now; the offerer no longer holds
                             // it (it offered anew).
@@ -1501,19 +1477,15 @@ impl Sim {
                     }
                 }
                 let (attempt, answer) = self.description('a');
+                let payload = Description::Answer(answer).encode();
                 if let Some(n) = self.nodes.get_mut(&me) {
                     n.connections_created += 1;
-                    n.rtc.insert(
-                        from,
-                        SimLink {
-                            role: Role::Answerer,
-                            open: false,
-                            answered: false,
-                            remote_offer: Some(sdp),
-                            sdp: answer.clone(),
-                            attempt,
-                        },
-                    );
+                    if let Some(generation) = n
+                        .rtc
+                        .start(from.0, Role::Answerer, Some(sdp), |_| Some(attempt))
+                    {
+                        n.rtc.set_local_payload(from.0, generation, payload.clone());
+                    }
                 }
                 self.schedule(
                     now + self.cfg.connect_timeout_ms,
@@ -1524,19 +1496,18 @@ impl Sim {
                     },
                 );
                 // The answer goes back the way the offer came.
-                let payload = Description::Answer(answer).encode();
                 self.send_signal(me, from, payload, via_introducer);
             }
-            Description::Answer(_) => {
-                let Some(link) = self.nodes.get_mut(&me).and_then(|n| n.rtc.get_mut(&from)) else {
-                    self.stats.signals_ignored += 1;
-                    return;
-                };
-                if !signal::accepts_answer(Some(link.snapshot())) {
+            Description::Answer(sdp) => {
+                let accepted = self
+                    .nodes
+                    .get_mut(&me)
+                    .and_then(|n| n.rtc.accept_answer(from.0, &sdp))
+                    .is_some();
+                if !accepted {
                     self.stats.signals_ignored += 1;
                     return;
                 }
-                link.answered = true;
                 let at = now + self.latency(me, from);
                 self.schedule(
                     at,
