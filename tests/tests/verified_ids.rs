@@ -1,0 +1,206 @@
+//! Ids proven by link certificates across both drivers (issue 11, item 4): a native peer with
+//! `--verify-ids` and two headless-Chromium tabs with `?verify=1` (`verifyIds`) form one ring
+//! through the signaling server, each checking every other's offers and answers against the
+//! certificate fingerprint in them (node-core's `peer::identity`); a put through the native peer
+//! reads back through a tab and the other way. Then a native peer that claims an id by hand
+//! (`--id`, no certificate behind it) tries to join: its offers are refused and counted
+//! (`driver.rtc.identity_refused`) and it never becomes a member.
+//!
+//! Needs the page's wasm package (`cargo xtask wasm`), Chromium at /usr/bin/chromium, and the
+//! `signaling`/`chord-node` binaries (`cargo build -p node-native --bin chord-node -p
+//! signaling`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use e2e::browser::{Browser, LaunchOptions, Tab};
+use e2e::{Proc, json, wait_until};
+use serde_json::Value;
+use tokio::runtime::Runtime;
+
+const SIGNALING: u16 = 7800;
+const NATIVE: u16 = 7801;
+const IMPOSTOR: u16 = 7802;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn ring(port: u16) -> Option<Value> {
+    json(port, "GET", "/ring", None).map(|(_, v)| v)
+}
+
+fn identity_refused(port: u16) -> u64 {
+    json(port, "GET", "/metrics", None)
+        .and_then(|(_, v)| v.pointer("/driver/rtc/identity_refused")?.as_u64())
+        .unwrap_or(0)
+}
+
+fn tab_eval(rt: &Runtime, tab: &Tab, expression: &str) -> Value {
+    rt.block_on(tab.eval(expression)).unwrap_or(Value::Null)
+}
+
+fn tab_refused(rt: &Runtime, tab: &Tab) -> u64 {
+    tab_eval(
+        rt,
+        tab,
+        "window.chord.peer.metrics().driver.rtc.identity_refused",
+    )
+    .as_u64()
+    .unwrap_or(0)
+}
+
+/// A page with `?verify=1`: its id is the one its certificate proves.
+fn open_verifying_tab(rt: &Runtime, browser: &Browser) -> (Tab, u32) {
+    let url = format!("http://127.0.0.1:{SIGNALING}/?verify=1");
+    let tab = rt.block_on(browser.open_tab(&url)).expect("open tab");
+    let ready = rt.block_on(tab.eval("window.chord.ready.then(p => p.id)"));
+    let id = ready
+        .as_ref()
+        .ok()
+        .and_then(|v| v.as_str())
+        .and_then(|s| u32::from_str_radix(s, 16).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "a verifying tab did not start: {ready:?}\nconsole:\n{}",
+                tab.console_log().join("\n")
+            )
+        });
+    (tab, id)
+}
+
+#[test]
+fn verifying_tabs_and_a_verifying_native_peer_form_one_ring() {
+    if !lab::netns::enter_private_netns("verifying_tabs_and_a_verifying_native_peer_form_one_ring")
+    {
+        return;
+    }
+    let _signaling = e2e::serve_page(SIGNALING);
+    let args = |port: u16, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--in-memory",
+            "--bootstrap",
+            &format!("127.0.0.1:{SIGNALING}"),
+            "--log",
+            "info",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let native = Proc::chord_node("verified-native", &args(NATIVE, &["--verify-ids"]), NATIVE);
+    assert!(
+        wait_until(Duration::from_secs(20), || ring(NATIVE)
+            .is_some_and(|r| r["joined"] == true)),
+        "the verifying native peer did not start a ring:\n{}",
+        native.log()
+    );
+    let native_id = ring(NATIVE)
+        .and_then(|r| u32::from_str_radix(r["id"].as_str()?, 16).ok())
+        .expect("the native peer's id");
+
+    let rt = Runtime::new().expect("tokio runtime");
+    let profiles = root().join("target/e2e-chromium");
+    let browser = rt
+        .block_on(Browser::launch(LaunchOptions::new(&profiles)))
+        .expect("launch headless Chromium");
+    let (tab_a, a) = open_verifying_tab(&rt, &browser);
+    let (tab_b, b) = open_verifying_tab(&rt, &browser);
+    let ids = [native_id, a, b];
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+        "{ids:x?}"
+    );
+    let tabs_agree = || {
+        [(&tab_a, a), (&tab_b, b)].iter().all(|(tab, id)| {
+            let order = e2e::ring_order(&ids, *id);
+            tab_eval(&rt, tab, "window.chord.peer.ring().successors[0] ?? null").as_str()
+                == order.get(1).map(String::as_str)
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            e2e::joined_with_successor(NATIVE, native_id, &ids) && tabs_agree()
+        }),
+        "the verifying peers did not form a ring: native {:?}, tabs {:?}\nnative log:\n{}",
+        ring(NATIVE),
+        [&tab_a, &tab_b].map(|t| tab_eval(&rt, t, "JSON.stringify(window.chord.peer.ring())")),
+        native.log()
+    );
+
+    // Both ways across the two drivers.
+    assert!(
+        e2e::put_value(NATIVE, "from-native", "n"),
+        "put through the native peer"
+    );
+    let got = tab_eval(
+        &rt,
+        &tab_a,
+        "window.chord.peer.get('from-native').then(r => r.value)",
+    );
+    assert_eq!(got.as_str(), Some("n"), "read through a tab");
+    let put = tab_eval(
+        &rt,
+        &tab_b,
+        "window.chord.peer.put('from-tab', 't').then(r => r.ok)",
+    );
+    assert_eq!(put, Value::Bool(true), "put through a tab");
+    let got = json(NATIVE, "POST", "/get", Some(r#"{"key":"from-tab"}"#));
+    assert!(
+        got.as_ref()
+            .is_some_and(|(s, v)| *s == 200 && v["value"] == "t"),
+        "read through the native peer: {got:?}"
+    );
+    assert_eq!(identity_refused(NATIVE), 0, "nothing refused yet");
+    for tab in [&tab_a, &tab_b] {
+        assert_eq!(tab_refused(&rt, tab), 0, "nothing refused yet");
+    }
+
+    // A peer whose id is only claimed: every member it reaches refuses it.
+    let claimed = 0x5555_5555u32;
+    let impostor = Proc::chord_node(
+        "verified-impostor",
+        &args(IMPOSTOR, &["--id", &format!("{claimed:08x}")]),
+        IMPOSTOR,
+    );
+    let refused = || identity_refused(NATIVE) + tab_refused(&rt, &tab_a) + tab_refused(&rt, &tab_b);
+    assert!(
+        wait_until(Duration::from_secs(30), || refused() >= 2),
+        "the impostor's offers were not refused: {} refused\nimpostor log:\n{}",
+        refused(),
+        impostor.log()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let impostor_ring = ring(IMPOSTOR);
+    assert!(
+        impostor_ring
+            .as_ref()
+            .is_none_or(|r| r["joined"] != true || r["links"].as_array().is_none_or(Vec::is_empty)),
+        "the impostor joined or linked: {impostor_ring:?}"
+    );
+    let native_ring = ring(NATIVE).expect("native /ring");
+    assert!(
+        !native_ring.to_string().contains(&format!("{claimed:08x}")),
+        "the native peer knows the impostor: {native_ring}"
+    );
+    assert!(
+        e2e::joined_with_successor(NATIVE, native_id, &ids) && tabs_agree(),
+        "the verifying ring is unchanged: {native_ring}"
+    );
+    println!(
+        "ring {:x?}; the impostor {claimed:08x} was refused {} times",
+        ids,
+        refused()
+    );
+    drop((tab_a, tab_b));
+    rt.block_on(browser.close()).expect("close Chromium");
+}
