@@ -4,7 +4,8 @@
 //! certificate fingerprint in them (node-core's `peer::identity`); a put through the native peer
 //! reads back through a tab and the other way. Then a native peer that claims an id by hand
 //! (`--id`, no certificate behind it) tries to join: its offers are refused and counted
-//! (`driver.rtc.identity_refused`) and it never becomes a member.
+//! (`driver.rtc.identity_refused`) and it never becomes a member. Last, a tab is reloaded: it
+//! comes back with the same certificate and id, and the ring takes it back.
 //!
 //! Needs the page's wasm package (`cargo xtask wasm`), Chromium at /usr/bin/chromium, and the
 //! `signaling`/`chord-node` binaries (`cargo build -p node-native --bin chord-node -p
@@ -196,10 +197,37 @@ fn verifying_tabs_and_a_verifying_native_peer_form_one_ring() {
         e2e::joined_with_successor(NATIVE, native_id, &ids) && tabs_agree(),
         "the verifying ring is unchanged: {native_ring}"
     );
-    println!(
-        "ring {:x?}; the impostor {claimed:08x} was refused {} times",
-        ids,
-        refused()
+    drop(impostor);
+    std::thread::sleep(Duration::from_secs(1));
+    let refused_native = identity_refused(NATIVE);
+
+    // A reload is the same peer: the page finds its id in sessionStorage and the certificate
+    // that proves it in IndexedDB, and rejoins with both; the ring takes it back.
+    rt.block_on(tab_a.reload()).expect("reload tab a");
+    let again = tab_eval(&rt, &tab_a, "window.chord.ready.then(p => p.id)");
+    assert_eq!(
+        again.as_str(),
+        Some(format!("{a:08x}").as_str()),
+        "a reload keeps the certificate and so the id\nconsole:\n{}",
+        tab_a.console_log().join("\n")
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            e2e::joined_with_successor(NATIVE, native_id, &ids) && tabs_agree()
+        }),
+        "the reloaded tab did not rejoin: native {:?}",
+        ring(NATIVE)
+    );
+    let got = tab_eval(
+        &rt,
+        &tab_a,
+        "window.chord.peer.get('from-tab').then(r => r.value)",
+    );
+    assert_eq!(got.as_str(), Some("t"), "read through the reloaded tab");
+    assert_eq!(
+        identity_refused(NATIVE),
+        refused_native,
+        "the reloaded tab proves its id"
     );
     drop((tab_a, tab_b));
     rt.block_on(browser.close()).expect("close Chromium");
