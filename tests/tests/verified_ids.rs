@@ -1,13 +1,14 @@
-//! Ids proven by link certificates across both drivers (issue 11, item 4): a native peer with
-//! `--verify-ids` and two headless-Chromium tabs with `?verify=1` (`verifyIds`) form one ring
-//! through the signaling server, each checking every other's offers and answers against the
-//! certificate fingerprint in them (node-core's `peer::identity`); a put through the native peer
-//! reads back through a tab and the other way. Then a native peer that claims an id by hand
-//! (`--id`, no certificate behind it) tries to join: its offers are refused and counted
-//! (`driver.rtc.identity_refused`) and it never becomes a member. Last, a tab is reloaded: it
-//! comes back with the same certificate and id, and the ring takes it back.
+//! Ids proven by link certificates across both drivers and both browsers (issue 11, item 4): a
+//! native peer with `--verify-ids`, two headless-Chromium tabs and a headless-Firefox tab with
+//! `?verify=1` (`verifyIds`) form one ring through the signaling server, each checking every
+//! other's offers and answers against the certificate fingerprint in them (node-core's
+//! `peer::identity`); puts read back across native, Chromium and Firefox. Then a native peer
+//! that claims an id by hand (`--id`, no certificate behind it) tries to join: its offers are
+//! refused and counted (`driver.rtc.identity_refused`) and it never becomes a member. Last, a
+//! tab is reloaded: it comes back with the same certificate and id, and the ring takes it back.
 //!
-//! Needs the page's wasm package (`cargo xtask wasm`), Chromium at /usr/bin/chromium, and the
+//! Needs the page's wasm package (`cargo xtask wasm`), Chromium at /usr/bin/chromium, Firefox
+//! ESR at /usr/bin/firefox-esr and geckodriver (`cargo xtask setup`), and the
 //! `signaling`/`chord-node` binaries (`cargo build -p node-native --bin chord-node -p
 //! signaling`).
 
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use e2e::browser::{Browser, LaunchOptions, Tab};
+use e2e::webdriver::Firefox;
 use e2e::{Proc, json, wait_until};
 use serde_json::Value;
 use tokio::runtime::Runtime;
@@ -22,6 +24,7 @@ use tokio::runtime::Runtime;
 const SIGNALING: u16 = 7800;
 const NATIVE: u16 = 7801;
 const IMPOSTOR: u16 = 7802;
+const GECKODRIVER: u16 = 7810;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -116,17 +119,30 @@ fn verifying_tabs_and_a_verifying_native_peer_form_one_ring() {
         .expect("launch headless Chromium");
     let (tab_a, a) = open_verifying_tab(&rt, &browser);
     let (tab_b, b) = open_verifying_tab(&rt, &browser);
-    let ids = [native_id, a, b];
-    assert!(
-        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
-        "{ids:x?}"
-    );
+    // A Firefox tab too: its certificate (Firefox's stack) is checked by Chromium's tabs and
+    // the native peer, and theirs by it.
+    let firefox = Firefox::launch(GECKODRIVER).expect("launch headless Firefox");
+    firefox
+        .open(&format!("http://127.0.0.1:{SIGNALING}/?verify=1"))
+        .expect("open the page in Firefox");
+    let f = firefox
+        .eval("window.chord.ready.then(p => p.id)")
+        .ok()
+        .and_then(|v| u32::from_str_radix(v.as_str()?, 16).ok())
+        .expect("the verifying Firefox tab did not start");
+    let ff_eval = |js: &str| firefox.eval(js).unwrap_or(Value::Null);
+    let ids = [native_id, a, b, f];
+    let distinct: std::collections::BTreeSet<u32> = ids.into_iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "{ids:x?}");
+    let successor_js = "window.chord.peer.ring().successors[0] ?? null";
     let tabs_agree = || {
+        let true_successor = |id: u32| e2e::ring_order(&ids, id).get(1).cloned();
         [(&tab_a, a), (&tab_b, b)].iter().all(|(tab, id)| {
-            let order = e2e::ring_order(&ids, *id);
-            tab_eval(&rt, tab, "window.chord.peer.ring().successors[0] ?? null").as_str()
-                == order.get(1).map(String::as_str)
-        })
+            tab_eval(&rt, tab, successor_js)
+                .as_str()
+                .map(str::to_string)
+                == true_successor(*id)
+        }) && ff_eval(successor_js).as_str().map(str::to_string) == true_successor(f)
     };
     assert!(
         wait_until(Duration::from_secs(60), || {
@@ -165,6 +181,20 @@ fn verifying_tabs_and_a_verifying_native_peer_form_one_ring() {
     for tab in [&tab_a, &tab_b] {
         assert_eq!(tab_refused(&rt, tab), 0, "nothing refused yet");
     }
+    let ff_refused = || {
+        ff_eval("window.chord.peer.metrics().driver.rtc.identity_refused")
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert_eq!(ff_refused(), 0, "nothing refused yet");
+    let put = ff_eval("window.chord.peer.put('from-firefox', 'f').then(r => r.ok)");
+    assert_eq!(put, Value::Bool(true), "put through Firefox");
+    let got = tab_eval(
+        &rt,
+        &tab_a,
+        "window.chord.peer.get('from-firefox').then(r => r.value)",
+    );
+    assert_eq!(got.as_str(), Some("f"), "read through a Chromium tab");
 
     // A peer whose id is only claimed: every member it reaches refuses it.
     let claimed = 0x5555_5555u32;
@@ -173,7 +203,12 @@ fn verifying_tabs_and_a_verifying_native_peer_form_one_ring() {
         &args(IMPOSTOR, &["--id", &format!("{claimed:08x}")]),
         IMPOSTOR,
     );
-    let refused = || identity_refused(NATIVE) + tab_refused(&rt, &tab_a) + tab_refused(&rt, &tab_b);
+    let refused = || {
+        identity_refused(NATIVE)
+            + tab_refused(&rt, &tab_a)
+            + tab_refused(&rt, &tab_b)
+            + ff_refused()
+    };
     assert!(
         wait_until(Duration::from_secs(30), || refused() >= 2),
         "the impostor's offers were not refused: {} refused\nimpostor log:\n{}",
@@ -230,5 +265,6 @@ fn verifying_tabs_and_a_verifying_native_peer_form_one_ring() {
         "the reloaded tab proves its id"
     );
     drop((tab_a, tab_b));
+    firefox.close();
     rt.block_on(browser.close()).expect("close Chromium");
 }
