@@ -60,7 +60,10 @@ const config = (() => {
   // `?connections=N`: this tab's lifetime budget of peer connections (`connectionLimit`,
   // 2..500; Chromium's cap of 500 when absent). Smaller only to see the budget run out.
   const connections = Number(params.get('connections')) || undefined;
-  return { introducer, iceServers, id, walkLimit, onFreeze, connections };
+  // `?verify=1`: prove this tab's id by its links' certificate and refuse peers that do not
+  // (`verifyIds`); the id then comes from the certificate, so `?id=` is an error with it.
+  const verifyIds = params.get('verify') === '1';
+  return { introducer, iceServers, id, walkLimit, onFreeze, connections, verifyIds };
 })();
 
 // ---------------------------------------------------------------------------------------------
@@ -1083,6 +1086,7 @@ async function start() {
     const opts = { introducer: config.introducer, iceServers: config.iceServers };
     if (config.id) opts.id = config.id;
     if (config.connections) opts.connectionLimit = config.connections;
+    if (config.verifyIds) opts.verifyIds = true;
     peer = await mod.ChordPeer.start(opts);
   } catch (err) {
     fail(err);

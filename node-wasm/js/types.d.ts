@@ -25,7 +25,10 @@ export interface StartOptions {
   introducer: `ws://${string}` | `wss://${string}` | `page:${string}`;
   /** ICE server URLs, e.g. `['stun:stun.example.org:3478']`; default none. */
   iceServers?: string[];
-  /** This peer's id (8 hex digits); default the tab's id from `sessionStorage`, else random. */
+  /**
+   * This peer's id (8 hex digits); default the tab's id from `sessionStorage`, else random.
+   * Not with `verifyIds`.
+   */
   id?: PeerId;
   /** `'indexeddb'` (default: one database per peer id) or `'memory'` (keeps nothing). */
   storage?: 'indexeddb' | 'memory';
@@ -47,6 +50,13 @@ export interface StartOptions {
    * `'safari 18'` or `'browser'`.
    */
   agent?: string;
+  /**
+   * Prove this peer's id by the certificate of its links, and refuse peers that do not prove
+   * theirs (`metrics().driver.rtc.identity_refused`): the id is derived from an ECDSA P-256
+   * certificate kept in IndexedDB (`chord-kv-identities`; a reload keeps it, `storage:
+   * 'memory'` makes a new one each start). Default false; with `id` a `bad_config` error.
+   */
+  verifyIds?: boolean;
 }
 
 /** `put` and `delete` resolve with this: the write's Lamport timestamp and its route. */
@@ -282,6 +292,8 @@ export interface RtcMetrics {
   frames_in_dropped: number;
   /** Offers refused by the pending-connection bounds (2 per peer, 64 in all). */
   offers_refused: number;
+  /** Offers and answers refused because their certificate does not prove their sender's id. */
+  identity_refused: number;
   bad_signals: number;
   ignored_signals: number;
   reanswers: number;

@@ -56,6 +56,9 @@ pub struct StartOptions {
     /// What this peer says it is in ring walks (`agent`); by default derived from
     /// `navigator.userAgent` (`chromium 131`, `firefox 128`, see `node_core::agent`).
     pub agent: Option<String>,
+    /// Prove this tab's id by its links' certificate and refuse peers that do not prove theirs
+    /// (`verifyIds`, node-core's `peer::identity`; identity.rs). Excludes `id`.
+    pub verify_ids: bool,
 }
 
 impl StartOptions {
@@ -96,6 +99,18 @@ impl StartOptions {
                     .map_err(|_| format!("id {s:?} is not 8 hex digits"))?)),
                 other => return Err(format!("id {other} is not 8 hex digits")),
             };
+        let verify_ids = match &v["verifyIds"] {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            _ => return Err("verifyIds must be true or false".into()),
+        };
+        if verify_ids && id.is_some() {
+            return Err(
+                "verifyIds and id exclude each other: a verifying tab's id is the one its \
+                 certificate proves"
+                    .into(),
+            );
+        }
         let persist = match v["storage"].as_str() {
             None | Some("indexeddb") => true,
             Some("memory") => false,
@@ -137,6 +152,7 @@ impl StartOptions {
                 Value::String(s) => Some(s.clone()),
                 _ => return Err("agent must be a string".into()),
             },
+            verify_ids,
         })
     }
 }
@@ -304,15 +320,25 @@ fn random_u64() -> u64 {
 /// a ring member.
 pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
     let seed = random_u64();
+    // A verifying tab's id is the one its certificate proves (identity.rs; `verifyIds`
+    // excludes `id`).
+    let identity = if options.verify_ids {
+        Some(crate::identity::load_or_create(options.persist).await?)
+    } else {
+        None
+    };
     let remembered = if options.persist {
         crate::storage::session_peer_id()
     } else {
         None
     };
-    let id = options
-        .id
-        .or(remembered.map(Id))
-        .unwrap_or(Id((seed >> 32) as u32));
+    let id = match &identity {
+        Some(identity) => identity.id(),
+        None => options
+            .id
+            .or(remembered.map(Id))
+            .unwrap_or(Id((seed >> 32) as u32)),
+    };
     if options.persist && options.id.is_none() {
         crate::storage::remember_session_peer_id(id.0);
     }
@@ -358,7 +384,11 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
                 },
                 origin_ms,
                 me: me.clone(),
-                links: Links::new(id.0, options.ice_servers.clone()),
+                links: Links::new(
+                    id.0,
+                    options.ice_servers.clone(),
+                    identity.map(|i| i.certificate),
+                ),
                 introducer: None,
                 introducer_url: options.introducer.clone(),
                 pending: HashMap::new(),

@@ -42,10 +42,13 @@
 //! - [`links`]: one RTCPeerConnection with one data channel per peer; non-trickle SDP in the
 //!   `{type, sdp}` shape, glare settled by the lower id (the native peer's rules).
 //! - [`introducer`]: the introducer session, over a WebSocket or in-page.
-//! - [`storage`]: the tab's IndexedDB database (one per peer id) and its `sessionStorage` id.
+//! - [`storage`]: the tab's IndexedDB database (one per peer id), its `sessionStorage` id, and
+//!   the certificates of verifying tabs (`chord-kv-identities`).
+//! - [`identity`]: a verifying tab's certificate and the id it proves (`verifyIds`).
 //! - [`js`]: conversions to JavaScript values and errors.
 
 pub mod driver;
+pub mod identity;
 pub mod introducer;
 pub mod js;
 pub mod links;
@@ -78,10 +81,22 @@ pub struct ChordPeer {
 #[wasm_bindgen]
 impl ChordPeer {
     /// Starts a peer: `{introducer, iceServers?, id?, storage?, replicas?, readQuorum?,
-    /// writeQuorum?, connectionLimit?}`. Resolves once the peer is a ring member (joined, or the first peer of a
-    /// new ring). Without `id` the tab's id from `sessionStorage` is reused (a reload is the same
-    /// peer), else a random one. `storage: 'indexeddb'` (default) restores and persists the
-    /// store in IndexedDB; `'memory'` keeps nothing.
+    /// writeQuorum?, connectionLimit?, agent?, verifyIds?}`. Resolves once the peer is a ring
+    /// member (joined, or the first peer of a new ring). Without `id` the tab's id from
+    /// `sessionStorage` is reused (a reload is the same peer), else a random one.
+    /// `storage: 'indexeddb'` (default) restores and persists the store in IndexedDB;
+    /// `'memory'` keeps nothing.
+    ///
+    /// `verifyIds: true` binds the id to the links (issue 11, item 4; node-core's
+    /// `peer::identity`): the tab makes an ECDSA P-256 certificate
+    /// (`RTCPeerConnection.generateCertificate`, 365 days), presents it on every connection,
+    /// and its id is the one the certificate's SHA-256 fingerprint proves; offers and answers
+    /// whose fingerprint does not prove their sender's id are refused and counted
+    /// (`metrics().driver.rtc.identity_refused`). With IndexedDB storage the certificate is
+    /// kept (storage.rs, "Certificates"), so a reload keeps the id; with `'memory'` each start
+    /// is a new certificate and id. A ring that verifies consists of verifying peers only
+    /// (tabs with `verifyIds`, `chord-node --verify-ids`). `verifyIds` with `id` is a
+    /// `bad_config` error, as is a browser that cannot make or fingerprint a certificate.
     pub async fn start(
         #[wasm_bindgen(unchecked_param_type = "StartOptions")] options: JsValue,
     ) -> Result<Self, JsValue> {

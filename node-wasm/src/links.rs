@@ -12,6 +12,11 @@
 //!   very offer the current answerer link answers is answered again while that link is not
 //!   open, ignored once it is; an offer with no answer goes again every `OFFER_RETRY_MS`;
 //! - a link not open within [`CONNECT_TIMEOUT_MS`] is closed and reported down.
+//! - **ids proven by certificates** (issue 11, item 4; `verifyIds`, identity.rs): every
+//!   connection presents the tab's one certificate (`certificates` in its `RTCConfiguration`),
+//!   and node-core's link table (`LinkTable::verify_ids`) refuses, before anything is built,
+//!   an offer or answer whose SHA-256 fingerprint does not prove its sender's id
+//!   (`identity_refused`).
 //! - **bounds** (issue 11, item 3): an offer is answered only within node-core's
 //!   pending-answer bounds (`peer::table::PendingBounds`, 2 per peer and 64 in all; a tab
 //!   closes a replaced connection at once, so only the current ones count), and a frame is
@@ -97,6 +102,9 @@ pub struct SignalOutcome {
 /// Every link of one peer.
 pub struct Links {
     ice_servers: Vec<String>,
+    /// The `RTCCertificate` every connection presents when this tab proves its id
+    /// (`verifyIds`, identity.rs); `None`: the browser makes one per connection.
+    certificate: Option<JsValue>,
     table: LinkTable<Stack>,
     /// Frames and bytes (the table counts the rest).
     frames: LinkStats,
@@ -112,10 +120,18 @@ impl std::fmt::Debug for Links {
 }
 
 impl Links {
-    pub fn new(me: u32, ice_servers: Vec<String>) -> Self {
+    /// The links of peer `me`; with a `certificate` (`verifyIds`) every connection presents it
+    /// and the table refuses offers and answers that do not prove their sender's id.
+    pub fn new(me: u32, ice_servers: Vec<String>, certificate: Option<JsValue>) -> Self {
+        let table = LinkTable::new(me);
         Self {
             ice_servers,
-            table: LinkTable::new(me),
+            table: if certificate.is_some() {
+                table.verify_ids()
+            } else {
+                table
+            },
+            certificate,
             frames: LinkStats::default(),
         }
     }
@@ -203,9 +219,9 @@ impl Links {
 
     /// Starts a link to `peer` as the offerer (nothing if one exists or is being made).
     pub fn connect(&mut self, shared: &Handle, peer: u32) {
-        let servers = &self.ice_servers;
+        let (servers, certificate) = (&self.ice_servers, self.certificate.as_ref());
         let Some(generation) = self.table.start(peer, Role::Offerer, None, |generation| {
-            new_stack(servers, shared, peer, generation)
+            new_stack(servers, certificate, shared, peer, generation)
         }) else {
             return;
         };
@@ -289,11 +305,11 @@ impl Links {
     }
 
     fn answer(&mut self, shared: &Handle, peer: u32, sdp: String) {
-        let servers = &self.ice_servers;
+        let (servers, certificate) = (&self.ice_servers, self.certificate.as_ref());
         let Some(generation) =
             self.table
                 .start(peer, Role::Answerer, Some(sdp.clone()), |generation| {
-                    new_stack(servers, shared, peer, generation)
+                    new_stack(servers, certificate, shared, peer, generation)
                 })
         else {
             return;
@@ -356,8 +372,15 @@ impl Links {
 }
 
 /// The browser's objects for link `generation` to `peer`: the peer connection with its
-/// handlers and the connect timeout (`None` when the browser refused to make one).
-fn new_stack(ice_servers: &[String], shared: &Handle, peer: u32, generation: u64) -> Option<Stack> {
+/// handlers and the connect timeout (`None` when the browser refused to make one). With a
+/// `certificate` (`verifyIds`) the connection presents it, so its descriptions prove our id.
+fn new_stack(
+    ice_servers: &[String],
+    certificate: Option<&JsValue>,
+    shared: &Handle,
+    peer: u32,
+    generation: u64,
+) -> Option<Stack> {
     {
         let config = web_sys::RtcConfiguration::new();
         let servers = js_sys::Array::new();
@@ -368,6 +391,13 @@ fn new_stack(ice_servers: &[String], shared: &Handle, peer: u32, generation: u64
             servers.push(&server);
         }
         let _ = js_sys::Reflect::set(&config, &"iceServers".into(), &servers);
+        if let Some(certificate) = certificate {
+            let _ = js_sys::Reflect::set(
+                &config,
+                &"certificates".into(),
+                &js_sys::Array::of1(certificate),
+            );
+        }
         let pc = RtcPeerConnection::new_with_configuration(&config).ok()?;
         let me = Rc::downgrade(shared);
         let mut callbacks = Vec::new();

@@ -20,6 +20,26 @@
 //!
 //! An unreadable database or a malformed record fails the peer's start with an error that names
 //! the database and the key: a silently empty store would look like lost data.
+//!
+//! # Certificates (`verifyIds`)
+//! A tab that proves its id (node-core's `peer::identity`; the start option `verifyIds`, see
+//! identity.rs) keeps its certificate in one database shared by the origin's tabs,
+//! `chord-kv-identities` (version 1), object store `certificates`: the key is the id it proves
+//! (8 hex digits, as in `sessionStorage` and the store's database name), the value the
+//! `RTCCertificate` itself (structured-cloneable: Chromium and Firefox ESR give back a
+//! certificate whose fingerprint and `expires` are the original's). So the layout per tab is:
+//! - `sessionStorage["chord-kv-peer-id"]`: the id (as without `verifyIds`);
+//! - `chord-kv-identities` / `certificates` / `<id>`: the certificate that proves it;
+//! - `chord-kv-<id>`: the store.
+//!
+//! A reload finds the id in `sessionStorage` and its certificate under that key, so it presents
+//! the same certificate and is the same peer; a new tab has no id in its `sessionStorage` and
+//! makes a new certificate. The certificate is written (and its transaction completed) before
+//! the id goes into `sessionStorage`. A certificate under the remembered id that does not prove
+//! that id is a start error (`storage_error`); a missing one, or one expiring within a day (the
+//! browsers make them for at most 365 days), is replaced by a new certificate, and so a new id
+//! (a new peer; the old store's database stays behind, like the database of a closed tab).
+//! `storage: 'memory'` keeps neither the id nor the certificate: a new one each start.
 
 use js_sys::{Array, Promise};
 use node_core::store::Entry;
@@ -31,6 +51,9 @@ use web_sys::{IdbDatabase, IdbOpenDbRequest, IdbRequest, IdbTransactionMode};
 const ENTRIES: &str = "entries";
 const META: &str = "meta";
 const SESSION_KEY: &str = "chord-kv-peer-id";
+/// The database of the tabs' certificates (module docs, "Certificates").
+pub const IDENTITIES: &str = "chord-kv-identities";
+const CERTIFICATES: &str = "certificates";
 
 /// The database of one peer.
 #[derive(Debug, Clone)]
@@ -79,34 +102,92 @@ fn describe(error: &JsValue) -> String {
         .unwrap_or_else(|| format!("{error:?}"))
 }
 
+/// Opens (creating if needed, with these object stores) version 1 of database `name`.
+async fn open_database(name: &str, stores: &'static [&'static str]) -> Result<IdbDatabase, String> {
+    let factory = web_sys::window()
+        .and_then(|w| w.indexed_db().ok().flatten())
+        .ok_or_else(|| format!("IndexedDB is not available here (database {name})"))?;
+    let request: IdbOpenDbRequest = factory
+        .open_with_u32(name, 1)
+        .map_err(|e| format!("cannot open IndexedDB database {name}: {}", describe(&e)))?;
+    let upgrade = {
+        let request = request.clone();
+        Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            if let Ok(db) = request.result().and_then(|r| r.dyn_into::<IdbDatabase>()) {
+                for store in stores {
+                    let _ = db.create_object_store(store);
+                }
+            }
+        })
+    };
+    request.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
+    let db = done(&request)
+        .await
+        .map_err(|e| format!("cannot open IndexedDB database {name}: {}", describe(&e)))?;
+    request.set_onupgradeneeded(None);
+    drop(upgrade);
+    db.dyn_into()
+        .map_err(|_| format!("IndexedDB database {name} did not open"))
+}
+
+/// The certificate kept for id `id` (module docs, "Certificates"), if any.
+pub async fn load_certificate(id: u32) -> Result<Option<JsValue>, String> {
+    let db = open_database(IDENTITIES, &[CERTIFICATES]).await?;
+    let fail = |e: &JsValue| {
+        format!(
+            "cannot read the certificate of {id:08x} from IndexedDB database {IDENTITIES}: {}",
+            describe(e)
+        )
+    };
+    let request = db
+        .transaction_with_str(CERTIFICATES)
+        .and_then(|t| t.object_store(CERTIFICATES))
+        .and_then(|store| store.get(&format!("{id:08x}").into()))
+        .map_err(|e| fail(&e));
+    let result = match request {
+        Ok(request) => done(&request).await.map_err(|e| fail(&e)),
+        Err(e) => Err(e),
+    };
+    db.close();
+    result.map(|value| (!value.is_undefined()).then_some(value))
+}
+
+/// Keeps `certificate` under id `id`; resolves once the transaction completed.
+pub async fn keep_certificate(id: u32, certificate: &JsValue) -> Result<(), String> {
+    let db = open_database(IDENTITIES, &[CERTIFICATES]).await?;
+    let fail = |e: &JsValue| {
+        format!(
+            "cannot keep the certificate of {id:08x} in IndexedDB database {IDENTITIES}: {}",
+            describe(e)
+        )
+    };
+    let result = async {
+        let transaction = db
+            .transaction_with_str_and_mode(CERTIFICATES, IdbTransactionMode::Readwrite)
+            .map_err(|e| fail(&e))?;
+        transaction
+            .object_store(CERTIFICATES)
+            .and_then(|store| store.put_with_key(certificate, &format!("{id:08x}").into()))
+            .map_err(|e| fail(&e))?;
+        let committed = Promise::new(&mut |resolve, reject| {
+            transaction.set_oncomplete(Some(&resolve));
+            transaction.set_onabort(Some(&reject));
+        });
+        JsFuture::from(committed)
+            .await
+            .map_err(|_| fail(&"the transaction aborted".into()))?;
+        Ok(())
+    }
+    .await;
+    db.close();
+    result
+}
+
 impl Storage {
     /// Opens (creating if needed) the database of peer `id`.
     pub async fn open(id: u32) -> Result<Self, String> {
         let name = format!("chord-kv-{id:08x}");
-        let factory = web_sys::window()
-            .and_then(|w| w.indexed_db().ok().flatten())
-            .ok_or_else(|| format!("IndexedDB is not available here (database {name})"))?;
-        let request: IdbOpenDbRequest = factory
-            .open_with_u32(&name, 1)
-            .map_err(|e| format!("cannot open IndexedDB database {name}: {}", describe(&e)))?;
-        let upgrade = {
-            let request = request.clone();
-            Closure::<dyn FnMut(JsValue)>::new(move |_| {
-                if let Ok(db) = request.result().and_then(|r| r.dyn_into::<IdbDatabase>()) {
-                    let _ = db.create_object_store(ENTRIES);
-                    let _ = db.create_object_store(META);
-                }
-            })
-        };
-        request.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
-        let db = done(&request)
-            .await
-            .map_err(|e| format!("cannot open IndexedDB database {name}: {}", describe(&e)))?;
-        request.set_onupgradeneeded(None);
-        drop(upgrade);
-        let db: IdbDatabase = db
-            .dyn_into()
-            .map_err(|_| format!("IndexedDB database {name} did not open"))?;
+        let db = open_database(&name, &[ENTRIES, META]).await?;
         Ok(Self { name, db })
     }
 

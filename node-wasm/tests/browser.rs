@@ -706,3 +706,217 @@ async fn a_burst_over_the_channel_buffer_is_refused_counted_and_the_link_survive
     a.stop();
     b.stop();
 }
+
+// Ids proven by link certificates (issue 11, item 4; `verifyIds`, node-wasm/src/identity.rs).
+
+/// Options for a tab that proves its id, keeping its store (and certificate) in IndexedDB or not.
+fn verifying(introducer: &str, storage: &str) -> JsValue {
+    js_sys::JSON::parse(&format!(
+        r#"{{"introducer": "{introducer}", "iceServers": [], "storage": "{storage}", "verifyIds": true}}"#
+    ))
+    .unwrap()
+}
+
+/// Replaces the page's `RTCPeerConnection` (once) by a subclass that records, per connection,
+/// whether its configuration names certificates and the SDP of its local and remote
+/// descriptions, in `window.__chordLinks`; returns that list, emptied. This is what the
+/// browser itself puts on the wire, read beside the driver rather than through it.
+fn record_descriptions() -> js_sys::Array {
+    let install = js_sys::Function::new_no_args(
+        r#"
+        if (!window.__chordLinks) {
+          window.__chordLinks = [];
+          const Base = window.RTCPeerConnection;
+          window.RTCPeerConnection = class extends Base {
+            constructor(config) {
+              super(config);
+              this.__record = {
+                certificates: (config && config.certificates || []).length,
+                local: null,
+                remote: null,
+              };
+              window.__chordLinks.push(this.__record);
+            }
+            async setLocalDescription(d) {
+              const r = await super.setLocalDescription(d);
+              this.__record.local = this.localDescription.sdp;
+              return r;
+            }
+            async setRemoteDescription(d) {
+              const r = await super.setRemoteDescription(d);
+              this.__record.remote = this.remoteDescription.sdp;
+              return r;
+            }
+          };
+        }
+        window.__chordLinks.length = 0;
+        return window.__chordLinks;
+        "#,
+    );
+    install.call0(&JsValue::NULL).unwrap().into()
+}
+
+/// The ring id the one `a=fingerprint:sha-256` value of `sdp` proves: parsed here, by hand,
+/// not by node-core's `sdp_fingerprint` (which the driver uses), then `Id::of` its 32 bytes.
+fn id_in_sdp(sdp: &str) -> String {
+    let values: std::collections::BTreeSet<Vec<u8>> = sdp
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=fingerprint:sha-256 "))
+        .map(|hex| {
+            hex.trim()
+                .split(':')
+                .map(|b| u8::from_str_radix(b, 16).unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(values.len(), 1, "one sha-256 fingerprint in {sdp}");
+    let bytes = values.into_iter().next().unwrap();
+    assert_eq!(bytes.len(), 32);
+    node_core::Id::of(&bytes).to_string()
+}
+
+async fn identity_refused(peer: &ChordPeer) -> f64 {
+    number(
+        &field(&field(&peer.metrics(), "driver"), "rtc"),
+        "identity_refused",
+    )
+}
+
+/// Two tabs that prove their ids form a ring, and a put through one reads back through the
+/// other. Each tab's id is the one the fingerprint in the descriptions its connections put on
+/// the wire proves: every connection of theirs names a certificate, its own description proves
+/// one tab's id and the remote description the other's, and both ids are proven.
+#[wasm_bindgen_test]
+async fn verifying_tabs_prove_their_ids_and_form_a_ring() {
+    let links = record_descriptions();
+    let a = ChordPeer::start(verifying("page:verify-ring", "memory"))
+        .await
+        .expect("start a");
+    let b = ChordPeer::start(verifying("page:verify-ring", "memory"))
+        .await
+        .expect("start b");
+    let ids = [a.id(), b.id()];
+    assert_ne!(ids[0], ids[1], "two certificates, two ids");
+    converge(&[&a, &b], &[ids[0].as_str(), ids[1].as_str()]).await;
+
+    let put = call(a.put("proven".into(), "yes".into(), None))
+        .await
+        .expect("put through a");
+    assert_eq!(field(&put, "ok").as_bool(), Some(true), "{put:?}");
+    let got = call(b.get("proven".into())).await.expect("get through b");
+    assert_eq!(text(&got, "value").as_deref(), Some("yes"), "{got:?}");
+
+    let mut proven = std::collections::BTreeSet::new();
+    let mut negotiated = 0;
+    for record in links.iter() {
+        assert_eq!(
+            number(&record, "certificates"),
+            1.0,
+            "every connection names the tab's certificate"
+        );
+        let (Some(local), Some(remote)) = (text(&record, "local"), text(&record, "remote")) else {
+            continue;
+        };
+        negotiated += 1;
+        let (mine, theirs) = (id_in_sdp(&local), id_in_sdp(&remote));
+        assert!(ids.contains(&mine), "{mine} is neither tab's id {ids:?}");
+        assert!(
+            ids.contains(&theirs),
+            "{theirs} is neither tab's id {ids:?}"
+        );
+        assert_ne!(mine, theirs, "a link joins the two tabs");
+        proven.insert(mine);
+    }
+    assert!(negotiated >= 2, "both ends of a link were recorded");
+    assert_eq!(proven.len(), 2, "both tabs' descriptions prove their ids");
+    for peer in [&a, &b] {
+        assert_eq!(identity_refused(peer).await, 0.0, "nothing refused");
+    }
+    a.stop();
+    b.stop();
+}
+
+/// A tab with an id chosen by hand cannot prove it: a verifying tab refuses its offers (through
+/// the introducer, and again on every retry), counts them, and no link opens.
+#[wasm_bindgen_test]
+async fn a_tab_that_cannot_prove_its_id_is_refused() {
+    let v = ChordPeer::start(verifying("page:verify-refuse", "memory"))
+        .await
+        .expect("start the verifying tab");
+    assert_eq!(identity_refused(&v).await, 0.0);
+    // Not awaited: it cannot join, and gives up by itself (node-core's join plan).
+    let claimed = "40000000";
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Ok(peer) = ChordPeer::start(options("page:verify-refuse", claimed)).await {
+            peer.stop();
+            panic!("a tab that cannot prove its id joined a verifying tab");
+        }
+    });
+    let mut refused = 0.0;
+    for _ in 0..200 {
+        refused = identity_refused(&v).await;
+        if refused >= 2.0 {
+            break;
+        }
+        sleep(100).await;
+    }
+    assert!(
+        refused >= 2.0,
+        "the offer and its retry are refused and counted: {refused}"
+    );
+    let rtc = field(&field(&v.metrics(), "driver"), "rtc");
+    assert_eq!(number(&rtc, "opened"), 0.0, "no link opened: {rtc:?}");
+    assert_eq!(number(&rtc, "links_open"), 0.0, "{rtc:?}");
+    let ring = js_sys::JSON::stringify(&v.ring()).unwrap();
+    assert!(
+        !String::from(ring.clone()).contains(claimed),
+        "the verifying tab does not know the impostor: {ring:?}"
+    );
+    v.stop();
+}
+
+/// A verifying tab keeps its certificate in IndexedDB: started again in the same tab (a reload:
+/// the id is in `sessionStorage`) it has the same id, and a new tab (no id in `sessionStorage`)
+/// gets a new certificate and id. `verifyIds` with `id` is a configuration error.
+#[wasm_bindgen_test]
+async fn a_reloaded_verifying_tab_keeps_its_id() {
+    let session = web_sys::window()
+        .unwrap()
+        .session_storage()
+        .unwrap()
+        .unwrap();
+    session.remove_item("chord-kv-peer-id").unwrap();
+    let first = ChordPeer::start(verifying("page:verify-reload-1", "indexeddb"))
+        .await
+        .expect("start");
+    let id = first.id();
+    assert_eq!(
+        session.get_item("chord-kv-peer-id").unwrap().as_deref(),
+        Some(id.as_str())
+    );
+    first.stop();
+    drop(first);
+    sleep(200).await;
+
+    let again = ChordPeer::start(verifying("page:verify-reload-2", "indexeddb"))
+        .await
+        .expect("restart");
+    assert_eq!(again.id(), id, "a reload presents the same certificate");
+    again.stop();
+    drop(again);
+
+    session.remove_item("chord-kv-peer-id").unwrap();
+    let other = ChordPeer::start(verifying("page:verify-reload-3", "indexeddb"))
+        .await
+        .expect("a new tab");
+    assert_ne!(other.id(), id, "a new tab makes a new certificate");
+    other.stop();
+    session.remove_item("chord-kv-peer-id").unwrap();
+
+    let both = js_sys::JSON::parse(
+        r#"{"introducer": "page:verify-bad", "id": "12345678", "verifyIds": true}"#,
+    )
+    .unwrap();
+    let error = ChordPeer::start(both).await.expect_err("verifyIds with id");
+    assert_eq!(text(&error, "code").as_deref(), Some("bad_config"));
+}

@@ -78,6 +78,9 @@ await ChordPeer.start({ introducer: 'page:x', replicas: 0 });
 await ChordPeer.start({ introducer: 'page:x', readQuorum: '2' });
 // @ts-expect-error iceServers are URL strings
 await ChordPeer.start({ introducer: 'page:x', iceServers: [{ urls: 'stun:x' }] });
+const verifying = await ChordPeer.start({ introducer: 'page:x', verifyIds: true });
+// @ts-expect-error verifyIds is true or false
+await ChordPeer.start({ introducer: 'page:x', verifyIds: 1 });
 // @ts-expect-error no such option
 await ChordPeer.start({ introducer: 'page:x', replication: 3 });
 
@@ -301,6 +304,7 @@ const refusals: number = metrics.rejected.kv_not_member + metrics.rejected.ts_ou
 const refusedByBudget: string = metrics.rejected.rate_limited;
 const refusedSends: number = metrics.chord.send_failures + metrics.driver.rtc.offers_refused;
 const droppedIn: number = metrics.driver.rtc.frames_in_dropped;
+const unproven: number = metrics.driver.rtc.identity_refused;
 
 // ----- events ----------------------------------------------------------------------------------
 
