@@ -432,7 +432,7 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
         })?;
     }
     with_driver(&shared, |d, h| {
-        d.introducer = Some(Introducer::open(h, &options.introducer));
+        d.introducer = Some(Introducer::open(h, &options.introducer, options.verify_ids));
     });
     match started_rx.await {
         Ok(Ok(())) => Ok(shared),

@@ -53,7 +53,9 @@ impl std::fmt::Debug for Introducer {
 
 impl Introducer {
     /// Opens a session and says `hello`; the driver hears back through `on_introducer*`.
-    pub fn open(shared: &Handle, url: &str) -> Self {
+    /// `verified`: this tab proves its id on its links (`verifyIds`), so its hello may share
+    /// the id with a squatter (signaling's protocol docs).
+    pub fn open(shared: &Handle, url: &str, verified: bool) -> Self {
         let me = shared.id().0;
         if let Some(room) = url.strip_prefix("page:") {
             return open_in_page(shared, room.to_string(), me);
@@ -79,7 +81,7 @@ impl Introducer {
             Closure::<dyn FnMut(JsValue)>::new(move |_| {
                 let hello = ClientMessage::Hello {
                     peer: SigPeer::new(me),
-                    verified: false,
+                    verified,
                 };
                 let _ = socket.send_with_str(&hello.to_json());
             })
