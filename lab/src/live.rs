@@ -102,6 +102,26 @@ impl Proc {
         Self::spawn(&format!("peer-{port}"), "chord-node", &args, port)
     }
 
+    /// `chord-node --verify-ids` on 127.0.0.1:`port` (its id is its certificate's, read it
+    /// from `/ring`), joining through `bootstrap`, with `extra` arguments; in memory unless
+    /// `extra` names a `--data-dir`.
+    pub fn verified_peer(port: u16, bootstrap: Option<u16>, extra: &[&str]) -> Self {
+        let mut args: Vec<String> = ["--host", "127.0.0.1", "--port", &port.to_string()]
+            .iter()
+            .chain(&["--verify-ids", "--log", "warn"])
+            .map(|a| (*a).to_string())
+            .collect();
+        if let Some(b) = bootstrap {
+            args.push("--bootstrap".into());
+            args.push(format!("127.0.0.1:{b}"));
+        }
+        if !extra.contains(&"--data-dir") {
+            args.push("--in-memory".into());
+        }
+        args.extend(extra.iter().map(|a| (*a).to_string()));
+        Self::spawn(&format!("peer-{port}"), "chord-node", &args, port)
+    }
+
     /// The signaling introducer on 127.0.0.1:`port`.
     pub fn signaling(port: u16) -> Self {
         Self::signaling_with(port, &[])
@@ -396,25 +416,8 @@ impl LiveRing {
         let mut peers: Vec<(Proc, u32)> = Vec::with_capacity(n);
         for i in 0..n {
             let port = base_port + i as u16;
-            let mut args: Vec<String> = [
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--verify-ids",
-                "--in-memory",
-                "--udp-addr",
-                "127.0.0.1:0",
-                "--log",
-                "warn",
-            ]
-            .iter()
-            .map(|a| (*a).to_string())
-            .collect();
-            if i > 0 {
-                args.extend(["--bootstrap".into(), format!("127.0.0.1:{base_port}")]);
-            }
-            let proc = Proc::chord_node(&format!("peer-{port}"), &args, port);
+            let bootstrap = (i > 0).then_some(base_port);
+            let proc = Proc::verified_peer(port, bootstrap, &["--udp-addr", "127.0.0.1:0"]);
             if !wait_until(Duration::from_secs(10), || {
                 http(port, "GET", "/ring", None).is_some()
             }) {

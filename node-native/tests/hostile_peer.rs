@@ -150,24 +150,8 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
     let root = std::env::temp_dir().join(format!("chord-kv-hostile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let start = |port: u16, bootstrap: bool| {
-        let mut args: Vec<String> = [
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--verify-ids",
-            "--log",
-            "warn",
-            "--data-dir",
-        ]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect();
-        args.push(root.join(port.to_string()).display().to_string());
-        if bootstrap {
-            args.extend(["--bootstrap".into(), format!("127.0.0.1:{}", PORTS[0])]);
-        }
-        Proc::chord_node(&format!("hostile-{port}"), &args, port)
+        let dir = root.join(port.to_string()).display().to_string();
+        Proc::verified_peer(port, bootstrap.then_some(PORTS[0]), &["--data-dir", &dir])
     };
     let mut peers = Vec::new();
     for (i, port) in PORTS.iter().enumerate() {
