@@ -10,6 +10,9 @@
 //! - **impersonation through the ring**: a routed `Signal` that claims a ring member's id as its
 //!   origin, carrying an offer made with the hostile certificate, sent to another member that
 //!   holds a link to the one impersonated;
+//! - **replay**: an answer the victim really signalled (to the hostile peer, which offered it a
+//!   link under its own id) sent to the owner as an offer from the victim: it proves the
+//!   victim's id, and must still not replace the owner's open link to it;
 //! - **impersonation and squatting at the introducer**: a second introducer session that says
 //!   hello under a member's id (claiming a verified id, so the introducer lets it share the id)
 //!   and signals an offer from it; and a session that takes the id of a peer that has not started yet (its certificate
@@ -27,6 +30,7 @@ use futures_util::{SinkExt, StreamExt};
 use lab::live::{Proc, get_value, json, key_id, put_value, ring_converged, wait_until};
 use node_core::Id;
 use node_core::merkle::{DEFAULT_DEPTH, SyncMsg};
+use node_core::peer::signal::Description;
 use node_core::store::{Entry, RingRange};
 use node_core::wire::{self, Body, Dest, Message, Routed};
 use node_native::identity::Identity;
@@ -37,7 +41,10 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 const PORTS: [u16; 4] = [7721, 7722, 7723, 7724];
 /// The peer whose id is squatted before it starts.
 const LATE: u16 = 7725;
-const KEY: &str = "apple";
+/// Keys to choose the attacked one from (see the test).
+const KEYS: [&str; 8] = [
+    "apple", "banana", "cherry", "damson", "elder", "fig", "grape", "hazel",
+];
 
 /// One introducer session of the hostile peer: hello as `claim`, then relays both ways
 /// between the introducer and `rtc` (signals from the introducer go to `rtc`; `rtc`'s signals
@@ -184,20 +191,34 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
         PORTS.len(),
         logs(&peers)
     );
-    assert!(put_value(PORTS[1], KEY, "honest-1"), "first put");
-
-    // The key's owner, its predecessor, and a member the owner holds a link to.
+    // The attacked key: one whose owner holds a link to a member with a lower id (the
+    // victim). An offer from a lower id replaces an open link whichever side offered it
+    // (`node_core::peer::signal`), so a forged offer taken at its word would show.
     let mut sorted: Vec<(u16, u32)> = ids.clone();
     sorted.sort_by_key(|(_, id)| *id);
-    let k = key_id(KEY);
-    let owner_at = sorted.iter().position(|(_, id)| *id >= k).unwrap_or(0);
+    let pick = || {
+        KEYS.iter().find_map(|key| {
+            let k = key_id(key);
+            let at = sorted.iter().position(|(_, id)| *id >= k).unwrap_or(0);
+            let owner = sorted[at].1;
+            links(sorted[at].0)
+                .iter()
+                .map(|s| u32::from_str_radix(s, 16).unwrap())
+                .find(|v| *v < owner)
+                .map(|v| (*key, at, v))
+        })
+    };
+    // Links keep opening for a while after the ring is right.
+    assert!(
+        wait_until(Duration::from_secs(20), || pick().is_some()),
+        "no key whose owner links to a lower id: {:?}",
+        PORTS.map(links)
+    );
+    let (key, owner_at, victim) = pick().unwrap();
     let (owner_port, owner) = sorted[owner_at];
     let (_, pred) = sorted[(owner_at + sorted.len() - 1) % sorted.len()];
-    let owner_links_before = links(owner_port);
-    let victim = owner_links_before
-        .first()
-        .map(|s| u32::from_str_radix(s, 16).unwrap())
-        .expect("the owner holds links");
+    let victim_port = ids.iter().find(|(_, id)| *id == victim).unwrap().0;
+    assert!(put_value(PORTS[1], key, "honest-1"), "first put");
     let refused_before = rtc_stat(owner_port, "identity_refused");
     let failures_before = rtc_stat(owner_port, "failures");
     let rejected_before = rejected(owner_port);
@@ -248,7 +269,7 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
             },
             depth: DEFAULT_DEPTH,
             entries: vec![(
-                KEY.to_string(),
+                key.to_string(),
                 Entry::live("\"forged\"", u64::MAX - 1, "evil"),
             )],
         });
@@ -283,6 +304,79 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
         squat.signal(owner, &spoofed_offer).await;
         // Whatever comes back to the squatter, no link under the victim's id is built.
         let _ = squat.next().await;
+
+        // 3b. Hijack of an id the owner holds no link to: a second link manager with a
+        // certificate of its own offers under a made-up id through the introducer; without
+        // the check the owner would build a link it takes for that id's.
+        let phantom_rtc_id = victim ^ 0x8000_0001;
+        let phantom_identity = Identity::generate().unwrap();
+        let (phantom, mut phantom_events) = Rtc::new(
+            phantom_rtc_id,
+            RtcConfig {
+                certificate: Some(phantom_identity.certificate.clone()),
+                connect_timeout: Duration::from_secs(5),
+                ..RtcConfig::default()
+            },
+        );
+        let mut phantom_session = Session::open(owner_port, phantom_rtc_id, false).await;
+        phantom.connect(owner).await;
+        let (_, phantom_offer) = next_signal(&mut phantom_events).await;
+        phantom_session.signal(owner, &phantom_offer).await;
+        if let Some(msg) = phantom_session.next().await
+            && msg["type"] == "signal"
+        {
+            phantom
+                .on_signal(owner, msg["payload"].as_str().unwrap())
+                .await;
+        }
+        let phantom_opened = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match phantom_events.recv().await {
+                    Some(RtcEvent::Open { .. }) => return true,
+                    Some(RtcEvent::Closed { .. }) | None => return false,
+                    Some(_) => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        assert!(
+            !phantom_opened,
+            "the owner built a link for {phantom_rtc_id:08x} with a certificate that is not its"
+        );
+        phantom.close_all().await;
+
+        // 4. Replay: a description the victim really signalled proves its id. The hostile
+        // peer gets one by offering a link to the victim (under its own id) and keeps the
+        // answer; sent to the owner as an offer from the victim, it must not replace the
+        // owner's open link to the victim.
+        let mut to_victim = Session::open(victim_port, me, false).await;
+        to_victim.signal(victim, &spoofed_offer).await;
+        let victims_answer = loop {
+            let msg = to_victim
+                .next()
+                .await
+                .expect("the victim answers a proven offer");
+            if msg["type"] == "signal" {
+                break msg["payload"].as_str().unwrap().to_string();
+            }
+        };
+        let Some(Description::Answer(victims_sdp)) = Description::parse(&victims_answer) else {
+            panic!("not an answer: {victims_answer}");
+        };
+        let replayed = Message::Route(Routed {
+            dest: Dest::Peer {
+                id: Id(owner),
+                via: None,
+            },
+            origin: Id(victim),
+            origin_via: None,
+            hops: 0,
+            body: Body::Signal {
+                payload: Description::Offer(victims_sdp).encode(),
+            },
+        });
+        assert!(rtc.send(owner, wire::encode(&replayed).unwrap()));
         tokio::time::sleep(Duration::from_secs(2)).await;
         // Read before the hostile link closes: the owner counts that close as a failure too.
         let failures = rtc_stat(owner_port, "failures");
@@ -297,8 +391,8 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
         rejected(owner_port) - rejected_before
     );
     assert!(
-        refused >= 2,
-        "identity_refused grew by {refused}, expected the routed and the introducer offer"
+        refused >= 3,
+        "identity_refused grew by {refused}, expected the routed, the introducer and the made-up id's offer"
     );
     // A forged offer taken for the victim's would have replaced the open link to it (counted as
     // a failure; the core links again soon after, so the link list alone would not show it).
@@ -354,11 +448,11 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
     println!("the squatter received {squat_held} signals meant for {late_id:08x}");
 
     // The key stays writable and readable with honest values, through every peer.
-    assert_eq!(get_value(PORTS[2], KEY).as_deref(), Some("honest-1"));
-    assert!(put_value(PORTS[3], KEY, "honest-2"), "put after the attack");
+    assert_eq!(get_value(PORTS[2], key).as_deref(), Some("honest-1"));
+    assert!(put_value(PORTS[3], key, "honest-2"), "put after the attack");
     for port in PORTS.into_iter().chain([LATE]) {
         assert_eq!(
-            get_value(port, KEY).as_deref(),
+            get_value(port, key).as_deref(),
             Some("honest-2"),
             "get through {port} after the attack"
         );

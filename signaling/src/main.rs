@@ -63,6 +63,11 @@ struct Args {
     /// own pages and pages on loopback. `*` accepts any. Repeatable.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origins: Vec<String>,
+    /// This introducer serves a ring of `--verify-ids` peers (tabs: `verifyIds`): a hello
+    /// marked verified may share an id another session holds, so squatting an id keeps nobody
+    /// out. Do not set it for a ring that does not verify ids.
+    #[arg(long)]
+    verified_ids: bool,
 }
 
 fn main() -> ExitCode {
@@ -100,6 +105,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         rate_burst: args.rate_burst,
         welcome_peers: args.welcome_peers,
         max_sessions_per_addr: args.max_sessions_per_addr,
+        share_verified_ids: args.verified_ids,
         access: startup::access_policy(&args.host, args.allow_hosts, args.allow_origins),
         ..SignalingConfig::default()
     });

@@ -3,12 +3,14 @@
 //! Client to server:
 //! - `{"type":"hello","peer":"0a1b2c3d"}`: register this session under a ring id (8 lowercase hex
 //!   digits, the `node-core` `Id` display format). Answered by `welcome`. An id is one
-//!   session's (first come, first served: a second hello under it is `duplicate_peer`) unless
-//!   the hello says `"verified":true`: the sender's ring proves ids by the certificates of its
-//!   links (node-core's `peer::identity`), so a verified hello joins whatever sessions already
-//!   hold the id and every signal to the id goes to all of them. Only the true peer can answer
-//!   such a signal in a way its sender accepts, so taking an id first ("squatting") keeps
-//!   nobody out and receives nothing of use.
+//!   session's (first come, first served: a second hello under it is `duplicate_peer`), except
+//!   at an introducer that serves a ring proving ids by the certificates of its links
+//!   (node-core's `peer::identity`; `SignalingConfig::share_verified_ids`, set by
+//!   `chord-node --verify-ids` and the signaling binary's `--verified-ids`): there a hello
+//!   that says `"verified":true` joins whatever sessions already hold the id, and every signal
+//!   to the id goes to all of them. Only the true peer can answer such a signal in a way its
+//!   sender accepts, so taking an id first ("squatting") keeps nobody out; the squatter still
+//!   reads the signals (SDP, with the sender's ICE candidates, its addresses).
 //! - `{"type":"signal","to":"0a1b2c3d","payload":"..."}`: relay `payload` (a string, opaque to
 //!   the server: SDP, ICE, whatever the peers agree on) to the session registered as `to`.
 //!

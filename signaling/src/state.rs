@@ -60,6 +60,12 @@ pub struct SignalingConfig {
     pub max_sessions_per_addr: usize,
     /// Apply `max_sessions_per_addr` to loopback sources too. Default false.
     pub cap_loopback: bool,
+    /// This introducer serves a ring that proves ids by link certificates (`--verify-ids`): a
+    /// `hello` marked `verified` joins the sessions already under its id (`protocol` module
+    /// docs). Default false: every id is one session's, first come, first served, and the flag
+    /// is ignored, since in a ring that does not verify ids a second session under an id could
+    /// answer that peer's offers in its place.
+    pub share_verified_ids: bool,
     /// A session that has not said `hello` this long after the upgrade is closed with
     /// `hello_timeout`. Default [`HELLO_TIMEOUT`].
     pub hello_timeout: Duration,
@@ -82,6 +88,7 @@ impl Default for SignalingConfig {
             welcome_peers: 8,
             max_sessions_per_addr: MAX_SESSIONS_PER_ADDR,
             cap_loopback: false,
+            share_verified_ids: false,
             hello_timeout: HELLO_TIMEOUT,
             ping_interval: PING_INTERVAL,
             idle_timeout: IDLE_TIMEOUT,
@@ -131,7 +138,8 @@ pub struct SignalingStats {
     pub sessions_now: u64,
     /// WebSocket sessions accepted since start (rejected ones are counted as errors).
     pub sessions_total: u64,
-    /// Peers registered now: remote sessions that said hello plus local sessions.
+    /// Peer ids registered now, by remote sessions that said hello and local sessions (an id
+    /// shared by several verified sessions counts once).
     pub peers_now: u64,
     /// Signals delivered into a peer's mailbox.
     pub relayed: u64,
@@ -234,9 +242,9 @@ struct Mailbox {
 }
 
 /// A registration under an id some session already holds is refused unless it is `verified`
-/// (`protocol` module docs).
-fn admits(held: Option<&Vec<Mailbox>>, verified: bool) -> bool {
-    verified || held.is_none_or(Vec::is_empty)
+/// and the introducer shares verified ids ([`SignalingConfig::share_verified_ids`]).
+fn admits(held: Option<&Vec<Mailbox>>, verified: bool, share: bool) -> bool {
+    (verified && share) || held.is_none_or(Vec::is_empty)
 }
 
 impl SignalingState {
@@ -425,7 +433,8 @@ impl SignalingState {
         if self.is_shut_down() {
             return Err(SignalingError::ShutDown);
         }
-        if !admits(registry.peers.get(&peer), verified) {
+        let share = self.inner.config.share_verified_ids;
+        if !admits(registry.peers.get(&peer), verified, share) {
             return Err(SignalingError::DuplicatePeer(peer));
         }
         let (sender, receiver) = mpsc::channel(MAILBOX_CAPACITY);

@@ -131,7 +131,21 @@ async fn a_taken_peer_id_is_refused() {
 /// way a verifying sender accepts; `protocol` module docs). An unverified hello stays refused.
 #[tokio::test]
 async fn a_verified_hello_shares_a_taken_id_and_every_holder_gets_its_signals() {
-    let server = Server::start(config()).await;
+    // Only where the introducer serves a verifying ring: elsewhere the flag changes nothing.
+    let plain = Server::start(config()).await;
+    let mut first = plain.connect().await;
+    first.hello("0000000a").await;
+    let mut second = plain.connect().await;
+    second
+        .send_json(json!({"type": "hello", "peer": "0000000a", "verified": true}))
+        .await;
+    second.expect_error("duplicate_peer").await;
+
+    let server = Server::start(SignalingConfig {
+        share_verified_ids: true,
+        ..config()
+    })
+    .await;
     let mut squatter = server.connect().await;
     squatter.hello("0000000a").await;
     let mut owner = server.connect().await;

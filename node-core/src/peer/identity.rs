@@ -16,7 +16,23 @@
 //!   `a=fingerprint` line, session or media level, the same `sha-256` value). A description with
 //!   another algorithm, two different values, or none proves nothing: a DTLS stack that accepts
 //!   the remote certificate when *any* listed fingerprint matches would otherwise let an
-//!   attacker list the victim's fingerprint beside its own.
+//!   attacker list the victim's fingerprint beside its own. Every line any stack could read as
+//!   a fingerprint counts (`a= fingerprint:`, `a=FINGERPRINT:`, ...; [`sdp_fingerprint`]).
+//! - A verifying table never lets an offer replace an *open* link
+//!   ([`super::table::LinkTable::verify_ids`]): a certificate is kept for good, so every
+//!   description a peer ever signalled proves its id forever, and anyone who saw one (a relay,
+//!   a peer it linked to) could replay it to tear that peer's links down. A restarted peer's new
+//!   offer is answered once the old link's failure is detected (heartbeats), as the lower-id
+//!   side of a link already does (`super::signal`). A replayed *answer* can still spoil one
+//!   attempt of ours (we take it, ICE then fails, and we offer again); that costs a retry.
+//! - 32 bits are few: DTLS stacks check that the remote holds the key of its certificate, not
+//!   the certificate's self-signature, so a grinder can vary certificate bytes under one key
+//!   until the fingerprint yields a given id, about 2^32 hash evaluations (minutes to hours on
+//!   one machine). So a verifying table also remembers the fingerprint each id was proven with
+//!   (trust on first use, the 4096 most recent ids) and refuses a description proving a known
+//!   id with another one ([`IdProof::Changed`]). A ground certificate then passes only with
+//!   peers that never saw the true holder; an honest peer never changes fingerprint under one
+//!   id (its certificate is kept, and a new one means a new id).
 //! - Verification is a ring policy the driver turns on in its link table
 //!   ([`super::table::LinkTable::verify_ids`], from `--verify-ids` or the tab's `verifyIds`): a
 //!   verifying peer derives its own id from its certificate and
@@ -62,17 +78,35 @@ impl Fingerprint {
 }
 
 /// The one `sha-256` fingerprint a session description names (module docs, "The rules").
+///
+/// Lines are read the most lenient way any stack reads them, so that no stack can see a
+/// fingerprint this check does not: webrtc-rs trims what follows `a=` (`a= fingerprint:` is a
+/// fingerprint to it) and takes the first line it finds at each level, and a browser may match
+/// the attribute name without regard to case. Every line whose attribute is `fingerprint` in
+/// any of these spellings counts, and all of them must name the same `sha-256` value.
 pub fn sdp_fingerprint(sdp: &str) -> Option<Fingerprint> {
     let mut found: Option<Fingerprint> = None;
-    for line in sdp.lines() {
-        let Some(rest) = line.trim_end_matches('\r').strip_prefix("a=fingerprint:") else {
+    for line in sdp.split(['\n', '\r']) {
+        let line = line.trim();
+        let Some(attribute) = line
+            .get(..2)
+            .filter(|t| t.eq_ignore_ascii_case("a="))
+            .map(|_| line[2..].trim_start())
+        else {
             continue;
         };
-        let (algorithm, value) = rest.trim().split_once(' ')?;
+        let (name, value) = attribute.split_once(':').unwrap_or((attribute, ""));
+        if !name.trim().eq_ignore_ascii_case("fingerprint") {
+            continue;
+        }
+        let mut parts = value.split_whitespace();
+        let (Some(algorithm), Some(hex), None) = (parts.next(), parts.next(), parts.next()) else {
+            return None;
+        };
         if !algorithm.eq_ignore_ascii_case("sha-256") {
             return None;
         }
-        let fingerprint = Fingerprint::parse_hex(value.trim())?;
+        let fingerprint = Fingerprint::parse_hex(hex)?;
         if found.is_some_and(|f| f != fingerprint) {
             return None;
         }
@@ -90,6 +124,9 @@ pub enum IdProof {
     Mismatch { proven: Id },
     /// It names no usable fingerprint (module docs, "The rules").
     NoFingerprint,
+    /// Its fingerprint yields the claimed id, but this peer saw the id proven by another
+    /// fingerprint before (module docs, "The rules": a ground certificate).
+    Changed,
 }
 
 /// Checks the description `sdp` signalled under the claimed id `claimed`.
@@ -157,6 +194,15 @@ mod tests {
             sdp(&[&line, &format!("a=fingerprint:sha-256 {other}")]),
             sdp(&["a=fingerprint:sha-256"]),
             sdp(&["a=fingerprint:sha-256 zz"]),
+            // Spellings some stack reads as a fingerprint: each one counts, so the victim's
+            // value beside the attacker's proves nothing.
+            sdp(&[&format!("a= fingerprint:sha-256 {other}"), &line]),
+            sdp(&[&line, &format!("a=FINGERPRINT:sha-256 {other}")]),
+            sdp(&[&line, &format!("A=fingerprint:sha-256 {other}")]),
+            sdp(&[&line, &format!("a=fingerprint :SHA-256  {other} ")]),
+            sdp(&[&line, &format!("  a=Fingerprint:sha-256\t{other}")]),
+            sdp(&[&line, "a=fingerprint"]),
+            sdp(&[&line, &format!("a=fingerprint:sha-256 {FP} extra")]),
         ] {
             assert_eq!(check(f.id(), &bad), IdProof::NoFingerprint, "{bad}");
         }

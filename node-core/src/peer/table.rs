@@ -28,7 +28,7 @@
 //! successors and predecessor) and far below what would exhaust a process's sockets. Our own
 //! offers are not bounded here: the core decides them (`links.rs`, `max_links`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// How many answerer connections that have not opened yet the table allows (module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub fn below_high_water(buffered: u64) -> bool {
     buffered < BUFFERED_HIGH_WATER
 }
 
-use super::identity::{self, IdProof};
+use super::identity::{self, Fingerprint, IdProof};
 use super::signal::{self, Ignored, LinkSnapshot, OfferVerdict, Role};
 use super::stats::LinkStats;
 use crate::id::Id;
@@ -133,7 +133,14 @@ pub struct LinkTable<H> {
     release_on_remove: bool,
     /// Offers and answers must prove their sender's id ([`LinkTable::verify_ids`]).
     verify_ids: bool,
+    /// The fingerprint each id was first proven with, and when (a count of proofs), for the
+    /// trust-on-first-use rule of `super::identity`; at most [`REMEMBERED_FINGERPRINTS`].
+    fingerprints: BTreeMap<u32, (Fingerprint, u64)>,
+    proofs: u64,
 }
+
+/// Ids whose fingerprint a verifying table remembers (the most recently proven ones).
+pub const REMEMBERED_FINGERPRINTS: usize = 4096;
 
 impl<H> LinkTable<H> {
     /// A table with [`DEFAULT_PENDING_BOUNDS`], releasing a pending answer when it leaves the
@@ -148,12 +155,15 @@ impl<H> LinkTable<H> {
             pending: HashMap::new(),
             release_on_remove: true,
             verify_ids: false,
+            fingerprints: BTreeMap::new(),
+            proofs: 0,
         }
     }
 
     /// Every offer and answer must prove the id of its sender by its certificate fingerprint
     /// ([`super::identity`]); one that does not is refused before anything is built, and
-    /// counted ([`LinkStats::identity_refused`]). A current link stays as it is.
+    /// counted ([`LinkStats::identity_refused`]). A current link stays as it is, and no offer
+    /// replaces an open link (a proven offer may be a replay; `super::identity`, "The rules").
     pub fn verify_ids(mut self) -> Self {
         self.verify_ids = true;
         self
@@ -169,13 +179,39 @@ impl<H> LinkTable<H> {
         if !self.verify_ids {
             return None;
         }
-        match identity::check(Id(peer), sdp) {
+        let proof = match (
+            identity::check(Id(peer), sdp),
+            identity::sdp_fingerprint(sdp),
+        ) {
+            (IdProof::Proven, Some(fingerprint)) => self.remember(peer, fingerprint),
+            (other, _) => other,
+        };
+        match proof {
             IdProof::Proven => None,
             wrong => {
                 self.stats.identity_refused += 1;
                 Some(wrong)
             }
         }
+    }
+
+    /// Trust on first use (`super::identity`, "The rules"): `Proven` if `peer` was never
+    /// proven with another fingerprint (now remembered as its), else `Changed`.
+    fn remember(&mut self, peer: u32, fingerprint: Fingerprint) -> IdProof {
+        self.proofs += 1;
+        match self.fingerprints.get_mut(&peer) {
+            Some((known, _)) if *known != fingerprint => return IdProof::Changed,
+            Some((_, at)) => *at = self.proofs,
+            None => {
+                crate::guard::evict_oldest_when_full(
+                    &mut self.fingerprints,
+                    REMEMBERED_FINGERPRINTS,
+                    |(_, at)| *at,
+                );
+                self.fingerprints.insert(peer, (fingerprint, self.proofs));
+            }
+        }
+        IdProof::Proven
     }
 
     /// The same table with other bounds.
@@ -259,6 +295,13 @@ impl<H> LinkTable<H> {
     pub fn on_offer(&mut self, peer: u32, sdp: &str) -> OnOffer<H> {
         if let Some(wrong) = self.refuse_identity(peer, sdp) {
             return OnOffer::WrongIdentity(wrong);
+        }
+        // A proven description may be a replay (`super::identity`, "The rules"): a verifying
+        // table keeps an open link; a restarted peer gets its answer once the old link's
+        // failure is detected.
+        if self.verify_ids && self.links.get(&peer).is_some_and(|l| l.open) {
+            self.stats.ignored_signals += 1;
+            return OnOffer::Ignore(Ignored::OfferOnOpenLink);
         }
         let current = self.links.get(&peer).map(Link::snapshot);
         match signal::on_offer(self.me, peer, current, sdp) {
@@ -696,6 +739,12 @@ mod tests {
             OnOffer::WrongIdentity(_)
         ));
         assert!(table.is_current(peer, generation));
+        // Nor does a proven one (a replay of an old description, or a restart not noticed yet).
+        assert!(matches!(
+            table.on_offer(peer, &signed_sdp(&honest, 7)),
+            OnOffer::Ignore(Ignored::OfferOnOpenLink)
+        ));
+        assert!(table.is_current(peer, generation));
 
         // Our offer to `other` takes only an answer that proves `other`'s id.
         let other = forger.id().0;
@@ -718,5 +767,28 @@ mod tests {
         );
         assert_eq!(table.stats().identity_refused, 5);
         assert_eq!(table.stats().attempts, 2);
+    }
+
+    #[test]
+    fn a_verifying_table_remembers_the_fingerprint_an_id_was_proven_with() {
+        use crate::peer::identity::Fingerprint;
+        let honest = Fingerprint([7; 32]);
+        let peer = honest.id().0;
+        let mut table: LinkTable<()> = LinkTable::new(peer.wrapping_add(1)).verify_ids();
+        assert!(matches!(
+            table.on_offer(peer, &signed_sdp(&honest, 1)),
+            OnOffer::Answer { .. }
+        ));
+        // A ground certificate for the same id (the test cannot grind one: it stands in for
+        // the proof a description of it would give) is refused from now on.
+        let ground = Fingerprint([8; 32]);
+        assert_eq!(table.remember(peer, ground), IdProof::Changed);
+        assert_eq!(table.remember(peer, honest), IdProof::Proven);
+        // Bounded: the id proven longest ago is forgotten first.
+        for id in 0..REMEMBERED_FINGERPRINTS as u32 {
+            table.remember(id.wrapping_add(1 << 31), Fingerprint([1; 32]));
+        }
+        assert_eq!(table.fingerprints.len(), REMEMBERED_FINGERPRINTS);
+        assert_eq!(table.remember(peer, ground), IdProof::Proven, "forgotten");
     }
 }

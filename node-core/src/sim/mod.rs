@@ -1220,6 +1220,10 @@ impl Sim {
                     if !n.rtc.contains(other.0) {
                         n.connections_created += 1;
                         n.rtc.start(other.0, role, None, |_| Some(0));
+                        // As if its answer had come: a late answer finds nothing to apply.
+                        if let Some(link) = n.rtc.get_mut(other.0) {
+                            link.answered = true;
+                        }
                     }
                     let generation = n.rtc.get(other.0).map(|l| l.generation);
                     if let Some(generation) = generation {

@@ -298,6 +298,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     let introducer = SignalingState::new(SignalingConfig {
         max_sessions_per_addr: cli.max_sessions_per_addr,
+        // A verifying peer's introducer serves a verifying ring (signaling's protocol docs).
+        share_verified_ids: cli.verify_ids,
         access: access.clone(),
         ..SignalingConfig::default()
     });
