@@ -79,38 +79,30 @@ impl Proc {
     /// peer keeps its store in memory (`--in-memory`) unless `extra` names a `--data-dir`, so
     /// tests never write into the user's data directory.
     pub fn peer_with(port: u16, id: u32, bootstrap: Option<u16>, extra: &[&str]) -> Self {
-        let mut args = vec![
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-            "--id".into(),
-            format!("{id:08x}"),
-        ];
-        if !extra.contains(&"--log") {
-            args.push("--log".into());
-            args.push("warn".into());
-        }
-        if let Some(b) = bootstrap {
-            args.push("--bootstrap".into());
-            args.push(format!("127.0.0.1:{b}"));
-        }
-        if !extra.contains(&"--data-dir") {
-            args.push("--in-memory".into());
-        }
-        args.extend(extra.iter().map(|a| (*a).to_string()));
-        Self::spawn(&format!("peer-{port}"), "chord-node", &args, port)
+        let id = format!("{id:08x}");
+        Self::peer_on(port, &["--id", &id], bootstrap, extra)
     }
 
     /// `chord-node --verify-ids` on 127.0.0.1:`port` (its id is its certificate's, read it
     /// from `/ring`), joining through `bootstrap`, with `extra` arguments; in memory unless
     /// `extra` names a `--data-dir`.
     pub fn verified_peer(port: u16, bootstrap: Option<u16>, extra: &[&str]) -> Self {
-        let mut args: Vec<String> = ["--host", "127.0.0.1", "--port", &port.to_string()]
+        Self::peer_on(port, &["--verify-ids"], bootstrap, extra)
+    }
+
+    /// `chord-node` on 127.0.0.1:`port` with `identity` (how it gets its id), `--log warn`
+    /// unless `extra` sets a level, `--in-memory` unless `extra` names a `--data-dir`.
+    fn peer_on(port: u16, identity: &[&str], bootstrap: Option<u16>, extra: &[&str]) -> Self {
+        let port_text = port.to_string();
+        let mut args: Vec<String> = ["--host", "127.0.0.1", "--port", &port_text]
             .iter()
-            .chain(&["--verify-ids", "--log", "warn"])
+            .chain(identity)
             .map(|a| (*a).to_string())
             .collect();
+        if !extra.contains(&"--log") {
+            args.push("--log".into());
+            args.push("warn".into());
+        }
         if let Some(b) = bootstrap {
             args.push("--bootstrap".into());
             args.push(format!("127.0.0.1:{b}"));

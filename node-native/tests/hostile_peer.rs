@@ -82,6 +82,19 @@ impl Session {
             .unwrap();
     }
 
+    /// The payload of the next signal relayed to this session (an answer to an offer it sent).
+    async fn next_signal_payload(&mut self, from_whom: &str) -> String {
+        loop {
+            let msg = self
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("{from_whom} answers a proven offer"));
+            if msg["type"] == "signal" {
+                return msg["payload"].as_str().unwrap().to_string();
+            }
+        }
+    }
+
     /// The next JSON message from the introducer, if one comes within 2 s.
     async fn next(&mut self) -> Option<Value> {
         let deadline = tokio::time::sleep(Duration::from_secs(2));
@@ -110,6 +123,23 @@ async fn next_signal(events: &mut RtcEvents) -> (u32, String) {
             _ => panic!("the hostile link manager made no description"),
         }
     }
+}
+
+/// A routed `Signal` frame to `to` carrying `payload`, claiming `origin` as its sender.
+fn signal_as(origin: u32, to: u32, payload: &str) -> Vec<u8> {
+    let routed = Message::Route(Routed {
+        dest: Dest::Peer {
+            id: Id(to),
+            via: None,
+        },
+        origin: Id(origin),
+        origin_via: None,
+        hops: 0,
+        body: Body::Signal {
+            payload: payload.to_string(),
+        },
+    });
+    wire::encode(&routed).unwrap()
 }
 
 fn rtc_stat(port: u16, name: &str) -> u64 {
@@ -241,15 +271,7 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
         let (to, offer) = next_signal(&mut events).await;
         assert_eq!(to, owner);
         session.signal(owner, &offer).await;
-        let answer = loop {
-            let msg = session
-                .next()
-                .await
-                .expect("the owner answers a proven offer");
-            if msg["type"] == "signal" {
-                break msg["payload"].as_str().unwrap().to_string();
-            }
-        };
+        let answer = session.next_signal_payload("the owner").await;
         rtc.on_signal(owner, &answer).await;
         let opened = tokio::time::timeout(Duration::from_secs(15), async {
             loop {
@@ -283,19 +305,7 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
         // routed to the owner under the id of a member it is linked to.
         rtc.connect(victim).await;
         let (_, spoofed_offer) = next_signal(&mut events).await;
-        let routed = Message::Route(Routed {
-            dest: Dest::Peer {
-                id: Id(owner),
-                via: None,
-            },
-            origin: Id(victim),
-            origin_via: None,
-            hops: 0,
-            body: Body::Signal {
-                payload: spoofed_offer.clone(),
-            },
-        });
-        assert!(rtc.send(owner, wire::encode(&routed).unwrap()));
+        assert!(rtc.send(owner, signal_as(victim, owner, &spoofed_offer)));
 
         // 3. Impersonation at the introducer: a hello under the victim's id, claiming a
         // verified id so that it is taken even where the victim holds a session; the offer it
@@ -352,31 +362,12 @@ fn a_hostile_peer_cannot_forge_sync_impersonate_or_squat_in_a_verifying_ring() {
         // owner's open link to the victim.
         let mut to_victim = Session::open(victim_port, me, false).await;
         to_victim.signal(victim, &spoofed_offer).await;
-        let victims_answer = loop {
-            let msg = to_victim
-                .next()
-                .await
-                .expect("the victim answers a proven offer");
-            if msg["type"] == "signal" {
-                break msg["payload"].as_str().unwrap().to_string();
-            }
-        };
+        let victims_answer = to_victim.next_signal_payload("the victim").await;
         let Some(Description::Answer(victims_sdp)) = Description::parse(&victims_answer) else {
             panic!("not an answer: {victims_answer}");
         };
-        let replayed = Message::Route(Routed {
-            dest: Dest::Peer {
-                id: Id(owner),
-                via: None,
-            },
-            origin: Id(victim),
-            origin_via: None,
-            hops: 0,
-            body: Body::Signal {
-                payload: Description::Offer(victims_sdp).encode(),
-            },
-        });
-        assert!(rtc.send(owner, wire::encode(&replayed).unwrap()));
+        let replayed = Description::Offer(victims_sdp).encode();
+        assert!(rtc.send(owner, signal_as(victim, owner, &replayed)));
         tokio::time::sleep(Duration::from_secs(2)).await;
         // Read before the hostile link closes: the owner counts that close as a failure too.
         let failures = rtc_stat(owner_port, "failures");
