@@ -99,22 +99,14 @@ pub fn sim_hops(
     let cfg = options.sim_config(seed);
     let (finger_base, max_links) = (cfg.node.finger_base, cfg.node.max_links);
     let mut sim = Sim::new(cfg);
-    let formed = form_ring(&mut sim, nodes, progress);
+    // Whether it converged shows in the lookups' wrong owners.
+    form_ring(&mut sim, nodes, progress);
     let formation_virtual_ms = sim.now();
-    let _ = formed;
     if options.proximity {
         // Near fingers are picked by the sweeps that follow convergence (each one measures
         // a few more candidates): give them a few sweeps at the slowest pace.
         let settle = 4 * sim.config().node.fix_fingers_max_interval_ms;
-        let begin = sim.now();
-        sim.run_until_true(1_000, settle, |s| {
-            progress(Progress {
-                phase: "near fingers",
-                done: (s.now() - begin) / 1_000,
-                total: settle / 1_000,
-            });
-            false
-        });
+        run_phase(&mut sim, "near fingers", settle, progress, |_| false);
     }
 
     let ids = sim.truth();
@@ -217,15 +209,26 @@ pub fn form_ring(sim: &mut Sim, nodes: usize, progress: &mut dyn FnMut(Progress)
         done: nodes as u64,
         total: nodes as u64,
     });
-    let bound = 600_000;
+    run_phase(sim, "converge", 600_000, progress, Sim::is_converged)
+}
+
+/// Runs `sim` in steps of 1 s until `done` or `bound_ms` have passed, reporting `phase` in
+/// seconds; whether `done` came true.
+fn run_phase(
+    sim: &mut Sim,
+    phase: &'static str,
+    bound_ms: u64,
+    progress: &mut dyn FnMut(Progress),
+    mut done: impl FnMut(&Sim) -> bool,
+) -> bool {
     let begin = sim.now();
-    sim.run_until_true(1_000, bound, |s| {
+    sim.run_until_true(1_000, bound_ms, |s| {
         progress(Progress {
-            phase: "converge",
+            phase,
             done: (s.now() - begin) / 1_000,
-            total: bound / 1_000,
+            total: bound_ms / 1_000,
         });
-        s.is_converged()
+        done(s)
     })
 }
 
