@@ -131,10 +131,15 @@ pub enum IdProof {
 
 /// Checks the description `sdp` signalled under the claimed id `claimed`.
 pub fn check(claimed: Id, sdp: &str) -> IdProof {
+    proving_fingerprint(claimed, sdp).map_or_else(|why| why, |_| IdProof::Proven)
+}
+
+/// The fingerprint of `sdp` if it proves `claimed`, else why not ([`check`]).
+pub fn proving_fingerprint(claimed: Id, sdp: &str) -> Result<Fingerprint, IdProof> {
     match sdp_fingerprint(sdp) {
-        None => IdProof::NoFingerprint,
-        Some(f) if f.id() == claimed => IdProof::Proven,
-        Some(f) => IdProof::Mismatch { proven: f.id() },
+        None => Err(IdProof::NoFingerprint),
+        Some(f) if f.id() == claimed => Ok(f),
+        Some(f) => Err(IdProof::Mismatch { proven: f.id() }),
     }
 }
 

@@ -179,12 +179,9 @@ impl<H> LinkTable<H> {
         if !self.verify_ids {
             return None;
         }
-        let proof = match (
-            identity::check(Id(peer), sdp),
-            identity::sdp_fingerprint(sdp),
-        ) {
-            (IdProof::Proven, Some(fingerprint)) => self.remember(peer, fingerprint),
-            (other, _) => other,
+        let proof = match identity::proving_fingerprint(Id(peer), sdp) {
+            Ok(fingerprint) => self.remember(peer, fingerprint),
+            Err(why) => why,
         };
         match proof {
             IdProof::Proven => None,
