@@ -66,3 +66,4 @@ pub type Time = u64;
 pub use id::{Id, PeerId};
 pub use metrics::Metrics;
 pub use node::{Config, Event, Input, Node, OpError, OpId, OpOutcome, Output, RingView};
+pub use peer::session::{Peer, PeerOutput};

@@ -11,6 +11,7 @@ pub mod budget;
 pub mod commit;
 pub mod identity;
 pub mod join;
+pub mod session;
 pub mod signal;
 pub mod stats;
 pub mod table;
