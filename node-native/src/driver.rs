@@ -1,4 +1,5 @@
-//! The native peer's driver: one tokio task that owns the sans-IO [`Node`] and feeds it.
+//! The native peer's driver: one tokio task that owns the sans-IO [`Peer`] (node-core's peer
+//! session: the node, signalling paths, the join plan, group commit) and feeds it.
 //!
 //! A select loop over (the node's next deadline, WebRTC link events, the introducer WebSocket,
 //! signals that reach this peer through its own mounted introducer, commands from the HTTP
@@ -6,11 +7,11 @@
 //! docs/conventions.md habit 5). Protocol decisions stay in `node-core`; this file only moves
 //! bytes and keeps time.
 //!
-//! Signaling paths: an SDP payload for a peer goes through the ring (`Node::signal`) once this
-//! peer is a ring member, else through the remote introducer (the `--bootstrap` WebSocket).
-//! Answers go back the way the offer came (ring, remote introducer, or this peer's own
-//! introducer for a newcomer that bootstrapped here). Links negotiated through the ring are
-//! counted (`overlay_links`) so a test can see the introducer is no longer needed.
+//! Signaling paths are the peer session's (`node_core::peer::session`): an SDP payload goes
+//! through the ring once any link is open, else through the remote introducer (the
+//! `--bootstrap` WebSocket); answers go back the way the offer came (ring, remote introducer,
+//! or this peer's own introducer for a newcomer that bootstrapped here). This driver only
+//! carries `PeerOutput::Introducer` to the right session.
 //!
 //! Staying in the ring (issue 12's process lifecycle): the introducer session is opened again
 //! with backoff whenever it cannot connect or drops, trying `--bootstrap` and then the
@@ -51,11 +52,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use node_core::node::{Config, Event, Input, OpError, OpId, OpOutcome, Output};
-use node_core::peer::commit::{Batch, CommitGate};
-use node_core::peer::join::{JOIN_PATIENCE_MS, JOIN_RETRY_MS, JoinPlan, Retry};
-use node_core::signal_path::{SignalOpDone, SignalPath, SignalPaths};
-use node_core::{Id, Node};
+use node_core::node::{Config, Event, OpError, OpId, OpOutcome};
+use node_core::peer::commit::Batch;
+use node_core::peer::join::{JOIN_PATIENCE_MS, JOIN_RETRY_MS, Retry};
+use node_core::signal_path::SignalPath;
+use node_core::{Id, Node, Peer, PeerOutput};
 use serde::Serialize;
 use signaling::{
     ClientMessage, ErrorCode, LocalReceiver, LocalSender, PeerId as SigPeer, ServerMessage,
@@ -284,28 +285,20 @@ pub fn spawn(
 }
 
 struct Driver {
-    node: Node,
+    /// The node and the policy both drivers share (node-core's peer session).
+    peer: Peer,
     rtc: Rtc,
     started: Instant,
     pending: HashMap<OpId, oneshot::Sender<Reply>>,
-    /// Which way SDP payloads travel (ring or introducer), and the link counters.
-    paths: SignalPaths,
-    /// Peers with an open data channel.
-    open: HashSet<u32>,
     ws_out: Option<mpsc::UnboundedSender<ToIntroducer>>,
     local_out: Option<LocalSender>,
     stats: DriverStats,
     join_pending: bool,
     storage: Option<Storage>,
-    /// The join in flight, and the introducer's peer list to pick bootstrap peers from.
-    join_op: Option<OpId>,
-    /// Whom to join through and when to try again (node-core's join plan).
-    plan: JoinPlan,
-    /// Outputs held until the drain's writes are committed (node-core's `peer::commit`).
-    gate: CommitGate<Output>,
     /// Turn among peers that bootstrap through this one, and among merge candidates.
     local_turn: usize,
-    /// A failed join is tried again (through the next peer of the list) at this time.
+    /// A join through the peers that bootstrap through this one is tried again at this time
+    /// (the join plan's own retries are the peer session's timer).
     rejoin_at: Option<Instant>,
     /// Not joined by then (no introducer answered, or every join failed): serve as a ring of
     /// one, and keep looking for peers to merge with.
@@ -362,20 +355,15 @@ async fn run(
     let mut node = Node::new(config.node.clone(), config.id, 0);
     node.report_floods(config.http_addr.clone());
     let mut d = Driver {
-        node,
+        peer: Peer::new(node, persistence.is_some()),
         rtc,
         started,
         pending: HashMap::new(),
-        paths: SignalPaths::default(),
-        open: HashSet::new(),
         ws_out: None,
         local_out,
         stats: DriverStats::default(),
         join_pending: false,
         storage: None,
-        join_op: None,
-        plan: JoinPlan::new(),
-        gate: CommitGate::new(),
         local_turn: 0,
         rejoin_at: None,
         alone_at: None,
@@ -437,7 +425,7 @@ async fn run(
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => {
                 let now = d.now();
-                d.node.handle_input(now, Input::Timeout);
+                d.peer.handle_timeout(now);
             }
             () = sleep_until_some(d.rejoin_at) => {
                 d.rejoin_at = None;
@@ -454,7 +442,7 @@ async fn run(
             Some(msg) = ws_in.recv() => d.on_introducer(msg),
             Some(signal) = recv_local(&mut local_in) => {
                 let from = signal.from.as_u32();
-                d.paths.heard(Id(from), SignalPath::Local);
+                d.peer.heard(Id(from), SignalPath::Local);
                 d.rtc.on_signal(from, &signal.payload).await;
             }
             Some((command, reply)) = commands.recv() => d.on_command(command, reply),
@@ -504,7 +492,11 @@ impl Driver {
         } = persistence;
         let started = std::time::Instant::now();
         let now = self.now();
-        match self.node.restore(loaded.entries, loaded.lamport, now) {
+        match self
+            .peer
+            .node_mut()
+            .restore(loaded.entries, loaded.lamport, now)
+        {
             Ok(restored) => {
                 storage.note_restored(restored.entries, loaded.took + started.elapsed());
                 tracing::info!(
@@ -530,7 +522,7 @@ impl Driver {
 
     /// Relaxed mode's periodic durable commit. False if it failed (the driver stops).
     fn flush_storage(&mut self) -> bool {
-        let lamport = self.node.lamport();
+        let lamport = self.peer.node().lamport();
         let Some(storage) = self.storage.as_mut() else {
             return true;
         };
@@ -549,7 +541,7 @@ impl Driver {
     }
 
     fn deadline(&mut self) -> Instant {
-        let at = self.node.next_timeout();
+        let at = self.peer.next_timeout();
         if at == u64::MAX {
             return Instant::now() + Duration::from_secs(3600);
         }
@@ -563,54 +555,29 @@ impl Driver {
                 peer,
                 payload,
                 retry: false,
-            } => self.send_signal(peer, payload),
+            } => self.peer.send_signal(Id(peer), payload, now),
             RtcEvent::Signal {
                 peer,
                 payload,
                 retry: true,
-            } => {
-                let path = self.paths.choose_retry(Id(peer), self.has_remote());
-                self.send_signal_by(path, peer, payload);
-            }
+            } => self.peer.send_signal_retry(Id(peer), payload, now),
             RtcEvent::Open { peer } => {
-                self.open.insert(peer);
-                self.paths.link_opened(Id(peer));
-                self.node
-                    .handle_input(now, Input::PeerUp { peer: Id(peer) });
+                self.peer.link_opened(Id(peer), now);
             }
-            RtcEvent::Message { peer, bytes } => self.node.handle_input(
-                now,
-                Input::Receive {
-                    from: Id(peer),
-                    bytes: &bytes,
-                },
-            ),
-            RtcEvent::Closed { peer } => {
-                self.open.remove(&peer);
-                self.paths.link_closed(Id(peer));
-                self.node
-                    .handle_input(now, Input::PeerDown { peer: Id(peer) });
-            }
+            RtcEvent::Message { peer, bytes } => self.peer.frame(Id(peer), &bytes, now),
+            RtcEvent::Closed { peer } => self.peer.link_closed(Id(peer), now),
         }
     }
 
-    /// Sends an SDP payload to `peer` the way [`SignalPaths`] chooses.
-    fn send_signal(&mut self, peer: u32, payload: String) {
-        let has_remote = self.has_remote();
-        let path = self
-            .paths
-            .choose(Id(peer), !self.open.is_empty(), has_remote);
-        self.send_signal_by(path, peer, payload);
-    }
-
-    fn send_signal_by(&mut self, path: SignalPath, peer: u32, payload: String) {
+    /// Sends an SDP payload through an introducer session (the peer session chose which).
+    fn send_to_introducer(&mut self, path: SignalPath, peer: u32, payload: String) {
         match path {
             SignalPath::Local => {
                 if let Some(local) = &self.local_out {
                     let _ = local.send(SigPeer::new(peer), payload);
                 }
             }
-            SignalPath::Remote => {
+            _ => {
                 if let Some(out) = &self.ws_out {
                     let frame = ClientMessage::Signal {
                         to: SigPeer::new(peer),
@@ -619,28 +586,25 @@ impl Driver {
                     let _ = out.send(ToIntroducer::Frame(frame.to_json()));
                 }
             }
-            _ => {
-                let now = self.now();
-                let op = self.node.signal(Id(peer), payload.clone(), now);
-                self.paths.sent_through_ring(op, Id(peer), payload);
-            }
         }
     }
 
-    /// Whether SDP payloads can go through the remote introducer now.
-    fn has_remote(&self) -> bool {
-        self.ws_out.is_some() && self.stats.introducer_connected
+    /// Whether a join is planned (the peer session's retry, or this driver's own).
+    fn rejoin_planned(&self) -> bool {
+        self.rejoin_at.is_some() || self.peer.plan().retry_at().is_some()
     }
 
     fn on_introducer(&mut self, msg: FromIntroducer) {
         let msg = match msg {
             FromIntroducer::Up { url } => {
                 self.stats.introducer_connected = true;
+                self.peer.set_remote(self.ws_out.is_some());
                 self.known.reached(&url);
                 return;
             }
             FromIntroducer::Down => {
                 self.stats.introducer_connected = false;
+                self.peer.set_remote(false);
                 return;
             }
             FromIntroducer::Message(msg) => msg,
@@ -650,27 +614,28 @@ impl Driver {
                 self.welcome = peers
                     .iter()
                     .map(|p| p.as_u32())
-                    .filter(|p| *p != self.node.id().0)
+                    .filter(|p| *p != self.peer.id().0)
                     .collect();
-                if self.node.is_joined() || self.join_op.is_some() {
+                if self.peer.node().is_joined() || self.peer.joining() {
                     // A member ignores welcomes; a ring of one merges at its next look.
                     return;
                 }
-                let me = self.node.id();
-                self.plan
+                let me = self.peer.id();
+                self.peer
+                    .plan_mut()
                     .set_candidates(self.welcome.iter().map(|p| Id(*p)), me, 0);
-                if !self.plan.has_candidates() {
+                if !self.peer.plan().has_candidates() {
                     // Nobody else is there: this peer starts the ring (and merges later if
                     // others show up).
                     self.serve_alone();
-                } else if self.join_pending || self.rejoin_at.is_none() {
+                } else if self.join_pending || !self.rejoin_planned() {
                     self.join_pending = false;
                     self.start_join();
                 }
             }
             ServerMessage::Signal { from, payload } => {
                 let from = from.as_u32();
-                self.paths.heard(Id(from), SignalPath::Remote);
+                self.peer.heard(Id(from), SignalPath::Remote);
                 let rtc = self.rtc.clone();
                 tokio::spawn(async move { rtc.on_signal(from, &payload).await });
             }
@@ -694,15 +659,16 @@ impl Driver {
     /// Without a welcome (no introducer answered yet), the peers with a session on this peer's
     /// own introducer are the candidates: a restarted first peer finds its ring that way.
     fn start_join(&mut self) {
-        if (self.node.is_joined() && !self.node.is_isolated()) || self.join_op.is_some() {
+        if (self.peer.node().is_joined() && !self.peer.node().is_isolated()) || self.peer.joining()
+        {
             return;
         }
         self.rejoin_at = None;
-        if !self.plan.has_candidates() {
+        if !self.peer.plan().has_candidates() {
             let local = self.local_candidates();
             // Start the rotation at a place of this peer's own, so restarted peers do not all
             // try the same (perhaps restarting) peer first.
-            let turn = self.local_turn + self.node.id().0 as usize;
+            let turn = self.local_turn + self.peer.id().0 as usize;
             if let Some(through) = local.get(turn % local.len().max(1)) {
                 self.local_turn += 1;
                 self.local_peers.insert(*through);
@@ -712,7 +678,7 @@ impl Driver {
             return;
         }
         let now = self.now();
-        if let Some(bootstrap) = self.plan.attempt(now) {
+        if let Some(bootstrap) = self.peer.plan_mut().attempt(now) {
             self.join_through(bootstrap.0);
         }
     }
@@ -720,7 +686,7 @@ impl Driver {
     /// Peers with a session on this peer's own introducer (peers whose `--bootstrap` is this
     /// peer), without this peer.
     fn local_candidates(&self) -> Vec<u32> {
-        let me = self.node.id().0;
+        let me = self.peer.id().0;
         self.introducer
             .as_ref()
             .map(|i| {
@@ -739,9 +705,8 @@ impl Driver {
         } else {
             SignalPath::Remote
         };
-        self.paths.heard(Id(bootstrap), path);
         let now = self.now();
-        self.join_op = Some(self.node.join(Id(bootstrap), now));
+        self.peer.join_through(Id(bootstrap), path, now);
     }
 
     /// Becomes a ring of one (unless already a member): with no `--bootstrap`, when the
@@ -750,19 +715,19 @@ impl Driver {
     fn serve_alone(&mut self) {
         self.alone_at = None;
         self.join_pending = false;
-        if self.node.is_joined() || self.join_op.is_some() {
+        if self.peer.node().is_joined() || self.peer.joining() {
             return;
         }
         tracing::info!("serving as a ring of one until other peers show up");
         let now = self.now();
-        self.node.create_ring(now);
+        self.peer.node_mut().create_ring(now);
         self.was_member = true;
         self.merge_seen.clear();
     }
 
     fn on_alone_deadline(&mut self) {
         self.alone_at = None;
-        if self.node.is_joined() {
+        if self.peer.node().is_joined() {
             return;
         }
         // Serving alone is for when nobody is there: while an introducer lists peers or peers
@@ -776,10 +741,10 @@ impl Driver {
         } else {
             patience / 2
         };
-        let candidates = self.plan.has_candidates() || !self.local_candidates().is_empty();
-        if self.join_op.is_some() || (candidates && self.started.elapsed() < patience) {
+        let candidates = self.peer.plan().has_candidates() || !self.local_candidates().is_empty();
+        if self.peer.joining() || (candidates && self.started.elapsed() < patience) {
             self.alone_at = Some(Instant::now() + REJOIN_DELAY);
-            if self.join_op.is_none() && self.rejoin_at.is_none() {
+            if !self.peer.joining() && !self.rejoin_planned() {
                 self.start_join();
             }
             return;
@@ -792,16 +757,17 @@ impl Driver {
     fn look_for_merge(&mut self) {
         // Spread the looks of several lone peers apart (0..500 ms), so two of them do not
         // keep joining through each other at the same moment.
-        let jitter = Duration::from_millis(u64::from(self.node.id().0 ^ self.now() as u32) % 500);
+        let jitter = Duration::from_millis(u64::from(self.peer.id().0 ^ self.now() as u32) % 500);
         self.merge_at = Instant::now() + MERGE_CHECK + jitter;
         // Not joined and no join under way or planned: peers that bootstrap through this one
         // may be the ring it is looking for.
-        let newcomer = !self.node.is_joined() && self.join_op.is_none() && self.rejoin_at.is_none();
-        if self.join_op.is_some() || !(newcomer || self.node.is_alone()) {
+        let newcomer =
+            !self.peer.node().is_joined() && !self.peer.joining() && !self.rejoin_planned();
+        if self.peer.joining() || !(newcomer || self.peer.node().is_alone()) {
             self.merge_seen.clear();
             return;
         }
-        let me = self.node.id().0;
+        let me = self.peer.id().0;
         let local: BTreeSet<u32> = self.local_candidates().into_iter().collect();
         let mut candidates: BTreeSet<u32> = local.iter().copied().collect();
         candidates.extend(self.welcome.iter().copied());
@@ -839,27 +805,27 @@ impl Driver {
         }
     }
 
-    /// A join failed: a peer that was a ring member serves as a ring of one again (and keeps
-    /// looking for peers to merge with); a newcomer tries again when the join plan says,
-    /// through the next candidate, with a fresh welcome once every candidate failed, and serves
+    /// A join failed (the peer session already asked the join plan, `retry`): a peer that was
+    /// a ring member serves as a ring of one again (and keeps looking for peers to merge with);
+    /// a newcomer tries again when the plan says (the peer session's timer brings
+    /// `PeerOutput::JoinDue`), with a fresh welcome once every candidate failed, and serves
     /// alone when the plan gives up.
-    fn after_failed_join(&mut self) {
+    fn after_failed_join(&mut self, retry: Retry) {
         if self.was_member {
-            self.plan.give_up();
+            self.peer.plan_mut().give_up();
             self.serve_alone();
             return;
         }
-        let now = self.now();
-        match self.plan.failed(now) {
-            Retry::At { at, through } => {
-                let tried = self.plan.attempts();
-                if tried > 0 && tried % self.plan.candidates().len() == 0 {
+        match retry {
+            Retry::At { through, .. } => {
+                let plan = self.peer.plan();
+                let tried = plan.attempts();
+                if tried > 0 && tried % plan.candidates().len().max(1) == 0 {
                     self.refresh_welcome();
                 }
                 tracing::info!(peer = %through, "join failed; trying again");
-                self.rejoin_at = Some(Instant::now() + Duration::from_millis(at - now));
             }
-            Retry::GiveUp if !self.plan.has_candidates() => {
+            Retry::GiveUp if !self.peer.plan().has_candidates() => {
                 // Only peers bootstrapping through this one were candidates: keep trying them,
                 // and ask the introducer again.
                 self.refresh_welcome();
@@ -882,16 +848,16 @@ impl Driver {
                 client_ts,
             } => {
                 if let Some(ts) = client_ts {
-                    self.node.observe_clock(ts);
+                    self.peer.node_mut().observe_clock(ts);
                 }
-                self.node.put(&key, &value, &writer, now)
+                self.peer.node_mut().put(&key, &value, &writer, now)
             }
-            Command::Delete { key, writer } => self.node.delete(&key, &writer, now),
-            Command::Get { key } => self.node.get(&key, now),
-            Command::Flood { key, ttl } => self.node.flood(&key, ttl, now),
-            Command::Lookup { key } => self.node.lookup(Id(key), now),
-            Command::View { peer } => self.node.peer_view(peer, now),
-            Command::Leave => self.node.leave(now),
+            Command::Delete { key, writer } => self.peer.node_mut().delete(&key, &writer, now),
+            Command::Get { key } => self.peer.node_mut().get(&key, now),
+            Command::Flood { key, ttl } => self.peer.node_mut().flood(&key, ttl, now),
+            Command::Lookup { key } => self.peer.node_mut().lookup(Id(key), now),
+            Command::View { peer } => self.peer.node_mut().peer_view(peer, now),
+            Command::Leave => self.peer.node_mut().leave(now),
         };
         self.pending.insert(op, reply);
     }
@@ -906,7 +872,7 @@ impl Driver {
                         limit: MAX_API_WATCHERS,
                     })
                 } else {
-                    self.node.watch(&key, now).map(|()| {
+                    self.peer.node_mut().watch(&key, now).map(|()| {
                         self.next_watcher += 1;
                         let id = self.next_watcher;
                         self.watchers.entry(key).or_default().insert(id, events);
@@ -928,7 +894,7 @@ impl Driver {
         if clients.is_empty() {
             self.watchers.remove(key);
             let now = self.now();
-            self.node.unwatch(key, now);
+            self.peer.node_mut().unwatch(key, now);
         }
     }
 
@@ -951,15 +917,16 @@ impl Driver {
     }
 
     fn status(&self) -> Status {
-        let raw = self.node.metrics();
+        let node = self.peer.node();
+        let raw = node.metrics();
         let rtc = self.rtc.stats();
         Status {
-            ring: self.node.ring_view(),
+            ring: node.ring_view(),
             metrics: raw.summary(),
             raw,
-            keys_stored: self.node.store().len(),
+            keys_stored: node.store().len(),
             driver: DriverStats {
-                signaling: self.paths.stats(),
+                signaling: self.peer.signal_stats(),
                 links: rtc.links_open,
                 rtc,
                 storage: {
@@ -967,7 +934,7 @@ impl Driver {
                         .storage
                         .as_ref()
                         .map_or_else(StorageStats::in_memory, |s| s.stats().clone());
-                    storage.frames_held = self.gate.items_held;
+                    storage.frames_held = self.peer.items_held();
                     storage
                 },
                 ..self.stats.clone()
@@ -975,41 +942,21 @@ impl Driver {
         }
     }
 
-    /// Carries out every output of the core until it only asks to be woken later. Each round
-    /// of outputs is a group commit: its `Stored` entries are persisted first, then the rest
-    /// is carried out. False if the store could not be written (the driver stops; nothing of
-    /// that round was sent).
+    /// Carries out every output of the peer until it only asks to be woken later. Writes come
+    /// out as one batch per drain of the core (node-core's `peer::commit`), committed here at
+    /// once; what waited for them comes out after. False if the store could not be written
+    /// (the driver stops; nothing that waited for that batch was sent).
     async fn drain(&mut self) -> bool {
         loop {
-            let mut ready = Vec::new();
-            let mut polled = false;
-            loop {
-                let output = match self.node.poll_output() {
-                    Output::Timeout(_) => break,
-                    output => output,
-                };
-                polled = true;
-                match output {
-                    Output::Event(Event::Stored { key, entry }) if self.storage.is_some() => {
-                        self.gate.stored(key, entry);
+            match self.peer.poll_output() {
+                PeerOutput::Timeout(_) => return true,
+                PeerOutput::Persist(batch) => {
+                    if !self.commit(&batch) {
+                        return false;
                     }
-                    Output::Event(Event::Collected { key }) if self.storage.is_some() => {
-                        self.gate.collected(key);
-                    }
-                    output => ready.extend(self.gate.pass(output)),
+                    self.peer.committed(batch.id);
                 }
-            }
-            if !polled {
-                return true;
-            }
-            if let Some(batch) = self.gate.take_batch() {
-                if !self.commit(&batch) {
-                    return false;
-                }
-                ready.extend(self.gate.committed(batch.id));
-            }
-            for output in ready {
-                self.carry_out(output);
+                output => self.carry_out(output),
             }
         }
     }
@@ -1017,7 +964,7 @@ impl Driver {
     /// Commits one drain's writes (node-core's `peer::commit`: the last event per key), in one
     /// transaction; the outputs held for them are carried out after.
     fn commit(&mut self, batch: &Batch) -> bool {
-        let lamport = self.node.lamport();
+        let lamport = self.peer.node().lamport();
         let Some(storage) = self.storage.as_mut() else {
             return true;
         };
@@ -1033,19 +980,52 @@ impl Driver {
         self.storage_ok(result)
     }
 
-    fn carry_out(&mut self, output: Output) {
+    fn carry_out(&mut self, output: PeerOutput) {
         match output {
-            Output::Send { to, bytes } => self.send_frame(to.0, bytes),
-            Output::Connect(peer) => {
+            PeerOutput::Send { to, bytes } => self.send_frame(to.0, bytes),
+            PeerOutput::Connect(peer) => {
                 let rtc = self.rtc.clone();
                 tokio::spawn(async move { rtc.connect(peer.0).await });
             }
-            Output::Disconnect(peer) => {
-                self.paths.forget(peer);
+            PeerOutput::Disconnect(peer) => {
                 let rtc = self.rtc.clone();
                 tokio::spawn(async move { rtc.close(peer.0).await });
             }
-            Output::Event(event) => self.on_event(event),
+            PeerOutput::Deliver { from, payload } => {
+                let rtc = self.rtc.clone();
+                tokio::spawn(async move { rtc.on_signal(from.0, &payload).await });
+            }
+            PeerOutput::Introducer { path, to, payload } => {
+                self.send_to_introducer(path, to.0, payload);
+            }
+            PeerOutput::Joined { .. } => {
+                self.was_member = true;
+                self.alone_at = None;
+            }
+            PeerOutput::JoinFailed { error, retry } => {
+                if let OpError::IdInUse { id } = error {
+                    // The only ring member has our id: most likely our previous
+                    // incarnation, until the ring notices it died. Keep trying.
+                    tracing::warn!(%id, "a ring member has this id; trying again");
+                } else {
+                    tracing::warn!(%error, "join failed; trying again");
+                }
+                self.after_failed_join(retry);
+            }
+            PeerOutput::JoinDue { through } => {
+                let node = self.peer.node();
+                if (!node.is_joined() || node.is_isolated()) && !self.peer.joining() {
+                    self.join_through(through.0);
+                }
+            }
+            PeerOutput::OpDone { op, result } => {
+                if let Some(reply) = self.pending.remove(&op) {
+                    let _ = reply.send(result);
+                } else if let Err(e) = result {
+                    tracing::debug!(?op, %e, "internal operation failed");
+                }
+            }
+            PeerOutput::Event(event) => self.on_event(event),
             _ => {}
         }
     }
@@ -1056,54 +1036,12 @@ impl Driver {
         if !self.rtc.send(to, bytes) {
             self.stats.frames_without_channel += 1;
             let now = self.now();
-            self.node
-                .handle_input(now, Input::SendFailed { peer: Id(to) });
+            self.peer.send_failed(Id(to), now);
         }
     }
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::OpDone { op, result } => {
-                if self.join_op == Some(op) {
-                    self.join_op = None;
-                    match result {
-                        Err(OpError::IdInUse { id }) => {
-                            // The only ring member has our id: most likely our previous
-                            // incarnation, until the ring notices it died. Keep trying.
-                            tracing::warn!(%id, "a ring member has this id; trying again");
-                            self.after_failed_join();
-                        }
-                        Err(e) => {
-                            tracing::warn!(%e, "join failed; trying again");
-                            self.after_failed_join();
-                        }
-                        Ok(_) => {
-                            self.plan.joined();
-                            self.was_member = true;
-                            self.alone_at = None;
-                        }
-                    }
-                    return;
-                }
-                match self.paths.op_done(op, result.is_err(), self.has_remote()) {
-                    SignalOpDone::NotSignal => {}
-                    SignalOpDone::Resend { peer, payload } => {
-                        self.send_signal(peer.0, payload);
-                        return;
-                    }
-                    _ => return,
-                }
-                if let Some(reply) = self.pending.remove(&op) {
-                    let _ = reply.send(result);
-                } else if let Err(e) = result {
-                    tracing::debug!(?op, %e, "internal operation failed");
-                }
-            }
-            Event::Signal { from, payload } => {
-                self.paths.heard(from, SignalPath::Ring);
-                let rtc = self.rtc.clone();
-                tokio::spawn(async move { rtc.on_signal(from.0, &payload).await });
-            }
             Event::SuccessorChanged { successor } => {
                 tracing::info!(%successor, "successor changed");
             }
@@ -1113,11 +1051,12 @@ impl Driver {
             Event::PeerFailed { peer } => tracing::info!(%peer, "peer failed"),
             Event::Isolated => {
                 // Every successor failed: join again (through the members the introducer
-                // named) rather than serve as a ring of one.
+                // named, the peer session's join plan) rather than serve as a ring of one;
+                // without such members, through the peers that bootstrap through this one.
                 tracing::warn!("cut off from the ring; joining again");
-                let now = self.now();
-                let at = self.plan.isolated(now).unwrap_or(now + JOIN_RETRY_MS);
-                self.rejoin_at = Some(Instant::now() + Duration::from_millis(at - now));
+                if self.peer.plan().retry_at().is_none() {
+                    self.rejoin_at = Some(Instant::now() + Duration::from_millis(JOIN_RETRY_MS));
+                }
             }
             Event::LeaderElected { set, leader } => {
                 tracing::debug!(?set, %leader, "leader elected");
