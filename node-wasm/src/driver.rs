@@ -1,4 +1,5 @@
-//! The browser driver: owns the sans-IO [`Node`], feeds it inputs and carries out its outputs.
+//! The browser driver: owns the sans-IO [`Peer`] (node-core's peer session: the node,
+//! signalling paths, the join plan, group commit), feeds it inputs and carries out its outputs.
 //!
 //! JavaScript is single-threaded and event-driven, so the driver is a [`Shared`] cell that every
 //! callback (data channel, WebSocket, timer, API call) enters through [`with_driver`]: borrow,
@@ -7,22 +8,22 @@
 //! user code runs while the driver is borrowed, so a user's `onEvent` handler may call back into
 //! the peer.
 //!
-//! Signaling paths are the native driver's (node-native/src/driver.rs): an SDP payload goes
-//! through the ring (`Node::signal`) as soon as this peer holds any open link, through the
-//! introducer only for the first link or when the ring reports no route; answers go back the
-//! way the offer came.
+//! Signaling paths are the peer session's (`node_core::peer::session`), as for the native
+//! peer: an SDP payload goes through the ring as soon as this peer holds any open link, through
+//! the introducer only for the first link or when the ring reports no route; answers go back
+//! the way the offer came.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::{Rc, Weak};
 
 use futures_channel::oneshot;
-use node_core::node::{Config, Event, Input, OpId, OpOutcome, Output};
+use node_core::node::{Config, Event, OpId, OpOutcome, Output};
 use node_core::peer::budget::{BudgetStep, ConnectionBudget, TAB_CONNECTION_LIMIT};
-use node_core::peer::commit::CommitGate;
-use node_core::peer::join::{JoinPlan, Retry};
-use node_core::signal_path::{SignalOpDone, SignalPath, SignalPaths};
-use node_core::{Id, Node, Time};
+use node_core::peer::commit::Batch;
+use node_core::peer::join::Retry;
+use node_core::signal_path::SignalPath;
+use node_core::{Id, Node, Peer, PeerOutput, Time};
 use serde_json::{Value, json};
 use signaling::{ClientMessage, PeerId as SigPeer, ServerMessage};
 use wasm_bindgen::JsCast;
@@ -197,7 +198,8 @@ impl Shared {
                 return Err(js::error("stopped", "this peer was stopped"));
             }
             let now = d.now();
-            d.node
+            d.peer
+                .node_mut()
                 .watch(&key, now)
                 .map_err(|e| js::error(e.code(), &e.to_string()))?;
             shared.watchers.borrow_mut().insert(key, callback);
@@ -209,7 +211,7 @@ impl Shared {
     pub fn unwatch(self: &Rc<Self>, key: &str) -> bool {
         with_driver(self, |d, shared| {
             let now = d.now();
-            d.node.unwatch(key, now);
+            d.peer.node_mut().unwatch(key, now);
             shared.watchers.borrow_mut().remove(key).is_some()
         })
     }
@@ -239,20 +241,15 @@ impl Shared {
 
 /// The driver's state; only [`with_driver`] touches it.
 pub struct Driver {
-    pub node: Node,
+    /// The node and the policy both drivers share (node-core's peer session).
+    pub peer: Peer,
     origin_ms: f64,
     pub(crate) me: Weak<Shared>,
     pub links: Links,
     introducer: Option<Introducer>,
     introducer_url: String,
     pending: HashMap<OpId, oneshot::Sender<Reply>>,
-    /// Which way SDP payloads travel (ring or introducer), and the link counters.
-    paths: SignalPaths,
     started: Option<oneshot::Sender<Result<(), StartError>>>,
-    join_op: Option<OpId>,
-    /// Ring members the introducer's `welcome` named, tried in turn when a join fails, and
-    /// when to try again (node-core's join plan).
-    plan: JoinPlan,
     /// Connections this tab may still create (node-core's `peer::budget`).
     budget: ConnectionBudget,
     /// Cut off from the ring after start (`Event::Isolated`): joining again, without limit.
@@ -263,15 +260,14 @@ pub struct Driver {
     stats: DriverStats,
     stopped: bool,
     storage: Option<crate::storage::Storage>,
-    /// Outputs held until the IndexedDB transaction of the writes before them completed
-    /// (node-core's `peer::commit`, the rule the native peer follows too).
-    gate: CommitGate<Output>,
+    /// IndexedDB transactions of the peer session's batches (node-core's `peer::commit`: the
+    /// outputs after a batch wait until its transaction completed), by batch id.
     transactions_pending: std::collections::BTreeMap<u64, (f64, usize)>,
 }
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Driver({})", self.node.id())
+        write!(f, "Driver({})", self.peer.id())
     }
 }
 
@@ -368,19 +364,19 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
                 with_driver(&shared, |d, _| {
                     d.timer = None;
                     let now = d.now();
-                    d.node.handle_input(now, Input::Timeout);
+                    d.peer.handle_timeout(now);
                 });
             }
         });
         Shared {
             id,
             driver: RefCell::new(Driver {
-                node: {
+                peer: {
                     // A tab has no address to give, but its forwarding counts in the origin's
                     // whole-flood total (node_core::flood, reports).
                     let mut node = Node::new(config, id, 0);
                     node.report_floods(None);
-                    node
+                    Peer::new(node, options.persist)
                 },
                 origin_ms,
                 me: me.clone(),
@@ -392,10 +388,7 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
                 introducer: None,
                 introducer_url: options.introducer.clone(),
                 pending: HashMap::new(),
-                paths: SignalPaths::default(),
                 started: Some(started_tx),
-                join_op: None,
-                plan: JoinPlan::new(),
                 budget: ConnectionBudget::new(options.connection_limit),
                 rejoining: false,
                 waiting_welcome: true,
@@ -404,7 +397,6 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
                 stats: DriverStats::default(),
                 stopped: false,
                 storage: None,
-                gate: CommitGate::new(),
                 transactions_pending: std::collections::BTreeMap::new(),
             }),
             events: RefCell::new(VecDeque::new()),
@@ -422,7 +414,8 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
         with_driver(&shared, |d, _| {
             let now = d.now();
             let restored = d
-                .node
+                .peer
+                .node_mut()
                 .restore(loaded.entries, loaded.lamport, now)
                 .map_err(|e| ("storage_error", e.to_string()))?;
             d.stats.storage.restored_entries = restored.entries as u64;
@@ -433,6 +426,7 @@ pub async fn start(options: StartOptions) -> Result<Handle, StartError> {
     }
     with_driver(&shared, |d, h| {
         d.introducer = Some(Introducer::open(h, &options.introducer, options.verify_ids));
+        d.peer.set_remote(true);
     });
     match started_rx.await {
         Ok(Ok(())) => Ok(shared),
@@ -450,7 +444,6 @@ pub fn with_driver<R>(shared: &Handle, f: impl FnOnce(&mut Driver, &Handle) -> R
         let mut d = shared.driver.borrow_mut();
         let result = f(&mut d, shared);
         d.drain(shared);
-        d.persist();
         d.arm_timer();
         result
     };
@@ -476,7 +469,7 @@ pub async fn command(shared: &Handle, f: impl FnOnce(&mut Node, Time) -> OpId) -
             return;
         }
         let now = d.now();
-        let op = f(&mut d.node, now);
+        let op = f(d.peer.node_mut(), now);
         d.pending.insert(op, tx);
     });
     let reply = rx
@@ -513,8 +506,8 @@ pub fn stop(shared: &Handle) {
             return;
         }
         let now = d.now();
-        if d.node.is_joined() {
-            d.node.leave(now);
+        if d.peer.node().is_joined() {
+            d.peer.node_mut().leave(now);
         }
         // Let the core's `Leaving` frames out before closing the channels.
         d.drain_frames_only();
@@ -523,7 +516,7 @@ pub fn stop(shared: &Handle) {
         if let Some(introducer) = d.introducer.take() {
             introducer.close();
         }
-        d.persist();
+        d.peer.set_remote(false);
         if let Some(storage) = d.storage.take() {
             storage.close();
         }
@@ -551,51 +544,75 @@ impl Driver {
         }
     }
 
-    /// Carries out every output of the core until it only asks to be woken later.
+    /// Carries out every output of the peer until it only asks to be woken later; a batch of
+    /// writes goes to IndexedDB, and what waits for it comes out once its transaction
+    /// completed ([`Driver::transaction_done`]).
     fn drain(&mut self, shared: &Handle) {
         if self.stopped {
             // Nothing leaves a stopped peer; its core is only drained to free the queue.
-            while !matches!(self.node.poll_output(), Output::Timeout(_)) {}
+            while !matches!(self.peer.poll_output(), PeerOutput::Timeout(_)) {}
             return;
         }
         loop {
-            let output = match self.node.poll_output() {
-                Output::Timeout(_) => return,
-                output => output,
-            };
-            match &output {
-                Output::Event(Event::Stored { key, entry }) if self.storage.is_some() => {
-                    self.gate.stored(key.clone(), entry.clone());
-                }
-                Output::Event(Event::Collected { key }) if self.storage.is_some() => {
-                    self.gate.collected(key.clone());
-                }
-                _ => {}
-            }
-            if let Some(output) = self.gate.pass(output) {
-                self.carry_out(shared, output);
+            match self.peer.poll_output() {
+                PeerOutput::Timeout(_) => return,
+                PeerOutput::Persist(batch) => self.persist(batch),
+                output => self.carry_out(shared, output),
             }
         }
     }
 
-    fn carry_out(&mut self, shared: &Handle, output: Output) {
+    fn carry_out(&mut self, shared: &Handle, output: PeerOutput) {
         match output {
             // The guard sends the frame. Not sent (no open channel, or its buffer is full): the
             // core counts it, and a streak of them closes the link.
-            Output::Send { to, bytes } if !self.links.send(to.0, &bytes) => {
+            PeerOutput::Send { to, bytes } if !self.links.send(to.0, &bytes) => {
                 self.stats.frames_without_channel += 1;
                 let now = self.now();
-                self.node.handle_input(now, Input::SendFailed { peer: to });
+                self.peer.send_failed(to, now);
             }
-            Output::Connect(peer) => {
+            PeerOutput::Connect(peer) => {
                 self.links.connect(shared, peer.0);
                 self.check_budget();
             }
-            Output::Disconnect(peer) => {
-                self.paths.forget(peer);
-                self.links.close(peer.0);
+            PeerOutput::Disconnect(peer) => self.links.close(peer.0),
+            PeerOutput::Deliver { from, payload } => {
+                self.incoming_signal(from.0, &payload, SignalPath::Ring);
             }
-            Output::Event(event) => self.on_event(event),
+            PeerOutput::Introducer { to, payload, .. } => {
+                if let Some(introducer) = &self.introducer {
+                    introducer.send(&ClientMessage::Signal {
+                        to: SigPeer::new(to.0),
+                        payload,
+                    });
+                }
+            }
+            PeerOutput::Joined { successor } => {
+                self.rejoining = false;
+                self.emit(json!({"type": "joined", "successor": successor.to_string()}));
+                self.finish_start(Ok(()));
+            }
+            // A join through one member can fail for reasons of that member (its link to us
+            // did not open, it left, our previous incarnation still holds our id): the join
+            // plan says when to try the next one the introducer named (the peer session's
+            // timer brings `JoinDue`), and when to give up.
+            PeerOutput::JoinFailed { error, retry } => match retry {
+                Retry::At { through, .. } => self.emit(json!({
+                    "type": "join_retry",
+                    "reason": error.to_string(),
+                    "via": through.to_string(),
+                })),
+                Retry::GiveUp => self.finish_start(Err(("join_timeout", error.to_string()))),
+            },
+            PeerOutput::JoinDue { through } => self.join_through(through.0),
+            PeerOutput::OpDone { op, result } => {
+                if let Some(tx) = self.pending.remove(&op) {
+                    let reply =
+                        result.map_err(|e| js::error(crate::error_code(&e), &e.to_string()));
+                    let _ = tx.send(reply);
+                }
+            }
+            PeerOutput::Event(event) => self.on_event(event),
             _ => {}
         }
     }
@@ -625,7 +642,7 @@ impl Driver {
     /// Sends the frames the core has queued (a leave's goodbyes) and nothing else.
     fn drain_frames_only(&mut self) {
         loop {
-            match self.node.poll_output() {
+            match self.peer.node_mut().poll_output() {
                 Output::Timeout(_) => return,
                 Output::Send { to, bytes } => {
                     self.links.send(to.0, &bytes);
@@ -639,7 +656,7 @@ impl Driver {
         if self.stopped {
             return;
         }
-        let at = self.node.next_timeout();
+        let at = self.peer.next_timeout();
         if let Some((handle, armed_at)) = self.timer {
             if armed_at == at {
                 return;
@@ -665,74 +682,17 @@ impl Driver {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::OpDone { op, result } => {
-                match self
-                    .paths
-                    .op_done(op, result.is_err(), self.introducer.is_some())
-                {
-                    SignalOpDone::NotSignal => {}
-                    SignalOpDone::Resend { peer, payload } => {
-                        self.send_signal(peer.0, payload);
-                        return;
-                    }
-                    _ => return,
-                }
-                if Some(op) == self.join_op {
-                    self.join_op = None;
-                    match result {
-                        Ok(OpOutcome::Joined { successor }) => {
-                            self.rejoining = false;
-                            self.plan.joined();
-                            self.emit(
-                                json!({"type": "joined", "successor": successor.to_string()}),
-                            );
-                            self.finish_start(Ok(()));
-                        }
-                        Ok(other) => self.finish_start(Err((
-                            "join_timeout",
-                            format!("unexpected join outcome {other:?}"),
-                        ))),
-                        // A join through one member can fail for reasons of that member (its
-                        // link to us did not open, it left, our previous incarnation still
-                        // holds our id): the join plan says when to try the next one the
-                        // introducer named, and when to give up.
-                        Err(e) => {
-                            let now = self.now();
-                            match self.plan.failed(now) {
-                                Retry::At { at, through } => {
-                                    self.emit(json!({
-                                        "type": "join_retry",
-                                        "reason": e.to_string(),
-                                        "via": through.to_string(),
-                                    }));
-                                    self.retry_join_at(at);
-                                }
-                                Retry::GiveUp => {
-                                    self.finish_start(Err(("join_timeout", e.to_string())));
-                                }
-                            }
-                        }
-                    }
-                } else if let Some(tx) = self.pending.remove(&op) {
-                    let reply =
-                        result.map_err(|e| js::error(crate::error_code(&e), &e.to_string()));
-                    let _ = tx.send(reply);
-                }
-            }
-            Event::Signal { from, payload } => {
-                self.incoming_signal(from.0, &payload, SignalPath::Ring);
-            }
             Event::SuccessorChanged { successor } => {
                 self.emit(json!({"type": "successor", "successor": successor.to_string()}));
             }
             Event::Isolated => {
                 // Every successor failed: join again through the members the introducer
                 // named rather than serve as a ring of one.
+                // The peer session's join plan started a round without patience; its timer
+                // brings the attempts (`JoinDue`).
                 self.emit(json!({"type": "isolated"}));
-                let now = self.now();
-                if let Some(at) = self.plan.isolated(now) {
+                if self.peer.plan().retry_at().is_some() {
                     self.rejoining = true;
-                    self.retry_join_at(at);
                 }
             }
             Event::PredecessorChanged { predecessor } => {
@@ -777,10 +737,7 @@ impl Driver {
 
     /// Writes the drain's writes to IndexedDB in one transaction; the outputs held for it
     /// are carried out when it completes (see [`crate::storage`], "Durability").
-    fn persist(&mut self) {
-        let Some(batch) = self.gate.take_batch() else {
-            return;
-        };
+    fn persist(&mut self, batch: Batch) {
         let Some(storage) = &self.storage else {
             return;
         };
@@ -794,7 +751,7 @@ impl Driver {
         self.transactions_pending
             .insert(transaction, (performance_now(), entries.len()));
         let me = self.me.clone();
-        let queued = storage.write(&entries, self.node.lamport(), move |committed| {
+        let queued = storage.write(&entries, self.peer.node().lamport(), move |committed| {
             with_weak(&me, |d, shared| {
                 d.transaction_done(shared, transaction, committed)
             });
@@ -823,9 +780,9 @@ impl Driver {
         if self.stopped {
             return;
         }
-        for output in self.gate.committed(transaction) {
-            self.carry_out(shared, output);
-        }
+        // What waited for it comes out of the drain `with_driver` runs next.
+        let _ = shared;
+        self.peer.committed(transaction);
     }
 
     fn finish_start(&mut self, result: Result<(), StartError>) {
@@ -836,35 +793,17 @@ impl Driver {
 
     // ----- links ----------------------------------------------------------------------------
 
-    /// An SDP payload for `peer` from [`Links`]: send it the way [`SignalPaths`] chooses.
+    /// An SDP payload for `peer` from [`Links`]: the peer session sends it the way its
+    /// signalling paths choose.
     pub fn send_signal(&mut self, peer: u32, payload: String) {
-        let any_open = self.links.any_open();
-        let has_remote = self.introducer.is_some();
-        let path = self.paths.choose(Id(peer), any_open, has_remote);
-        self.send_signal_by(path, peer, payload);
+        let now = self.now();
+        self.peer.send_signal(Id(peer), payload, now);
     }
 
-    /// Sends an offer again for want of an answer, the way [`SignalPaths::choose_retry`] says.
+    /// Sends an offer again for want of an answer (the peer session chooses the way).
     pub fn send_signal_retry(&mut self, peer: u32, payload: String) {
-        let has_remote = self.introducer.is_some();
-        let path = self.paths.choose_retry(Id(peer), has_remote);
-        self.send_signal_by(path, peer, payload);
-    }
-
-    fn send_signal_by(&mut self, path: SignalPath, peer: u32, payload: String) {
-        match (path, &self.introducer) {
-            (SignalPath::Remote, Some(introducer)) => {
-                introducer.send(&ClientMessage::Signal {
-                    to: SigPeer::new(peer),
-                    payload,
-                });
-            }
-            _ => {
-                let now = self.now();
-                let op = self.node.signal(Id(peer), payload.clone(), now);
-                self.paths.sent_through_ring(op, Id(peer), payload);
-            }
-        }
+        let now = self.now();
+        self.peer.send_signal_retry(Id(peer), payload, now);
     }
 
     /// A signalling payload from `peer` that came by `path` (answers go back the same way).
@@ -873,13 +812,13 @@ impl Driver {
             return;
         };
         // First: a reply goes back the way this payload came.
-        self.paths.heard(Id(peer), path);
+        self.peer.heard(Id(peer), path);
         let outcome = self.links.on_signal(&shared, peer, payload);
         self.check_budget();
         if outcome.replaced_open {
             self.link_closed(peer, true, "replaced by a new offer (the peer restarted)");
             // Closing forgot the peer's path; the answer to its new offer goes back its way.
-            self.paths.heard(Id(peer), path);
+            self.peer.heard(Id(peer), path);
         }
         if let Some(reply) = outcome.reply {
             self.send_signal(peer, reply);
@@ -887,39 +826,29 @@ impl Driver {
     }
 
     pub fn link_opened(&mut self, peer: u32) {
-        let via = if self.paths.link_opened(Id(peer)) {
+        let now = self.now();
+        let via = if self.peer.link_opened(Id(peer), now) {
             "ring"
         } else {
             "introducer"
         };
         self.emit(json!({"type": "link_up", "peer": format!("{peer:08x}"), "via": via}));
-        let now = self.now();
-        self.node
-            .handle_input(now, Input::PeerUp { peer: Id(peer) });
     }
 
     pub fn link_frame(&mut self, peer: u32, bytes: &[u8]) {
         self.links.received(bytes.len());
         let now = self.now();
-        self.node.handle_input(
-            now,
-            Input::Receive {
-                from: Id(peer),
-                bytes,
-            },
-        );
+        self.peer.frame(Id(peer), bytes, now);
     }
 
     /// A link closed or failed to open (whichever side started it).
     pub fn link_closed(&mut self, peer: u32, was_open: bool, reason: &str) {
-        self.paths.forget(Id(peer));
         self.emit(json!({
             "type": "link_down", "peer": format!("{peer:08x}"), "reason": reason,
             "was_open": was_open,
         }));
         let now = self.now();
-        self.node
-            .handle_input(now, Input::PeerDown { peer: Id(peer) });
+        self.peer.link_dropped(Id(peer), now);
     }
 
     // ----- introducer -----------------------------------------------------------------------
@@ -933,16 +862,15 @@ impl Driver {
                     return;
                 }
                 let now = self.now();
-                let me = self.node.id().0;
-                self.plan
-                    .set_candidates(peers.iter().map(|p| Id(p.as_u32())), Id(me), 0);
-                match self.plan.attempt(now) {
+                let me = self.peer.id();
+                self.peer
+                    .plan_mut()
+                    .set_candidates(peers.iter().map(|p| Id(p.as_u32())), me, 0);
+                match self.peer.plan_mut().attempt(now) {
                     Some(first) => self.join_through(first.0),
                     None => {
-                        self.node.create_ring(now);
-                        self.emit(
-                            json!({"type": "joined", "successor": self.node.id().to_string()}),
-                        );
+                        self.peer.node_mut().create_ring(now);
+                        self.emit(json!({"type": "joined", "successor": me.to_string()}));
                         self.finish_start(Ok(()));
                     }
                 }
@@ -965,35 +893,20 @@ impl Driver {
 
     /// Joins the ring through `bootstrap` (the first time, or after a failed attempt).
     fn join_through(&mut self, bootstrap: u32) {
-        let rejoin = self.rejoining && (!self.node.is_joined() || self.node.is_isolated());
-        if self.stopped || !rejoin && (self.node.is_joined() || self.started.is_none()) {
+        let node = self.peer.node();
+        let rejoin = self.rejoining && (!node.is_joined() || node.is_isolated());
+        if self.stopped || !rejoin && (node.is_joined() || self.started.is_none()) {
             return;
         }
-        self.paths.heard(Id(bootstrap), SignalPath::Remote);
         let now = self.now();
-        self.join_op = Some(self.node.join(Id(bootstrap), now));
-    }
-
-    /// Arms the join plan's retry for core time `at`; the attempt goes through the candidate
-    /// the plan names then (none if the peer joined meanwhile).
-    fn retry_join_at(&mut self, at: Time) {
-        let wait = at.saturating_sub(self.now());
-        let me = self.me.clone();
-        spawn_local(async move {
-            sleep_ms(i32::try_from(wait).unwrap_or(i32::MAX)).await;
-            with_weak(&me, |d, _| {
-                // A timer is not early, but the clock's rounding may make it look so.
-                let now = d.now().max(at);
-                if let Some(through) = d.plan.due(now) {
-                    d.join_through(through.0);
-                }
-            });
-        });
+        self.peer
+            .join_through(Id(bootstrap), SignalPath::Remote, now);
     }
 
     /// The introducer session ended (or never opened).
     pub fn on_introducer_closed(&mut self, reason: &str) {
         self.introducer = None;
+        self.peer.set_remote(false);
         self.stats.introducer_connected = false;
         self.emit(json!({"type": "introducer", "state": "closed", "reason": reason}));
         if self.waiting_welcome {
@@ -1011,9 +924,9 @@ impl Driver {
     /// The metrics document (node-core's `peer::stats`, the native `/metrics` shape).
     pub fn metrics_json(&self) -> Value {
         let mut driver = self.stats.clone();
-        driver.signaling = self.paths.stats();
+        driver.signaling = self.peer.signal_stats();
         driver.rtc = self.links.stats();
-        driver.storage.frames_held = self.gate.items_held;
+        driver.storage.frames_held = self.peer.items_held();
         match &self.storage {
             Some(storage) => {
                 driver.storage.durability = "indexeddb".into();
@@ -1021,6 +934,7 @@ impl Driver {
             }
             None => driver.storage.durability = "in-memory".into(),
         }
-        node_core::peer::stats::document(&self.node.metrics(), self.node.store().len(), &driver)
+        let node = self.peer.node();
+        node_core::peer::stats::document(&node.metrics(), node.store().len(), &driver)
     }
 }

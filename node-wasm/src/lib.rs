@@ -116,7 +116,7 @@ impl ChordPeer {
     /// Replication factor k (replica set = the key's owner and its next k-1 successors).
     #[wasm_bindgen(getter)]
     pub fn replicas(&self) -> usize {
-        driver::with_driver(&self.handle, |d, _| d.node.config().replicas)
+        driver::with_driver(&self.handle, |d, _| d.peer.node().config().replicas)
     }
 
     /// `cb(event)` for every event: `{type, at_ms, ...}` (see the crate docs).
@@ -226,7 +226,7 @@ impl ChordPeer {
     #[wasm_bindgen(unchecked_return_type = "RingView")]
     pub fn ring(&self) -> JsValue {
         js::value(&driver::with_driver(&self.handle, |d, _| {
-            js::ring_view(&d.node.ring_view())
+            js::ring_view(&d.peer.node().ring_view())
         }))
     }
 
@@ -254,7 +254,7 @@ impl ChordPeer {
     #[wasm_bindgen(js_name = localKeys, unchecked_return_type = "LocalEntry[]")]
     pub fn local_keys(&self) -> JsValue {
         js::value(&driver::with_driver(&self.handle, |d, _| {
-            js::local_keys(d.node.store(), 1000)
+            js::local_keys(d.peer.node().store(), 1000)
         }))
     }
 
