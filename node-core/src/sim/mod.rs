@@ -1,6 +1,7 @@
 //! Deterministic in-process network simulator (feature `sim`).
 //!
-//! Many real [`Node`]s, one virtual clock, and a network model:
+//! Many real peers ([`Peer`], node-core's peer session around a [`Node`], driven as the native
+//! and browser drivers drive it), one virtual clock, and a network model:
 //! - every link has a fixed latency drawn from the seed (so frames on one link stay in order, as
 //!   on a reliable WebRTC data channel, while different links reorder relative to each other):
 //!   uniform in `[latency_min_ms, latency_max_ms]` by default, or, with
@@ -12,17 +13,24 @@
 //! - crashes stop a node at once; its peers see its links go down after `link_detect_ms`;
 //!   restarts bring a fresh incarnation with the same id, without its disk (`Sim::restart`) or
 //!   restored from it (`Sim::restart_with_disk`);
-//! - link establishment plays the real drivers' signalling with node-core's own rules
-//!   (`crate::peer::signal`): each node keeps the drivers' link table (`crate::peer::table`:
-//!   role, open, answered, the offer it answers, its own payload); a `Connect` sends a `{type:"offer",sdp}` payload (unique per attempt, as
-//!   real SDP is) through the ring with [`Node::signal`]; the target's driver decides with
-//!   the table's `on_offer` (answer, replace, or ignore: glare, duplicate, offer on an open
-//!   link) and answers the way the offer came; the link opens one latency after an answer the
-//!   offerer's table accepts (`accept_answer`). If no answer comes within `signal_timeout_ms`,
-//!   the introducer relays the offer (and the answer) instead, when it is enabled, both peers
-//!   are alive and not partitioned apart; otherwise the initiator gets `PeerDown`. A side whose
-//!   link is not open `connect_timeout_ms` after its offer or answer gives up and reports
-//!   `PeerDown`. A joining node's first link always comes through the introducer.
+//! - link establishment plays the real drivers' signalling with node-core's own rules: each
+//!   node keeps the drivers' link table (`crate::peer::table`: role, open, answered, the offer
+//!   it answers, its own payload) and decides with its `on_offer` (`crate::peer::signal`:
+//!   answer, replace, or ignore: glare, duplicate, offer on an open link); a `Connect` makes a
+//!   `{type:"offer",sdp}` payload (unique per attempt, as real SDP is) that the peer session
+//!   sends the way its signalling paths choose (`crate::signal_path`: through the ring once a
+//!   link is open, else through the introducer, which this model relays; again through the
+//!   introducer when the ring could not route it), and answers go back the way the offer came;
+//!   the link opens one latency after an answer the offerer's table accepts (`accept_answer`).
+//!   If no answer comes within `signal_timeout_ms`, the peer session sends the offer again
+//!   (`send_signal_retry`: through the introducer) when the introducer is enabled and both
+//!   peers are alive and not partitioned apart; otherwise the initiator gets `PeerDown`. A side
+//!   whose link is not open `connect_timeout_ms` after its offer or answer gives up and reports
+//!   `PeerDown`. A joining node's first link always comes through the introducer;
+//! - joins follow the peer session's join plan: a failed join is tried again on the peer's
+//!   own timer (`PeerOutput::JoinDue`), through the fixed welcome's next member
+//!   ([`Sim::add_node_via`]) or a fresh pick of a live member; writes come out as batches that
+//!   the modelled disk commits at once.
 //!
 //! The event loop always processes the earliest of {each node's timeout, each frame in flight,
 //! each link event}, with ties broken by insertion order (as str0m's test harness does), so a
@@ -34,11 +42,13 @@ pub mod hostile;
 
 use crate::Time;
 use crate::id::{Id, successor_in};
-use crate::node::{Config, Event, Input, Node, OpError, OpId, OpOutcome, Output};
-use crate::peer::join::{JOIN_RETRY_MS, JoinPlan, Retry};
+use crate::node::{Config, Event, Input, Node, OpError, OpId, OpOutcome};
+use crate::peer::join::{JOIN_RETRY_MS, Retry};
+use crate::peer::session::{Peer, PeerOutput};
 use crate::peer::signal::{self, Description, Role};
 use crate::peer::table::{LinkTable, OnOffer, PendingBounds};
 use crate::rng::{Rng, splitmix64};
+use crate::signal_path::SignalPath;
 use crate::store::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -307,16 +317,15 @@ impl EventQueue {
 
 #[derive(Debug)]
 struct SimNode {
-    /// Boxed: a `Node` is a few KiB, and the table's small fields (`alive`, `timer_at`) are
-    /// read for every event, often without touching the node (stale timers, frames to the
-    /// dead); unboxed, each of those reads is a cache miss of its own.
-    node: Box<Node>,
+    /// The peer session both real drivers drive (node-core's `peer::session`: the node, the
+    /// signalling paths, the join plan and its retry timer, group commit). Boxed: a `Peer` is
+    /// a few KiB, and the table's small fields (`alive`, `timer_at`) are read for every event,
+    /// often without touching the node (stale timers, frames to the dead); unboxed, each of
+    /// those reads is a cache miss of its own.
+    peer: Box<Peer>,
     alive: bool,
     timer_at: Time,
-    join_op: Option<OpId>,
     bootstrap: Option<Id>,
-    /// The driver's join plan, as both drivers keep it (node-core's `peer::join`).
-    plan: JoinPlan,
     /// A fixed introducer welcome for this node ([`Sim::add_node_via`]); without it each
     /// attempt's welcome is a fresh pick of one live member.
     welcome: Option<Vec<Id>>,
@@ -420,7 +429,10 @@ impl Sim {
     }
 
     pub fn node(&self, id: Id) -> Option<&Node> {
-        self.nodes.get(&id).filter(|n| n.alive).map(|n| &*n.node)
+        self.nodes
+            .get(&id)
+            .filter(|n| n.alive)
+            .map(|n| n.peer.node())
     }
 
     /// Every node ever added that is alive now, sorted by id.
@@ -526,20 +538,21 @@ impl Sim {
     /// Puts a fresh incarnation of node `id` in the table, not joined.
     fn insert_node(&mut self, id: Id, disk: BTreeMap<String, Entry>) {
         let incarnation = self.nodes.get(&id).map_or(0, |n| n.incarnation + 1);
-        let mut node = Box::new(Node::new(self.node_config(id, incarnation), id, self.now));
+        let mut node = Node::new(self.node_config(id, incarnation), id, self.now);
         if !disk.is_empty() {
             node.restore(disk.clone(), 0, self.now)
                 .expect("a fresh node accepts a restore");
         }
+        // Durable: its writes come out as batches, committed at once to `disk`.
+        let mut peer = Box::new(Peer::new(node, true));
+        peer.set_remote(self.cfg.introducer);
         self.nodes.insert(
             id,
             SimNode {
-                node,
+                peer,
                 alive: true,
                 timer_at: Time::MAX,
-                join_op: None,
                 bootstrap: None,
-                plan: JoinPlan::new(),
                 welcome: None,
                 incarnation,
                 disk,
@@ -556,7 +569,7 @@ impl Sim {
             other != id
                 && s.nodes
                     .get(&other)
-                    .is_some_and(|n| n.alive && n.node.is_joined())
+                    .is_some_and(|n| n.alive && n.peer.node().is_joined())
                 && s.same_group(id, other)
         };
         // Rescan now and then so newer members get picked too (amortized O(1) per join).
@@ -592,12 +605,9 @@ impl Sim {
         if let Some(welcome) = self.nodes.get(&id).and_then(|n| n.welcome.clone()) {
             // A fixed welcome (perhaps naming peers that are gone): the plan's turn picks.
             let n = self.nodes.get_mut(&id).expect("present");
-            n.plan.set_candidates(welcome, id, 0);
-            if let Some(bootstrap) = n.plan.attempt(now) {
-                n.bootstrap = Some(bootstrap);
-                n.join_op = Some(n.node.join(bootstrap, now));
-                self.stats.join_attempts += 1;
-                self.drain(id);
+            n.peer.plan_mut().set_candidates(welcome, id, 0);
+            if let Some(bootstrap) = n.peer.plan_mut().attempt(now) {
+                self.join_through(id, bootstrap);
             }
             return;
         }
@@ -606,24 +616,56 @@ impl Sim {
         if members.is_empty() {
             let anyone_else = self.nodes.iter().any(|(o, n)| *o != id && n.alive);
             // A cut-off node keeps trying: a real introducer still lists the members it lost.
-            let isolated = self.nodes.get(&id).is_some_and(|n| n.node.is_isolated());
+            let isolated = self
+                .nodes
+                .get(&id)
+                .is_some_and(|n| n.peer.node().is_isolated());
             if anyone_else || isolated {
                 // Others exist but none joined yet (concurrent start): try again shortly.
                 self.schedule(now + 500, Ev::RetryJoin { node: id });
                 return;
             }
             let n = self.nodes.get_mut(&id).expect("present");
-            n.node.create_ring(now);
-            n.join_op = None;
+            n.peer.forget_join();
+            n.peer.node_mut().create_ring(now);
+            self.drain(id);
         } else {
             let n = self.nodes.get_mut(&id).expect("present");
-            n.plan.set_candidates(members, id, 0);
-            let bootstrap = n.plan.attempt(now).expect("one candidate");
-            n.bootstrap = Some(bootstrap);
-            n.join_op = Some(n.node.join(bootstrap, now));
-            self.stats.join_attempts += 1;
+            n.peer.plan_mut().set_candidates(members, id, 0);
+            let bootstrap = n.peer.plan_mut().attempt(now).expect("one candidate");
+            self.join_through(id, bootstrap);
         }
+    }
+
+    /// `id` joins through `bootstrap` (the peer session's `join_through`; its first link comes
+    /// through the introducer).
+    fn join_through(&mut self, id: Id, bootstrap: Id) {
+        let now = self.now;
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        n.bootstrap = Some(bootstrap);
+        n.peer.join_through(bootstrap, SignalPath::Remote, now);
+        self.stats.join_attempts += 1;
         self.drain(id);
+    }
+
+    /// The join plan's retry of `id` is due (the peer session's timer): through the candidate
+    /// it names when the welcome is fixed, else through a fresh pick of the introducer.
+    fn join_due(&mut self, id: Id, through: Id) {
+        let wanted = self.nodes.get(&id).is_some_and(|n| {
+            n.alive
+                && (!n.peer.node().is_joined() || n.peer.node().is_isolated())
+                && !n.peer.joining()
+        });
+        if !wanted {
+            return;
+        }
+        if self.nodes.get(&id).is_some_and(|n| n.welcome.is_some()) {
+            self.join_through(id, through);
+        } else {
+            self.start_join(id);
+        }
     }
 
     /// Adds node `id` whose introducer welcome is always `welcome` (which may name peers that
@@ -729,7 +771,7 @@ impl Sim {
     pub fn leave(&mut self, id: Id) -> Option<OpId> {
         let now = self.now;
         let n = self.nodes.get_mut(&id).filter(|n| n.alive)?;
-        let op = n.node.leave(now);
+        let op = n.peer.node_mut().leave(now);
         self.drain(id);
         if let Some(n) = self.nodes.get_mut(&id) {
             n.alive = false;
@@ -772,6 +814,12 @@ impl Sim {
 
     pub fn set_introducer(&mut self, enabled: bool) {
         self.cfg.introducer = enabled;
+        let ids: Vec<Id> = self.nodes.iter().map(|(id, _)| *id).collect();
+        for id in ids {
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.peer.set_remote(enabled);
+            }
+        }
     }
 
     pub fn set_loss(&mut self, loss: f64) {
@@ -782,7 +830,7 @@ impl Sim {
     pub fn lookup(&mut self, from: Id, key: Id) -> Option<OpId> {
         let now = self.now;
         let n = self.nodes.get_mut(&from).filter(|n| n.alive)?;
-        let op = n.node.lookup(key, now);
+        let op = n.peer.node_mut().lookup(key, now);
         self.drain(from);
         Some(op)
     }
@@ -791,7 +839,7 @@ impl Sim {
     pub fn with_node<R>(&mut self, id: Id, f: impl FnOnce(&mut Node, Time) -> R) -> Option<R> {
         let now = self.now;
         let n = self.nodes.get_mut(&id).filter(|n| n.alive)?;
-        let r = f(&mut n.node, now);
+        let r = f(n.peer.node_mut(), now);
         self.drain(id);
         Some(r)
     }
@@ -847,7 +895,7 @@ impl Sim {
         let n = self.nodes.get_mut(&at).filter(|n| n.alive)?;
         let is_get = matches!(call, history::Call::Get);
         let index = self.history.invoke(&at.to_string(), key, call, now);
-        let op = f(&mut n.node, now);
+        let op = f(n.peer.node_mut(), now);
         if is_get {
             let newest = self.newest_live(key);
             self.history.note_newest_live(index, newest);
@@ -863,8 +911,8 @@ impl Sim {
         self.nodes
             .iter()
             .map(|(_, n)| n)
-            .filter(|n| n.alive && n.node.is_joined())
-            .filter_map(|n| n.node.store().get(key).map(|e| e.version.ts))
+            .filter(|n| n.alive && n.peer.node().is_joined())
+            .filter_map(|n| n.peer.node().store().get(key).map(|e| e.version.ts))
             .max()
             .unwrap_or(0)
     }
@@ -980,7 +1028,7 @@ impl Sim {
         let n = ids.len();
         let r = self.cfg.node.successor_list_len;
         ids.iter().enumerate().all(|(i, id)| {
-            let node = &self.nodes.get(id).expect("listed").node;
+            let node = self.nodes.get(id).expect("listed").peer.node();
             let ring = node.ring();
             node.is_joined()
                 && ring.successors().len() == (n - 1).min(r)
@@ -1079,7 +1127,16 @@ impl Sim {
         if !n.alive {
             return;
         }
-        n.node.handle_input(now, input);
+        // Link events and time go through the peer session, as in the real drivers.
+        match input {
+            Input::PeerUp { peer } => {
+                n.peer.link_opened(peer, now);
+            }
+            Input::PeerDown { peer } => n.peer.link_closed(peer, now),
+            Input::Receive { from, bytes } => n.peer.frame(from, bytes, now),
+            Input::Timeout => n.peer.handle_timeout(now),
+            input => n.peer.node_mut().handle_input(now, input),
+        }
         self.drain_at(slot, id);
     }
 
@@ -1164,7 +1221,11 @@ impl Sim {
                 if let Some(payload) = offer {
                     if self.cfg.introducer && self.alive(b) && self.same_group(a, b) {
                         self.stats.offer_retries += 1;
-                        self.relay(a, b, payload);
+                        let now = self.now;
+                        if let Some(n) = self.nodes.get_mut(&a) {
+                            n.peer.send_signal_retry(b, payload, now);
+                        }
+                        self.drain(a);
                         let again = self.now + self.cfg.signal_timeout_ms;
                         self.schedule(again, Ev::SignalTimeout { a, b, attempt });
                     } else {
@@ -1175,6 +1236,7 @@ impl Sim {
             Ev::Relay { from, to, payload } => {
                 if self.alive(to) && self.same_group(from, to) {
                     self.on_signal(to, from, &payload, true);
+                    self.drain(to);
                 }
             }
             Ev::ConnectTimeout { a, b, attempt } => {
@@ -1193,11 +1255,9 @@ impl Sim {
                 }
             }
             Ev::RetryJoin { node } => {
-                if self
-                    .nodes
-                    .get(&node)
-                    .is_some_and(|n| n.alive && (!n.node.is_joined() || n.node.is_isolated()))
-                {
+                if self.nodes.get(&node).is_some_and(|n| {
+                    n.alive && (!n.peer.node().is_joined() || n.peer.node().is_isolated())
+                }) {
                     self.start_join(node);
                 }
             }
@@ -1274,8 +1334,8 @@ impl Sim {
             if !n.alive {
                 return;
             }
-            match n.node.poll_output() {
-                Output::Timeout(at) => {
+            match n.peer.poll_output() {
+                PeerOutput::Timeout(at) => {
                     if at != n.timer_at {
                         n.timer_at = at;
                         if at != Time::MAX {
@@ -1284,9 +1344,9 @@ impl Sim {
                     }
                     return;
                 }
-                Output::Send { to, bytes } => self.transmit(id, to, bytes),
-                Output::Connect(peer) => self.connect(id, peer),
-                Output::Disconnect(peer) => {
+                PeerOutput::Send { to, bytes } => self.transmit(id, to, bytes),
+                PeerOutput::Connect(peer) => self.connect(id, peer),
+                PeerOutput::Disconnect(peer) => {
                     // The link closes at once (a new Connect makes a new link); frames already
                     // in flight still arrive; then the far side sees it close.
                     if let Some(generation) = self.links.remove(&pair(id, peer)) {
@@ -1306,7 +1366,30 @@ impl Sim {
                         n.rtc.close(peer.0);
                     }
                 }
-                Output::Event(event) => self.on_event(id, event),
+                PeerOutput::Deliver { from, payload } => {
+                    self.on_signal(id, from, &payload, false);
+                }
+                PeerOutput::Introducer { to, payload, .. } => {
+                    if self.cfg.introducer {
+                        self.relay(id, to, payload);
+                    }
+                }
+                PeerOutput::Persist(batch) => {
+                    // The disk commits at once: what waited for it comes out next.
+                    let n = self.nodes.at_mut(slot);
+                    for (key, entry) in batch.stored {
+                        n.disk.insert(key, entry);
+                    }
+                    for key in batch.collected {
+                        n.disk.remove(&key);
+                    }
+                    n.peer.committed(batch.id);
+                }
+                PeerOutput::Joined { .. } => {}
+                PeerOutput::JoinFailed { retry, .. } => self.join_failed(id, retry),
+                PeerOutput::JoinDue { through } => self.join_due(id, through),
+                PeerOutput::OpDone { op, result } => self.op_done(id, op, result),
+                PeerOutput::Event(event) => self.on_event(id, event),
             }
         }
     }
@@ -1366,7 +1449,7 @@ impl Sim {
         let joining_bootstrap = self
             .nodes
             .get(&a)
-            .is_some_and(|n| !n.node.is_joined() && n.bootstrap == Some(b));
+            .is_some_and(|n| !n.peer.node().is_joined() && n.bootstrap == Some(b));
         if joining_bootstrap {
             self.via_introducer(a, b);
             return;
@@ -1393,7 +1476,7 @@ impl Sim {
             Ev::SignalTimeout { a, b, attempt },
         );
         if let Some(n) = self.nodes.get_mut(&a) {
-            n.node.signal(b, payload, now);
+            n.peer.send_signal(b, payload, now);
         }
     }
 
@@ -1404,13 +1487,12 @@ impl Sim {
         (self.descriptions, format!("{kind}{}", self.descriptions))
     }
 
-    /// Sends a payload from `me` to `to` through the introducer, or through the ring (only
-    /// while `me` is drained, from its `Event::Signal`: the drain goes on).
-    fn send_signal(&mut self, me: Id, to: Id, payload: String, via_introducer: bool) {
-        if via_introducer {
-            self.relay(me, to, payload);
-        } else if let Some(n) = self.nodes.get_mut(&me) {
-            n.node.signal(to, payload, self.now);
+    /// Sends a payload from `me` to `to` the way the peer session chooses (an answer goes back
+    /// the way its offer came). Its outputs come out at `me`'s next drain.
+    fn send_signal(&mut self, me: Id, to: Id, payload: String) {
+        let now = self.now;
+        if let Some(n) = self.nodes.get_mut(&me) {
+            n.peer.send_signal(to, payload, now);
         }
     }
 
@@ -1440,6 +1522,14 @@ impl Sim {
             return;
         };
         let now = self.now;
+        if let Some(n) = self.nodes.get_mut(&me) {
+            let path = if via_introducer {
+                SignalPath::Remote
+            } else {
+                SignalPath::Ring
+            };
+            n.peer.heard(from, path);
+        }
         match description {
             Description::Offer(sdp) => {
                 let Some(n) = self.nodes.get_mut(&me) else {
@@ -1454,14 +1544,14 @@ impl Sim {
                         self.stats.signals_ignored += 1;
                         let payload =
                             ours.unwrap_or_else(|| Description::Offer(String::new()).encode());
-                        self.send_signal(me, from, payload, via_introducer);
+                        self.send_signal(me, from, payload);
                         return;
                     }
                     OnOffer::Reanswer(answered) => {
                         self.stats.reanswers += 1;
                         let payload =
                             answered.unwrap_or_else(|| Description::Answer(String::new()).encode());
-                        self.send_signal(me, from, payload, via_introducer);
+                        self.send_signal(me, from, payload);
                         return;
                     }
                     OnOffer::Answer { replaced: None } => {}
@@ -1500,7 +1590,7 @@ impl Sim {
                     },
                 );
                 // The answer goes back the way the offer came.
-                self.send_signal(me, from, payload, via_introducer);
+                self.send_signal(me, from, payload);
             }
             Description::Answer(sdp) => {
                 let accepted = self
@@ -1525,49 +1615,38 @@ impl Sim {
         }
     }
 
+    /// An operation finished: recorded for the history checker and [`Sim::result`].
+    fn op_done(&mut self, id: Id, op: OpId, result: Result<OpOutcome, OpError>) {
+        if let Some(index) = self.tracked.remove(&(id, op)) {
+            self.history.complete(index, self.now, history_ret(&result));
+            if let Some(get) = self
+                .history
+                .get(index)
+                .filter(|o| matches!(o.call, history::Call::Get))
+            {
+                let newest = self.newest_live(&get.key.clone());
+                self.history.note_newest_live(index, newest);
+            }
+        }
+        if !matches!(result, Ok(OpOutcome::SignalSent)) {
+            self.results.insert((id, op), (self.now, result));
+        }
+    }
+
     fn on_event(&mut self, id: Id, event: Event) {
         match event {
-            Event::OpDone { op, result } => {
-                if let Some(index) = self.tracked.remove(&(id, op)) {
-                    self.history.complete(index, self.now, history_ret(&result));
-                    if let Some(get) = self
-                        .history
-                        .get(index)
-                        .filter(|o| matches!(o.call, history::Call::Get))
-                    {
-                        let newest = self.newest_live(&get.key.clone());
-                        self.history.note_newest_live(index, newest);
-                    }
-                }
-                let is_join = self.nodes.get(&id).and_then(|n| n.join_op) == Some(op);
-                if is_join {
-                    self.join_done(id, result.is_ok());
-                }
-                if !matches!(result, Ok(OpOutcome::SignalSent)) {
-                    self.results.insert((id, op), (self.now, result));
-                }
-            }
-            Event::Isolated => {
-                // Cut off from the ring: join again through a live member, as drivers do.
-                let now = self.now;
-                let at = self
+            // Cut off from the ring: the peer session's join plan retries through the members
+            // it knows (its timer brings `JoinDue`); without any, a fresh pick of the
+            // introducer's.
+            Event::Isolated
+                if self
                     .nodes
-                    .get_mut(&id)
-                    .and_then(|n| n.plan.isolated(now))
-                    .unwrap_or(now + JOIN_RETRY_MS);
+                    .get(&id)
+                    .is_some_and(|n| n.peer.plan().retry_at().is_none()) =>
+            {
+                let at = self.now + JOIN_RETRY_MS;
                 self.schedule(at, Ev::RetryJoin { node: id });
             }
-            Event::Stored { key, entry } => {
-                if let Some(n) = self.nodes.get_mut(&id) {
-                    n.disk.insert(key, entry);
-                }
-            }
-            Event::Collected { key } => {
-                if let Some(n) = self.nodes.get_mut(&id) {
-                    n.disk.remove(&key);
-                }
-            }
-            Event::Signal { from, payload } => self.on_signal(id, from, &payload, false),
             Event::Watch {
                 key,
                 value,
@@ -1587,28 +1666,17 @@ impl Sim {
         }
     }
 
-    /// A join finished: the plan says when to try again. A round the plan gives up is
-    /// counted and followed by a new one (a fresh welcome): a simulated peer has no ring of one
-    /// to fall back on, and the scenarios want every peer in the ring eventually.
-    fn join_done(&mut self, id: Id, ok: bool) {
-        let now = self.now;
-        let Some(n) = self.nodes.get_mut(&id) else {
-            return;
-        };
-        n.join_op = None;
-        if ok {
-            n.plan.joined();
-            return;
-        }
+    /// A join failed: on [`Retry::At`] the peer session's timer brings the next attempt. A
+    /// round the plan gives up is counted and followed by a new one (a fresh welcome): a
+    /// simulated peer has no ring of one to fall back on, and the scenarios want every peer in
+    /// the ring eventually.
+    fn join_failed(&mut self, id: Id, retry: Retry) {
         self.stats.joins_failed += 1;
-        let at = match n.plan.failed(now) {
-            Retry::At { at, .. } => at,
-            Retry::GiveUp => {
-                self.stats.joins_given_up += 1;
-                now + JOIN_RETRY_MS
-            }
-        };
-        self.schedule(at, Ev::RetryJoin { node: id });
+        if retry == Retry::GiveUp {
+            self.stats.joins_given_up += 1;
+            let at = self.now + JOIN_RETRY_MS;
+            self.schedule(at, Ev::RetryJoin { node: id });
+        }
     }
 
     // ----- global truth -------------------------------------------------------------------
@@ -1627,7 +1695,7 @@ impl Sim {
         };
         let r = self.cfg.node.successor_list_len;
         for (i, id) in ids.iter().enumerate() {
-            let node = &self.nodes.get(id).expect("listed").node;
+            let node = self.nodes.get(id).expect("listed").peer.node();
             if !node.is_joined() {
                 c.not_joined += 1;
                 continue;
