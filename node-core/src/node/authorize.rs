@@ -118,15 +118,4 @@ impl Node {
         }
         ok
     }
-
-    /// A fresh, unguessable request id for a coordination (never 0, which means "no ack").
-    pub(crate) fn new_req(&mut self) -> u64 {
-        self.repl.next_req += 1; // requests issued (metrics and the simulator's attacker)
-        loop {
-            let req = self.id_rng.next_u64();
-            if req != 0 && !self.repl.coordinations.contains_key(&req) {
-                return req;
-            }
-        }
-    }
 }
