@@ -299,7 +299,7 @@ pub struct Node {
     pub(crate) id: Id,
     pub(crate) config: Config,
     rng: Rng,
-    /// Draws request and operation ids only (`guard::new_req`, `new_op`): a stream of its own
+    /// Draws request and operation ids only (`Replicator::new_req`, `new_op`): a stream of its own
     /// keeps the protocol's other random choices what they were.
     pub(crate) id_rng: Rng,
     pub(crate) now: Time,
