@@ -47,6 +47,33 @@ pub(crate) const MAX_CLOCK_JUMP: u64 = 1 << 40;
 /// per write and never come near it).
 pub const TS_CEILING: u64 = 1 << 63;
 
+/// The bound on remote timestamps for one frame, from our clock as the frame arrived
+/// (`current`): accepted iff `ts <= bound`. Taken once per frame, so a frame of many entries
+/// cannot walk the clock up 2^40 per entry.
+pub(crate) fn ts_bound(current: u64) -> u64 {
+    current.saturating_add(MAX_CLOCK_JUMP).min(TS_CEILING - 1)
+}
+
+/// Observes a timestamp an *entitled* peer sent (after the authorization checks): true
+/// when it is within the bound (observed as it is); above the bound the clock moves to
+/// the bound only, the refusal is counted, and false tells the caller to drop what carries
+/// it. Moving to the bound matters: a hostile member of one set can push its fellow
+/// members' clocks, which then stamp writes of *other* sets far above those sets' other
+/// members; refusing without moving would freeze those sets for good, while this way a
+/// lagging member catches up by 2^40 per refused frame and the next attempt passes.
+pub(crate) fn observe_remote(
+    clock: &mut crate::clock::LamportClock,
+    rejected: &mut crate::metrics::Rejected,
+    ts: u64,
+) -> bool {
+    let bound = ts_bound(clock.current());
+    clock.observe(ts.min(bound));
+    if ts > bound {
+        rejected.ts_out_of_bounds += 1;
+    }
+    ts <= bound
+}
+
 /// What a per-link budget is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Costly {

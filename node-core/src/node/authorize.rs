@@ -4,17 +4,14 @@
 //! `guard.rs` and docs/threat-model.md.
 
 use super::{CATCH_UP_DELAY_MS, Node};
-use crate::guard::{Costly, MAX_CLOCK_JUMP, TS_CEILING};
+use crate::guard::Costly;
 use crate::id::{Id, PeerId};
 
 impl Node {
     /// The bound on remote timestamps for one frame: accepted iff `ts <= bound`. Taken once per
     /// frame, so a frame of many entries cannot walk the clock up 2^40 per entry.
     pub(crate) fn ts_bound(&self) -> u64 {
-        self.clock
-            .current()
-            .saturating_add(MAX_CLOCK_JUMP)
-            .min(TS_CEILING - 1)
+        crate::guard::ts_bound(self.clock.current())
     }
 
     /// Whether a remote timestamp may be observed and stored now.
@@ -22,20 +19,9 @@ impl Node {
         ts <= self.ts_bound()
     }
 
-    /// Observes a timestamp an *entitled* peer sent (after the authorization checks): true
-    /// when it is within the bound (observed as it is); above the bound the clock moves to
-    /// the bound only, the refusal is counted, and false tells the caller to drop what carries
-    /// it. Moving to the bound matters: a hostile member of one set can push its fellow
-    /// members' clocks, which then stamp writes of *other* sets far above those sets' other
-    /// members; refusing without moving would freeze those sets for good, while this way a
-    /// lagging member catches up by 2^40 per refused frame and the next attempt passes.
+    /// Observes a timestamp an *entitled* peer sent ([`crate::guard::observe_remote`]).
     pub(crate) fn observe_remote(&mut self, ts: u64) -> bool {
-        let bound = self.ts_bound();
-        self.clock.observe(ts.min(bound));
-        if ts > bound {
-            self.metrics.rejected.ts_out_of_bounds += 1;
-        }
-        ts <= bound
+        crate::guard::observe_remote(&mut self.clock, &mut self.metrics.rejected, ts)
     }
 
     /// Ring members this node knows of: itself and every peer its ring pointers name.
@@ -131,16 +117,5 @@ impl Node {
             self.metrics.rejected.rate_limited += 1;
         }
         ok
-    }
-
-    /// A fresh, unguessable request id for a coordination (never 0, which means "no ack").
-    pub(crate) fn new_req(&mut self) -> u64 {
-        self.repl.next_req += 1; // requests issued (metrics and the simulator's attacker)
-        loop {
-            let req = self.id_rng.next_u64();
-            if req != 0 && !self.repl.coordinations.contains_key(&req) {
-                return req;
-            }
-        }
     }
 }

@@ -299,7 +299,7 @@ pub struct Node {
     pub(crate) id: Id,
     pub(crate) config: Config,
     rng: Rng,
-    /// Draws request and operation ids only (`guard::new_req`, `new_op`): a stream of its own
+    /// Draws request and operation ids only (`Replicator::new_req`, `new_op`): a stream of its own
     /// keeps the protocol's other random choices what they were.
     pub(crate) id_rng: Rng,
     pub(crate) now: Time,
@@ -316,8 +316,8 @@ pub struct Node {
     pub(crate) store: Store,
     pub(crate) clock: LamportClock,
     pub(crate) elections: Elections,
-    /// The replicated store's request state (`replication.rs`): requests pending here as
-    /// their origin, coordinations led here, parked and waiting requests, the hand-over.
+    /// The replicated store (`replication.rs`): its request state and protocol; the node lends
+    /// it the rest of itself and carries out its effects (`node/replicate.rs`).
     pub(crate) repl: Replicator,
     /// Live updates: this node's watches and the subscriptions it holds (`watch.rs`).
     pub(crate) watches: crate::watch::Watches,
@@ -426,7 +426,7 @@ pub(crate) const JOIN_RELOOKUP_MS: Time = 3_000;
 /// pace (500 ms) a round trip of up to 4 s completes a round.
 const STABILIZE_NONCES_KEPT: usize = 8;
 /// Pace of anti-entropy rounds while a replica (or this node) is not yet settled.
-pub(crate) const SETTLE_ROUND_MS: u64 = 250;
+pub(crate) use crate::replication::SETTLE_ROUND_MS;
 /// How long after a new predecessor took part of our range we pull that range from our replica
 /// successors (`catch_up`, `node/sync.rs`): time for leaders whose view still lacks the
 /// newcomer to finish the writes they started with the old set.
@@ -464,7 +464,7 @@ impl Node {
             store: Store::new(config.limits),
             clock: LamportClock::new(),
             elections: Elections::new(id, config.election),
-            repl: Replicator::default(),
+            repl: Replicator::new(replicate::repl_config(&config)),
             rate_limits: crate::guard::RateLimits::default(),
             watches: crate::watch::Watches::default(),
             flooder: Flooder::new(config.flood),
@@ -643,7 +643,7 @@ impl Node {
         if !self.store.is_empty() {
             // A merge, or a restart with the disk: what this node holds (acknowledged alone, or
             // maybe the last copy of a set that was replaced meanwhile) must reach the ring.
-            self.repl.handover.due = true;
+            self.repl.handover_due();
         }
         self.ring.clear();
         self.phase = Phase::Joining {
@@ -884,7 +884,7 @@ impl Node {
     }
 
     fn on_peer_down(&mut self, peer: PeerId) {
-        self.repl.awaiting_link.remove(&peer);
+        self.repl.link_down(peer);
         self.proximity.link_down(peer);
         if self.links.get(peer).is_none() {
             return; // we closed it ourselves (Bye, leave, failure already handled)
@@ -1150,17 +1150,8 @@ impl Node {
     /// relays none of our requests cannot guess the id of an answer we wait for (a forged
     /// `KvReply` or `FoundSuccessor`), and two incarnations of a peer never share one.
     pub(crate) fn new_op(&mut self) -> OpId {
-        self.next_op += 1; // operations started (the simulator's attacker guesses from it)
-        loop {
-            let op = OpId(self.id_rng.next_u64() >> 11);
-            if op.0 != 0
-                && !self.repl.kv_ops.contains_key(&op)
-                && !self.lookups.contains_key(&op)
-                && !self.views.contains_key(&op)
-            {
-                return op;
-            }
-        }
+        let taken: [&dyn crate::replication::OpSet; 3] = [&self.repl, &self.lookups, &self.views];
+        crate::replication::draw_op(&mut self.id_rng, &mut self.next_op, &taken)
     }
 
     pub(crate) fn done(&mut self, op: OpId, result: Result<OpOutcome, OpError>) {
@@ -1169,7 +1160,7 @@ impl Node {
     }
 
     fn fail_pending_ops(&mut self) {
-        for (op, _) in std::mem::take(&mut self.repl.kv_ops) {
+        for op in self.repl.take_origin_ops() {
             self.done(op, Err(OpError::NotJoined));
         }
         for (op, _) in std::mem::take(&mut self.views) {

@@ -294,10 +294,7 @@ impl Node {
             return;
         }
         self.timers.set(Timer::Strays, self.now + interval);
-        let busy = self.repl.handover.due
-            || !self.repl.handover.queue.is_empty()
-            || !self.repl.handover.inflight.is_empty();
-        if busy || !self.is_joined() || !self.successors_known {
+        if self.repl.handover_busy() || !self.is_joined() || !self.successors_known {
             return;
         }
         // Our pointers name the predecessor but none of the peers before it: ask it for them,
@@ -334,7 +331,7 @@ impl Node {
             return;
         }
         self.metrics.kv.handover_keys += strays.len() as u64;
-        self.repl.handover.queue.extend(strays);
+        self.repl.queue_strays(strays);
         self.continue_handover();
     }
 
@@ -360,10 +357,10 @@ impl Node {
     /// holds it or something newer. If it is a stray, it is not written back again while it
     /// stays one at that version (see [`Self::strays_round`]). Right after a join (whose
     /// hand-over writes back every key) the peers before our predecessor are not known yet,
-    /// so the write-back is remembered until a round can tell.
+    /// so the write-back is remembered until a round can tell. The caller checked that the
+    /// store still holds `version` (`Replicator::handover_done`, `Effect::StrayPushed`).
     pub(crate) fn stray_pushed(&mut self, key: &str, version: &crate::store::Version) {
-        let unchanged = self.store.get(key).is_some_and(|e| &e.version == version);
-        if unchanged && (self.known_preds().is_empty() || self.is_stray(Id::of_key(key))) {
+        if self.known_preds().is_empty() || self.is_stray(Id::of_key(key)) {
             self.strays_pushed.insert(key.to_string(), version.clone());
         }
     }
@@ -478,12 +475,7 @@ impl Node {
 
     /// The first k-1 successors: the other members of our primary range's replica set.
     pub(crate) fn replica_successors(&self) -> Vec<Id> {
-        self.ring
-            .successors()
-            .iter()
-            .copied()
-            .take(self.config.replicas.saturating_sub(1))
-            .collect()
+        crate::replication::replica_successors(self.ring.successors(), self.config.replicas)
     }
 
     /// Whether this node may still lack writes of ranges it replicates (it started, joined or

@@ -369,7 +369,7 @@ fn view(sim: &Sim, id: Id) -> Option<View> {
         pred: n.ring().predecessor(),
         succs: n.ring().successors().to_vec(),
         lamport: n.lamport(),
-        next_req: n.repl.next_req,
+        next_req: n.repl.requests_issued(),
         next_op: n.next_op,
     })
 }
