@@ -296,33 +296,33 @@ impl OpTimers {
 /// The sans-IO Chord node.
 #[derive(Debug)]
 pub struct Node {
-    pub(crate) id: Id,
-    pub(crate) config: Config,
+    id: Id,
+    config: Config,
     rng: Rng,
     /// Draws request and operation ids only (`Replicator::new_req`, `new_op`): a stream of its own
     /// keeps the protocol's other random choices what they were.
-    pub(crate) id_rng: Rng,
+    id_rng: Rng,
     pub(crate) now: Time,
     pub(crate) phase: Phase,
-    pub(crate) ring: RingState,
+    ring: RingState,
     pub(crate) links: Links,
     lookups: BTreeMap<OpId, LookupOp>,
-    pub(crate) views: walk::PendingViews,
+    views: walk::PendingViews,
     /// (wake time, op) for pending lookups and requests; stale entries are skipped.
-    pub(crate) op_timers: OpTimers,
+    op_timers: OpTimers,
     pub(crate) next_op: u64,
-    pub(crate) out: VecDeque<Output>,
+    out: VecDeque<Output>,
     pub(crate) metrics: Metrics,
     pub(crate) store: Store,
     pub(crate) clock: LamportClock,
-    pub(crate) elections: Elections,
+    elections: Elections,
     /// The replicated store (`replication.rs`): its request state and protocol; the node lends
     /// it the rest of itself and carries out its effects (`node/replicate.rs`).
     pub(crate) repl: Replicator,
     /// Live updates: this node's watches and the subscriptions it holds (`watch.rs`).
-    pub(crate) watches: crate::watch::Watches,
+    watches: crate::watch::Watches,
     /// Per-link budgets of expensive requests (`guard.rs`).
-    pub(crate) rate_limits: crate::guard::RateLimits,
+    rate_limits: crate::guard::RateLimits,
     flooder: Flooder,
     timers: TimerTable,
     anti_entropy_interval: u64,
@@ -375,45 +375,45 @@ pub struct Node {
     catch_up_rounds: BTreeMap<PeerId, RingRange>,
     /// A predecessor that joined in front of us, and when (`may_have_been_member`,
     /// `node/authorize.rs`).
-    pub(crate) newcomer: Option<(PeerId, Time)>,
+    newcomer: Option<(PeerId, Time)>,
     /// Replica successors that hold everything this node's primary range holds (they were
     /// already replicas of it, or an anti-entropy round with them ended equal since they
     /// became one). Only these count toward a quorum for keys of the range (see
     /// `replication.rs`, "Membership changes").
-    pub(crate) settled_members: BTreeSet<PeerId>,
+    settled_members: BTreeSet<PeerId>,
     /// The largest replica set (this node and its successors, at most k) this node has been
     /// part of since it joined or created its ring. Quorums are never computed over fewer
     /// members than this: a peer whose successors all failed cannot tell a ring that shrank
     /// from a ring it is cut off from, so it does not acknowledge alone what a larger set
     /// should hold (`replication.rs`, "Membership changes"). Only a graceful `Leaving` of a
     /// member lowers it: that member handed its data on.
-    pub(crate) peak_set: usize,
+    peak_set: usize,
     /// Replica successors whose round over our range ended equal since they became replicas
     /// (or since their last new link). Unlike `settled_members` (which adopts the replicas we
     /// join in front of), only a round puts a peer here; rounds go to the others first, so a
     /// fresh ring settles (every `pred_settled`) within a few fast rounds.
-    pub(crate) equal_with: BTreeSet<PeerId>,
+    equal_with: BTreeSet<PeerId>,
     /// Whether this node's own store is complete for its primary range: false from start and
     /// whenever the range grows, until a round with every replica successor ended equal.
-    pub(crate) own_settled: bool,
+    own_settled: bool,
     /// Whether a round over the predecessor's range, opened by the predecessor, ended equal
     /// since this incarnation joined (with `own_settled`: this node is no longer fresh; later
     /// range changes are covered by `own_settled` and the owners' `settled_members`).
-    pub(crate) pred_settled: bool,
+    pred_settled: bool,
     /// From the join until our own store first settles: the replica successors we learn of
     /// are the ones our range had before we came, so they count (see `unsettled_members`).
-    pub(crate) adopting: bool,
+    adopting: bool,
     /// Whether our successor list came from the successor since we joined; until then our
     /// replica set is incomplete, and client requests for our range wait (`waiting_requests`).
-    pub(crate) successors_known: bool,
+    successors_known: bool,
     /// Per replica successor: when the oldest anti-entropy round over our range that it has not
     /// answered `Equal` yet was opened (a round that got lost keeps its older time, which only
     /// makes the proof below weaker, never wrong).
-    pub(crate) rounds_opened: BTreeMap<PeerId, Time>,
+    rounds_opened: BTreeMap<PeerId, Time>,
     /// Per replica successor, over the current link: `(t, range)` of the latest round that ended
     /// `Equal`, `t` being when it was opened. It proves that the member held, at some moment
     /// after `t`, exactly what our store held for `range` at `t` (tombstone collection).
-    pub(crate) equal_since: BTreeMap<PeerId, (Time, RingRange)>,
+    equal_since: BTreeMap<PeerId, (Time, RingRange)>,
 }
 
 const MAX_VIA_HINTS: usize = 256;
