@@ -247,6 +247,12 @@ enum Ev {
 /// milliseconds plus an ordered map beyond it. Events of one millisecond keep insertion order,
 /// which is what makes runs replayable (the same tie-break a binary heap gets from a sequence
 /// number, at a fraction of the cost).
+///
+/// A bucket hands its buffer to `spare` once emptied, and an empty bucket takes the most
+/// recently spared one: buffers stay as few as the buckets holding events at once, and warm.
+/// Kept by their buckets, every buffer held its peak (a bucket is reused once per turn of the
+/// wheel, 16 s): at 1,024 peers the wheel was 41% of the heap, and each push went to a buffer
+/// of its own, out of cache.
 #[derive(Debug)]
 struct EventQueue {
     /// The earliest millisecond that may still hold events.
@@ -254,6 +260,7 @@ struct EventQueue {
     wheel: Vec<VecDeque<Ev>>,
     far: BTreeMap<Time, Vec<Ev>>,
     len: usize,
+    spare: Vec<VecDeque<Ev>>,
 }
 
 const WHEEL_MS: u64 = 1 << 14;
@@ -265,14 +272,26 @@ impl EventQueue {
             wheel: (0..WHEEL_MS).map(|_| VecDeque::new()).collect(),
             far: BTreeMap::new(),
             len: 0,
+            spare: Vec::new(),
         }
+    }
+
+    /// The bucket of millisecond `at`, given a spare buffer if it has none.
+    fn bucket(&mut self, at: Time) -> &mut VecDeque<Ev> {
+        let bucket = &mut self.wheel[(at % WHEEL_MS) as usize];
+        if bucket.capacity() == 0
+            && let Some(buffer) = self.spare.pop()
+        {
+            *bucket = buffer;
+        }
+        bucket
     }
 
     fn push(&mut self, at: Time, ev: Ev) {
         let at = at.max(self.cursor);
         self.len += 1;
         if at - self.cursor < WHEEL_MS {
-            self.wheel[(at % WHEEL_MS) as usize].push_back(ev);
+            self.bucket(at).push_back(ev);
         } else {
             self.far.entry(at).or_default().push(ev);
         }
@@ -292,6 +311,11 @@ impl EventQueue {
             if self.cursor >= until {
                 return None;
             }
+            // This millisecond is over: its bucket's buffer goes to the next bucket that needs one.
+            let done = &mut self.wheel[(self.cursor % WHEEL_MS) as usize];
+            if done.capacity() > 0 {
+                self.spare.push(std::mem::take(done));
+            }
             self.cursor += 1;
             // Far events enter the wheel as their millisecond comes within its span.
             while let Some(entry) = self.far.first_entry() {
@@ -299,7 +323,7 @@ impl EventQueue {
                     break;
                 }
                 let (at, evs) = entry.remove_entry();
-                self.wheel[(at % WHEEL_MS) as usize].extend(evs);
+                self.bucket(at).extend(evs);
             }
         }
     }
