@@ -276,6 +276,7 @@ struct In<'a> {
 
 impl<'a> In<'a> {
     /// Consumes `s` if the input continues with it.
+    #[inline(always)]
     fn eat(&mut self, s: &[u8]) -> bool {
         if self.b[self.i..].starts_with(s) {
             self.i += s.len();
@@ -285,6 +286,7 @@ impl<'a> In<'a> {
         }
     }
 
+    #[inline(always)]
     fn lit(&mut self, s: &[u8]) -> Option<()> {
         self.eat(s).then_some(())
     }
