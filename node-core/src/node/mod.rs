@@ -807,6 +807,7 @@ impl Node {
     }
 
     /// Next output; [`Output::Timeout`] when drained.
+    #[inline]
     pub fn poll_output(&mut self) -> Output {
         self.out
             .pop_front()

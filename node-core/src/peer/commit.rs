@@ -93,6 +93,13 @@ impl<T> CommitGate<T> {
         self.unwritten.insert(key, None);
     }
 
+    /// Nothing is waiting: no write of this drain, no output held, no transaction open. Then
+    /// [`Self::pass`] hands every output straight back.
+    #[inline]
+    pub fn is_open(&self) -> bool {
+        self.unwritten.is_empty() && self.held.is_empty() && self.in_flight.is_empty()
+    }
+
     /// An output of the drain, after the writes it may depend on: `Some` to carry out now,
     /// `None` when it waits (released later by [`Self::committed`]).
     pub fn pass(&mut self, item: T) -> Option<T> {

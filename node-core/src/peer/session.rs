@@ -172,9 +172,7 @@ impl Peer {
 
     /// Time passed: the core's timers, and the join plan's retry when it is due.
     pub fn handle_timeout(&mut self, now: Time) {
-        if self.node.next_timeout() <= now {
-            self.node.handle_input(now, Input::Timeout);
-        }
+        self.node.handle_input(now, Input::Timeout);
         if let Some(through) = self.plan.due(now) {
             self.ready.push_back(PeerOutput::JoinDue { through });
         }
@@ -275,11 +273,17 @@ impl Peer {
                 return output;
             }
             match self.node.poll_output() {
-                Output::Timeout(_) => {
+                Output::Timeout(at) => {
                     if let Some(batch) = self.gate.take_batch() {
                         return PeerOutput::Persist(batch);
                     }
-                    return PeerOutput::Timeout(self.next_timeout());
+                    let retry = self.plan.retry_at().unwrap_or(Time::MAX);
+                    return PeerOutput::Timeout(at.min(retry));
+                }
+                // The common case, a frame while nothing waits for a write: straight out,
+                // without moving the whole output through the gate.
+                Output::Send { to, bytes } if self.gate.is_open() => {
+                    return PeerOutput::Send { to, bytes };
                 }
                 Output::Event(Event::Stored { key, entry }) if self.durable => {
                     self.gate.stored(key, entry);
@@ -288,8 +292,8 @@ impl Peer {
                     self.gate.collected(key);
                 }
                 output => {
-                    if let Some(output) = self.gate.pass(output) {
-                        self.carry(output);
+                    if let Some(out) = self.gate.pass(output).and_then(|o| self.carry(o)) {
+                        return out;
                     }
                 }
             }
@@ -300,26 +304,25 @@ impl Peer {
     /// [`Peer::poll_output`].
     pub fn committed(&mut self, id: u64) {
         for output in self.gate.committed(id) {
-            self.carry(output);
+            if let Some(out) = self.carry(output) {
+                self.ready.push_back(out);
+            }
         }
     }
 
-    /// Turns a released core output into what the driver does.
-    fn carry(&mut self, output: Output) {
-        let out = match output {
-            Output::Send { to, bytes } => PeerOutput::Send { to, bytes },
-            Output::Connect(peer) => PeerOutput::Connect(peer),
+    /// Turns a released core output into what the driver does (`None`: nothing, or only what
+    /// it queued itself).
+    fn carry(&mut self, output: Output) -> Option<PeerOutput> {
+        match output {
+            Output::Send { to, bytes } => Some(PeerOutput::Send { to, bytes }),
+            Output::Connect(peer) => Some(PeerOutput::Connect(peer)),
             Output::Disconnect(peer) => {
                 self.paths.forget(peer);
-                PeerOutput::Disconnect(peer)
+                Some(PeerOutput::Disconnect(peer))
             }
-            Output::Event(event) => match self.on_event(event) {
-                Some(out) => out,
-                None => return,
-            },
-            Output::Timeout(_) => return,
-        };
-        self.ready.push_back(out);
+            Output::Event(event) => self.on_event(event),
+            Output::Timeout(_) => None,
+        }
     }
 
     fn on_event(&mut self, event: Event) -> Option<PeerOutput> {
