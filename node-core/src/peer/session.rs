@@ -285,11 +285,21 @@ impl Peer {
                 Output::Send { to, bytes } if self.gate.is_open() => {
                     return PeerOutput::Send { to, bytes };
                 }
+                // A write goes into the drain's batch; the event itself comes out too (a tab
+                // shows it), after the batch is committed like everything behind it.
                 Output::Event(Event::Stored { key, entry }) if self.durable => {
-                    self.gate.stored(key, entry);
+                    self.gate.stored(key.clone(), entry.clone());
+                    let output = Output::Event(Event::Stored { key, entry });
+                    if let Some(out) = self.gate.pass(output).and_then(|o| self.carry(o)) {
+                        return out;
+                    }
                 }
                 Output::Event(Event::Collected { key }) if self.durable => {
-                    self.gate.collected(key);
+                    self.gate.collected(key.clone());
+                    let output = Output::Event(Event::Collected { key });
+                    if let Some(out) = self.gate.pass(output).and_then(|o| self.carry(o)) {
+                        return out;
+                    }
                 }
                 output => {
                     if let Some(out) = self.gate.pass(output).and_then(|o| self.carry(o)) {
@@ -484,6 +494,7 @@ mod tests {
             match p.poll_output() {
                 PeerOutput::Persist(batch) => break batch,
                 PeerOutput::OpDone { .. } => panic!("acknowledged before the write was stored"),
+                PeerOutput::Event(Event::Stored { .. }) => panic!("reported before committed"),
                 PeerOutput::Timeout(_) => panic!("no batch"),
                 _ => {}
             }
@@ -499,6 +510,11 @@ mod tests {
                 |o| matches!(o, PeerOutput::OpDone { op: done, result: Ok(_) } if *done == op)
             )
         );
-        assert_eq!(p.items_held(), 1);
+        // The write is reported too (a tab shows it), once committed.
+        assert!(
+            outs.iter()
+                .any(|o| matches!(o, PeerOutput::Event(Event::Stored { key, .. }) if key == "k"))
+        );
+        assert_eq!(p.items_held(), 2);
     }
 }
