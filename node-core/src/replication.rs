@@ -382,7 +382,8 @@ impl Replicator {
         }
     }
 
-    /// Coordinations started (metrics and the simulator's attacker).
+    /// Coordinations started (the simulator's attacker, `sim/hostile.rs`).
+    #[cfg(feature = "sim")]
     pub(crate) fn requests_issued(&self) -> u64 {
         self.next_req
     }
