@@ -42,17 +42,17 @@ pub enum Input<'a> {
 #[non_exhaustive]
 pub enum Output {
     /// Send one frame on the data channel to `to`.
-    Send {
-        to: PeerId,
-        bytes: Vec<u8>,
-    },
+    Send { to: PeerId, bytes: Vec<u8> },
     /// Open a data channel to this peer (signal it through the ring with [`Node::signal`], or
     /// through an introducer when the ring cannot reach it). Report the result as `PeerUp` or
     /// `PeerDown`.
     Connect(PeerId),
     /// Close the data channel to this peer (no `PeerDown` needed afterwards).
     Disconnect(PeerId),
-    Event(Event),
+    /// Boxed: most outputs are frames, and an unboxed `Event` (an operation's result, a
+    /// watched value) made every output 160 bytes, each copied in and out of the node's queue.
+    /// With the event boxed an output is 32 bytes (`tests/output_size.rs`).
+    Event(Box<Event>),
     /// Nothing more to do now: call `handle_input(Input::Timeout)` at this time.
     Timeout(Time),
 }

@@ -95,12 +95,16 @@ fn a_peer_outside_the_ring_answers_not_joined() {
     let op = node.put("k", "v", "w", 0);
     loop {
         match node.poll_output() {
-            Output::Event(Event::OpDone {
-                op: done,
-                result: Err(e),
-            }) if done == op => {
-                check(&e, "not_joined");
-                return;
+            Output::Event(event) => {
+                if let Event::OpDone {
+                    op: done,
+                    result: Err(e),
+                } = *event
+                    && done == op
+                {
+                    check(&e, "not_joined");
+                    return;
+                }
             }
             Output::Timeout(_) => panic!("no failure reported for a put outside the ring"),
             _ => {}

@@ -141,7 +141,7 @@ fn garbage_frames_are_counted_never_fatal() {
     // Still a working node: a lookup of a key it owns alone completes.
     let op = node.lookup(Id(5), now);
     let done = drain(&mut node).into_iter().any(|o| {
-        matches!(o, Output::Event(Event::OpDone { op: done, result: Ok(OpOutcome::Lookup { .. }) }) if done == op)
+        matches!(o, Output::Event(e) if matches!(*e, Event::OpDone { op: done, result: Ok(OpOutcome::Lookup { .. }) } if done == op))
     });
     assert!(done, "node stopped answering after garbage");
 }

@@ -1003,7 +1003,7 @@ impl Driver {
                 self.alone_at = None;
             }
             PeerOutput::JoinFailed { error, retry } => {
-                if let OpError::IdInUse { id } = error {
+                if let OpError::IdInUse { id } = *error {
                     // The only ring member has our id: most likely our previous
                     // incarnation, until the ring notices it died. Keep trying.
                     tracing::warn!(%id, "a ring member has this id; trying again");
@@ -1020,12 +1020,12 @@ impl Driver {
             }
             PeerOutput::OpDone { op, result } => {
                 if let Some(reply) = self.pending.remove(&op) {
-                    let _ = reply.send(result);
-                } else if let Err(e) = result {
+                    let _ = reply.send(*result);
+                } else if let Err(e) = *result {
                     tracing::debug!(?op, %e, "internal operation failed");
                 }
             }
-            PeerOutput::Event(event) => self.on_event(event),
+            PeerOutput::Event(event) => self.on_event(*event),
             _ => {}
         }
     }

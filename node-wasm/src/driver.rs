@@ -608,11 +608,11 @@ impl Driver {
             PeerOutput::OpDone { op, result } => {
                 if let Some(tx) = self.pending.remove(&op) {
                     let reply =
-                        result.map_err(|e| js::error(crate::error_code(&e), &e.to_string()));
+                        (*result).map_err(|e| js::error(crate::error_code(&e), &e.to_string()));
                     let _ = tx.send(reply);
                 }
             }
-            PeerOutput::Event(event) => self.on_event(event),
+            PeerOutput::Event(event) => self.on_event(*event),
             _ => {}
         }
     }
@@ -737,7 +737,7 @@ impl Driver {
 
     /// Writes the drain's writes to IndexedDB in one transaction; the outputs held for it
     /// are carried out when it completes (see [`crate::storage`], "Durability").
-    fn persist(&mut self, batch: Batch) {
+    fn persist(&mut self, batch: Box<Batch>) {
         let Some(storage) = &self.storage else {
             return;
         };

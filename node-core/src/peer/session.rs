@@ -58,23 +58,23 @@ pub enum PeerOutput {
     },
     /// Write these to the store in one transaction, then call [`Peer::committed`] with its id
     /// (also when it failed: the driver decides what a failure means).
-    Persist(Batch),
+    Persist(Box<Batch>),
     /// The join succeeded.
     Joined { successor: PeerId },
     /// The join failed with `error`; `retry` is the join plan's verdict. On
     /// [`Retry::At`] the peer tries again by itself (as [`PeerOutput::JoinDue`]); on
     /// [`Retry::GiveUp`] the driver decides (a tab's start fails, a native peer serves alone).
-    JoinFailed { error: OpError, retry: Retry },
+    JoinFailed { error: Box<OpError>, retry: Retry },
     /// The join plan's retry is due: join through `through` (the driver checks that it still
     /// wants to, then calls [`Peer::join_through`]).
     JoinDue { through: PeerId },
     /// An operation the driver started finished.
     OpDone {
         op: OpId,
-        result: Result<OpOutcome, OpError>,
+        result: Box<Result<OpOutcome, OpError>>,
     },
     /// Any other event of the node (`Event::Isolated` after the join plan took note of it).
-    Event(Event),
+    Event(Box<Event>),
     /// Nothing more now; call [`Peer::handle_timeout`] at this time.
     Timeout(Time),
 }
@@ -275,7 +275,7 @@ impl Peer {
             match self.node.poll_output() {
                 Output::Timeout(at) => {
                     if let Some(batch) = self.gate.take_batch() {
-                        return PeerOutput::Persist(batch);
+                        return PeerOutput::Persist(Box::new(batch));
                     }
                     let retry = self.plan.retry_at().unwrap_or(Time::MAX);
                     return PeerOutput::Timeout(at.min(retry));
@@ -287,16 +287,18 @@ impl Peer {
                 }
                 // A write goes into the drain's batch; the event itself comes out too (a tab
                 // shows it), after the batch is committed like everything behind it.
-                Output::Event(Event::Stored { key, entry }) if self.durable => {
-                    self.gate.stored(key.clone(), entry.clone());
-                    let output = Output::Event(Event::Stored { key, entry });
-                    if let Some(out) = self.gate.pass(output).and_then(|o| self.carry(o)) {
-                        return out;
+                Output::Event(event)
+                    if self.durable
+                        && matches!(*event, Event::Stored { .. } | Event::Collected { .. }) =>
+                {
+                    match &*event {
+                        Event::Stored { key, entry } => {
+                            self.gate.stored(key.clone(), entry.clone())
+                        }
+                        Event::Collected { key } => self.gate.collected(key.clone()),
+                        _ => {}
                     }
-                }
-                Output::Event(Event::Collected { key }) if self.durable => {
-                    self.gate.collected(key.clone());
-                    let output = Output::Event(Event::Collected { key });
+                    let output = Output::Event(event);
                     if let Some(out) = self.gate.pass(output).and_then(|o| self.carry(o)) {
                         return out;
                     }
@@ -335,9 +337,9 @@ impl Peer {
         }
     }
 
-    fn on_event(&mut self, event: Event) -> Option<PeerOutput> {
+    fn on_event(&mut self, event: Box<Event>) -> Option<PeerOutput> {
         let now = self.node.now;
-        match event {
+        match *event {
             Event::OpDone { op, result } => {
                 match self.paths.op_done(op, result.is_err(), self.remote) {
                     SignalOpDone::NotSignal => {}
@@ -349,7 +351,12 @@ impl Peer {
                 }
                 let bootstrap = match self.join_op {
                     Some((join, bootstrap)) if join == op => bootstrap,
-                    _ => return Some(PeerOutput::OpDone { op, result }),
+                    _ => {
+                        return Some(PeerOutput::OpDone {
+                            op,
+                            result: Box::new(result),
+                        });
+                    }
                 };
                 self.join_op = None;
                 Some(match result {
@@ -359,11 +366,11 @@ impl Peer {
                     }
                     // A join answers `Joined` or fails; anything else counts as a timeout.
                     Ok(_) => PeerOutput::JoinFailed {
-                        error: OpError::JoinTimeout { bootstrap },
+                        error: Box::new(OpError::JoinTimeout { bootstrap }),
                         retry: self.plan.failed(now),
                     },
                     Err(error) => PeerOutput::JoinFailed {
-                        error,
+                        error: Box::new(error),
                         retry: self.plan.failed(now),
                     },
                 })
@@ -376,9 +383,9 @@ impl Peer {
                 // Cut off after joining: a round without patience through the members the
                 // introducer named (`JoinPlan::isolated`); the driver sees the event too.
                 self.plan.isolated(now);
-                Some(PeerOutput::Event(Event::Isolated))
+                Some(PeerOutput::Event(event))
             }
-            event => Some(PeerOutput::Event(event)),
+            _ => Some(PeerOutput::Event(event)),
         }
     }
 }
@@ -494,7 +501,9 @@ mod tests {
             match p.poll_output() {
                 PeerOutput::Persist(batch) => break batch,
                 PeerOutput::OpDone { .. } => panic!("acknowledged before the write was stored"),
-                PeerOutput::Event(Event::Stored { .. }) => panic!("reported before committed"),
+                PeerOutput::Event(e) if matches!(*e, Event::Stored { .. }) => {
+                    panic!("reported before committed")
+                }
                 PeerOutput::Timeout(_) => panic!("no batch"),
                 _ => {}
             }
@@ -507,13 +516,13 @@ mod tests {
         let (outs, _) = drain(&mut p);
         assert!(
             outs.iter().any(
-                |o| matches!(o, PeerOutput::OpDone { op: done, result: Ok(_) } if *done == op)
+                |o| matches!(o, PeerOutput::OpDone { op: done, result } if *done == op && result.is_ok())
             )
         );
         // The write is reported too (a tab shows it), once committed.
         assert!(
             outs.iter()
-                .any(|o| matches!(o, PeerOutput::Event(Event::Stored { key, .. }) if key == "k"))
+                .any(|o| matches!(o, PeerOutput::Event(e) if matches!(&**e, Event::Stored { key, .. } if key == "k")))
         );
         assert_eq!(p.items_held(), 2);
     }

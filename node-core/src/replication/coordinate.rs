@@ -103,11 +103,12 @@ impl Replicator {
     /// A set has a leader: the requests parked for its election go on.
     pub(crate) fn on_election_outcome(&mut self, ctx: &mut ReplCtx<'_>, outcome: ElectionOutcome) {
         let ElectionOutcome::Elected { set, leader } = outcome;
-        self.effects
-            .push(Effect::Output(Output::Event(Event::LeaderElected {
+        self.effects.push(Effect::Output(Output::Event(Box::new(
+            Event::LeaderElected {
                 set: set.clone(),
                 leader,
-            })));
+            },
+        ))));
         let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|p| p.set == set);

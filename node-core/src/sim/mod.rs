@@ -1417,8 +1417,8 @@ impl Sim {
                 PeerOutput::Joined { .. } => {}
                 PeerOutput::JoinFailed { retry, .. } => self.join_failed(id, retry),
                 PeerOutput::JoinDue { through } => self.join_due(id, through),
-                PeerOutput::OpDone { op, result } => self.op_done(id, op, result),
-                PeerOutput::Event(event) => self.on_event(id, event),
+                PeerOutput::OpDone { op, result } => self.op_done(id, op, *result),
+                PeerOutput::Event(event) => self.on_event(id, *event),
             }
         }
     }
