@@ -294,24 +294,37 @@ impl OpTimers {
 }
 
 /// The sans-IO Chord node.
+///
+/// `repr(C)`, hot fields first: every input reads the clock, the phase, the link table, the
+/// output queue and the timers, and a simulated ring of 16,384 nodes is far larger than the
+/// cache, so each cache line an input touches is a miss of its own. Laid out by the compiler
+/// (a 3,440-byte struct), `now`, `phase`, `links` and `timers` sat on four different lines
+/// (`chord-experiment --mode sim-hops` under `perf annotate`: most of `handle_input`'s own time
+/// went to those first loads). The fields below `ring` are in no particular order.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Node {
+    pub(crate) now: Time,
+    pub(crate) next_op: u64,
     id: Id,
+    pub(crate) phase: Phase,
+    pub(crate) links: Links,
+    out: VecDeque<Output>,
+    timers: TimerTable,
+    /// (wake time, op) for pending lookups and requests; stale entries are skipped.
+    op_timers: OpTimers,
+    sweep: Option<Sweep>,
+    lookups: BTreeMap<OpId, LookupOp>,
+    /// For peers not yet in the ring: a peer linked to them (learned from `origin_via`).
+    via_hints: BTreeMap<PeerId, PeerId>,
+    via_hints_old: BTreeMap<PeerId, PeerId>,
+    ring: RingState,
     config: Config,
     rng: Rng,
     /// Draws request and operation ids only (`Replicator::new_req`, `new_op`): a stream of its own
     /// keeps the protocol's other random choices what they were.
     id_rng: Rng,
-    pub(crate) now: Time,
-    pub(crate) phase: Phase,
-    ring: RingState,
-    pub(crate) links: Links,
-    lookups: BTreeMap<OpId, LookupOp>,
     views: walk::PendingViews,
-    /// (wake time, op) for pending lookups and requests; stale entries are skipped.
-    op_timers: OpTimers,
-    pub(crate) next_op: u64,
-    out: VecDeque<Output>,
     pub(crate) metrics: Metrics,
     pub(crate) store: Store,
     pub(crate) clock: LamportClock,
@@ -324,13 +337,11 @@ pub struct Node {
     /// Per-link budgets of expensive requests (`guard.rs`).
     rate_limits: crate::guard::RateLimits,
     flooder: Flooder,
-    timers: TimerTable,
     anti_entropy_interval: u64,
     anti_entropy_cursor: usize,
     self_check_interval: u64,
     fix_interval: u64,
     stabilize_interval: u64,
-    sweep: Option<Sweep>,
     /// Round trips measured and near-finger candidates (`Config::proximity_fingers`).
     proximity: crate::proximity::Proximity,
     /// The nonces of the last [`STABILIZE_NONCES_KEPT`] `GetNeighbors` sent and to whom. An
@@ -344,9 +355,6 @@ pub struct Node {
     pred_list_nonce: Option<(PeerId, u64)>,
     /// Strays written back to their set, at the version written (not written again).
     strays_pushed: BTreeMap<String, crate::store::Version>,
-    /// For peers not yet in the ring: a peer linked to them (learned from `origin_via`).
-    via_hints: BTreeMap<PeerId, PeerId>,
-    via_hints_old: BTreeMap<PeerId, PeerId>,
     /// Failed peers remembered for probing: peer -> (failed at, next probe due).
     lost: BTreeMap<PeerId, (Time, Time)>,
     /// Gap until the next probe of any lost peer: doubles after each probe that found nobody,
