@@ -556,7 +556,7 @@ impl Driver {
         loop {
             match self.peer.poll_output() {
                 PeerOutput::Timeout(_) => return,
-                PeerOutput::Persist(batch) => self.persist(batch),
+                PeerOutput::Persist(batch) => self.persist(*batch),
                 output => self.carry_out(shared, output),
             }
         }
@@ -737,7 +737,7 @@ impl Driver {
 
     /// Writes the drain's writes to IndexedDB in one transaction; the outputs held for it
     /// are carried out when it completes (see [`crate::storage`], "Durability").
-    fn persist(&mut self, batch: Box<Batch>) {
+    fn persist(&mut self, batch: Batch) {
         let Some(storage) = &self.storage else {
             return;
         };
