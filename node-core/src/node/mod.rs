@@ -1049,10 +1049,21 @@ impl Node {
             Message::Sync(msg) => self.on_sync(from, msg),
             Message::Election(msg) => self.on_election_msg(from, msg),
             Message::Close => {
-                // Closed for budget, not dead: keep pointing at it, retry the link later.
+                // Closed for budget, not dead: keep pointing at it, retry the link later. Our
+                // successor or predecessor is retried soon: the peer closed the link because
+                // it does not know we need it (we point at it, it does not point at us: most
+                // often a newer peer sits between us), and only a stabilize round over that
+                // link tells us. Backing off for the full 30 s left a node of a forming
+                // 16,384-peer ring with a wrong successor for 26 s.
                 self.links.set_closing(from);
-                self.links
-                    .back_off(from, self.now, self.config.connect_backoff_max_ms);
+                let neighbour =
+                    self.ring.successor() == from || self.ring.predecessor() == Some(from);
+                let delay = if neighbour {
+                    self.config.connect_backoff_ms
+                } else {
+                    self.config.connect_backoff_max_ms
+                };
+                self.links.back_off(from, self.now, delay);
             }
         }
     }
