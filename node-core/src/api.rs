@@ -57,6 +57,13 @@ pub enum Output {
     Timeout(Time),
 }
 
+impl Output {
+    /// `event`, boxed (see [`Output::Event`]).
+    pub(crate) fn event(event: Event) -> Self {
+        Self::Event(Box::new(event))
+    }
+}
+
 /// Something that happened, for the application.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

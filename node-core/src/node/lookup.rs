@@ -375,10 +375,10 @@ impl Node {
             }
             Body::Signal { payload } => {
                 self.metrics.chord.signals_delivered += 1;
-                self.out.push_back(Output::Event(Box::new(Event::Signal {
+                self.out.push_back(Output::event(Event::Signal {
                     from: routed.origin,
                     payload,
-                })));
+                }));
             }
             Body::Kv(_) => self.kv_at_owner(routed),
             Body::Watch { .. } => self.watch_at_owner(routed),

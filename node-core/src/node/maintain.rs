@@ -447,14 +447,12 @@ impl Node {
             self.metrics.chord.successor_changes += 1;
             if self.is_isolated() {
                 self.metrics.chord.isolations += 1;
-                self.out.push_back(Output::Event(Box::new(Event::Isolated)));
+                self.out.push_back(Output::event(Event::Isolated));
             }
             let successor = self.ring.successor();
             self.ensure_link(successor, true);
             self.out
-                .push_back(Output::Event(Box::new(Event::SuccessorChanged {
-                    successor,
-                })));
+                .push_back(Output::event(Event::SuccessorChanged { successor }));
         }
         if changed.predecessor {
             self.metrics.chord.predecessor_changes += 1;
@@ -501,9 +499,7 @@ impl Node {
                 self.ensure_link(p, true);
             }
             self.out
-                .push_back(Output::Event(Box::new(Event::PredecessorChanged {
-                    predecessor,
-                })));
+                .push_back(Output::event(Event::PredecessorChanged { predecessor }));
         }
         if (changed.successor || changed.predecessor) && self.is_joined() {
             // Our neighbourhood moved: stabilize and self-check at full pace again. Fingers

@@ -967,7 +967,7 @@ impl Node {
             self.metrics.chord.peers_failed += 1;
             self.remember_lost(peer);
             self.out
-                .push_back(Output::Event(Box::new(Event::PeerFailed { peer })));
+                .push_back(Output::event(Event::PeerFailed { peer }));
         }
     }
 
@@ -1176,7 +1176,7 @@ impl Node {
 
     pub(crate) fn done(&mut self, op: OpId, result: Result<OpOutcome, OpError>) {
         self.out
-            .push_back(Output::Event(Box::new(Event::OpDone { op, result })));
+            .push_back(Output::event(Event::OpDone { op, result }));
     }
 
     fn fail_pending_ops(&mut self) {

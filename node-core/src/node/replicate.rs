@@ -148,7 +148,7 @@ impl Node {
                         self.notify_watchers(&key, &entry);
                     }
                     self.out
-                        .push_back(Output::Event(Box::new(Event::Stored { key, entry })));
+                        .push_back(Output::event(Event::Stored { key, entry }));
                 }
                 Effect::Notify { key, entry } => self.notify_watchers(&key, &entry),
                 Effect::OpTimer(at, op) => self.op_timers.insert((at, op)),
@@ -282,9 +282,8 @@ impl Node {
         let entries: Vec<(String, Version)> = collected
             .into_iter()
             .map(|(key, entry)| {
-                self.out.push_back(Output::Event(Box::new(Event::Collected {
-                    key: key.clone(),
-                })));
+                self.out
+                    .push_back(Output::event(Event::Collected { key: key.clone() }));
                 (key, entry.version)
             })
             .collect();
@@ -344,8 +343,7 @@ impl Node {
                     }
                     if self.store.forget_tombstone(&key, &version) {
                         self.metrics.kv.tombstones_collected += 1;
-                        self.out
-                            .push_back(Output::Event(Box::new(Event::Collected { key })));
+                        self.out.push_back(Output::event(Event::Collected { key }));
                     }
                 }
                 self.metrics.kv.keys_stored = self.store.len();

@@ -252,7 +252,7 @@ impl Node {
                 for (key, entry) in handled.stored {
                     self.notify_watchers(&key, &entry);
                     self.out
-                        .push_back(Output::Event(Box::new(Event::Stored { key, entry })));
+                        .push_back(Output::event(Event::Stored { key, entry }));
                 }
                 for reply in handled.replies {
                     self.send(from, &Message::Sync(reply));

@@ -140,12 +140,12 @@ impl Node {
         }
         w.last = Some(entry.version.clone());
         self.metrics.kv.watch_events += 1;
-        self.out.push_back(Output::Event(Box::new(Event::Watch {
+        self.out.push_back(Output::event(Event::Watch {
             key,
             value: entry.value,
             ts: entry.version.ts,
             writer: entry.version.writer,
-        })));
+        }));
     }
 
     // ----- the owner and the members -----------------------------------------------------------

@@ -285,25 +285,20 @@ impl Peer {
                 Output::Send { to, bytes } if self.gate.is_open() => {
                     return PeerOutput::Send { to, bytes };
                 }
-                // A write goes into the drain's batch; the event itself comes out too (a tab
-                // shows it), after the batch is committed like everything behind it.
-                Output::Event(event)
-                    if self.durable
-                        && matches!(*event, Event::Stored { .. } | Event::Collected { .. }) =>
-                {
-                    match &*event {
-                        Event::Stored { key, entry } => {
-                            self.gate.stored(key.clone(), entry.clone())
-                        }
-                        Event::Collected { key } => self.gate.collected(key.clone()),
-                        _ => {}
-                    }
-                    let output = Output::Event(event);
-                    if let Some(out) = self.gate.pass(output).and_then(|o| self.carry(o)) {
-                        return out;
-                    }
-                }
                 output => {
+                    // A write goes into the drain's batch; the event itself comes out too (a
+                    // tab shows it), after the batch is committed like everything behind it.
+                    if self.durable
+                        && let Output::Event(event) = &output
+                    {
+                        match &**event {
+                            Event::Stored { key, entry } => {
+                                self.gate.stored(key.clone(), entry.clone());
+                            }
+                            Event::Collected { key } => self.gate.collected(key.clone()),
+                            _ => {}
+                        }
+                    }
                     if let Some(out) = self.gate.pass(output).and_then(|o| self.carry(o)) {
                         return out;
                     }

@@ -103,12 +103,11 @@ impl Replicator {
     /// A set has a leader: the requests parked for its election go on.
     pub(crate) fn on_election_outcome(&mut self, ctx: &mut ReplCtx<'_>, outcome: ElectionOutcome) {
         let ElectionOutcome::Elected { set, leader } = outcome;
-        self.effects.push(Effect::Output(Output::Event(Box::new(
-            Event::LeaderElected {
+        self.effects
+            .push(Effect::Output(Output::event(Event::LeaderElected {
                 set: set.clone(),
                 leader,
-            },
-        ))));
+            })));
         let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|p| p.set == set);

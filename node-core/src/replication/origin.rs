@@ -15,10 +15,7 @@ use crate::wire::{Body, Dest, Routed};
 impl Replicator {
     fn done(&mut self, op: OpId, result: Result<OpOutcome, OpError>) {
         self.effects
-            .push(Effect::Output(Output::Event(Box::new(Event::OpDone {
-                op,
-                result,
-            }))));
+            .push(Effect::Output(Output::event(Event::OpDone { op, result })));
     }
 
     /// A client's put, delete or get under the fresh `op` (`Node::put`, `delete`, `get`):

@@ -36,10 +36,7 @@ impl Out {
         // The digits fill the front of a 20-byte buffer, all of which is appended and the
         // rest cut off: a copy of a fixed size is a few moves, where appending a slice of
         // varying length called memcpy for every number (1.4% of the simulator's time).
-        let mut len = 1;
-        while len < 20 && n >= 10u64.pow(len as u32) {
-            len += 1;
-        }
+        let len = n.checked_ilog10().map_or(1, |digits| digits as usize + 1);
         let mut digits = [0u8; 20];
         let mut i = len;
         while n >= 100 {
