@@ -152,6 +152,11 @@ pub struct KvMetrics {
     pub handover_failed: u64,
     pub quorum_failures: u64,
     pub dropped_requests: u64,
+    /// Requests refused because their key lay in a fenced part of our range, fences set, and
+    /// fences that lifted by expiry rather than by the peers coming back (`node/fence.rs`).
+    pub fenced_requests: u64,
+    pub fences: u64,
+    pub fences_expired: u64,
     pub rejected_entries: u64,
     pub elections_started: u64,
     pub elections_won: u64,
@@ -290,6 +295,8 @@ pub struct KvSummary {
     pub failed: u64,
     pub read_repairs: u64,
     pub quorum_failures: u64,
+    /// Requests refused in a fenced part of a range (`node/fence.rs`).
+    pub fenced_requests: u64,
     pub elections_started: u64,
     pub elections_won: u64,
     pub keys_stored: usize,
@@ -333,6 +340,7 @@ impl Metrics {
                 failed: kv.failed,
                 read_repairs: kv.read_repairs,
                 quorum_failures: kv.quorum_failures,
+                fenced_requests: kv.fenced_requests,
                 elections_started: kv.elections_started,
                 elections_won: kv.elections_won,
                 keys_stored: kv.keys_stored,

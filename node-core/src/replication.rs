@@ -18,8 +18,8 @@
 //!
 //! Once a put is acknowledged, every get that starts afterwards returns it or a write that was
 //! not yet acknowledged when it started; a delete likewise; gets ordered in real time never go
-//! backwards. `sim::history` checks this on client histories under every fault class but
-//! partitions (see README, "Consistency"). The mechanisms:
+//! backwards. `sim::history` checks this on client histories under every fault class,
+//! partitions included (see README, "Consistency"). The mechanisms:
 //!
 //! - **A write that lost is not acknowledged.** A replica that already holds a newer version
 //!   answers `ReplicateAck { newer: Some(ts) }`; the leader then observes `ts` and stamps the
@@ -52,6 +52,19 @@
 //!
 //!   The price is availability, not consistency: a key whose set has fewer than `write_quorum`
 //!   settled members fails its requests (the origin retries) until the sync is done.
+//! - **Partitions: the quorum fence** (`node/fence.rs`). Syncing new members with the owner
+//!   is only sound while the owner's store is backed by a read quorum of the set that held the
+//!   range before. A partition (or the crash of most of a set within one detection window)
+//!   takes that away on one side: there, whole pieces of the ring seem to have failed, and
+//!   their successors would take over ranges whose every copy is across the cut. So the owner
+//!   fences (answers `Failed`, metric `kv.fenced_requests`) the pieces it took over from
+//!   departed predecessors whose old set keeps fewer than `read_quorum` members on its side
+//!   (it knows the peers before its predecessor: `GetPreds`), and its whole range when its own
+//!   holders left the set so that fewer than `read_quorum` remain. A piece's old set has a
+//!   quorum on at most one side, so only one side serves each key. The fence lifts when the
+//!   departed peers are back (the range shrinks; or the lost holders are replica successors
+//!   again and rounds with them ended equal) or after `Config::fence_max_ms` (60 s), when the
+//!   missing peers are taken for failed (`kv.fences_expired`).
 //!
 //! The origin retries a request that got no answer within `lookup_attempt_timeout_ms` and fails
 //! it with a typed error at `op_timeout_ms`.
@@ -157,7 +170,7 @@ use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::ring::RingState;
 use crate::rng::Rng;
-use crate::store::{Entry, Store, Version};
+use crate::store::{Entry, RingRange, Store, Version};
 use crate::wire::kv::{KvAction, KvMsg, KvResult};
 use crate::wire::{Body, Dest, Message, Routed};
 use std::collections::{BTreeMap, BTreeSet};
@@ -231,6 +244,8 @@ pub(crate) struct ReplCtx<'a> {
     pub(crate) adopting: bool,
     /// `Node::peak_set`: quorums are never computed over fewer members.
     pub(crate) peak_set: usize,
+    /// `Node::fenced_range`: the part of our primary range we may not serve now.
+    pub(crate) fence: Option<RingRange>,
     /// `Node::origin_via`: the peer named in routed messages we originate.
     pub(crate) origin_via: Option<PeerId>,
     pub(crate) ring: &'a RingState,

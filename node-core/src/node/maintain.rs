@@ -473,6 +473,7 @@ impl Node {
                 (_, None) => false,
                 (None, Some(_)) => false,
             };
+            self.fence_on_predecessor(self.last_predecessor, predecessor);
             if grew || predecessor.is_none() {
                 self.repair_soon();
                 // Our range took over a departed predecessor's part. Its old replica set was
@@ -497,10 +498,12 @@ impl Node {
             self.last_predecessor = predecessor;
             if let Some(p) = predecessor {
                 self.ensure_link(p, true);
+                self.ask_preds(p);
             }
             self.out
                 .push_back(Output::event(Event::PredecessorChanged { predecessor }));
         }
+        self.fence_check();
         if (changed.successor || changed.predecessor) && self.is_joined() {
             // Our neighbourhood moved: stabilize and self-check at full pace again. Fingers
             // keep their own pace (a sweep that changes nothing slows down): a join next to us

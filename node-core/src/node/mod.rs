@@ -42,6 +42,7 @@ use crate::timers::{Timer, TimerTable};
 use crate::wire::{self, Body, DecodeError, Dest, Message, Routed};
 
 mod authorize;
+mod fence;
 mod lookup;
 mod maintain;
 mod proximity;
@@ -108,6 +109,10 @@ pub struct Config {
     pub write_quorum: usize,
     /// Key, value and writer bounds (see [`crate::store::Limits`]).
     pub limits: Limits,
+    /// How long a part of our range stays fenced when no read quorum of its previous replica
+    /// set is reachable (`node/fence.rs`): a partition shorter than this costs availability
+    /// only; after it the missing peers are taken for failed.
+    pub fence_max_ms: u64,
     pub election: ElectionConfig,
     pub flood: FloodConfig,
     /// Anti-entropy pacing with the successors that replicate this node's range: starts at the
@@ -175,6 +180,7 @@ impl Default for Config {
             read_quorum: 2,
             write_quorum: 2,
             limits: Limits::default(),
+            fence_max_ms: 60_000,
             election: ElectionConfig::default(),
             flood: FloodConfig::default(),
             anti_entropy_min_interval_ms: 2_000,
@@ -353,6 +359,8 @@ pub struct Node {
     /// predecessor named them (`node/sync.rs`, "Strays"); the open `GetPreds` round.
     pred_list: (Option<PeerId>, Vec<Id>),
     pred_list_nonce: Option<(PeerId, u64)>,
+    /// Parts of our range with no read quorum of their previous set on our side (`node/fence.rs`).
+    fence: fence::Fence,
     /// Strays written back to their set, at the version written (not written again).
     strays_pushed: BTreeMap<String, crate::store::Version>,
     /// Failed peers remembered for probing: peer -> (failed at, next probe due).
@@ -501,6 +509,7 @@ impl Node {
             stabilize_nonces: VecDeque::new(),
             pred_list: (None, Vec::new()),
             pred_list_nonce: None,
+            fence: fence::Fence::default(),
             strays_pushed: BTreeMap::new(),
             via_hints: BTreeMap::new(),
             via_hints_old: BTreeMap::new(),
@@ -889,6 +898,9 @@ impl Node {
             }
         } else if self.is_joined() && peer == self.ring.successor() {
             self.timers.set(Timer::Stabilize, self.now);
+        }
+        if self.is_joined() && self.ring.predecessor() == Some(peer) {
+            self.ask_preds(peer);
         }
     }
 

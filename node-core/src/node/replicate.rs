@@ -23,6 +23,7 @@ macro_rules! with_repl {
         let fresh = node.is_fresh();
         let joined = node.is_joined();
         let origin_via = node.origin_via();
+        let fence = node.fenced_range();
         let Node {
             repl: $repl,
             id,
@@ -51,6 +52,7 @@ macro_rules! with_repl {
             fresh,
             adopting: *adopting,
             peak_set: *peak_set,
+            fence,
             origin_via,
             ring,
             links,

@@ -43,6 +43,8 @@ impl Node {
         if replicas.is_empty() {
             return;
         }
+        self.fence_check();
+        self.ask_preds(pred);
         self.hand_back(pred);
         self.catch_up_round(&replicas);
         // Members that do not yet count toward quorums (and our own store, until it is
@@ -299,12 +301,8 @@ impl Node {
         }
         // Our pointers name the predecessor but none of the peers before it: ask it for them,
         // for this round's successor.
-        if let Some(pred) = self.ring.predecessor()
-            && self.links.is_up(pred)
-        {
-            let nonce = self.rng.next_u64() >> 11;
-            self.pred_list_nonce = Some((pred, nonce));
-            self.send(pred, &Message::GetPreds { nonce });
+        if let Some(pred) = self.ring.predecessor() {
+            self.ask_preds(pred);
         }
         let Some(range) = self.stray_range() else {
             return;
@@ -378,6 +376,15 @@ impl Node {
         match &self.pred_list {
             (Some(from), list) if self.ring.predecessor() == Some(*from) => list,
             _ => &[],
+        }
+    }
+
+    /// Asks our predecessor for the peers before it (`on_preds`), if a link to it is open.
+    pub(super) fn ask_preds(&mut self, pred: PeerId) {
+        if self.links.is_up(pred) {
+            let nonce = self.rng.next_u64() >> 11;
+            self.pred_list_nonce = Some((pred, nonce));
+            self.send(pred, &Message::GetPreds { nonce });
         }
     }
 
@@ -471,6 +478,7 @@ impl Node {
         } else if self.ring.predecessor() == Some(from) && range.to == from.0 {
             self.pred_settled = true;
         }
+        self.fence_check();
     }
 
     /// The first k-1 successors: the other members of our primary range's replica set.

@@ -47,6 +47,21 @@ impl Replicator {
             self.effects.push(Effect::Forward(routed));
             return;
         }
+        if ctx.fence.is_some_and(|r| r.contains(key.0)) {
+            // No read quorum of the key's previous set is on our side (`node/fence.rs`).
+            ctx.metrics.kv.fenced_requests += 1;
+            if let Body::Kv(request) = &routed.body {
+                let reason = format!("key fenced at {}: its replica set lost its quorum", ctx.id);
+                self.send_kv_reply(
+                    ctx,
+                    (routed.origin, routed.origin_via),
+                    request.op,
+                    routed.hops,
+                    KvResult::Failed { reason },
+                );
+            }
+            return;
+        }
         if !ctx.successors_known {
             // Joined a moment ago: our successor list (so the replica set) is not known yet.
             // It comes with the successor's first answer; the request waits for it.

@@ -31,9 +31,9 @@ pub enum FaultClass {
     RestartDisk,
     /// Peers crash and come back with the same id within a second (with or without disk).
     FastRestart,
-    /// The ring splits in two (a minority and a majority side) and heals. chord-kv is
-    /// available on both sides (AP, as Dynamo): reads on one side can miss writes acknowledged
-    /// on the other, so the promise is not claimed under partitions; this class measures it.
+    /// The ring splits in two (a minority and a majority side: an arc of 1 to half the peers)
+    /// and heals 5-13 s later. A key is served only on the side that keeps a read quorum of its
+    /// replica set (`node/fence.rs`); the other side refuses it until the heal.
     Partition,
     /// 1% of frames are lost.
     Loss,

@@ -1,0 +1,236 @@
+//! The quorum fence as methods of [`Node`]: the parts of our primary range we must not serve
+//! because no read quorum of their previous replica set is left on our side of the network
+//! (`replication.rs`, "Partitions").
+//!
+//! Two ways a range loses its quorum, both of which a partition causes on one side or the
+//! other (a node cannot tell a partition from a crash of everyone across it):
+//! - **Growth** (`fence_on_growth`): our predecessor departed and the new one lies further back; the
+//!   range we take over is made of the departed peers' primary ranges ("pieces"). The piece of
+//!   the i-th departed predecessor was replicated by it, the i-1 departed peers after it, us
+//!   and our first k-1-i replica successors. The departed ones are the peers we know of
+//!   between the new predecessor and the old: those the old one named (`GetPreds`), those we
+//!   point at and those we saw fail. If fewer than `read_quorum` of those are left, a
+//!   write acknowledged by the others may be missing from everything we can reach: that piece,
+//!   and every piece further back (each has fewer survivors), is fenced until the range shrinks
+//!   again (the departed peers come back) or the fence expires.
+//! - **Lost set** (`fence_check`): the replica successors that held our range departed (no
+//!   longer replicas and no link open: pushed out by newcomers is no departure) so that fewer
+//!   than `read_quorum` holders remain, counting ourselves. New members would otherwise settle
+//!   by syncing with us alone. Departed holders are remembered until the set is whole again.
+//!   The fence lifts once every lost holder is a replica successor again and a round with each
+//!   ended equal (we then hold the union of what they held, and none of them still leads the
+//!   range on a side whose ring has not merged with ours), or when it expires.
+//!
+//! Fenced requests are answered `Failed` (the origin retries until its deadline) and counted
+//! (`KvMetrics::fenced_requests`). A fence older than `Config::fence_max_ms` lifts by itself
+//! (`KvMetrics::fences_expired`): after that long the missing peers are taken for failed, and
+//! a write only they held is lost (the counted whole-set failure of the churn experiments).
+
+use super::*;
+
+/// The node's fence state (see the module documentation).
+#[derive(Debug, Default)]
+pub(crate) struct Fence {
+    /// Growth: keys in `(predecessor, end]` are fenced, since `Time`.
+    grown: Option<(Id, Time)>,
+    /// Lost set: the replica successors that held our range when its quorum was lost, and since
+    /// when.
+    lost: Option<(Vec<PeerId>, Time)>,
+    /// Replica successors that held our range at the last check (settled members).
+    backed: Vec<PeerId>,
+    /// Our replica successors at the last check, closest first.
+    last_replicas: Vec<PeerId>,
+    /// While we have no predecessor: the one that departed and the peers it named before it.
+    lost_pred: Option<(PeerId, Vec<Id>)>,
+}
+
+impl Node {
+    /// The part of our primary range we may not serve now, if any.
+    pub(crate) fn fenced_range(&self) -> Option<RingRange> {
+        let Some(pred) = self.ring.predecessor() else {
+            // Our predecessor departed and no new one is known: everything beyond our old range
+            // may be ours, and none of it is settled.
+            return self
+                .fence
+                .lost_pred
+                .as_ref()
+                .map(|(old, _)| RingRange::new(self.id.0, old.0));
+        };
+        let live = |since: Time| self.now < since.saturating_add(self.config.fence_max_ms);
+        if let Some((_, since)) = &self.fence.lost
+            && live(*since)
+        {
+            return Some(RingRange::new(pred.0, self.id.0));
+        }
+        match self.fence.grown {
+            Some((end, since)) if live(since) && end.in_open(pred, self.id) => {
+                Some(RingRange::new(pred.0, end.0))
+            }
+            _ => None,
+        }
+    }
+
+    /// Our predecessor changed from `old` to `new` (either may be none).
+    pub(super) fn fence_on_predecessor(&mut self, old: Option<PeerId>, new: Option<PeerId>) {
+        match (old, new) {
+            (Some(old), None) => {
+                let known = self.peers_behind(old);
+                self.fence.lost_pred = Some((old, known));
+            }
+            (Some(old), Some(new)) => {
+                self.fence.lost_pred = None;
+                if old.in_open(new, self.id) {
+                    let known = self.peers_behind(old);
+                    self.fence_on_growth(old, new, known);
+                }
+            }
+            (None, Some(new)) => {
+                if let Some((old, mut known)) = self.fence.lost_pred.take()
+                    && old.in_open(new, self.id)
+                {
+                    known.extend(self.peers_behind(old));
+                    self.fence_on_growth(old, new, known);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Every peer we know of that lay behind `old`, our departed predecessor: those it named
+    /// (`GetPreds`, refreshed every anti-entropy round but possibly older than the last join
+    /// behind it), those we point at, and those we saw fail.
+    fn peers_behind(&self, old: PeerId) -> Vec<Id> {
+        let mut known: Vec<Id> = match &self.pred_list {
+            (Some(from), list) if *from == old => list.clone(),
+            _ => Vec::new(),
+        };
+        known.extend(self.ring.pointed_peers().iter().copied());
+        known.extend(self.lost.keys().copied());
+        known
+    }
+
+    /// Our predecessor moved from `old` back to `new`: we took over the departed peers' pieces.
+    /// `known`: peers we know of, in any order; those between `new` and `old` departed.
+    fn fence_on_growth(&mut self, old: PeerId, new: PeerId, mut known: Vec<Id>) {
+        let k = self.config.replicas.max(1);
+        let quorum = self.config.read_quorum.max(1);
+        // The departed predecessors, closest first: `old`, then the known peers between `new`
+        // and it. Unknown ones may lie anywhere behind `old`: an unknown peer makes us fence
+        // less than we should, never more.
+        known.retain(|p| p.in_open(new, old));
+        known.sort_unstable_by_key(|p| p.distance_to(old));
+        known.dedup();
+        let mut departed = vec![old];
+        departed.extend(known);
+        // Replica successors from before the change that are still ours.
+        let succs = self.ring.successors();
+        let surviving_succs = |take: usize| {
+            self.fence
+                .last_replicas
+                .iter()
+                .take(take)
+                .filter(|m| succs.contains(m))
+                .count()
+        };
+        // Pieces are numbered from 1 (the old predecessor's); survivors only fall with i.
+        let lacks = |i: usize| 1 + surviving_succs(k.saturating_sub(1 + i)) < quorum;
+        let Some(first_lacking) = (1..=departed.len()).find(|i| lacks(*i)) else {
+            return;
+        };
+        let end = departed[first_lacking - 1];
+        self.metrics.kv.fences += 1;
+        let end = match self.fence.grown {
+            // The piece closest to us of both fences.
+            Some((e, since))
+                if e.in_open(end, self.id) && self.now < since + self.config.fence_max_ms =>
+            {
+                e
+            }
+            _ => end,
+        };
+        let since = self.fence.grown.map_or(self.now, |(_, s)| s);
+        self.fence.grown = Some((end, since));
+    }
+
+    /// Sets or lifts the lost-set fence; called whenever the ring, a link or a round's result
+    /// may have changed the answer.
+    pub(super) fn fence_check(&mut self) {
+        if !self.is_joined() {
+            return;
+        }
+        let quorum = self.config.read_quorum.max(1);
+        let replicas = self.replica_successors();
+        let expired = |since: Time| self.now >= since.saturating_add(self.config.fence_max_ms);
+        if let Some((_, since)) = self.fence.grown
+            && (expired(since)
+                || self
+                    .ring
+                    .predecessor()
+                    .is_some_and(|p| !self.fence.grown.is_some_and(|(e, _)| e.in_open(p, self.id))))
+        {
+            if expired(since) {
+                self.metrics.kv.fences_expired += 1;
+            }
+            self.fence.grown = None;
+        }
+        if let Some((lost, since)) = &self.fence.lost {
+            // Every lost holder back in the set and in sync: while one is missing, it may lead
+            // the range elsewhere (its side's view of the ring has not merged with ours yet).
+            let back = lost
+                .iter()
+                .all(|m| replicas.contains(m) && self.equal_with.contains(m));
+            if back && lost.len() + 1 >= quorum {
+                self.fence.lost = None;
+            } else if expired(*since) {
+                self.metrics.kv.fences_expired += 1;
+                self.fence.lost = None;
+            }
+        } else {
+            // A holder that newcomers pushed out of the set (still linked) is no loss.
+            let present = self
+                .fence
+                .backed
+                .iter()
+                .filter(|m| !self.departed(**m, &replicas))
+                .count();
+            if present + 1 < quorum && self.fence.backed.len() + 1 >= quorum {
+                let lost = std::mem::take(&mut self.fence.backed);
+                for m in &lost {
+                    self.equal_with.remove(m);
+                }
+                self.metrics.kv.fences += 1;
+                self.fence.lost = Some((lost, self.now));
+            }
+        }
+        if self.fence.lost.is_none() {
+            // Holders: replica successors that were settled once and are still replicas (a
+            // link that flapped unsettles a member, but it still holds what it held), and the
+            // settled ones.
+            let mut holders: Vec<PeerId> = replicas
+                .iter()
+                .copied()
+                .filter(|m| self.settled_members.contains(m) || self.fence.backed.contains(m))
+                .collect();
+            // Holders that departed (pushed out by newcomers is no departure) are remembered
+            // until the set is whole again: if the rest go too, each of them may be leading the
+            // range on another side.
+            if holders.len() + 1 < self.config.replicas.max(1) {
+                holders.extend(
+                    self.fence
+                        .backed
+                        .iter()
+                        .copied()
+                        .filter(|m| self.departed(*m, &replicas)),
+                );
+            }
+            self.fence.backed = holders;
+        }
+        self.fence.last_replicas = replicas;
+    }
+
+    /// Whether holder `m` departed: it is no replica successor and no link to it is open (it
+    /// failed, or a partition cut it off).
+    fn departed(&self, m: PeerId, replicas: &[PeerId]) -> bool {
+        !replicas.contains(&m) && !self.links.is_up(m)
+    }
+}
