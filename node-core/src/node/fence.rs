@@ -98,14 +98,23 @@ impl Node {
 
     /// Every peer we know of that lay behind `old`, our departed predecessor: those it named
     /// (`GetPreds`, refreshed every anti-entropy round but possibly older than the last join
-    /// behind it), those we point at, and those we saw fail.
+    /// behind it), those we point at, and those we saw fail with it.
     fn peers_behind(&self, old: PeerId) -> Vec<Id> {
         let mut known: Vec<Id> = match &self.pred_list {
             (Some(from), list) if *from == old => list.clone(),
             _ => Vec::new(),
         };
         known.extend(self.ring.pointed_peers().iter().copied());
-        known.extend(self.lost.keys().copied());
+        // Peers that failed about when `old` did (within one detection window); one that
+        // failed earlier had its range taken over by `old` then.
+        let old_failed = self.lost.get(&old).map_or(self.now, |(at, _)| *at);
+        let window = self.config.heartbeat_timeout_ms;
+        known.extend(
+            self.lost
+                .iter()
+                .filter(|(_, (at, _))| at.saturating_add(window) >= old_failed)
+                .map(|(p, _)| *p),
+        );
         known
     }
 
