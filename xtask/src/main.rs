@@ -638,7 +638,13 @@ fn cargo_target_dir() -> PathBuf {
 }
 
 fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // `cargo run` sets CARGO_MANIFEST_DIR for the run too: prefer it, so an xtask binary built
+    // from another checkout that shares this target dir still works on the checkout it was
+    // run from (the compile-time path would point at the other one).
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
