@@ -57,14 +57,40 @@ impl Node {
     /// be acknowledged by the old set's other members alone, and a second join moved them out
     /// (`sim-history --faults joins`, seed 997). Only our own predecessor is discounted, and
     /// only while it is new: a sender gains nothing it did not have before that join.
+    ///
+    /// Peers that joined in front of one of our replica successors are discounted the same way
+    /// (`successor_newcomers`): the old set's leader, pushed out by that join, does not know
+    /// them yet either. Refusing its `Replicate` let a write be acknowledged by two members the
+    /// join had just moved out of the set, and the new set answered reads without it until our
+    /// catch-up (`sim-history --faults mixed --seed 708`, two joins in one burst).
     pub(crate) fn may_have_been_member(&self, key: Id, m: PeerId) -> bool {
-        let newcomer = self
+        let recent = |at: &super::Time| self.now < at.saturating_add(CATCH_UP_DELAY_MS);
+        let between = |p: Id| p != m && (p == key || p.in_open(key, m));
+        let discount = self
             .newcomer
-            .filter(|(_, at)| self.now < at.saturating_add(CATCH_UP_DELAY_MS))
-            .map(|(p, _)| p);
-        let discount =
-            usize::from(newcomer.is_some_and(|p| p != m && (p == key || p.in_open(key, m))));
+            .iter()
+            .chain(self.successor_newcomers.iter())
+            .filter(|(p, at)| recent(at) && between(*p))
+            .map(|(p, _)| *p)
+            .collect::<std::collections::BTreeSet<Id>>()
+            .len();
         self.known_in(key, m, &[]).saturating_sub(discount) < self.config.replicas.max(1)
+    }
+
+    /// Notes the peers that appeared among our replica successors in front of one that was
+    /// already there (a join; see [`Self::may_have_been_member`]). `before`: the replica
+    /// successors at the last look.
+    pub(super) fn note_successor_newcomers(&mut self, before: &[PeerId], now_replicas: &[PeerId]) {
+        let now = self.now;
+        self.successor_newcomers
+            .retain(|(_, at)| now < at.saturating_add(CATCH_UP_DELAY_MS));
+        for m in now_replicas {
+            let joined_in_front =
+                !before.contains(m) && before.iter().any(|old| m.in_open(self.id, *old));
+            if joined_in_front && !self.successor_newcomers.iter().any(|(p, _)| p == m) {
+                self.successor_newcomers.push((*m, now));
+            }
+        }
     }
 
     /// Whether `m` can share a replica set with this node: fewer than k-1 known members lie

@@ -234,6 +234,8 @@ impl Node {
             }
             self.fence.backed = holders;
         }
+        let before = std::mem::take(&mut self.fence.last_replicas);
+        self.note_successor_newcomers(&before, &replicas);
         self.fence.last_replicas = replicas;
     }
 

@@ -392,6 +392,9 @@ pub struct Node {
     /// A predecessor that joined in front of us, and when (`may_have_been_member`,
     /// `node/authorize.rs`).
     newcomer: Option<(PeerId, Time)>,
+    /// Peers that joined in front of one of our replica successors, and when
+    /// (`may_have_been_member`): they pushed that successor out of our sets.
+    successor_newcomers: Vec<(PeerId, Time)>,
     /// Replica successors that hold everything this node's primary range holds (they were
     /// already replicas of it, or an anti-entropy round with them ended equal since they
     /// became one). Only these count toward a quorum for keys of the range (see
@@ -523,6 +526,7 @@ impl Node {
             catch_up: None,
             catch_up_rounds: BTreeMap::new(),
             newcomer: None,
+            successor_newcomers: Vec::new(),
             settled_members: BTreeSet::new(),
             peak_set: 1,
             equal_with: BTreeSet::new(),
