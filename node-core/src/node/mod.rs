@@ -359,6 +359,7 @@ pub struct Node {
     /// predecessor named them (`node/sync.rs`, "Strays"); the open `GetPreds` round.
     pred_list: (Option<PeerId>, Vec<Id>),
     pred_list_nonce: Option<(PeerId, u64)>,
+    pred_list_asked: Time,
     /// Parts of our range with no read quorum of their previous set on our side (`node/fence.rs`).
     fence: fence::Fence,
     /// Strays written back to their set, at the version written (not written again).
@@ -512,6 +513,7 @@ impl Node {
             stabilize_nonces: VecDeque::new(),
             pred_list: (None, Vec::new()),
             pred_list_nonce: None,
+            pred_list_asked: 0,
             fence: fence::Fence::default(),
             strays_pushed: BTreeMap::new(),
             via_hints: BTreeMap::new(),

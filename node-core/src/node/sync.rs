@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// How long a `GetPreds` stays the one outstanding question before it is asked again.
+const PREDS_ANSWER_MS: u64 = 2_000;
+
 /// Stray keys queued for the write-back per round, at most (the rest wait for the next).
 const MAX_STRAYS_PER_ROUND: usize = 1_024;
 
@@ -380,10 +383,14 @@ impl Node {
     }
 
     /// Asks our predecessor for the peers before it (`on_preds`), if a link to it is open.
+    /// One question at a time: an answer to an older nonce would count as unexpected.
     pub(super) fn ask_preds(&mut self, pred: PeerId) {
-        if self.links.is_up(pred) {
+        let outstanding = self.pred_list_nonce.is_some_and(|(p, _)| p == pred)
+            && self.now < self.pred_list_asked.saturating_add(PREDS_ANSWER_MS);
+        if self.links.is_up(pred) && !outstanding {
             let nonce = self.rng.next_u64() >> 11;
             self.pred_list_nonce = Some((pred, nonce));
+            self.pred_list_asked = self.now;
             self.send(pred, &Message::GetPreds { nonce });
         }
     }
