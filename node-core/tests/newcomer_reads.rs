@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{assert_seed, seeds, wait_call};
+use common::{assert_history_holds, assert_seed, seeds, wait_call};
 use node_core::Id;
 use node_core::sim::history::{Ret, check};
 use node_core::sim::{Sim, SimConfig};
@@ -130,19 +130,6 @@ fn a_cut_off_peer_does_not_acknowledge_alone() {
             let get = sim.client_get(b, &format!("k{k}")).expect("alive");
             wait_call(&mut sim, get);
         }
-        let report = check(sim.history());
-        assert_seed(
-            report.holds(),
-            seed,
-            TEST,
-            format!(
-                "{:?}",
-                report
-                    .anomalies
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-            ),
-        );
+        assert_history_holds(&sim, seed, TEST, "after the rejoin");
     }
 }

@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::{assert_seed, converged_ring, pick, seeds, wait_call};
+use common::{assert_history_holds, assert_seed, converged_ring, pick, seeds, wait_call};
 use node_core::Id;
-use node_core::sim::history::{Ret, check};
+use node_core::sim::history::Ret;
 use node_core::store::key_id;
 
 const TEST: &str = "partition_fence";
@@ -92,19 +92,6 @@ fn only_the_side_holding_a_keys_set_serves_it() {
                 format!("after the heal, get at {reader}: {after:?}"),
             );
         }
-        let report = check(sim.history());
-        assert_seed(
-            report.holds(),
-            seed,
-            TEST,
-            format!(
-                "history: {:?}",
-                report
-                    .anomalies
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-            ),
-        );
+        assert_history_holds(&sim, seed, TEST, "history");
     }
 }

@@ -97,6 +97,15 @@ pub fn converged_ring_with(config: SimConfig, n: usize, pattern: JoinPattern, te
     sim
 }
 
+/// Checks the client history recorded so far against the promise (`sim::history::check`);
+/// panics with the anomalies, the seed and the replay command when it does not hold.
+#[track_caller]
+pub fn assert_history_holds(sim: &Sim, seed: u64, test: &str, what: &str) {
+    let report = node_core::sim::history::check(sim.history());
+    let anomalies: Vec<String> = report.anomalies.iter().map(ToString::to_string).collect();
+    assert_seed(report.holds(), seed, test, format!("{what}: {anomalies:?}"));
+}
+
 /// Runs the simulation until the client call recorded at `index` returns (or one operation
 /// timeout and a second more have passed), and gives its outcome.
 pub fn wait_call(sim: &mut Sim, index: usize) -> Ret {
