@@ -60,11 +60,12 @@
 //!   fences (answers `Failed`, metric `kv.fenced_requests`) the pieces it took over from
 //!   departed predecessors whose old set keeps fewer than `read_quorum` members on its side
 //!   (it knows the peers before its predecessor: `GetPreds`), and its whole range when its own
-//!   holders left the set so that fewer than `read_quorum` remain. A piece's old set has a
-//!   quorum on at most one side, so only one side serves each key. The fence lifts when the
-//!   departed peers are back (the range shrinks; or the lost holders are replica successors
-//!   again and rounds with them ended equal) or after `Config::fence_max_ms` (60 s), when the
-//!   missing peers are taken for failed (`kv.fences_expired`).
+//!   holders left the set so that fewer than `read_quorum` remain. With `2 * read_quorum >
+//!   replicas`, a piece's old set has a quorum on at most one side, so only one side serves
+//!   each key. The fence lifts when the fenced part leaves our range (the range shrinks back),
+//!   when the lost holders are all replica successors again and rounds with them ended equal,
+//!   or after `Config::fence_max_ms` (60 s), when the missing peers are taken for failed
+//!   (`kv.fences_expired`).
 //!
 //! The origin retries a request that got no answer within `lookup_attempt_timeout_ms` and fails
 //! it with a typed error at `op_timeout_ms`.

@@ -64,7 +64,7 @@ impl Node {
     /// join had just moved out of the set, and the new set answered reads without it until our
     /// catch-up (`sim-history --faults mixed --seed 708`, two joins in one burst).
     pub(crate) fn may_have_been_member(&self, key: Id, m: PeerId) -> bool {
-        let recent = |at: &super::Time| self.now < at.saturating_add(CATCH_UP_DELAY_MS);
+        let recent = |at: &super::Time| self.joined_recently(*at);
         let between = |p: Id| p != m && (p == key || p.in_open(key, m));
         let discount = self
             .newcomer
@@ -77,13 +77,22 @@ impl Node {
         self.known_in(key, m, &[]).saturating_sub(discount) < self.config.replicas.max(1)
     }
 
+    /// Whether a join noted at `at` is recent enough to discount ([`CATCH_UP_DELAY_MS`]).
+    fn joined_recently(&self, at: super::Time) -> bool {
+        self.now < at.saturating_add(CATCH_UP_DELAY_MS)
+    }
+
     /// Notes the peers that appeared among our replica successors in front of one that was
-    /// already there (a join; see [`Self::may_have_been_member`]). `before`: the replica
-    /// successors at the last look.
+    /// already there (a join; see [`Self::may_have_been_member`]), and keeps those of the last
+    /// [`CATCH_UP_DELAY_MS`] that are still replica successors: at most k-1. `before`: the
+    /// replica successors at the last look.
     pub(super) fn note_successor_newcomers(&mut self, before: &[PeerId], now_replicas: &[PeerId]) {
         let now = self.now;
-        self.successor_newcomers
-            .retain(|(_, at)| now < at.saturating_add(CATCH_UP_DELAY_MS));
+        let kept: Vec<(PeerId, super::Time)> = std::mem::take(&mut self.successor_newcomers)
+            .into_iter()
+            .filter(|(p, at)| self.joined_recently(*at) && now_replicas.contains(p))
+            .collect();
+        self.successor_newcomers = kept;
         for m in now_replicas {
             let joined_in_front =
                 !before.contains(m) && before.iter().any(|old| m.in_open(self.id, *old));

@@ -7,12 +7,15 @@
 //! - **Growth** (`fence_on_growth`): our predecessor departed and the new one lies further back; the
 //!   range we take over is made of the departed peers' primary ranges ("pieces"). The piece of
 //!   the i-th departed predecessor was replicated by it, the i-1 departed peers after it, us
-//!   and our first k-1-i replica successors. The departed ones are the peers we know of
-//!   between the new predecessor and the old: those the old one named (`GetPreds`), those we
-//!   point at and those we saw fail. If fewer than `read_quorum` of those are left, a
-//!   write acknowledged by the others may be missing from everything we can reach: that piece,
-//!   and every piece further back (each has fewer survivors), is fenced until the range shrinks
-//!   again (the departed peers come back) or the fence expires.
+//!   and our first k-1-i replica successors as they were when the set was last whole. The
+//!   departed ones are the peers we know of between the new predecessor and the old: those the
+//!   old one named (`GetPreds`), those we point at and those we saw fail within one detection
+//!   window of it. If fewer than `read_quorum` of a piece's holders are left, a write
+//!   acknowledged by the others may be missing from everything we can reach: that piece, and
+//!   every piece further back (each has fewer survivors), is fenced until the fenced part
+//!   leaves our range (peers that come back, or newcomers, take it) or the fence expires.
+//!   While we have no predecessor at all, everything outside our old range is fenced (all of
+//!   it when another fence holds too).
 //! - **Lost set** (`fence_check`): the replica successors that held our range departed (no
 //!   longer replicas and no link open: pushed out by newcomers is no departure) so that fewer
 //!   than `read_quorum` holders remain, counting ourselves. New members would otherwise settle
@@ -25,6 +28,11 @@
 //! (`KvMetrics::fenced_requests`). A fence older than `Config::fence_max_ms` lifts by itself
 //! (`KvMetrics::fences_expired`): after that long the missing peers are taken for failed, and
 //! a write only they held is lost (the counted whole-set failure of the churn experiments).
+//! "Only one side serves a key" needs `2 * read_quorum > replicas` (the default 2 of 3).
+//!
+//! Not covered: a newcomer that joins into a fenced part takes it over unfenced (it adopts us
+//! and our successors as holders); a partition that is not an arc of the ring can leave a
+//! piece whose set lost its quorum with a survivor count that is right for each side alone.
 
 use super::*;
 
@@ -40,34 +48,46 @@ pub(crate) struct Fence {
     backed: Vec<PeerId>,
     /// Our replica successors at the last check, closest first.
     last_replicas: Vec<PeerId>,
-    /// While we have no predecessor: the one that departed and the peers it named before it.
-    lost_pred: Option<(PeerId, Vec<Id>)>,
+    /// Our replica successors the last time all of them held our range, closest first: the
+    /// members a departed predecessor's piece was replicated on (a successor that departed
+    /// since stays here until the set is whole again).
+    whole_replicas: Vec<PeerId>,
+    /// While we have no predecessor: the one that departed, the peers it named before it, and
+    /// since when.
+    lost_pred: Option<(PeerId, Vec<Id>, Time)>,
 }
 
 impl Node {
+    /// Whether a fence set at `since` still holds (`Config::fence_max_ms`).
+    fn fence_live(&self, since: Time) -> bool {
+        self.now < since.saturating_add(self.config.fence_max_ms)
+    }
+
     /// The part of our primary range we may not serve now, if any.
     pub(crate) fn fenced_range(&self) -> Option<RingRange> {
+        let lost = self
+            .fence
+            .lost
+            .as_ref()
+            .is_some_and(|(_, s)| self.fence_live(*s));
+        let grown = self.fence.grown.filter(|(_, s)| self.fence_live(*s));
         let Some(pred) = self.ring.predecessor() else {
             // Our predecessor departed and no new one is known: everything beyond our old range
-            // may be ours, and none of it is settled.
-            return self
-                .fence
-                .lost_pred
-                .as_ref()
-                .map(|(old, _)| RingRange::new(self.id.0, old.0));
+            // may be ours, and none of it is settled; with a fence on our own range too, all.
+            return match &self.fence.lost_pred {
+                Some(_) if lost || grown.is_some() => Some(RingRange::full()),
+                Some((old, _, since)) if self.fence_live(*since) => {
+                    Some(RingRange::new(self.id.0, old.0))
+                }
+                _ => None,
+            };
         };
-        let live = |since: Time| self.now < since.saturating_add(self.config.fence_max_ms);
-        if let Some((_, since)) = &self.fence.lost
-            && live(*since)
-        {
+        if lost {
             return Some(RingRange::new(pred.0, self.id.0));
         }
-        match self.fence.grown {
-            Some((end, since)) if live(since) && end.in_open(pred, self.id) => {
-                Some(RingRange::new(pred.0, end.0))
-            }
-            _ => None,
-        }
+        grown
+            .filter(|(end, _)| end.in_open(pred, self.id))
+            .map(|(end, _)| RingRange::new(pred.0, end.0))
     }
 
     /// Our predecessor changed from `old` to `new` (either may be none).
@@ -75,7 +95,7 @@ impl Node {
         match (old, new) {
             (Some(old), None) => {
                 let known = self.peers_behind(old);
-                self.fence.lost_pred = Some((old, known));
+                self.fence.lost_pred = Some((old, known, self.now));
             }
             (Some(old), Some(new)) => {
                 self.fence.lost_pred = None;
@@ -85,7 +105,7 @@ impl Node {
                 }
             }
             (None, Some(new)) => {
-                if let Some((old, mut known)) = self.fence.lost_pred.take()
+                if let Some((old, mut known, _)) = self.fence.lost_pred.take()
                     && old.in_open(new, self.id)
                 {
                     known.extend(self.peers_behind(old));
@@ -98,21 +118,20 @@ impl Node {
 
     /// Every peer we know of that lay behind `old`, our departed predecessor: those it named
     /// (`GetPreds`, refreshed every anti-entropy round but possibly older than the last join
-    /// behind it), those we point at, and those we saw fail with it.
+    /// behind it), those we point at, and those we saw fail within one detection window of it
+    /// (one that failed earlier had its range taken over by `old` then).
     fn peers_behind(&self, old: PeerId) -> Vec<Id> {
         let mut known: Vec<Id> = match &self.pred_list {
             (Some(from), list) if *from == old => list.clone(),
             _ => Vec::new(),
         };
         known.extend(self.ring.pointed_peers().iter().copied());
-        // Peers that failed about when `old` did (within one detection window); one that
-        // failed earlier had its range taken over by `old` then.
-        let old_failed = self.lost.get(&old).map_or(self.now, |(at, _)| *at);
+        let old_failed = self.failed_recently.get(&old).copied().unwrap_or(self.now);
         let window = self.config.heartbeat_timeout_ms;
         known.extend(
-            self.lost
+            self.failed_recently
                 .iter()
-                .filter(|(_, (at, _))| at.saturating_add(window) >= old_failed)
+                .filter(|(_, at)| at.saturating_add(window) >= old_failed)
                 .map(|(p, _)| *p),
         );
         known
@@ -131,14 +150,15 @@ impl Node {
         known.dedup();
         let mut departed = vec![old];
         departed.extend(known);
-        // Replica successors from before the change that are still ours.
-        let succs = self.ring.successors();
+        // The replica successors that held the pieces with us (the set as it last was whole),
+        // those of them that have not departed.
+        let replicas = self.replica_successors();
         let surviving_succs = |take: usize| {
             self.fence
-                .last_replicas
+                .whole_replicas
                 .iter()
                 .take(take)
-                .filter(|m| succs.contains(m))
+                .filter(|m| !self.departed(**m, &replicas))
                 .count()
         };
         // Pieces are numbered from 1 (the old predecessor's); survivors only fall with i.
@@ -149,16 +169,11 @@ impl Node {
         let end = departed[first_lacking - 1];
         self.metrics.kv.fences += 1;
         let end = match self.fence.grown {
-            // The piece closest to us of both fences.
-            Some((e, since))
-                if e.in_open(end, self.id) && self.now < since + self.config.fence_max_ms =>
-            {
-                e
-            }
+            // The piece closest to us of both fences; the union is fenced from now on.
+            Some((e, since)) if e.in_open(end, self.id) && self.fence_live(since) => e,
             _ => end,
         };
-        let since = self.fence.grown.map_or(self.now, |(_, s)| s);
-        self.fence.grown = Some((end, since));
+        self.fence.grown = Some((end, self.now));
     }
 
     /// Sets or lifts the lost-set fence; called whenever the ring, a link or a round's result
@@ -169,18 +184,24 @@ impl Node {
         }
         let quorum = self.config.read_quorum.max(1);
         let replicas = self.replica_successors();
-        let expired = |since: Time| self.now >= since.saturating_add(self.config.fence_max_ms);
-        if let Some((_, since)) = self.fence.grown
-            && (expired(since)
-                || self
-                    .ring
-                    .predecessor()
-                    .is_some_and(|p| !self.fence.grown.is_some_and(|(e, _)| e.in_open(p, self.id))))
-        {
-            if expired(since) {
-                self.metrics.kv.fences_expired += 1;
+        // The growth fence lifts when it expires or the fenced part left our range (the
+        // range shrank past it: the departed predecessors, or newcomers, took it back).
+        if let Some((end, since)) = self.fence.grown {
+            let live = self.fence_live(since);
+            let ours = self
+                .ring
+                .predecessor()
+                .is_none_or(|p| end.in_open(p, self.id));
+            if !live || !ours {
+                self.metrics.kv.fences_expired += u64::from(!live);
+                self.fence.grown = None;
             }
-            self.fence.grown = None;
+        }
+        if let Some((_, _, since)) = self.fence.lost_pred
+            && !self.fence_live(since)
+        {
+            self.metrics.kv.fences_expired += 1;
+            self.fence.lost_pred = None;
         }
         if let Some((lost, since)) = &self.fence.lost {
             // Every lost holder back in the set and in sync: while one is missing, it may lead
@@ -188,9 +209,9 @@ impl Node {
             let back = lost
                 .iter()
                 .all(|m| replicas.contains(m) && self.equal_with.contains(m));
-            if back && lost.len() + 1 >= quorum {
+            if back {
                 self.fence.lost = None;
-            } else if expired(*since) {
+            } else if !self.fence_live(*since) {
                 self.metrics.kv.fences_expired += 1;
                 self.fence.lost = None;
             }
@@ -223,14 +244,20 @@ impl Node {
             // Holders that departed (pushed out by newcomers is no departure) are remembered
             // until the set is whole again: if the rest go too, each of them may be leading the
             // range on another side.
-            if holders.len() + 1 < self.config.replicas.max(1) {
-                holders.extend(
-                    self.fence
-                        .backed
-                        .iter()
-                        .copied()
-                        .filter(|m| self.departed(*m, &replicas)),
-                );
+            let k1 = self.config.replicas.saturating_sub(1);
+            if holders.len() == replicas.len() && replicas.len() == k1 {
+                self.fence.whole_replicas.clone_from(&replicas);
+            }
+            if holders.len() < k1 {
+                let departed = self
+                    .fence
+                    .backed
+                    .iter()
+                    .copied()
+                    .filter(|m| self.departed(*m, &replicas));
+                holders.extend(departed);
+                // At most k-1: in a ring smaller than a set every former partner would stay.
+                holders.truncate(k1);
             }
             self.fence.backed = holders;
         }

@@ -47,19 +47,7 @@ impl Replicator {
             self.effects.push(Effect::Forward(routed));
             return;
         }
-        if ctx.fence.is_some_and(|r| r.contains(key.0)) {
-            // No read quorum of the key's previous set is on our side (`node/fence.rs`).
-            ctx.metrics.kv.fenced_requests += 1;
-            if let Body::Kv(request) = &routed.body {
-                let reason = format!("key fenced at {}: its replica set lost its quorum", ctx.id);
-                self.send_kv_reply(
-                    ctx,
-                    (routed.origin, routed.origin_via),
-                    request.op,
-                    routed.hops,
-                    KvResult::Failed { reason },
-                );
-            }
+        if self.refuse_fenced(ctx, &routed) {
             return;
         }
         if !ctx.successors_known {
@@ -101,6 +89,30 @@ impl Replicator {
         }
     }
 
+    /// Answers `Failed` to a request whose key lies in the fenced part of our range (no read
+    /// quorum of its previous set is on our side, `node/fence.rs`); whether it did.
+    fn refuse_fenced(&mut self, ctx: &mut ReplCtx<'_>, routed: &Routed) -> bool {
+        let Body::Kv(request) = &routed.body else {
+            return false;
+        };
+        if !ctx
+            .fence
+            .is_some_and(|r| r.contains(Id::of_key(&request.key).0))
+        {
+            return false;
+        }
+        ctx.metrics.kv.fenced_requests += 1;
+        let reason = format!("key fenced at {}: its replica set lost its quorum", ctx.id);
+        self.send_kv_reply(
+            ctx,
+            (routed.origin, routed.origin_via),
+            request.op,
+            routed.hops,
+            KvResult::Failed { reason },
+        );
+        true
+    }
+
     fn hand_to_leader(&mut self, ctx: &mut ReplCtx<'_>, routed: Routed, set: Vec<Id>, leader: Id) {
         let mut routed = routed;
         let unsettled = ctx.unsettled_members(self.config.replicas);
@@ -130,6 +142,10 @@ impl Replicator {
         for parked in ready {
             if self.superseded(ctx.now, parked.since) {
                 ctx.metrics.kv.dropped_requests += 1;
+                continue;
+            }
+            // The fence may have risen while the election ran.
+            if self.refuse_fenced(ctx, &parked.routed) {
                 continue;
             }
             if leader == ctx.id {
