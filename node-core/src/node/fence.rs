@@ -7,7 +7,7 @@
 //! - **Growth** (`fence_on_growth`): our predecessor departed and the new one lies further back; the
 //!   range we take over is made of the departed peers' primary ranges ("pieces"). The piece of
 //!   the i-th departed predecessor was replicated by it, the i-1 departed peers after it, us
-//!   and our first k-1-i replica successors as they were when the set was last whole. The
+//!   and our first k-1-i replica successors. The
 //!   departed ones are the peers we know of between the new predecessor and the old: those the
 //!   old one named (`GetPreds`), those we point at and those we saw fail within one detection
 //!   window of it. If fewer than `read_quorum` of a piece's holders are left, a write
@@ -48,10 +48,6 @@ pub(crate) struct Fence {
     backed: Vec<PeerId>,
     /// Our replica successors at the last check, closest first.
     last_replicas: Vec<PeerId>,
-    /// Our replica successors the last time all of them held our range, closest first: the
-    /// members a departed predecessor's piece was replicated on (a successor that departed
-    /// since stays here until the set is whole again).
-    whole_replicas: Vec<PeerId>,
     /// While we have no predecessor: the one that departed, the peers it named before it, and
     /// since when.
     lost_pred: Option<(PeerId, Vec<Id>, Time)>,
@@ -150,15 +146,15 @@ impl Node {
         known.dedup();
         let mut departed = vec![old];
         departed.extend(known);
-        // The replica successors that held the pieces with us (the set as it last was whole),
-        // those of them that have not departed.
-        let replicas = self.replica_successors();
+        // The replica successors that held the pieces with us (at the last check), those of
+        // them that are still successors.
+        let succs = self.ring.successors();
         let surviving_succs = |take: usize| {
             self.fence
-                .whole_replicas
+                .last_replicas
                 .iter()
                 .take(take)
-                .filter(|m| !self.departed(**m, &replicas))
+                .filter(|m| succs.contains(m))
                 .count()
         };
         // Pieces are numbered from 1 (the old predecessor's); survivors only fall with i.
@@ -245,9 +241,6 @@ impl Node {
             // until the set is whole again: if the rest go too, each of them may be leading the
             // range on another side.
             let k1 = self.config.replicas.saturating_sub(1);
-            if holders.len() == replicas.len() && replicas.len() == k1 {
-                self.fence.whole_replicas.clone_from(&replicas);
-            }
             if holders.len() < k1 {
                 let departed = self
                     .fence
