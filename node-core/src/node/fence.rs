@@ -117,10 +117,7 @@ impl Node {
     /// behind it), those we point at, and those we saw fail within one detection window of it
     /// (one that failed earlier had its range taken over by `old` then).
     fn peers_behind(&self, old: PeerId) -> Vec<Id> {
-        let mut known: Vec<Id> = match &self.pred_list {
-            (Some(from), list) if *from == old => list.clone(),
-            _ => Vec::new(),
-        };
+        let mut known: Vec<Id> = self.preds_named_by(old).to_vec();
         known.extend(self.ring.pointed_peers().iter().copied());
         let old_failed = self.failed_recently.get(&old).copied().unwrap_or(self.now);
         let window = self.config.heartbeat_timeout_ms;

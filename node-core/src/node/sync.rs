@@ -376,8 +376,16 @@ impl Node {
 
     /// The peers before our predecessor, as our current predecessor named them.
     fn known_preds(&self) -> &[Id] {
+        match self.ring.predecessor() {
+            Some(pred) => self.preds_named_by(pred),
+            None => &[],
+        }
+    }
+
+    /// The peers before `p` as `p` named them, if our last `Preds` answer came from `p`.
+    pub(super) fn preds_named_by(&self, p: PeerId) -> &[Id] {
         match &self.pred_list {
-            (Some(from), list) if self.ring.predecessor() == Some(*from) => list,
+            (Some(from), list) if *from == p => list,
             _ => &[],
         }
     }
