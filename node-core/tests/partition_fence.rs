@@ -95,3 +95,91 @@ fn only_the_side_holding_a_keys_set_serves_it() {
         assert_history_holds(&sim, seed, TEST, "history");
     }
 }
+
+/// A peer that joins the majority side during the partition, into the arc whose keys the
+/// majority fences, takes the key over from the fenced successor, and the fence with it
+/// (`node/fence.rs`, `inherit_fence`): it holds none of the arc's writes, and neither do the
+/// majority-side successors it would sync with. Without that, the majority side served the key
+/// again through the newcomer.
+#[test]
+fn a_peer_joining_into_the_fenced_part_takes_the_fence_over() {
+    for seed in seeds(14_000, 6) {
+        let n = pick(seed, 1, 7, 12) as usize;
+        let mut sim = converged_ring(seed, n, TEST);
+        let key = format!("fenced-join-{seed}");
+        let key_at = Id(key_id(&key));
+        let ring = sim.truth();
+        let owner = sim.true_owner(key_at).expect("a ring");
+        if key_at.distance_to(owner) < 2 {
+            continue; // no room for a newcomer that owns the key
+        }
+        let at = ring
+            .iter()
+            .position(|p| *p == owner)
+            .expect("owner in ring");
+        let minority: Vec<Id> = (0..3).map(|i| ring[(at + i) % ring.len()]).collect();
+        let majority: Vec<Id> = ring
+            .iter()
+            .copied()
+            .filter(|p| !minority.contains(p))
+            .collect();
+        let put = sim.client_put(majority[0], &key, "before").expect("alive");
+        wait_call(&mut sim, put);
+        let cut = minority.clone();
+        sim.partition(move |id| u8::from(cut.contains(&id)));
+        sim.run_for(sim.config().node.heartbeat_timeout_ms * 3);
+        let put = sim
+            .client_put(minority[1], &key, "minority")
+            .expect("alive");
+        let on_minority = wait_call(&mut sim, put);
+        // The newcomer owns the key on the majority side: it lies in [key, owner).
+        let newcomer = common::id_between(&mut sim, Id(key_at.0.wrapping_sub(1)), owner);
+        sim.add_node_via(newcomer, majority.clone());
+        sim.run_for(10_000);
+        let put = sim
+            .client_put(majority[0], &key, "majority")
+            .expect("alive");
+        let on_majority = wait_call(&mut sim, put);
+        let get = sim
+            .client_get(majority[1 % majority.len()], &key)
+            .expect("alive");
+        let read_majority = wait_call(&mut sim, get);
+        let fenced_at_newcomer = sim
+            .node(newcomer)
+            .map_or(0, |n| n.metrics().kv.fenced_requests);
+        assert_seed(
+            matches!(on_minority, Ret::Stored { .. })
+                && matches!(on_majority, Ret::Failed { .. })
+                && matches!(read_majority, Ret::Failed { .. })
+                && fenced_at_newcomer > 0,
+            seed,
+            TEST,
+            format!(
+                "after {newcomer} joined the majority side: minority put {on_minority:?}, \
+                 majority put {on_majority:?}, majority get {read_majority:?}, \
+                 {fenced_at_newcomer} requests fenced at the newcomer"
+            ),
+        );
+
+        sim.heal();
+        assert_seed(
+            sim.run_until_converged(900_000),
+            seed,
+            TEST,
+            "no convergence after the heal",
+        );
+        // The newcomer's inherited fence holds its range until it expires.
+        sim.run_for(sim.config().node.fence_max_ms + 10_000);
+        for reader in [majority[0], minority[0]] {
+            let get = sim.client_get(reader, &key).expect("alive");
+            let after = wait_call(&mut sim, get);
+            assert_seed(
+                matches!(&after, Ret::Found { value, .. } if value == "minority"),
+                seed,
+                TEST,
+                format!("after the heal, get at {reader}: {after:?}"),
+            );
+        }
+        assert_history_holds(&sim, seed, TEST, "history");
+    }
+}

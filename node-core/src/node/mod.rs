@@ -1027,6 +1027,7 @@ impl Node {
                         succs: self.ring.successors().to_vec(),
                         preds: self.recent_notifiers(),
                         clock: self.clock.current(),
+                        fence: self.fence_notice(),
                     };
                     self.send(from, &reply);
                 } else {
@@ -1039,7 +1040,13 @@ impl Node {
                 succs,
                 preds,
                 clock,
-            } => self.on_neighbors(from, nonce, pred, &succs, &preds, clock),
+                fence,
+            } => {
+                if let Some((end, remaining)) = fence {
+                    self.inherit_fence(from, end, remaining);
+                }
+                self.on_neighbors(from, nonce, pred, &succs, &preds, clock);
+            }
             Message::GetPreds { nonce } => self.on_get_preds(from, nonce),
             Message::Preds { nonce, preds } => self.on_preds(from, nonce, &preds),
             Message::Notify => self.on_notify(from),
