@@ -9,6 +9,7 @@ mod common;
 
 use common::{assert_history_holds, assert_seed, converged_ring, pick, seeds, wait_call};
 use node_core::Id;
+use node_core::sim::Sim;
 use node_core::sim::history::Ret;
 use node_core::store::key_id;
 
@@ -20,18 +21,7 @@ fn only_the_side_holding_a_keys_set_serves_it() {
         let n = pick(seed, 1, 7, 12) as usize;
         let mut sim = converged_ring(seed, n, TEST);
         let key = format!("fenced-{seed}");
-        let ring = sim.truth();
-        let owner = sim.true_owner(Id(key_id(&key))).expect("a ring");
-        let at = ring
-            .iter()
-            .position(|p| *p == owner)
-            .expect("owner in ring");
-        let minority: Vec<Id> = (0..3).map(|i| ring[(at + i) % ring.len()]).collect();
-        let majority: Vec<Id> = ring
-            .iter()
-            .copied()
-            .filter(|p| !minority.contains(p))
-            .collect();
+        let (minority, majority) = split_at_key(&sim, &key);
         let put = sim.client_put(majority[0], &key, "before").expect("alive");
         let before = wait_call(&mut sim, put);
         assert_seed(
@@ -74,25 +64,7 @@ fn only_the_side_holding_a_keys_set_serves_it() {
             ),
         );
 
-        sim.heal();
-        assert_seed(
-            sim.run_until_converged(900_000),
-            seed,
-            TEST,
-            "no convergence after the heal",
-        );
-        sim.run_for(10_000);
-        for reader in [majority[0], minority[0]] {
-            let get = sim.client_get(reader, &key).expect("alive");
-            let after = wait_call(&mut sim, get);
-            assert_seed(
-                matches!(&after, Ret::Found { value, .. } if value == "minority"),
-                seed,
-                TEST,
-                format!("after the heal, get at {reader}: {after:?}"),
-            );
-        }
-        assert_history_holds(&sim, seed, TEST, "history");
+        heal_and_read_back(&mut sim, seed, &key, [majority[0], minority[0]], 10_000);
     }
 }
 
@@ -108,21 +80,11 @@ fn a_peer_joining_into_the_fenced_part_takes_the_fence_over() {
         let mut sim = converged_ring(seed, n, TEST);
         let key = format!("fenced-join-{seed}");
         let key_at = Id(key_id(&key));
-        let ring = sim.truth();
-        let owner = sim.true_owner(key_at).expect("a ring");
+        let (minority, majority) = split_at_key(&sim, &key);
+        let owner = minority[0];
         if key_at.distance_to(owner) < 2 {
             continue; // no room for a newcomer that owns the key
         }
-        let at = ring
-            .iter()
-            .position(|p| *p == owner)
-            .expect("owner in ring");
-        let minority: Vec<Id> = (0..3).map(|i| ring[(at + i) % ring.len()]).collect();
-        let majority: Vec<Id> = ring
-            .iter()
-            .copied()
-            .filter(|p| !minority.contains(p))
-            .collect();
         let put = sim.client_put(majority[0], &key, "before").expect("alive");
         wait_call(&mut sim, put);
         let cut = minority.clone();
@@ -161,25 +123,49 @@ fn a_peer_joining_into_the_fenced_part_takes_the_fence_over() {
             ),
         );
 
-        sim.heal();
+        // The newcomer's inherited fence holds its range until it expires.
+        let wait = sim.config().node.fence_max_ms + 10_000;
+        heal_and_read_back(&mut sim, seed, &key, [majority[0], minority[0]], wait);
+    }
+}
+
+/// The three peers that hold `key` (its owner first), and the rest of the ring.
+fn split_at_key(sim: &Sim, key: &str) -> (Vec<Id>, Vec<Id>) {
+    let ring = sim.truth();
+    let owner = sim.true_owner(Id(key_id(key))).expect("a ring");
+    let at = ring
+        .iter()
+        .position(|p| *p == owner)
+        .expect("owner in ring");
+    let minority: Vec<Id> = (0..3).map(|i| ring[(at + i) % ring.len()]).collect();
+    let majority = ring
+        .iter()
+        .copied()
+        .filter(|p| !minority.contains(p))
+        .collect();
+    (minority, majority)
+}
+
+/// Heals the partition and, `wait_ms` after the ring converged, reads the minority side's
+/// write back at each reader; the whole history must keep the promise.
+fn heal_and_read_back(sim: &mut Sim, seed: u64, key: &str, readers: [Id; 2], wait_ms: u64) {
+    sim.heal();
+    assert_seed(
+        sim.run_until_converged(900_000),
+        seed,
+        TEST,
+        "no convergence after the heal",
+    );
+    sim.run_for(wait_ms);
+    for reader in readers {
+        let get = sim.client_get(reader, key).expect("alive");
+        let after = wait_call(sim, get);
         assert_seed(
-            sim.run_until_converged(900_000),
+            matches!(&after, Ret::Found { value, .. } if value == "minority"),
             seed,
             TEST,
-            "no convergence after the heal",
+            format!("after the heal, get at {reader}: {after:?}"),
         );
-        // The newcomer's inherited fence holds its range until it expires.
-        sim.run_for(sim.config().node.fence_max_ms + 10_000);
-        for reader in [majority[0], minority[0]] {
-            let get = sim.client_get(reader, &key).expect("alive");
-            let after = wait_call(&mut sim, get);
-            assert_seed(
-                matches!(&after, Ret::Found { value, .. } if value == "minority"),
-                seed,
-                TEST,
-                format!("after the heal, get at {reader}: {after:?}"),
-            );
-        }
-        assert_history_holds(&sim, seed, TEST, "history");
     }
+    assert_history_holds(sim, seed, TEST, "history");
 }
