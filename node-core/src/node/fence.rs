@@ -20,8 +20,9 @@
 //! - **Inherited** (`inherit_fence`): a peer that joins (or restarts empty) into a fenced part
 //!   takes it over with none of its writes, and so do the successors it would sync with; the
 //!   fenced successor names its fence in its stabilize answers (`fence_notice`, also after
-//!   the part left its range), and a newcomer whose store is not settled yet fences the part
-//!   that is now its own, for the time the fence has left.
+//!   the part left its range), and a peer that joined with an empty store and has not synced
+//!   since fences the part that is now its own, for the time the fence has left (never less
+//!   than a fence of its own).
 //! - **Never notified** (`unnotified_grace`): a newcomer that no predecessor has notified
 //!   within two stabilize periods does not know its range; only a stale pointer (a finger
 //!   that skipped the real owner) still sends it requests as the owner, so it fences
@@ -69,6 +70,9 @@ pub(crate) struct Fence {
     /// A growth fence whose part a newcomer in front of us took over: its end and since when,
     /// passed on to our predecessor with our stabilize answers (`fence_notice`).
     passed: Option<(Id, Time)>,
+    /// We joined with an empty store (a newcomer, a restart without disk): until our first
+    /// sync we may inherit our successor's fence (`inherit_fence`).
+    joined_empty: bool,
 }
 
 impl Node {
@@ -86,6 +90,14 @@ impl Node {
             .is_some_and(|(_, s)| self.fence_live(*s));
         let grown = self.fence.grown.filter(|(_, s)| self.fence_live(*s));
         let Some(pred) = self.ring.predecessor() else {
+            let unnotified = self
+                .fence
+                .unnotified
+                .map(|since| since.saturating_add(self.unnotified_grace()))
+                .is_some_and(|since| self.now >= since && self.fence_live(since));
+            if unnotified && self.fence.lost_pred.is_none() {
+                return Some(RingRange::full());
+            }
             // Inherited from our successor before any predecessor notified us: everything up
             // to its end (`inherit_fence`).
             if let Some((end, _)) = grown.filter(|_| self.fence.lost_pred.is_none()) {
@@ -102,13 +114,7 @@ impl Node {
                 Some((old, _, since)) if self.fence_live(*since) => {
                     Some(RingRange::new(self.id.0, old.0))
                 }
-                Some(_) => None,
-                None => self
-                    .fence
-                    .unnotified
-                    .map(|since| since.saturating_add(self.unnotified_grace()))
-                    .filter(|since| self.now >= *since && self.fence_live(*since))
-                    .map(|_| RingRange::full()),
+                _ => None,
             };
         };
         if lost {
@@ -142,11 +148,14 @@ impl Node {
     /// successors, the members we would sync with, lack them as well. Taken only from our
     /// successor, and for at most `Config::fence_max_ms`.
     pub(super) fn inherit_fence(&mut self, from: PeerId, end: Id, remaining: u64) {
-        // Only a peer that holds nothing certain yet (it joined or restarted empty, or took over
-        // a range, and has not synced since) inherits: a holder coming back in front of us
-        // (the departed predecessors, the other side of a healed partition) keeps serving
-        // what it holds.
-        if !self.is_joined() || self.own_settled || self.ring.successor() != from || from == self.id
+        // Only a peer that joined with an empty store (a newcomer, a restart without disk) and
+        // has not synced since inherits: a holder coming back with its store (a restart with
+        // disk, the other side of a healed partition) keeps serving what it holds, and a peer
+        // whose own range grew has its own growth fence.
+        if !self.fence.joined_empty
+            || self.own_settled
+            || self.ring.successor() != from
+            || from == self.id
         {
             return;
         }
@@ -158,17 +167,24 @@ impl Node {
         } else {
             end
         };
-        let further = match (self.fence.grown, self.ring.predecessor()) {
-            (Some((mine, _)), Some(pred)) => pred.distance_to(end) > pred.distance_to(mine),
-            (Some(_), None) => false,
-            (None, _) => true,
-        };
-        if further {
-            if self.fence.grown.is_none() {
-                self.metrics.kv.fences += 1;
+        // The union of both fences, held until the later of the two expires: an inherited
+        // notice never shortens a fence of our own.
+        let merged = match (self.fence.grown, self.ring.predecessor()) {
+            (Some((mine, mine_since)), Some(pred)) => {
+                let end = if pred.distance_to(end) > pred.distance_to(mine) {
+                    end
+                } else {
+                    mine
+                };
+                (end, since.max(mine_since))
             }
-            self.fence.grown = Some((end, since));
-        }
+            (Some((mine, mine_since)), None) => (mine, since.max(mine_since)),
+            (None, _) => {
+                self.metrics.kv.fences += 1;
+                (end, since)
+            }
+        };
+        self.fence.grown = Some(merged);
     }
 
     /// How long a newcomer serves without a predecessor: the one in front of it adopts it at
@@ -186,6 +202,13 @@ impl Node {
         let has_successor = !self.ring.successors().is_empty();
         self.fence.unnotified =
             (has_successor && self.ring.predecessor().is_none()).then_some(self.now);
+        self.fence.joined_empty = self.store.is_empty();
+    }
+
+    /// A round with every replica successor ended equal: we hold our range now, and inherit no
+    /// fence any more.
+    pub(super) fn fence_on_settled(&mut self) {
+        self.fence.joined_empty = false;
     }
 
     /// Our predecessor changed from `old` to `new` (either may be none).
@@ -219,7 +242,9 @@ impl Node {
 
     /// While we have no predecessor after ours failed: the range that is ours once the peer
     /// before it notifies us, `(q, self]`, `q` being the closest peer we know of behind the
-    /// failed one that we did not see fail. The failed predecessor's piece has one copy fewer
+    /// failed one that we did not see fail (with nothing known behind it, `q` may be one of
+    /// our successors: a wider round, never a narrower one). The failed predecessor's piece
+    /// has one copy fewer
     /// from the moment it failed, and its other holders may be failing too: anti-entropy
     /// copies it to our replica successors at once (`Node::anti_entropy_round`) instead of
     /// waiting one stabilize round for the notify.
@@ -288,7 +313,11 @@ impl Node {
         self.metrics.kv.fences += 1;
         let end = match self.fence.grown {
             // The piece closest to us of both fences; the union is fenced from now on.
-            Some((e, since)) if e.in_open(end, self.id) && self.fence_live(since) => e,
+            Some((e, since))
+                if (e == self.id || e.in_open(end, self.id)) && self.fence_live(since) =>
+            {
+                e
+            }
             _ => end,
         };
         self.fence.grown = Some((end, self.now));

@@ -506,6 +506,7 @@ impl Node {
             let replicas = self.replica_successors();
             if replicas.iter().all(|m| self.settled_members.contains(m)) {
                 self.own_settled = true;
+                self.fence_on_settled();
                 self.adopting = false;
             }
         } else if self.ring.predecessor() == Some(from) && range.to == from.0 {
