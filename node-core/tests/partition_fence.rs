@@ -7,10 +7,12 @@
 
 mod common;
 
-use common::{assert_history_holds, assert_seed, converged_ring, pick, seeds, wait_call};
+use common::{
+    assert_history_holds, assert_seed, converged_ring, converged_ring_with, pick, seeds, wait_call,
+};
 use node_core::Id;
-use node_core::sim::Sim;
 use node_core::sim::history::Ret;
+use node_core::sim::{JoinPattern, Sim, SimConfig};
 use node_core::store::key_id;
 
 const TEST: &str = "partition_fence";
@@ -68,8 +70,8 @@ fn only_the_side_holding_a_keys_set_serves_it() {
     }
 }
 
-/// A peer that joins the majority side during the partition, into the arc whose keys the
-/// majority fences, takes the key over from the fenced successor, and the fence with it
+/// With `Config::inherit_fences` on: a peer that joins the majority side during the
+/// partition, into the arc whose keys the majority fences, takes the key over from the fenced successor, and the fence with it
 /// (`node/fence.rs`, `inherit_fence`): it holds none of the arc's writes, and neither do the
 /// majority-side successors it would sync with. Without that, the majority side served the key
 /// again through the newcomer.
@@ -77,7 +79,12 @@ fn only_the_side_holding_a_keys_set_serves_it() {
 fn a_peer_joining_into_the_fenced_part_takes_the_fence_over() {
     for seed in seeds(14_000, 6) {
         let n = pick(seed, 1, 7, 12) as usize;
-        let mut sim = converged_ring(seed, n, TEST);
+        let mut config = SimConfig::new(seed);
+        config.node.inherit_fences = true;
+        let pattern = JoinPattern::RandomTimes {
+            window_ms: n as u64 * 100,
+        };
+        let mut sim = converged_ring_with(config, n, pattern, TEST);
         let key = format!("fenced-join-{seed}");
         let key_at = Id(key_id(&key));
         let (minority, majority) = split_at_key(&sim, &key);

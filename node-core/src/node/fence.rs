@@ -17,7 +17,9 @@
 //!   While we have no predecessor at all, everything outside our old range is fenced (all of
 //!   it when another fence holds too), and the failed predecessor's piece is copied to our
 //!   replica successors at once (`provisional_range`): its other holders may be failing too.
-//! - **Inherited** (`inherit_fence`): a peer that joins (or restarts empty) into a fenced part
+//! - **Inherited** (`inherit_fence`, only with `Config::inherit_fences`, off by default: it
+//!   costs a newcomer's range up to `fence_max_ms` of availability): a peer that joins (or
+//!   restarts empty) into a fenced part
 //!   takes it over with none of its writes, and so do the successors it would sync with; the
 //!   fenced successor names its fence in its stabilize answers (`fence_notice`, also after
 //!   the part left its range), and a peer that joined with an empty store and has not synced
@@ -152,7 +154,8 @@ impl Node {
         // has not synced since inherits: a holder coming back with its store (a restart with
         // disk, the other side of a healed partition) keeps serving what it holds, and a peer
         // whose own range grew has its own growth fence.
-        if !self.fence.joined_empty
+        if !self.config.inherit_fences
+            || !self.fence.joined_empty
             || self.own_settled
             || self.ring.successor() != from
             || from == self.id
