@@ -65,7 +65,12 @@
 //!   each key. The fence lifts when the fenced part leaves our range (the range shrinks back),
 //!   when the lost holders are all replica successors again and rounds with them ended equal,
 //!   or after `Config::fence_max_ms` (60 s), when the missing peers are taken for failed
-//!   (`kv.fences_expired`).
+//!   (`kv.fences_expired`). A newcomer that joins into a fenced part inherits the fence from
+//!   its successor when `Config::inherit_fences` is on, and one that no predecessor notified
+//!   fences everything (`node/fence.rs`).
+//!   Restores (`KvAction::Restore`: a stray's or a hand-over's version
+//!   written back as it is) pass the fence: they stamp nothing, and bring the fenced range
+//!   exactly what it may lack.
 //!
 //! The origin retries a request that got no answer within `lookup_attempt_timeout_ms` and fails
 //! it with a typed error at `op_timeout_ms`.

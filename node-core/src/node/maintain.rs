@@ -25,6 +25,7 @@ impl Node {
             _ => None,
         };
         self.phase = Phase::Joined;
+        self.fence_on_join();
         self.peak_set = self.replica_set().len();
         // The successors we join in front of were replicas of our range before we came: they
         // hold its writes. We ourselves hold nothing certain until we have synced with them.
@@ -476,6 +477,11 @@ impl Node {
             self.fence_on_predecessor(self.last_predecessor, predecessor);
             if grew || predecessor.is_none() {
                 self.repair_soon();
+                if predecessor.is_none() && self.is_joined() {
+                    // The failed predecessor's piece lost a copy: copy it on now
+                    // (`provisional_range`).
+                    self.timers.set_earlier(Timer::AntiEntropy, self.now);
+                }
                 // Our range took over a departed predecessor's part. Its old replica set was
                 // that predecessor, us and our first k-2 successors: only those still count
                 // for the whole range, and we ourselves must sync first.

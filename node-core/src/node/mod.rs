@@ -113,6 +113,13 @@ pub struct Config {
     /// set is reachable (`node/fence.rs`): a partition shorter than this costs availability
     /// only; after it the missing peers are taken for failed.
     pub fence_max_ms: u64,
+    /// Whether a peer that joined with an empty store inherits its successor's fence over the
+    /// part it took over (`node/fence.rs`, `inherit_fence`). Off by default: it closes a
+    /// split-brain case under partitions (`tests/partition_fence.rs`), but keeps a newcomer's
+    /// range fenced until the fence expires (up to `fence_max_ms`), and after native churn a
+    /// tab's graceful leave then left keys unreadable for more than 20 s
+    /// (`tests/tests/tab_budget.rs`).
+    pub inherit_fences: bool,
     pub election: ElectionConfig,
     pub flood: FloodConfig,
     /// Anti-entropy pacing with the successors that replicate this node's range: starts at the
@@ -181,6 +188,7 @@ impl Default for Config {
             write_quorum: 2,
             limits: Limits::default(),
             fence_max_ms: 60_000,
+            inherit_fences: false,
             election: ElectionConfig::default(),
             flood: FloodConfig::default(),
             anti_entropy_min_interval_ms: 2_000,
@@ -1027,6 +1035,7 @@ impl Node {
                         succs: self.ring.successors().to_vec(),
                         preds: self.recent_notifiers(),
                         clock: self.clock.current(),
+                        fence: self.fence_notice(),
                     };
                     self.send(from, &reply);
                 } else {
@@ -1039,7 +1048,13 @@ impl Node {
                 succs,
                 preds,
                 clock,
-            } => self.on_neighbors(from, nonce, pred, &succs, &preds, clock),
+                fence,
+            } => {
+                if let Some((end, remaining)) = fence {
+                    self.inherit_fence(from, end, remaining);
+                }
+                self.on_neighbors(from, nonce, pred, &succs, &preds, clock);
+            }
             Message::GetPreds { nonce } => self.on_get_preds(from, nonce),
             Message::Preds { nonce, preds } => self.on_preds(from, nonce, &preds),
             Message::Notify => self.on_notify(from),

@@ -25,17 +25,6 @@ impl Node {
         // Rounds that find everything in sync slow the pace (see `on_sync`).
         self.anti_entropy_interval =
             (self.anti_entropy_interval * 2).min(self.config.anti_entropy_max_interval_ms);
-        let Some(pred) = self.ring.predecessor().filter(|_| self.is_joined()) else {
-            if self.is_joined() && !self.own_settled {
-                // The predecessor failed and its successor has not notified us yet: our range
-                // is growing and its new replica must get it soon (its other copies may be
-                // failing too), so keep the fast pace until a predecessor is known.
-                self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
-                self.timers
-                    .set(Timer::AntiEntropy, self.now + SETTLE_ROUND_MS);
-            }
-            return;
-        };
         let replicas: Vec<Id> = self
             .ring
             .successors()
@@ -43,6 +32,21 @@ impl Node {
             .copied()
             .take(self.config.replicas.saturating_sub(1))
             .collect();
+        let Some(pred) = self.ring.predecessor().filter(|_| self.is_joined()) else {
+            if self.is_joined() && !self.own_settled {
+                // The predecessor failed and its successor has not notified us yet: our range
+                // is growing and its new replica must get it soon (its other copies may be
+                // failing too), so keep the fast pace until a predecessor is known, and copy
+                // what we can tell is ours already (`provisional_range`).
+                self.anti_entropy_interval = self.config.anti_entropy_min_interval_ms;
+                self.timers
+                    .set(Timer::AntiEntropy, self.now + SETTLE_ROUND_MS);
+                if let Some(range) = self.provisional_range() {
+                    self.provisional_round(&replicas, range);
+                }
+            }
+            return;
+        };
         if replicas.is_empty() {
             return;
         }
@@ -82,6 +86,19 @@ impl Node {
         self.rounds_opened.entry(target).or_insert(self.now);
         let opening = merkle::open_round(&self.store, range);
         self.send(target, &Message::Sync(opening));
+    }
+
+    /// One round over the range that becomes ours once our failed predecessor's predecessor
+    /// notifies us (`provisional_range`), with each replica successor a link reaches. Equal
+    /// rounds over it settle nobody: the range we finally own may be wider.
+    fn provisional_round(&mut self, replicas: &[Id], range: RingRange) {
+        for member in replicas {
+            if self.links.is_up(*member) {
+                self.metrics.kv.anti_entropy_rounds += 1;
+                let opening = merkle::open_round(&self.store, range);
+                self.send(*member, &Message::Sync(opening));
+            }
+        }
     }
 
     /// Hands the part of our old primary range that a new predecessor now owns, `(start, pred]`,
@@ -147,7 +164,8 @@ impl Node {
         //   (`catch_up_round`), over that round's range.
         let range = msg.range();
         let pred = self.ring.predecessor();
-        let ours = range.to == self.id.0 && pred.map(|p| p.0) == Some(range.from);
+        let settles = range.to == self.id.0 && pred.map(|p| p.0) == Some(range.from);
+        let ours = settles || self.provisional_range() == Some(range);
         let theirs = range.to == from.0
             && !range.contains(self.id.0)
             && pred.is_none_or(|p| p == from || !range.contains(p.0));
@@ -248,7 +266,7 @@ impl Node {
         match merkle::handle(&mut self.store, msg, self.now, &StepOptions::default()) {
             Ok(handled) => {
                 if handled.in_sync {
-                    self.on_range_equal(from, range, ours);
+                    self.on_range_equal(from, range, settles);
                 }
                 self.metrics.kv.anti_entropy_applied += handled.applied as u64;
                 if handled.applied > 0 {
@@ -488,6 +506,7 @@ impl Node {
             let replicas = self.replica_successors();
             if replicas.iter().all(|m| self.settled_members.contains(m)) {
                 self.own_settled = true;
+                self.fence_on_settled();
                 self.adopting = false;
             }
         } else if self.ring.predecessor() == Some(from) && range.to == from.0 {

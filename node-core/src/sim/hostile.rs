@@ -851,6 +851,7 @@ pub fn random_message_of(
             succs: ids(rng).into_iter().take(32).collect(),
             preds: ids(rng).into_iter().take(32).collect(),
             clock: ts(rng),
+            fence: rng.chance(0.3).then(|| (id(rng), ts(rng))),
         },
         5 => Message::Notify,
         6 => Message::Leaving {

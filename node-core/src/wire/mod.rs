@@ -62,6 +62,11 @@ pub enum Message {
         /// The sender's Lamport clock, as in `GetNeighbors`.
         #[serde(default, skip_serializing_if = "is_zero")]
         clock: u64,
+        /// The sender's quorum fence (`node/fence.rs`): keys behind the sender up to this id
+        /// are fenced for this many more milliseconds. A peer that joined into that part takes
+        /// it over, and the fence with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<(Id, u64)>,
     },
     /// Global maintenance: ask our predecessor for the peers before it (`node/sync.rs`,
     /// "Strays").
