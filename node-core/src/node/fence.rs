@@ -267,17 +267,23 @@ impl Node {
 
     /// Every peer we know of that lay behind `old`, our departed predecessor: those it named
     /// (`GetPreds`, refreshed every anti-entropy round but possibly older than the last join
-    /// behind it), those we point at, and those we saw fail within one detection window of it
-    /// (one that failed earlier had its range taken over by `old` then).
+    /// behind it), those we point at, and those whose link to us failed within one detection
+    /// window of it (one that failed earlier had its range taken over by `old` then). A peer
+    /// that leaves gracefully tells every linked peer (`Node::leave`), so it is no failure; one
+    /// we only pointed at, a stale finger whose connect failed, may have left long before
+    /// and is not counted either: a holder of a piece behind us was linked to us.
     fn peers_behind(&self, old: PeerId) -> Vec<Id> {
         let mut known: Vec<Id> = self.preds_named_by(old).to_vec();
         known.extend(self.ring.pointed_peers().iter().copied());
-        let old_failed = self.failed_recently.get(&old).copied().unwrap_or(self.now);
+        let old_failed = self
+            .failed_recently
+            .get(&old)
+            .map_or(self.now, |(at, _)| *at);
         let window = self.config.heartbeat_timeout_ms;
         known.extend(
             self.failed_recently
                 .iter()
-                .filter(|(_, at)| at.saturating_add(window) >= old_failed)
+                .filter(|(_, (at, linked))| *linked && at.saturating_add(window) >= old_failed)
                 .map(|(p, _)| *p),
         );
         known

@@ -647,15 +647,19 @@ impl Node {
             && self
                 .failed_recently
                 .get(&peer)
-                .is_some_and(|at| self.now < at + FAILED_MEMORY_MS)
+                .is_some_and(|(at, _)| self.now < at + FAILED_MEMORY_MS)
     }
 
-    pub(super) fn note_failed(&mut self, peer: PeerId) {
+    /// `linked`: whether a link to `peer` was up when it failed (a peer we only pointed at,
+    /// say a stale finger that never answered a connect, may have left gracefully long ago).
+    pub(super) fn note_failed(&mut self, peer: PeerId, linked: bool) {
         let now = self.now;
         self.failed_recently
-            .retain(|_, at| now < *at + FAILED_MEMORY_MS);
-        evict_oldest_when_full(&mut self.failed_recently, MAX_FAILED_RECENTLY, |at| *at);
-        self.failed_recently.insert(peer, now);
+            .retain(|_, (at, _)| now < *at + FAILED_MEMORY_MS);
+        evict_oldest_when_full(&mut self.failed_recently, MAX_FAILED_RECENTLY, |(at, _)| {
+            *at
+        });
+        self.failed_recently.insert(peer, (now, linked));
     }
 
     pub(super) fn remember_lost(&mut self, peer: PeerId) {

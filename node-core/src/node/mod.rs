@@ -116,9 +116,8 @@ pub struct Config {
     /// Whether a peer that joined with an empty store inherits its successor's fence over the
     /// part it took over (`node/fence.rs`, `inherit_fence`). Off by default: it closes a
     /// split-brain case under partitions (`tests/partition_fence.rs`), but keeps a newcomer's
-    /// range fenced until the fence expires (up to `fence_max_ms`), and after native churn a
-    /// tab's graceful leave then left keys unreadable for more than 20 s
-    /// (`tests/tests/tab_budget.rs`).
+    /// range fenced until the fence expires (up to `fence_max_ms`): nothing lifts an inherited
+    /// fence earlier yet.
     pub inherit_fences: bool,
     pub election: ElectionConfig,
     pub flood: FloodConfig,
@@ -384,7 +383,8 @@ pub struct Node {
     /// opens). In a ring no longer than the successor list, lists wrap around the whole ring
     /// and each peer adopts its successor's, so a dead peer that only the tails name would
     /// otherwise circulate for good, and a replica set with a dead member never settles.
-    failed_recently: BTreeMap<PeerId, Time>,
+    /// With each: whether a link to it was up when it failed (`note_failed`).
+    failed_recently: BTreeMap<PeerId, (Time, bool)>,
     /// Peers that sent `Notify` (shared in `Neighbors.preds`).
     notifiers: BTreeSet<PeerId>,
     /// The predecessor as last seen, to notice our primary range shrinking.
@@ -810,6 +810,23 @@ impl Node {
                 let succs = self.ring.successors().to_vec();
                 self.send(p, &Message::Leaving { pred: None, succs });
             }
+            // Every other linked peer hears it too: a link that closes without a word looks
+            // like a crash, and a crash within one detection window of another departure
+            // fences a range (`node/fence.rs`, "Growth") although nothing was lost.
+            let others: Vec<Id> = self
+                .links
+                .up_peers()
+                .filter(|p| *p != successor && Some(*p) != predecessor)
+                .collect();
+            for peer in others {
+                self.send(
+                    peer,
+                    &Message::Leaving {
+                        pred: None,
+                        succs: Vec::new(),
+                    },
+                );
+            }
         }
         self.fail_pending_ops();
         let peers: Vec<Id> = self.links.up_peers().collect();
@@ -985,7 +1002,7 @@ impl Node {
         self.elections.forget_peer(peer);
         let pointed = self.ring.pointed_peers().binary_search(&peer).is_ok();
         if pointed {
-            self.note_failed(peer);
+            self.note_failed(peer, was_up);
             let changed = self.ring.remove_peer(peer);
             self.after_ring_change(changed);
         }
