@@ -97,6 +97,10 @@ pub const CHANNEL_LABEL: &str = "chord";
 
 /// How long [`Rtc::close`] waits for the link's teardown before returning anyway.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long a closing link may take to write its queued frames ([`Handle::flush_and_stop`]),
+/// and the pause after them before the connection is torn down.
+const FLUSH_WAIT: Duration = Duration::from_millis(500);
+const FLUSH_GRACE: Duration = Duration::from_millis(20);
 
 /// The UDP addresses to bind for the configured `udp_addrs`, given the machine's interface
 /// addresses `local`: a wildcard (`0.0.0.0:port`, `[::]:port`) becomes that family's loopback
@@ -429,28 +433,21 @@ impl Rtc {
     /// Ends the link to `peer`, if any, and waits (briefly) for its teardown. No `Closed` event
     /// follows for it. The remote sees its channel close and reports `Closed` on its side.
     pub async fn close(&self, peer: u32) {
-        let stopped = {
-            let mut links = self.inner.lock_links();
-            links.close(peer).map(|link| link.handle.stop())
-        };
-        if let Some(done) = stopped {
+        let closed = self.inner.lock_links().close(peer);
+        if let Some(link) = closed {
             debug!(me = %Hex(self.inner.me), peer = %Hex(peer), "rtc: close");
-            let _ = tokio::time::timeout(CLOSE_WAIT, done).await;
+            link.handle.flush_and_stop().await;
         }
     }
 
     /// Ends every link, as [`Rtc::close`] does for one.
     pub async fn close_all(&self) {
-        let stopped: Vec<_> = {
-            let mut links = self.inner.lock_links();
-            links
-                .drain()
-                .into_iter()
-                .map(|(_, link)| link.handle.stop())
-                .collect()
-        };
-        for done in stopped {
-            let _ = tokio::time::timeout(CLOSE_WAIT, done).await;
+        let closed = self.inner.lock_links().drain();
+        let stops = closed
+            .into_iter()
+            .map(|(_, link)| tokio::spawn(link.handle.flush_and_stop()));
+        for stop in stops.collect::<Vec<_>>() {
+            let _ = stop.await;
         }
     }
 
@@ -518,6 +515,8 @@ struct Handle {
     control: mpsc::UnboundedSender<Control>,
     /// The send queue; `Some` exactly while the data channel is open.
     outbound: Option<mpsc::Sender<Bytes>>,
+    /// The task that writes the send queue to the data channel, while it is open.
+    writer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Handle {
@@ -526,6 +525,22 @@ impl Handle {
         let (done, finished) = oneshot::channel();
         let _ = self.control.send(Control::Stop(Some(done)));
         finished
+    }
+
+    /// A closing link first writes what is queued (node-core's `Leaving` goodbye, sent just
+    /// before it asks to close every link, is the frame that matters), for at most
+    /// [`FLUSH_WAIT`]; then tears down as [`Handle::stop`] does.
+    async fn flush_and_stop(mut self) {
+        // Without its sender the writer ends once the queue is empty.
+        self.outbound = None;
+        if let Some(writer) = self.writer.take() {
+            let flushed = tokio::time::timeout(FLUSH_WAIT, writer).await.is_ok();
+            if flushed {
+                // The frames are in SCTP's buffer: give it a moment to put them on the wire.
+                tokio::time::sleep(FLUSH_GRACE).await;
+            }
+        }
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.stop()).await;
     }
 }
 
@@ -583,6 +598,7 @@ impl Inner {
         let handle = Handle {
             control: control_tx.clone(),
             outbound: None,
+            writer: None,
         };
         let start = PendingStart {
             id,
@@ -674,13 +690,13 @@ impl Inner {
         };
         let (outbound, queue) = mpsc::channel(self.config.send_queue_frames.max(1));
         link.handle.outbound = Some(outbound);
-        tokio::spawn(write_frames(
+        link.handle.writer = Some(tokio::spawn(write_frames(
             Arc::clone(self),
             peer,
             id,
             Arc::clone(dc),
             queue,
-        ));
+        )));
         debug!(me = %Hex(self.me), peer = %Hex(peer), link = id, "rtc: open");
         self.emit(RtcEvent::Open { peer });
     }
