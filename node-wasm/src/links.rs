@@ -54,6 +54,10 @@ pub const CONNECT_TIMEOUT_MS: i32 = 15_000;
 
 type Callback = Closure<dyn FnMut(JsValue)>;
 
+/// How long a closed link's connection lives on after its data channel closed, so that the
+/// frames sent just before reach the peer (`Stack::teardown`).
+const CLOSE_FLUSH_MS: i32 = 100;
+
 /// The browser's side of one link; node-core's link table (`peer::table`) holds it with the
 /// link's generation and negotiation state.
 struct Stack {
@@ -72,13 +76,31 @@ impl Stack {
         self.pc.set_onicegatheringstatechange(None);
         self.pc.set_onconnectionstatechange(None);
         self.pc.set_ondatachannel(None);
+        let mut flushing = false;
         if let Some(dc) = &self.dc {
             dc.set_onopen(None);
             dc.set_onmessage(None);
             dc.set_onclose(None);
+            // Closing the channel still sends what is buffered; closing the connection does
+            // not. A frame sent just before (node-core's `Leaving` goodbye, queued right before
+            // it asks to close every link) needs a moment on the wire.
+            flushing = dc.ready_state() == RtcDataChannelState::Open;
             dc.close();
         }
-        self.pc.close();
+        let pc = self.pc.clone();
+        let close = Closure::once_into_js(move || pc.close());
+        let deferred = flushing
+            && web_sys::window().is_some_and(|window| {
+                window
+                    .set_timeout_with_callback_and_timeout_and_arguments_0(
+                        close.unchecked_ref(),
+                        CLOSE_FLUSH_MS,
+                    )
+                    .is_ok()
+            });
+        if !deferred {
+            self.pc.close();
+        }
         if let (Some(handle), Some(window)) = (self.timeout, web_sys::window()) {
             window.clear_timeout_with_handle(handle);
         }
