@@ -195,6 +195,8 @@ fn a_tab_out_of_connections_says_so_and_leaves_cleanly() {
         let id = 0x0300_0000 + step * 0x0500_0000;
         let port = next_port;
         next_port += 1;
+        // Counted before the newcomer starts: the tab may link to it before it says it joined.
+        let before = created(&page).unwrap_or(0);
         natives.push((port, id, native(port, id)));
         // One churned native at a time: the previous one leaves (SIGTERM, a graceful leave
         // that hands its keys on, so the writes stay whatever the pace).
@@ -203,10 +205,16 @@ fn a_tab_out_of_connections_says_so_and_leaves_cleanly() {
             old.terminate();
             old.wait_exit(Duration::from_secs(15));
         }
-        let before = created(&page).unwrap_or(0);
+        let waited = Instant::now();
         wait_until(Duration::from_secs(15), || {
             exhausted(&page) || created(&page).is_some_and(|c| c > before)
         });
+        eprintln!(
+            "churn step {step}: native {} joined; the tab created {:?} connections {:?} later",
+            hex(id),
+            created(&page),
+            waited.elapsed()
+        );
         step += 1;
     }
     let steps: Value = serde_json::from_str(
@@ -262,10 +270,35 @@ fn a_tab_out_of_connections_says_so_and_leaves_cleanly() {
             wait_until(Duration::from_secs(20), || get_value(natives[0].0, key)
                 .as_deref()
                 == Some(value.as_str())),
-            "{key}: {:?} from a native after the tab left, want {value}",
-            get_value(natives[0].0, key)
+            "{key}: {:?} from a native after the tab left, want {value}\n{}",
+            get_value(natives[0].0, key),
+            natives_state(&ports)
         );
     }
+}
+
+/// Each native's view of the ring and its fence counters, for a failure message.
+fn natives_state(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(|port| {
+            let ring = json(*port, "GET", "/ring", None).map(|(_, v)| v);
+            let kv = json(*port, "GET", "/metrics", None).map(|(_, v)| v["raw"]["kv"].clone());
+            let field = |v: &Option<Value>, name: &str| {
+                v.as_ref().map_or(Value::Null, |v| v[name].clone())
+            };
+            format!(
+                "native :{port}: id {} predecessor {} successors {} fences {} fenced requests {} expired {}",
+                field(&ring, "id"),
+                field(&ring, "predecessor"),
+                field(&ring, "successors"),
+                field(&kv, "fences"),
+                field(&kv, "fenced_requests"),
+                field(&kv, "fences_expired"),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
