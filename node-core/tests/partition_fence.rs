@@ -40,14 +40,7 @@ fn only_the_side_holding_a_keys_set_serves_it() {
             .client_put(minority[1], &key, "minority")
             .expect("alive");
         let on_minority = wait_call(&mut sim, put);
-        let put = sim
-            .client_put(majority[0], &key, "majority")
-            .expect("alive");
-        let on_majority = wait_call(&mut sim, put);
-        let get = sim
-            .client_get(majority[1 % majority.len()], &key)
-            .expect("alive");
-        let read_majority = wait_call(&mut sim, get);
+        let (on_majority, read_majority) = put_then_get(&mut sim, &majority, &key);
         let fenced: u64 = majority
             .iter()
             .filter_map(|p| sim.node(*p))
@@ -105,14 +98,7 @@ fn a_peer_joining_into_the_fenced_part_takes_the_fence_over() {
         let newcomer = common::id_between(&mut sim, Id(key_at.0.wrapping_sub(1)), owner);
         sim.add_node_via(newcomer, majority.clone());
         sim.run_for(10_000);
-        let put = sim
-            .client_put(majority[0], &key, "majority")
-            .expect("alive");
-        let on_majority = wait_call(&mut sim, put);
-        let get = sim
-            .client_get(majority[1 % majority.len()], &key)
-            .expect("alive");
-        let read_majority = wait_call(&mut sim, get);
+        let (on_majority, read_majority) = put_then_get(&mut sim, &majority, &key);
         // Notified by its predecessor, so not fenced as a newcomer without one.
         let fenced_at_newcomer = sim
             .node(newcomer)
@@ -136,6 +122,17 @@ fn a_peer_joining_into_the_fenced_part_takes_the_fence_over() {
         let wait = sim.config().node.fence_max_ms + 10_000;
         heal_and_read_back(&mut sim, seed, &key, [majority[0], minority[0]], wait);
     }
+}
+
+/// A put of "majority" through the majority side's first peer, then a get through its second:
+/// both outcomes.
+fn put_then_get(sim: &mut Sim, majority: &[Id], key: &str) -> (Ret, Ret) {
+    let put = sim.client_put(majority[0], key, "majority").expect("alive");
+    let on_majority = wait_call(sim, put);
+    let get = sim
+        .client_get(majority[1 % majority.len()], key)
+        .expect("alive");
+    (on_majority, wait_call(sim, get))
 }
 
 /// The three peers that hold `key` (its owner first), and the rest of the ring.
