@@ -291,11 +291,24 @@ impl Node {
 
     pub(super) fn on_leaving(&mut self, from: PeerId, pred: Option<Id>, succs: &[Id]) {
         let was_successor = self.ring.successor() == from;
-        if self.replica_successors().contains(&from) {
+        let was_replica = self.replica_successors().contains(&from);
+        if was_replica {
             // It handed its data on before leaving: the set may shrink by one for good.
             self.peak_set = self.peak_set.saturating_sub(1).max(1);
         }
         let was_predecessor = self.ring.predecessor() == Some(from);
+        if was_replica || was_predecessor {
+            // Its replacement lacks what it held: copy the range now (as for a failure).
+            self.repair_soon();
+        }
+        // What a failed link clears (`on_peer_down`, `forget_peer`), without the failure: we
+        // close this link ourselves, so no link-down report follows.
+        self.repl.link_down(from);
+        self.proximity.link_down(from);
+        self.equal_since.remove(&from);
+        self.rounds_opened.remove(&from);
+        self.notifiers.remove(&from);
+        self.elections.forget_peer(from);
         let mut changed = self.ring.remove_peer(from);
         if was_successor && let Some((first, rest)) = succs.split_first() {
             let c = self.ring.set_successors(*first, rest);
@@ -659,6 +672,8 @@ impl Node {
         evict_oldest_when_full(&mut self.failed_recently, MAX_FAILED_RECENTLY, |(at, _)| {
             *at
         });
+        // A linked peer that crashed stays "linked" when a stale pointer to it fails again.
+        let linked = linked || self.failed_recently.get(&peer).is_some_and(|(_, l)| *l);
         self.failed_recently.insert(peer, (now, linked));
     }
 
