@@ -87,19 +87,20 @@ impl Stack {
             flushing = dc.ready_state() == RtcDataChannelState::Open;
             dc.close();
         }
-        let pc = self.pc.clone();
-        let close = Closure::once_into_js(move || pc.close());
-        let deferred = flushing
-            && web_sys::window().is_some_and(|window| {
-                window
-                    .set_timeout_with_callback_and_timeout_and_arguments_0(
-                        close.unchecked_ref(),
-                        CLOSE_FLUSH_MS,
-                    )
-                    .is_ok()
-            });
-        if !deferred {
-            self.pc.close();
+        match web_sys::window().filter(|_| flushing) {
+            Some(window) => {
+                let pc = self.pc.clone();
+                // Freed when called: by the timer, or here if the timer cannot be set.
+                let close: js_sys::Function =
+                    Closure::once_into_js(move || pc.close()).unchecked_into();
+                if window
+                    .set_timeout_with_callback_and_timeout_and_arguments_0(&close, CLOSE_FLUSH_MS)
+                    .is_err()
+                {
+                    let _ = close.call0(&JsValue::NULL);
+                }
+            }
+            None => self.pc.close(),
         }
         if let (Some(handle), Some(window)) = (self.timeout, web_sys::window()) {
             window.clear_timeout_with_handle(handle);
