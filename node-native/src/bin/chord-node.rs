@@ -393,8 +393,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         if left.is_err() {
             eprintln!("chord-node: the leave did not finish within 3 s; exiting anyway");
         }
-        // Let the goodbyes leave the data channels before the process ends.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Let the goodbyes leave the data channels before the process ends: a closing link
+        // writes its queued frames for up to 500 ms (`rtc.rs`, `FLUSH_WAIT`).
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
         introducer.shutdown();
     });
     tokio::select! {
