@@ -297,18 +297,13 @@ impl Node {
             self.peak_set = self.peak_set.saturating_sub(1).max(1);
         }
         let was_predecessor = self.ring.predecessor() == Some(from);
-        if was_replica || was_predecessor {
-            // Its replacement lacks what it held: copy the range now (as for a failure).
-            self.repair_soon();
-        }
-        // What a failed link clears (`on_peer_down`, `forget_peer`), without the failure: we
-        // close this link ourselves, so no link-down report follows.
+        // What a failed link clears (`on_peer_down`), without the failure: we close this link
+        // ourselves, so no link-down report follows.
+        self.forget_departed(from);
         self.repl.link_down(from);
         self.proximity.link_down(from);
         self.equal_since.remove(&from);
         self.rounds_opened.remove(&from);
-        self.notifiers.remove(&from);
-        self.elections.forget_peer(from);
         let mut changed = self.ring.remove_peer(from);
         if was_successor && let Some((first, rest)) = succs.split_first() {
             let c = self.ring.set_successors(*first, rest);

@@ -991,8 +991,10 @@ impl Node {
         }
     }
 
-    /// Drops a peer from the ring pointers after its link failed (or never opened).
-    fn forget_peer(&mut self, peer: PeerId, was_up: bool) {
+    /// `peer` is gone, failed or left: a repair round soon if it held our range (or owned the
+    /// one before it), and it leads no election and notifies us no more. Called before the
+    /// ring drops it.
+    pub(super) fn forget_departed(&mut self, peer: PeerId) {
         if self.replica_successors().contains(&peer) || self.ring.predecessor() == Some(peer) {
             // A replica of our range (or its owner before us) is gone: copy the range to its
             // replacement now, not at the next backed-off round.
@@ -1000,6 +1002,11 @@ impl Node {
         }
         self.notifiers.remove(&peer);
         self.elections.forget_peer(peer);
+    }
+
+    /// Drops a peer from the ring pointers after its link failed (or never opened).
+    fn forget_peer(&mut self, peer: PeerId, was_up: bool) {
+        self.forget_departed(peer);
         let pointed = self.ring.pointed_peers().binary_search(&peer).is_ok();
         if pointed {
             self.note_failed(peer, was_up);
