@@ -11,7 +11,9 @@
 
 mod common;
 
-use common::{assert_history_holds, assert_seed, converged_ring, pick, seeds, wait_call};
+use common::{
+    assert_history_holds, assert_seed, converged_ring, pick, put_acked, seeds, wait_call,
+};
 use node_core::Id;
 use node_core::sim::history::Ret;
 use node_core::store::key_id;
@@ -31,14 +33,7 @@ fn the_last_copy_is_copied_on_when_the_owner_is_found_dead() {
         let next = |i: usize| ring[(at + i) % ring.len()];
         let (middle, last, heir) = (next(1), next(2), next(3));
         let client = next(5);
-        let put = sim.client_put(client, &key, "kept").expect("alive");
-        let stored = wait_call(&mut sim, put);
-        assert_seed(
-            matches!(stored, Ret::Stored { .. }),
-            seed,
-            TEST,
-            format!("the put: {stored:?}"),
-        );
+        put_acked(&mut sim, client, &key, "kept", seed, TEST, "the put");
         // Let anti-entropy settle the set, then take it down one by one.
         sim.run_for(5_000);
         let detect = sim.config().link_detect_ms;

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{assert_history_holds, assert_seed, seeds, wait_call};
+use common::{assert_history_holds, assert_seed, put_acked, seeds, wait_call};
 use node_core::Id;
 use node_core::sim::history::Ret;
 use node_core::sim::{Sim, SimConfig};
@@ -36,16 +36,8 @@ fn writes_read_back_at_once_after_graceful_churn() {
         sim.run_for(20_000);
         for k in 0..KEYS {
             let at = if k % 2 == 0 { fourth } else { reader };
-            let put = sim
-                .client_put(at, &format!("churn-{k}"), &format!("v{k}"))
-                .expect("alive");
-            let stored = wait_call(&mut sim, put);
-            assert_seed(
-                matches!(stored, Ret::Stored { .. }),
-                seed,
-                TEST,
-                format!("put {k}: {stored:?}"),
-            );
+            let (key, value) = (format!("churn-{k}"), format!("v{k}"));
+            put_acked(&mut sim, at, &key, &value, seed, TEST, &format!("put {k}"));
         }
         // Newcomers in front of the reader, each leaving a second after the next one joined.
         let pace = 2_000 + seed % 4 * 500;

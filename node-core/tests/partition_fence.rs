@@ -8,7 +8,8 @@
 mod common;
 
 use common::{
-    assert_history_holds, assert_seed, converged_ring, converged_ring_with, pick, seeds, wait_call,
+    assert_history_holds, assert_seed, converged_ring, converged_ring_with, pick, put_acked, seeds,
+    wait_call,
 };
 use node_core::Id;
 use node_core::sim::history::Ret;
@@ -24,13 +25,14 @@ fn only_the_side_holding_a_keys_set_serves_it() {
         let mut sim = converged_ring(seed, n, TEST);
         let key = format!("fenced-{seed}");
         let (minority, majority) = split_at_key(&sim, &key);
-        let put = sim.client_put(majority[0], &key, "before").expect("alive");
-        let before = wait_call(&mut sim, put);
-        assert_seed(
-            matches!(before, Ret::Stored { .. }),
+        put_acked(
+            &mut sim,
+            majority[0],
+            &key,
+            "before",
             seed,
             TEST,
-            format!("put before the partition: {before:?}"),
+            "put before the partition",
         );
 
         let cut = minority.clone();

@@ -22,7 +22,7 @@
 
 mod common;
 
-use common::{assert_seed, pick, seeds, wait_call};
+use common::{assert_seed, pick, put_acked, seeds, wait_call};
 use node_core::Id;
 use node_core::sim::history::{Ret, check};
 use node_core::sim::{JoinPattern, Sim, SimConfig};
@@ -71,14 +71,7 @@ fn run_seed(seed: u64, loss: f64) {
     let outsiders: Vec<Id> = ids.iter().copied().filter(|p| !set.contains(p)).collect();
     let client = outsiders[pick(seed, 2, 0, outsiders.len() as u64 - 1) as usize];
 
-    let put = sim.client_put(client, &key, "old").expect("alive");
-    let ret = wait_call(&mut sim, put);
-    assert_seed(
-        matches!(ret, Ret::Stored { .. }),
-        seed,
-        TEST,
-        format!("put: {ret:?}"),
-    );
+    put_acked(&mut sim, client, &key, "old", seed, TEST, "put");
     // Let the value reach all three replicas (and their disks).
     sim.run_for(5_000);
 

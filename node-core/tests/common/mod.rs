@@ -118,6 +118,20 @@ pub fn wait_call(sim: &mut Sim, index: usize) -> Ret {
         .map_or(Ret::Unknown, |o| o.ret.clone())
 }
 
+/// A put of `value` to `key` through `at`, run until it returns; it must be acknowledged
+/// (asserted with the seed, the message starting with `what`).
+#[track_caller]
+pub fn put_acked(sim: &mut Sim, at: Id, key: &str, value: &str, seed: u64, test: &str, what: &str) {
+    let put = sim.client_put(at, key, value).expect("alive");
+    let ret = wait_call(sim, put);
+    assert_seed(
+        matches!(ret, Ret::Stored { .. }),
+        seed,
+        test,
+        format!("{what}: {ret:?}"),
+    );
+}
+
 /// A random id strictly between ring members `from` and `to` (clockwise), from the sim's rng:
 /// where a newcomer joins in front of `to`.
 pub fn id_between(sim: &mut Sim, from: Id, to: Id) -> Id {
