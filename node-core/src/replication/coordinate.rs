@@ -772,6 +772,10 @@ impl Replicator {
     /// the node authorized for the key (`Node::on_kv_msg`). Other kinds are not the
     /// replicator's and are ignored.
     pub(crate) fn on_replica_msg(&mut self, ctx: &mut ReplCtx<'_>, from: PeerId, msg: KvMsg) {
+        let done_req = match &msg {
+            KvMsg::ReplicateAck { req, .. } | KvMsg::ReadReply { req, .. } => Some(*req),
+            _ => None,
+        };
         match msg {
             KvMsg::Replicate {
                 req,
@@ -901,6 +905,31 @@ impl Replicator {
                 }
             }
             KvMsg::Watch { .. } | KvMsg::Notify { .. } | KvMsg::Collect { .. } => {}
+        }
+        if let Some(req) = done_req {
+            self.retire_if_done(req);
+        }
+    }
+
+    /// Drops a coordination that has nothing left to do: answered, and every member of its
+    /// set heard from (a write acknowledged by all, a read answered by all with no write-back
+    /// under way). Until its deadline it would only be looked at by every scan of the pending
+    /// coordinations (`next_coordination_deadline`, `expire_coordinations`), which at a
+    /// thousand operations a second kept thousands of finished ones around.
+    fn retire_if_done(&mut self, req: u64) {
+        let done = self.coordinations.get(&req).is_some_and(|c| {
+            c.answered
+                && match &c.kind {
+                    CoordKind::Write { acked, .. } => c.set.iter().all(|m| acked.contains(m)),
+                    CoordKind::Read {
+                        replies,
+                        writing_back,
+                        ..
+                    } => writing_back.is_none() && c.set.iter().all(|m| replies.contains_key(m)),
+                }
+        });
+        if done {
+            self.coordinations.remove(&req);
         }
     }
 }
