@@ -105,6 +105,13 @@ struct Cli {
     /// last second of writes; other replicas repair it).
     #[arg(long, value_enum, default_value_t = Durability::Strict)]
     durability: Durability,
+    /// Worker threads of the async runtime. One by default: the peer's core is one task, and
+    /// every frame crosses several tasks (HTTP, driver, link writer, WebRTC); with one worker
+    /// they hand over on the same thread instead of waking a second one, which took a put's
+    /// p50 from 0.82 to 0.55 ms on 5 peers (`chord-experiment --mode scale`, docs/design.md).
+    /// Disk commits still leave the worker free (`block_in_place`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `node_native=debug`.
     #[arg(long, default_value = "info")]
     log: String,
@@ -245,7 +252,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.into())
+        .enable_all()
+        .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("chord-node: error: cannot start the async runtime: {error}");
