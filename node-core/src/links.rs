@@ -289,6 +289,16 @@ impl Links {
         }
     }
 
+    /// We start watching `peer` (it became our successor or predecessor): its silence counts
+    /// from now. Before, nothing needed to cross the link (an open link to a peer we did not
+    /// watch may stay quiet for minutes), so its old `last_heard` says nothing about whether
+    /// it is alive, and the next heartbeat would take it for failed at once.
+    pub fn start_watching(&mut self, peer: Id, now: Time) {
+        if let Some(LinkState::Up { last_heard, .. }) = self.links.get_mut(&peer) {
+            *last_heard = (*last_heard).max(now);
+        }
+    }
+
     pub fn used(&mut self, peer: Id, now: Time) {
         if let Some(LinkState::Up { last_used, .. }) = self.links.get_mut(&peer) {
             *last_used = now;

@@ -459,6 +459,7 @@ impl Node {
                 self.out.push_back(Output::event(Event::Isolated));
             }
             let successor = self.ring.successor();
+            self.links.start_watching(successor, self.now);
             self.ensure_link(successor, true);
             self.out
                 .push_back(Output::event(Event::SuccessorChanged { successor }));
@@ -466,6 +467,9 @@ impl Node {
         if changed.predecessor {
             self.metrics.chord.predecessor_changes += 1;
             let predecessor = self.ring.predecessor();
+            if let Some(p) = predecessor {
+                self.links.start_watching(p, self.now);
+            }
             if let (Some(old), Some(new)) = (self.last_predecessor, predecessor)
                 && self.is_joined()
                 && new.in_open(old, self.id)
