@@ -11,7 +11,7 @@ use crate::api::{Event, Output};
 use crate::election::ElectionOutcome;
 use crate::id::{Id, PeerId};
 use crate::store::Entry;
-use crate::wire::kv::{KvAction, KvMsg, KvReply, KvResult};
+use crate::wire::kv::{KvAction, KvMsg, KvReply, KvResult, OwnerCopy};
 use crate::wire::{Body, Dest, Routed};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -126,6 +126,15 @@ impl Replicator {
         if let Body::Kv(request) = &mut routed.body {
             request.set = set;
             request.unsettled = unsettled;
+            // A get takes our copy along, as our answer to the leader's `Read` would carry it
+            // ("The owner's copy"): the leader need not ask us. Taken now, after the client
+            // called, so it is as good an answer as a later one.
+            request.owner_copy =
+                (matches!(request.action, KvAction::Get) && !ctx.fresh).then(|| OwnerCopy {
+                    by: ctx.id,
+                    entry: ctx.store.get(&request.key).cloned(),
+                    fresh: false,
+                });
         }
         routed.dest = Dest::Peer {
             id: leader,
@@ -244,9 +253,21 @@ impl Replicator {
         }
         let req = self.new_req(ctx.id_rng);
         let others: Vec<Id> = set.iter().copied().filter(|m| *m != ctx.id).collect();
+        // The owner's copy of a get's key stands for its `ReadReply` ("The owner's copy"):
+        // only one that came over the owner's own link (`Node::on_routed` drops any other),
+        // from another member of the set, taken while the owner was not fresh.
+        let owner_copy = match request.action {
+            KvAction::Get => request
+                .owner_copy
+                .filter(|c| !c.fresh && others.contains(&c.by)),
+            _ => None,
+        };
         let kind = match request.action {
             KvAction::Get => {
-                for peer in &others {
+                for peer in others
+                    .iter()
+                    .filter(|p| owner_copy.as_ref().is_none_or(|c| c.by != **p))
+                {
                     self.send_kv(
                         ctx,
                         *peer,
@@ -302,7 +323,22 @@ impl Replicator {
                 kind,
             },
         );
-        self.check_quorum(ctx, req);
+        match owner_copy {
+            // Through the same checks as a reply over the link (timestamp bound, quorum).
+            Some(copy) => {
+                ctx.metrics.kv.owner_copies += 1;
+                self.on_replica_msg(
+                    ctx,
+                    copy.by,
+                    KvMsg::ReadReply {
+                        req,
+                        entry: copy.entry,
+                        fresh: false,
+                    },
+                );
+            }
+            None => self.check_quorum(ctx, req),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
