@@ -141,9 +141,6 @@ pub struct KvMetrics {
     pub restamps: u64,
     /// Reads that wrote the newest version back to a quorum before answering.
     pub read_write_backs: u64,
-    /// Gets whose owner's copy this leader took as the owner's reply instead of asking it
-    /// (`replication.rs`, "The owner's copy").
-    pub owner_copies: u64,
     /// Write requests that came again (retry or duplicate) and were not stamped twice.
     pub duplicate_requests: u64,
     /// Keys a node that served alone wrote into the ring it then joined ("Merging a ring of

@@ -75,24 +75,6 @@
 //! The origin retries a request that got no answer within `lookup_attempt_timeout_ms` and fails
 //! it with a typed error at `op_timeout_ms`.
 //!
-//! # The owner's copy
-//!
-//! A get reaches the key's owner, which hands it to the set's leader (`hand_to_leader`); the
-//! leader then asks every other member for its copy (`Read`) and answers once the read quorum
-//! is in. The owner is one of those members, so when it hands a get over it takes its own copy
-//! along (`KvRequest::owner_copy`), exactly what its `ReadReply` would say, and the leader
-//! counts it as that reply instead of asking: one round trip less for a get whose owner does
-//! not lead its set (4 sets in 5 on a ring of 5), the leader's own copy and the owner's making
-//! the quorum of 2. It is as good an answer as a later one: ABD needs each reply taken after
-//! the read started, and the owner takes it after the client called. The rules:
-//! - only an owner that is not fresh sends one (a fresh member's answer does not count; the
-//!   leader asks it again later as before), and the leader takes it only from another member
-//!   of the set, through the same checks as a reply (timestamp bound, settled members only);
-//! - it counts only over the owner's own link: `Node::on_routed` drops a copy whose `by` is not
-//!   the peer the frame came from (relayed, or claimed by someone else), and the leader then
-//!   asks the owner as before. So only the member itself can speak for its copy, as with
-//!   `ReadReply` (docs/threat-model.md).
-//!
 //! # Merging a ring of one
 //!
 //! A peer that serves alone (it created a ring, or its driver let it serve after its ring was

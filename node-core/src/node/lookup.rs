@@ -273,16 +273,6 @@ impl Node {
     }
 
     pub(super) fn on_routed(&mut self, from: PeerId, routed: Routed) {
-        let mut routed = routed;
-        // Authorization (`guard.rs`): a get's owner copy stands for that owner's `ReadReply`,
-        // so it counts only from the owner's own link; relayed or claimed, it is dropped (and
-        // not counted as a rejection: an honest owner's copy is relayed when it holds no link
-        // to the leader).
-        if let Body::Kv(request) = &mut routed.body
-            && request.owner_copy.as_ref().is_some_and(|c| c.by != from)
-        {
-            request.owner_copy = None;
-        }
         if let Some(via) = routed.origin_via
             && routed.origin != self.id
         {

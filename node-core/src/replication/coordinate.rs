@@ -11,7 +11,7 @@ use crate::api::{Event, Output};
 use crate::election::ElectionOutcome;
 use crate::id::{Id, PeerId};
 use crate::store::Entry;
-use crate::wire::kv::{KvAction, KvMsg, KvReply, KvResult, OwnerCopy};
+use crate::wire::kv::{KvAction, KvMsg, KvReply, KvResult};
 use crate::wire::{Body, Dest, Routed};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -126,15 +126,6 @@ impl Replicator {
         if let Body::Kv(request) = &mut routed.body {
             request.set = set;
             request.unsettled = unsettled;
-            // A get takes our copy along, as our answer to the leader's `Read` would carry it
-            // ("The owner's copy"): the leader need not ask us. Taken now, after the client
-            // called, so it is as good an answer as a later one.
-            request.owner_copy =
-                (matches!(request.action, KvAction::Get) && !ctx.fresh).then(|| OwnerCopy {
-                    by: ctx.id,
-                    entry: ctx.store.get(&request.key).cloned(),
-                    fresh: false,
-                });
         }
         routed.dest = Dest::Peer {
             id: leader,
@@ -253,21 +244,9 @@ impl Replicator {
         }
         let req = self.new_req(ctx.id_rng);
         let others: Vec<Id> = set.iter().copied().filter(|m| *m != ctx.id).collect();
-        // The owner's copy of a get's key stands for its `ReadReply` ("The owner's copy"):
-        // only one that came over the owner's own link (`Node::on_routed` drops any other),
-        // from another member of the set, taken while the owner was not fresh.
-        let owner_copy = match request.action {
-            KvAction::Get => request
-                .owner_copy
-                .filter(|c| !c.fresh && others.contains(&c.by)),
-            _ => None,
-        };
         let kind = match request.action {
             KvAction::Get => {
-                for peer in others
-                    .iter()
-                    .filter(|p| owner_copy.as_ref().is_none_or(|c| c.by != **p))
-                {
+                for peer in &others {
                     self.send_kv(
                         ctx,
                         *peer,
@@ -323,22 +302,7 @@ impl Replicator {
                 kind,
             },
         );
-        match owner_copy {
-            // Through the same checks as a reply over the link (timestamp bound, quorum).
-            Some(copy) => {
-                ctx.metrics.kv.owner_copies += 1;
-                self.on_replica_msg(
-                    ctx,
-                    copy.by,
-                    KvMsg::ReadReply {
-                        req,
-                        entry: copy.entry,
-                        fresh: false,
-                    },
-                );
-            }
-            None => self.check_quorum(ctx, req),
-        }
+        self.check_quorum(ctx, req);
     }
 
     #[allow(clippy::too_many_arguments)]

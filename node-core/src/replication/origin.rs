@@ -195,7 +195,6 @@ impl Replicator {
             action: pending.action.clone(),
             set: Vec::new(),
             unsettled: Vec::new(),
-            owner_copy: None,
         };
         self.effects.push(Effect::OpTimer(wake, op));
         let routed = Routed {

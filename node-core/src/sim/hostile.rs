@@ -25,7 +25,7 @@ use crate::id::Id;
 use crate::merkle::{self, NodeHash, NodeRef, SummaryChunk, SyncHashes, SyncMsg};
 use crate::rng::Rng;
 use crate::store::{Entry, RingRange, Version, key_id};
-use crate::wire::kv::{KvAction, KvMsg, KvReply, KvRequest, KvResult, OwnerCopy};
+use crate::wire::kv::{KvAction, KvMsg, KvReply, KvRequest, KvResult};
 use crate::wire::{self, Body, Dest, Message, Routed};
 
 /// How often the hostile peer sends one batch of its attack.
@@ -552,30 +552,6 @@ fn attack_step(sim: &mut Sim, rng: &mut Rng, attack: Attack, h: Id, keys: &[Stri
                             sent += send(sim, h, to, &m);
                         }
                     }
-                    if attack == Attack::ForgedReadReply && linked.contains(&leader) {
-                        // A get handed over "by the owner" with a forged owner copy, naming
-                        // each member as the owner: only the owner's own link may carry one.
-                        for &by in &set {
-                            let ts = l.lamport + 1_000;
-                            let body = Body::Kv(KvRequest {
-                                op: rng.next_u64(),
-                                key: key.to_string(),
-                                action: KvAction::Get,
-                                set: set.clone(),
-                                unsettled: Vec::new(),
-                                owner_copy: Some(OwnerCopy {
-                                    by,
-                                    entry: Some(Entry::live(format!("forged-{ts}"), ts, "evil")),
-                                    fresh: false,
-                                }),
-                            });
-                            let dest = Dest::Peer {
-                                id: leader,
-                                via: None,
-                            };
-                            sent += send(sim, h, leader, &routed(dest, h, None, body));
-                        }
-                    }
                 }
             }
         }
@@ -614,7 +590,6 @@ fn attack_step(sim: &mut Sim, rng: &mut Rng, attack: Attack, h: Id, keys: &[Stri
                     action: KvAction::Get,
                     set,
                     unsettled: Vec::new(),
-                    owner_copy: None,
                 };
                 let m = routed(Dest::Peer { id: p, via: None }, h, None, Body::Kv(request));
                 sent += send(sim, h, p, &m);
@@ -982,11 +957,6 @@ pub fn random_message_of(
                 },
                 set: ids(rng),
                 unsettled: ids(rng),
-                owner_copy: rng.chance(0.5).then(|| OwnerCopy {
-                    by: id(rng),
-                    entry: rng.chance(0.8).then(|| entry(rng)),
-                    fresh: rng.chance(0.5),
-                }),
             });
             route(rng, body)
         }

@@ -20,20 +20,6 @@ pub struct KvRequest {
     /// Members of `set` that the owner does not count yet (`crate::replication`, "Membership changes").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unsettled: Vec<Id>,
-    /// A get's owner, handing it to the set's leader, sends its own copy along: the leader
-    /// takes it as the owner's `ReadReply` instead of asking for one (a round trip less), when
-    /// the request came over the owner's own link (`crate::replication`, "The owner's copy").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner_copy: Option<OwnerCopy>,
-}
-
-/// The owner's copy of a get's key, as its `KvMsg::ReadReply` would carry it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OwnerCopy {
-    /// The owner that took the copy: it counts only from the link of this very peer.
-    pub by: Id,
-    pub entry: Option<Entry>,
-    pub fresh: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
