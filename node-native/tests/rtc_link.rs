@@ -323,8 +323,14 @@ fn glare_ends_in_one_link_per_side() {
         let (a, b) = (pair.a.rtc.stats(), pair.b.rtc.stats());
         assert_eq!((a.links_open, b.links_open), (1, 1));
         // The lower id kept its offer and ignored B's; B dropped its own and answered.
-        // (B's offer may never leave B if A's arrives first.)
-        assert!(a.ignored_signals <= 1, "{a:?}");
+        // (B's offer may never leave B if A's arrives first.) On a loaded machine an offer
+        // can go unanswered long enough to be sent again: A then also ignores B's copy of
+        // its offer, or B's answer to A's copy once the link is open (seen in CI: A retried
+        // once and ignored 2 signals, with one link per side as it should be).
+        assert!(
+            a.ignored_signals <= 1 + a.offer_retries + b.offer_retries,
+            "A ignored more than the offers and answers retries explain: {a:?} {b:?}"
+        );
         assert_eq!((a.attempts, b.attempts), (1, 2));
         pair.exchange_one_frame().await;
         pair.a.rtc.close_all().await;
