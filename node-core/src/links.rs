@@ -376,8 +376,9 @@ impl Links {
             .collect()
     }
 
-    /// Open links to close so at most `max` remain, never one in `keep`; least recently used first.
-    pub fn excess(&self, max: usize, keep: &[Id]) -> Vec<Id> {
+    /// Open links to close so at most `max` remain, never one in `keep` nor one `spare`
+    /// rejects; least recently used first.
+    pub fn excess(&self, max: usize, keep: &[Id], spare: impl Fn(Id) -> bool) -> Vec<Id> {
         if self.links.len() <= max {
             return Vec::new();
         }
@@ -385,7 +386,9 @@ impl Links {
             .links
             .iter()
             .filter_map(|(id, l)| match l {
-                LinkState::Up { last_used, .. } if keep.binary_search(id).is_err() => {
+                LinkState::Up { last_used, .. }
+                    if keep.binary_search(id).is_err() && !spare(*id) =>
+                {
                     Some((*last_used, *id))
                 }
                 _ => None,

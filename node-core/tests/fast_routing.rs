@@ -83,6 +83,45 @@ fn base_8_fingers_take_fewer_hops_than_chords() {
     );
 }
 
+/// Base-8 fingers in the default 64 links: most peers sit at the bound, and the links other
+/// peers need as successor links must survive it (`Node::maintain_links`), or the ring does
+/// not converge and lookups name wrong owners.
+#[test]
+fn base_8_rings_converge_within_64_links() {
+    for seed in seeds(7_000, 2) {
+        let n = 600;
+        let mut config = config(seed, 8, false);
+        config.node.max_links = 64;
+        println!("seed {seed}: {n} peers, finger base 8, 64 links");
+        let mut sim = Sim::new(config);
+        sim.join_nodes(
+            n,
+            JoinPattern::RandomTimes {
+                window_ms: n as u64 * 100,
+            },
+        );
+        // Not every exact finger: at the bound some are only reached by lookups, so the
+        // strict check (`Sim::is_converged`) may never hold. Every successor list must.
+        let formed = sim.run_until_true(1_000, 900_000, |s| {
+            let c = s.convergence();
+            c.ring_is_correct() && c.wrong_successor_list == 0
+        });
+        assert_seed(
+            formed,
+            seed,
+            TEST,
+            format!("successor lists never matched: {:?}", sim.convergence()),
+        );
+        let (wrong, failed) = check_lookups(&mut sim, 500);
+        assert_seed(
+            wrong == 0 && failed == 0,
+            seed,
+            TEST,
+            format!("{wrong} wrong owners, {failed} failed lookups"),
+        );
+    }
+}
+
 #[test]
 fn near_fingers_are_nearer_than_exact_ones() {
     for seed in seeds(5_000, 2) {

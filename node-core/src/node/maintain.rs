@@ -421,8 +421,23 @@ impl Node {
             self.links.set_closing(peer);
             self.send(peer, &Message::Bye);
         }
-        // The hard bound wins over a peer's wish.
-        for peer in self.links.excess(self.config.max_links, &wanted) {
+        // The hard bound wins over a peer's wish, except for the peers just before us: we are
+        // in their successor lists (they link to us as successor or replica successor) and
+        // cannot see it from here. Closing those links kept rings whose peers sit at the
+        // bound (base-8 fingers in 64 links) from converging. "Just before" is our
+        // predecessor's gap and then as many peers as our successor list holds, at its
+        // density and half again (a peer after a wide gap is the finger of many, so it is at
+        // the bound most often, and a span measured ahead alone missed the peers behind it).
+        let me = self.id;
+        let span = self
+            .ring
+            .successors()
+            .last()
+            .map_or(0, |last| me.distance_to(*last));
+        let gap = self.ring.predecessor().map_or(0, |p| p.distance_to(me));
+        let reach = gap.saturating_add(span).saturating_add(span / 2);
+        let behind = |peer: Id| peer.distance_to(me) <= reach;
+        for peer in self.links.excess(self.config.max_links, &wanted, behind) {
             self.send(peer, &Message::Close);
             self.close_link(peer);
         }
