@@ -436,8 +436,23 @@ impl Node {
             .map_or(0, |last| me.distance_to(*last));
         let gap = self.ring.predecessor().map_or(0, |p| p.distance_to(me));
         let reach = gap.saturating_add(span).saturating_add(span / 2);
-        let behind = |peer: Id| peer.distance_to(me) <= reach;
-        for peer in self.links.excess(self.config.max_links, &wanted, behind) {
+        // At most twice a successor list's length of them, the closest, and only within the
+        // bound: ids are cheap, and links from ids planted behind us must not lift it. (With
+        // a bound our own wanted links fill, as a 10-link budget on a forming ring, sparing
+        // them kept the links we asked for closed longer: `tests/budget_close.rs`.)
+        let mut behind: Vec<(u32, Id)> = self
+            .links
+            .up_peers()
+            .map(|p| (p.distance_to(me), p))
+            .filter(|(d, _)| *d <= reach)
+            .collect();
+        behind.sort_unstable();
+        behind.truncate(
+            (2 * self.config.successor_list_len)
+                .min(self.config.max_links.saturating_sub(wanted.len())),
+        );
+        let spared = |peer: Id| behind.iter().any(|(_, p)| *p == peer);
+        for peer in self.links.excess(self.config.max_links, &wanted, spared) {
             self.send(peer, &Message::Close);
             self.close_link(peer);
         }
