@@ -49,6 +49,8 @@ pub struct HopsRow {
     pub finger_base: u32,
     /// Whether peers chose near fingers by measured round trip (`Config::proximity_fingers`).
     pub proximity: bool,
+    /// Whether lookups ended early from fingers' successor lists (`Config::finger_lists`).
+    pub finger_lists: bool,
     /// `Config::max_links` of every peer.
     pub max_links: usize,
     /// Mean open links per peer at the end of the run.
@@ -64,6 +66,8 @@ pub struct HopsOptions {
     pub finger_base: u32,
     /// `Config::proximity_fingers`.
     pub proximity: bool,
+    /// `Config::finger_lists`.
+    pub finger_lists: bool,
     /// `Config::max_links` (0 keeps the default, 64).
     pub max_links: usize,
 }
@@ -79,6 +83,7 @@ impl HopsOptions {
             cfg.node.finger_base = self.finger_base;
         }
         cfg.node.proximity_fingers = self.proximity;
+        cfg.node.finger_lists = self.finger_lists;
         if self.max_links > 0 {
             cfg.node.max_links = self.max_links;
         }
@@ -102,9 +107,10 @@ pub fn sim_hops(
     // Whether it converged shows in the lookups' wrong owners.
     form_ring(&mut sim, nodes, progress);
     let formation_virtual_ms = sim.now();
-    if options.proximity {
+    if options.proximity || options.finger_lists {
         // Near fingers are picked by the sweeps that follow convergence (each one measures
-        // a few more candidates): give them a few sweeps at the slowest pace.
+        // a few more candidates), and fingers report their final successor lists in them:
+        // give them a few sweeps at the slowest pace.
         let settle = 4 * sim.config().node.fix_fingers_max_interval_ms;
         run_phase(&mut sim, "near fingers", settle, progress, |_| false);
     }
@@ -180,6 +186,7 @@ pub fn sim_hops(
         latency_model: if options.geo { "geo" } else { "uniform" },
         finger_base,
         proximity: options.proximity,
+        finger_lists: options.finger_lists,
         max_links,
         mean_links: links as f64 / truth.len().max(1) as f64,
     }

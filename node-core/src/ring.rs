@@ -17,6 +17,13 @@
 //! use either (any member of the interval divides the distance as well); only the exact
 //! finger answers "who owns this key" (`known_owner`), since only it is the successor of its
 //! start.
+//!
+//! Each linked finger (exact, or near when it is asked at the end of a sweep) also reports
+//! its successor list (the `Neighbors` answer of the finger check). [`RingState::lookup_owner`] uses those lists to end a lookup
+//! one hop early: a key just after a finger is owned by one of that finger's successors
+//! (successor lists of fingers, as DHash++'s lookups end at the key's predecessor's list;
+//! docs/design.md section 4). These lists are hearsay and only ever name a lookup's answer;
+//! no link, pointer or store decision uses them.
 
 use crate::id::{Id, finger_offsets};
 
@@ -34,6 +41,9 @@ pub struct RingState {
     near: Vec<Option<Id>>,
     /// Sorted, deduplicated union of the pointers (rebuilt on every change; read per message).
     pointed: Vec<Id>,
+    /// The successor list each finger (exact or near) reported at its last check, by finger
+    /// peer (at most one entry per distinct finger; dropped when the peer stops being one).
+    finger_succs: Vec<(Id, Vec<Id>)>,
 }
 
 /// What changed after an update, so the node can emit events and refresh links.
@@ -61,6 +71,7 @@ impl RingState {
             near: vec![None; offsets.len()],
             offsets,
             pointed: Vec::new(),
+            finger_succs: Vec::new(),
         }
     }
 
@@ -136,6 +147,7 @@ impl RingState {
         self.fingers.fill(None);
         self.near.fill(None);
         self.pointed.clear();
+        self.finger_succs.clear();
     }
 
     /// Every peer the node points at (successors, predecessor, fingers): sorted, deduplicated.
@@ -160,6 +172,38 @@ impl RingState {
         );
         self.pointed.sort_unstable();
         self.pointed.dedup();
+        let (fingers, near) = (&self.fingers, &self.near);
+        self.finger_succs
+            .retain(|(f, _)| fingers.contains(&Some(*f)) || near.contains(&Some(*f)));
+    }
+
+    /// Drops what `finger` reported (it is no longer checked over a link).
+    pub fn forget_finger_succs(&mut self, finger: Id) {
+        self.finger_succs.retain(|(f, _)| *f != finger);
+    }
+
+    /// Records the successor list `finger` (an exact or a near finger) reported. Kept: the
+    /// prefix that runs on around the ring from the finger without passing this node, at most
+    /// `max_successors` long.
+    pub fn set_finger_succs(&mut self, finger: Id, succs: &[Id]) {
+        if !self.fingers.contains(&Some(finger)) && !self.near.contains(&Some(finger)) {
+            return;
+        }
+        let mut list = Vec::with_capacity(self.max_successors);
+        let mut last = 0u32;
+        let limit = finger.distance_to(self.me);
+        for s in succs.iter().take(self.max_successors) {
+            let d = finger.distance_to(*s);
+            if d <= last || d >= limit {
+                break;
+            }
+            list.push(*s);
+            last = d;
+        }
+        match self.finger_succs.iter_mut().find(|(f, _)| *f == finger) {
+            Some((_, old)) => *old = list,
+            None => self.finger_succs.push((finger, list)),
+        }
     }
 
     /// Replaces the successor list with `first` followed by `rest` (the successor's own list),
@@ -326,6 +370,32 @@ impl RingState {
         }
         None
     }
+
+    /// The owner of `key` for a lookup's answer: [`Self::known_owner`] with fingers, else a
+    /// member of a finger's reported successor list (`key` in `(finger, s_1]`, `(s_1, s_2]`,
+    /// ...). Only lookups use this: it saves the hop to the finger, whose own successor list
+    /// answers the same way. A list is as fresh as the finger's last check, so in a churning
+    /// ring it may name a peer that left or miss one that joined, as a finger may.
+    pub fn lookup_owner(&self, key: Id) -> Option<Id> {
+        if let Some(owner) = self.known_owner(key, true) {
+            return Some(owner);
+        }
+        for (finger, succs) in &self.finger_succs {
+            let mut prev = *finger;
+            for s in succs {
+                if key.in_half_open(prev, *s) {
+                    // A peer this node points at inside `(prev, s)` would own the key or sit
+                    // before it: the list is older than our own pointers.
+                    if !self.pointed.iter().any(|p| p.in_open(prev, *s)) {
+                        return Some(*s);
+                    }
+                    break;
+                }
+                prev = *s;
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -358,5 +428,40 @@ mod tests {
         r.remove_peer(Id(10));
         r.remove_peer(Id(20));
         assert_eq!(r.successor(), Id(5000));
+    }
+
+    #[test]
+    fn finger_lists_answer_lookups_past_the_finger() {
+        let mut r = RingState::new(Id(0), 2);
+        r.set_successors(Id(10), &[Id(20)]);
+        // Finger 30 covers starts 32..=1024; its own list follows it.
+        let (_, _) = r.set_finger(5, Id(1_000));
+        assert_eq!(r.lookup_owner(Id(1_500)), None);
+        // Out of order and passing us are cut off; only the first `max_successors` count.
+        r.set_finger_succs(Id(1_000), &[Id(2_000), Id(3_000), Id(4_000)]);
+        assert_eq!(r.lookup_owner(Id(1_500)), Some(Id(2_000)));
+        assert_eq!(r.lookup_owner(Id(3_000)), Some(Id(3_000)));
+        assert_eq!(r.lookup_owner(Id(3_500)), None);
+        // `known_owner` (stores, replication) never uses them.
+        assert_eq!(r.known_owner(Id(1_500), true), None);
+        r.set_finger_succs(Id(1_000), &[Id(2_000), Id(1_500)]);
+        assert_eq!(r.lookup_owner(Id(2_500)), None);
+        // A finger of our own inside a listed gap means the list is stale there.
+        r.set_finger_succs(Id(1_000), &[Id(4_000)]);
+        let (_, _) = r.set_finger(11, Id(2_100));
+        assert_eq!(r.lookup_owner(Id(3_000)), None);
+        // A peer that is no finger any more takes its list with it.
+        r.remove_peer(Id(1_000));
+        r.remove_peer(Id(2_100));
+        assert_eq!(r.lookup_owner(Id(1_500)), None);
+        // Only fingers report lists, near ones too.
+        r.set_finger_succs(Id(5_000), &[Id(6_000)]);
+        assert_eq!(r.lookup_owner(Id(5_500)), None);
+        let (_, _) = r.set_finger(12, Id(4_500));
+        assert!(r.set_near(12, Some(Id(5_000))));
+        r.set_finger_succs(Id(5_000), &[Id(6_000)]);
+        assert_eq!(r.lookup_owner(Id(5_500)), Some(Id(6_000)));
+        assert!(r.set_near(12, None));
+        assert_eq!(r.lookup_owner(Id(5_500)), None);
     }
 }

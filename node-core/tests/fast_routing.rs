@@ -83,6 +83,44 @@ fn base_8_fingers_take_fewer_hops_than_chords() {
     );
 }
 
+/// `Config::finger_lists`: a lookup for a key just past one of a peer's fingers is answered
+/// from the list that finger reported, a hop before the finger would have answered it. The
+/// answers must still be the true owners, and the saving must show in the mean.
+#[test]
+fn finger_lists_end_lookups_a_hop_early() {
+    let seed = seeds(6_000, 1)[0];
+    let n = 512;
+    let mut hops = Vec::new();
+    for lists in [false, true] {
+        let mut config = config(seed, 8, false);
+        config.node.finger_lists = lists;
+        let mut sim = ring(config, n);
+        // Every finger checked at least once since the ring formed.
+        sim.run_for(2 * sim.config().node.fix_fingers_max_interval_ms);
+        let (wrong, failed, mean) = lookup_hops(&mut sim, 1_000);
+        assert_seed(
+            wrong == 0 && failed == 0,
+            seed,
+            TEST,
+            format!("finger lists {lists}: {wrong} wrong owners, {failed} failed"),
+        );
+        hops.push(mean);
+    }
+    println!(
+        "seed {seed}: mean hops without finger lists {:.2}, with {:.2}",
+        hops[0], hops[1]
+    );
+    assert_seed(
+        hops[1] < hops[0] - 0.3,
+        seed,
+        TEST,
+        format!(
+            "mean hops without lists {:.2}, with {:.2}",
+            hops[0], hops[1]
+        ),
+    );
+}
+
 /// Base-8 fingers in the default 64 links: most peers sit at the bound, and the links other
 /// peers need as successor links must survive it (`Node::maintain_links`), or the ring does
 /// not converge and lookups name wrong owners.

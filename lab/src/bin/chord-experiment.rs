@@ -129,6 +129,10 @@ struct Cli {
     /// (sim-hops; proximity neighbour selection, node-core's `Config::proximity_fingers`).
     #[arg(long)]
     proximity: bool,
+    /// Lookups end one hop early from the successor lists fingers report (sim-hops;
+    /// node-core's `Config::finger_lists`).
+    #[arg(long)]
+    finger_lists: bool,
     /// Links each simulated peer keeps open at most (sim-hops; node-core's `Config::max_links`,
     /// default 64). Base-b fingers need about twice `(b-1)·log_b N` (other peers' fingers
     /// are links too).
@@ -387,11 +391,12 @@ fn run_sim_hops(cli: &Cli) -> anyhow::Result<()> {
         geo: cli.latency == LatencyModel::Geo,
         finger_base: cli.finger_base,
         proximity: cli.proximity,
+        finger_lists: cli.finger_lists,
         max_links: cli.max_links,
     };
     println!(
-        "latency model {:?}, finger base {}, proximity fingers {}, max links {}",
-        cli.latency, cli.finger_base, cli.proximity, cli.max_links
+        "latency model {:?}, finger base {}, proximity fingers {}, finger lists {}, max links {}",
+        cli.latency, cli.finger_base, cli.proximity, cli.finger_lists, cli.max_links
     );
     println!("{}", table.header());
     let mut rows = Vec::with_capacity(cli.nodes.len());

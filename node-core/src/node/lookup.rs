@@ -40,7 +40,7 @@ impl Node {
         let use_fingers = !matches!(purpose, Purpose::Finger(_));
         if self.is_joined()
             && purpose != Purpose::SelfCheck
-            && let Some(owner) = self.ring.known_owner(key, use_fingers)
+            && let Some(owner) = self.lookup_owner(key, use_fingers)
         {
             self.complete_lookup(op, owner, 0);
             return;
@@ -67,6 +67,16 @@ impl Node {
             body: Body::FindSuccessor { op: op.0 },
         };
         self.send(next, &Message::Route(routed));
+    }
+
+    /// The owner of a lookup's key as far as this node can answer it: its own pointers, and
+    /// with `Config::finger_lists` its fingers' successor lists (`RingState::lookup_owner`).
+    fn lookup_owner(&self, key: Id, use_fingers: bool) -> Option<Id> {
+        if use_fingers && self.config.finger_lists {
+            self.ring.lookup_owner(key)
+        } else {
+            self.ring.known_owner(key, use_fingers)
+        }
     }
 
     pub(super) fn on_op_timer(&mut self, op: OpId, at: Time) {
@@ -301,7 +311,7 @@ impl Node {
                     self.kv_route(routed);
                     return;
                 }
-                if let Some(owner) = self.ring.known_owner(key, true) {
+                if let Some(owner) = self.lookup_owner(key, true) {
                     self.resolved(routed, owner);
                 } else {
                     self.forward(routed);

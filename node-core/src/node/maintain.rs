@@ -176,6 +176,15 @@ impl Node {
         {
             self.proximity_on_check(i, finger, since, succs);
             self.on_finger_checked(i, finger, pred);
+            if self.config.finger_lists {
+                // After the check: a stale finger is replaced, and its list goes with it.
+                self.ring.set_finger_succs(finger, succs);
+            }
+            return;
+        }
+        if let Some(at) = self.list_requests.iter().position(|r| *r == (from, nonce)) {
+            self.list_requests.swap_remove(at);
+            self.ring.set_finger_succs(from, succs);
             return;
         }
         if !self.is_joined()
@@ -580,6 +589,7 @@ impl Node {
                 for peer in self.wanted_links() {
                     self.ensure_link(peer, false);
                 }
+                self.ask_near_fingers_for_lists();
                 return;
             }
             let i = sweep.next;
@@ -598,9 +608,41 @@ impl Node {
                 self.send(finger, &Message::GetNeighbors { nonce, clock: 0 });
                 return;
             } else {
+                // Unchecked, its list would age without bound.
+                if let Some(finger) = self.ring.finger(i) {
+                    self.ring.forget_finger_succs(finger);
+                }
                 let op = self.new_op();
                 self.start_lookup(op, start, Purpose::Finger(i));
                 return;
+            }
+        }
+    }
+
+    /// With `Config::finger_lists`, each linked near finger is asked for its successor list
+    /// once per sweep (exact fingers report theirs in their checks); one not linked loses the
+    /// list it gave, which would otherwise age without bound.
+    fn ask_near_fingers_for_lists(&mut self) {
+        self.list_requests.clear();
+        if !self.config.finger_lists {
+            return;
+        }
+        let mut near: Vec<Id> = (0..self.ring.finger_count())
+            .filter_map(|i| {
+                self.ring
+                    .near(i)
+                    .filter(|p| self.ring.finger(i) != Some(*p))
+            })
+            .collect();
+        near.sort_unstable();
+        near.dedup();
+        for peer in near {
+            if self.links.is_up(peer) {
+                let nonce = self.rng.next_u64() >> 11;
+                self.list_requests.push((peer, nonce));
+                self.send(peer, &Message::GetNeighbors { nonce, clock: 0 });
+            } else {
+                self.ring.forget_finger_succs(peer);
             }
         }
     }

@@ -98,6 +98,12 @@ pub struct Config {
     /// over its own links; candidates not linked get one short-lived link each to be
     /// measured). Off by default; `node/proximity.rs`.
     pub proximity_fingers: bool,
+    /// Lookups end one hop early where they can: a key just past a finger is answered from
+    /// the successor list that finger reported at its last check (`RingState::lookup_owner`).
+    /// Costs no link and no message (the check already carries the list); the price is
+    /// hearsay as old as the last check, so a newcomer can be missed by lookups (never by
+    /// stores, which do not use it) until the finger is checked again. Off by default.
+    pub finger_lists: bool,
     /// A link neither side points at is offered for closing after this long unused.
     pub link_idle_ms: u64,
     pub max_hops: u8,
@@ -179,6 +185,7 @@ impl Default for Config {
             reuse_finger_links: false,
             finger_base: 2,
             proximity_fingers: false,
+            finger_lists: false,
             link_idle_ms: 20_000,
             max_hops: 48,
             max_pending_ops: 4_096,
@@ -362,6 +369,9 @@ pub struct Node {
     /// interval (a slow or distant peer, a throttled tab) an answer always arrives after the
     /// next round was sent, and if only the newest nonce counted no round would ever complete.
     stabilize_nonces: VecDeque<(PeerId, u64)>,
+    /// Near fingers asked for their successor lists at the end of the last sweep
+    /// (`Config::finger_lists`), with the nonces their answers must carry.
+    list_requests: Vec<(PeerId, u64)>,
     /// The peers before our predecessor as it named them, closest first, and which
     /// predecessor named them (`node/sync.rs`, "Strays"); the open `GetPreds` round.
     pred_list: (Option<PeerId>, Vec<Id>),
@@ -519,6 +529,7 @@ impl Node {
             sweep: None,
             proximity: crate::proximity::Proximity::default(),
             stabilize_nonces: VecDeque::new(),
+            list_requests: Vec::new(),
             pred_list: (None, Vec::new()),
             pred_list_nonce: None,
             pred_list_asked: 0,
