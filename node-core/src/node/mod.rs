@@ -100,9 +100,10 @@ pub struct Config {
     pub proximity_fingers: bool,
     /// Lookups end one hop early where they can: a key just past a finger is answered from
     /// the successor list that finger reported at its last check (`RingState::lookup_owner`).
-    /// Costs no link and no message (the check already carries the list); the price is
-    /// hearsay as old as the last check, so a newcomer can be missed by lookups (never by
-    /// stores, which do not use it) until the finger is checked again. Off by default.
+    /// Costs no link, and a message only for near fingers (one `GetNeighbors` each per
+    /// sweep; an exact finger's check already carries its list); the price is hearsay as old
+    /// as the last check, so a newcomer can be missed by lookups (never by stores, which do
+    /// not use it) until the finger is checked again. Off by default.
     pub finger_lists: bool,
     /// A link neither side points at is offered for closing after this long unused.
     pub link_idle_ms: u64,
