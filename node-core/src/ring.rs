@@ -19,8 +19,9 @@
 //! start.
 //!
 //! Each linked finger (exact, or near when it is asked at the end of a sweep) also reports
-//! its successor list (the `Neighbors` answer of the finger check). [`RingState::lookup_owner`] uses those lists to end a lookup
-//! one hop early: a key just after a finger is owned by one of that finger's successors
+//! its successor list (the `Neighbors` answer of the finger check).
+//! [`RingState::lookup_owner`] uses those lists to end a lookup one hop early: a key just
+//! after a finger is owned by one of that finger's successors
 //! (successor lists of fingers, as DHash++'s lookups end at the key's predecessor's list;
 //! docs/design.md section 4). These lists are hearsay and only ever name a lookup's answer;
 //! no link, pointer or store decision uses them.
@@ -172,9 +173,14 @@ impl RingState {
         );
         self.pointed.sort_unstable();
         self.pointed.dedup();
-        let (fingers, near) = (&self.fingers, &self.near);
-        self.finger_succs
-            .retain(|(f, _)| fingers.contains(&Some(*f)) || near.contains(&Some(*f)));
+        let mut lists = std::mem::take(&mut self.finger_succs);
+        lists.retain(|(f, _)| self.is_finger(*f));
+        self.finger_succs = lists;
+    }
+
+    /// Whether `peer` is an exact or a near finger.
+    fn is_finger(&self, peer: Id) -> bool {
+        self.fingers.contains(&Some(peer)) || self.near.contains(&Some(peer))
     }
 
     /// Drops what `finger` reported (it is no longer checked over a link).
@@ -186,7 +192,7 @@ impl RingState {
     /// prefix that runs on around the ring from the finger without passing this node, at most
     /// `max_successors` long.
     pub fn set_finger_succs(&mut self, finger: Id, succs: &[Id]) {
-        if !self.fingers.contains(&Some(finger)) && !self.near.contains(&Some(finger)) {
+        if !self.is_finger(finger) {
             return;
         }
         let mut list = Vec::with_capacity(self.max_successors);
@@ -434,8 +440,8 @@ mod tests {
     fn finger_lists_answer_lookups_past_the_finger() {
         let mut r = RingState::new(Id(0), 2);
         r.set_successors(Id(10), &[Id(20)]);
-        // Finger 30 covers starts 32..=1024; its own list follows it.
-        let (_, _) = r.set_finger(5, Id(1_000));
+        // Peer 1000 is fingers 5..=9 (starts 32..=512); its own list follows it.
+        r.set_finger(5, Id(1_000));
         assert_eq!(r.lookup_owner(Id(1_500)), None);
         // Out of order and passing us are cut off; only the first `max_successors` count.
         r.set_finger_succs(Id(1_000), &[Id(2_000), Id(3_000), Id(4_000)]);
@@ -448,7 +454,7 @@ mod tests {
         assert_eq!(r.lookup_owner(Id(2_500)), None);
         // A finger of our own inside a listed gap means the list is stale there.
         r.set_finger_succs(Id(1_000), &[Id(4_000)]);
-        let (_, _) = r.set_finger(11, Id(2_100));
+        r.set_finger(11, Id(2_100));
         assert_eq!(r.lookup_owner(Id(3_000)), None);
         // A peer that is no finger any more takes its list with it.
         r.remove_peer(Id(1_000));
@@ -457,7 +463,7 @@ mod tests {
         // Only fingers report lists, near ones too.
         r.set_finger_succs(Id(5_000), &[Id(6_000)]);
         assert_eq!(r.lookup_owner(Id(5_500)), None);
-        let (_, _) = r.set_finger(12, Id(4_500));
+        r.set_finger(12, Id(4_500));
         assert!(r.set_near(12, Some(Id(5_000))));
         r.set_finger_succs(Id(5_000), &[Id(6_000)]);
         assert_eq!(r.lookup_owner(Id(5_500)), Some(Id(6_000)));

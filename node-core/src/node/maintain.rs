@@ -437,6 +437,11 @@ impl Node {
         // predecessor's gap and then as many peers as our successor list holds, at its
         // density and half again (a peer after a wide gap is the finger of many, so it is at
         // the bound most often, and a span measured ahead alone missed the peers behind it).
+        self.links
+            .expire_backoff(self.now, self.config.connect_backoff_max_ms);
+        if self.links.len() <= self.config.max_links {
+            return;
+        }
         let me = self.id;
         let span = self
             .ring
@@ -465,8 +470,6 @@ impl Node {
             self.send(peer, &Message::Close);
             self.close_link(peer);
         }
-        self.links
-            .expire_backoff(self.now, self.config.connect_backoff_max_ms);
     }
 
     pub(super) fn close_link(&mut self, peer: PeerId) {
