@@ -163,6 +163,10 @@ pub enum OpError {
     JoinTimeout { bootstrap: PeerId },
     #[error("bootstrap peer {bootstrap} went away before the join finished")]
     BootstrapLost { bootstrap: PeerId },
+    /// The peer joined through said it is not a ring member itself (it is joining too, or
+    /// restarting): nothing it could answer would name our successor.
+    #[error("bootstrap peer {bootstrap} is not a ring member")]
+    BootstrapNotJoined { bootstrap: PeerId },
     #[error("id {id} is already used by a ring member")]
     IdInUse { id: Id },
     #[error("no live link leads towards {to}")]
@@ -215,7 +219,7 @@ impl OpError {
             Self::LookupTimeout { .. } | Self::KvTimeout { .. } | Self::JoinTimeout { .. } => {
                 "timeout"
             }
-            Self::NotJoined | Self::AlreadyJoined => "not_joined",
+            Self::NotJoined | Self::AlreadyJoined | Self::BootstrapNotJoined { .. } => "not_joined",
             Self::NoRoute { .. } | Self::BootstrapLost { .. } => "no_route",
             Self::TooManyPendingOps { .. }
             | Self::FloodRefused(FloodError::TooManyPending { .. })

@@ -65,6 +65,10 @@ fn every_variant_has_its_documented_code_and_status() {
         ),
         (OpError::NotJoined, "not_joined"),
         (OpError::AlreadyJoined, "not_joined"),
+        (
+            OpError::BootstrapNotJoined { bootstrap: peer },
+            "not_joined",
+        ),
         (OpError::NoRoute { to: peer }, "no_route"),
         (OpError::BootstrapLost { bootstrap: peer }, "no_route"),
         (OpError::TooManyPendingOps { limit: 1 }, "busy"),

@@ -131,3 +131,54 @@ fn a_ring_forming_without_faults_gives_nothing_up() {
         );
     }
 }
+
+/// A candidate that is no ring member itself (joining too, or restarting: a whole ring
+/// restarted at once joins through each other) says so at once (`OpError::BootstrapNotJoined`),
+/// and the newcomer goes on to the next candidate after the plan's pause. Before, the
+/// candidate dropped the join lookup in silence and the newcomer waited out the join timeout
+/// (two op timeouts, 20 s) first.
+#[test]
+fn a_candidate_that_is_no_member_refuses_at_once() {
+    for seed in seeds(18_000, 12) {
+        let mut sim = converged_ring(seed, 5, "join_retry");
+        let ids = sim.truth();
+        let (dead, live) = (ids[1], ids[3]);
+        sim.crash(dead);
+        // Joining through a crashed peer: not a member for a while.
+        let joining = sim.fresh_id();
+        sim.add_node_via(joining, vec![dead]);
+        let newcomer = sim.fresh_id();
+        let refused = sim.stats.joins_refused_not_member;
+        let start = sim.now();
+        sim.add_node_via(newcomer, vec![joining, live]);
+        assert_eq!(
+            sim.bootstrap_of(newcomer),
+            Some(joining),
+            "the first in turn"
+        );
+        let joined = sim.run_until_true(10, 120_000, |s| {
+            s.node(newcomer).is_some_and(|n| n.is_joined())
+        });
+        let took = sim.now() - start;
+        assert_seed(joined, seed, "join_retry", "the newcomer joined");
+        assert_seed(
+            sim.stats.joins_refused_not_member > refused,
+            seed,
+            "join_retry",
+            "the candidate that is no member refused the join",
+        );
+        let join_timeout = 2 * sim.node(newcomer).expect("newcomer").config().op_timeout_ms;
+        assert_seed(
+            took < join_timeout,
+            seed,
+            "join_retry",
+            format!("joined {took} ms after it started: it waited out a join timeout"),
+        );
+        assert_seed(
+            sim.bootstrap_of(newcomer) == Some(live),
+            seed,
+            "join_retry",
+            "it joined through the live member",
+        );
+    }
+}

@@ -734,7 +734,8 @@ impl Driver {
         // bootstrap through this one (most likely the ring; a join may have gone through a
         // peer that was restarting, and a join waits up to 2 op timeouts), keep trying them.
         // A peer without --bootstrap, the ring's first peer, gives up sooner: it may be the
-        // one every other peer of a ring that restarted at once is waiting for.
+        // one every other peer of a ring that restarted at once is waiting for; once every
+        // peer it knows of said it is no ring member (`JoinPlan::none_is_member`), at once.
         let patience = Duration::from_millis(JOIN_PATIENCE_MS);
         let patience = if self.has_bootstrap {
             patience
@@ -742,7 +743,14 @@ impl Driver {
             patience / 2
         };
         let candidates = self.peer.plan().has_candidates() || !self.local_candidates().is_empty();
-        if self.peer.joining() || (candidates && self.started.elapsed() < patience) {
+        // Unless every candidate said it is no ring member: then nobody is there to find,
+        // the others wait for this first peer, and waiting longer only delays them all.
+        let known: Vec<Id> = (self.peer.plan().candidates().iter().copied())
+            .chain(self.local_candidates().into_iter().map(Id))
+            .collect();
+        let nobody_there = !self.has_bootstrap && self.peer.plan().none_is_member(&known);
+        if self.peer.joining() || (candidates && self.started.elapsed() < patience && !nobody_there)
+        {
             self.alone_at = Some(Instant::now() + REJOIN_DELAY);
             if !self.peer.joining() && !self.rejoin_planned() {
                 self.start_join();

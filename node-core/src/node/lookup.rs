@@ -305,6 +305,12 @@ impl Node {
             Dest::Owner { key } => {
                 if !self.is_joined() {
                     self.metrics.chord.unexpected_messages += 1;
+                    if matches!(routed.body, Body::FindSuccessor { .. }) {
+                        // A peer joining through us (our greeting may have said we were a
+                        // member before we left, or crossed its lookup): tell it we are not,
+                        // so its join fails now instead of at its timeout (`on_hello`).
+                        self.send(from, &Message::Hello { joined: false });
+                    }
                     return;
                 }
                 if matches!(routed.body, Body::Kv(_) | Body::Watch { .. }) {

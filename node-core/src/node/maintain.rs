@@ -97,6 +97,21 @@ impl Node {
 
     pub(super) fn on_hello(&mut self, from: PeerId, joined: bool) {
         self.links.set_in_ring(from, joined);
+        if let Phase::Joining {
+            op,
+            bootstrap,
+            successor: None,
+            ..
+        } = self.phase
+            && bootstrap == from
+            && !joined
+        {
+            // Our bootstrap is no ring member (joining too, or restarting: a whole ring that
+            // restarts at once tries to join through each other). Its silence would cost the
+            // whole join timeout; fail now and let the join plan try the next candidate.
+            self.abort_join(op, OpError::BootstrapNotJoined { bootstrap });
+            return;
+        }
         if joined && self.is_joined() {
             // A member we did not know of may sit between us and our successor (a reconnected
             // peer after a partition, a newcomer, or a node the ring skipped); stabilization

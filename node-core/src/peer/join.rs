@@ -32,6 +32,9 @@ pub const JOIN_RETRY_MS: Time = 2_000;
 /// How long a round of attempts lasts before the peer gives up joining.
 pub const JOIN_PATIENCE_MS: Time = 60_000;
 
+/// At most this many peers are remembered as "said it is no ring member" (oldest forgotten).
+const MAX_NOT_MEMBERS: usize = 64;
+
 /// What to do after a failed join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
@@ -53,6 +56,9 @@ pub struct JoinPlan {
     retry_at: Option<Time>,
     /// This round rejoins after isolation: it does not give up.
     rejoin: bool,
+    /// Candidates whose latest attempt failed because they said they are no ring member
+    /// (`OpError::BootstrapNotJoined`): joining or restarting themselves.
+    not_members: Vec<Id>,
 }
 
 impl JoinPlan {
@@ -66,6 +72,26 @@ impl JoinPlan {
     pub fn set_candidates(&mut self, peers: impl IntoIterator<Item = Id>, me: Id, offset: usize) {
         self.candidates = peers.into_iter().filter(|p| *p != me).collect();
         self.offset = offset;
+    }
+
+    /// The attempt through `through` ended: it said it is no ring member (`not_member`), or
+    /// it failed for another reason (or succeeded).
+    pub fn answered(&mut self, through: Id, not_member: bool) {
+        self.not_members.retain(|p| *p != through);
+        if not_member {
+            if self.not_members.len() >= MAX_NOT_MEMBERS {
+                self.not_members.remove(0);
+            }
+            self.not_members.push(through);
+        }
+    }
+
+    /// Every one of `peers` (none: false) said, at its latest attempt in this round, that it
+    /// is no ring member: nobody this peer knows of is in a ring, all of them wait for one (a
+    /// whole ring restarting at once). The ring's first peer then need not wait out its
+    /// patience before serving alone (node-native/src/driver.rs).
+    pub fn none_is_member(&self, peers: &[Id]) -> bool {
+        !peers.is_empty() && peers.iter().all(|p| self.not_members.contains(p))
     }
 
     pub fn candidates(&self) -> &[Id] {
@@ -128,6 +154,7 @@ impl JoinPlan {
 
     /// The join succeeded: the round ends.
     pub fn joined(&mut self) {
+        self.not_members.clear();
         self.since = None;
         self.retry_at = None;
         self.attempts = 0;
@@ -189,6 +216,33 @@ mod tests {
         assert_eq!(plan.due(5_000), Some(Id(3)));
         plan.failed(6_000);
         assert_eq!(plan.due(8_000), Some(Id(1)), "wraps around");
+    }
+
+    #[test]
+    fn none_is_member_only_when_every_peer_said_so_at_its_latest_attempt() {
+        let mut plan = JoinPlan::new();
+        let peers = ids(&[1, 2]);
+        assert!(
+            !plan.none_is_member(&[]),
+            "nobody known is not 'nobody there'"
+        );
+        plan.answered(Id(1), true);
+        assert!(!plan.none_is_member(&peers), "2 was not asked");
+        plan.answered(Id(2), true);
+        assert!(plan.none_is_member(&peers));
+        plan.answered(Id(1), false);
+        assert!(
+            !plan.none_is_member(&peers),
+            "1's latest attempt failed otherwise"
+        );
+        plan.answered(Id(1), true);
+        plan.give_up();
+        assert!(
+            plan.none_is_member(&peers),
+            "a given-up round keeps what it heard"
+        );
+        plan.joined();
+        assert!(!plan.none_is_member(&peers), "a join forgets it");
     }
 
     #[test]

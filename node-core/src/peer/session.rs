@@ -354,6 +354,8 @@ impl Peer {
                     }
                 };
                 self.join_op = None;
+                let not_member = matches!(result, Err(OpError::BootstrapNotJoined { .. }));
+                self.plan.answered(bootstrap, not_member);
                 Some(match result {
                     Ok(OpOutcome::Joined { successor }) => {
                         self.plan.joined();

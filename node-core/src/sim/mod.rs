@@ -197,6 +197,8 @@ pub struct SimStats {
     pub join_attempts: u64,
     pub joins_failed: u64,
     pub joins_given_up: u64,
+    /// Failed joins whose bootstrap said it is no ring member (`OpError::BootstrapNotJoined`).
+    pub joins_refused_not_member: u64,
     pub events: u64,
     /// Frames sent, by message kind (and routed body kind).
     pub by_kind: BTreeMap<String, u64>,
@@ -1415,7 +1417,12 @@ impl Sim {
                     n.peer.committed(batch.id);
                 }
                 PeerOutput::Joined { .. } => {}
-                PeerOutput::JoinFailed { retry, .. } => self.join_failed(id, retry),
+                PeerOutput::JoinFailed { error, retry } => {
+                    if matches!(*error, OpError::BootstrapNotJoined { .. }) {
+                        self.stats.joins_refused_not_member += 1;
+                    }
+                    self.join_failed(id, retry);
+                }
                 PeerOutput::JoinDue { through } => self.join_due(id, through),
                 PeerOutput::OpDone { op, result } => self.op_done(id, op, *result),
                 PeerOutput::Event(event) => self.on_event(id, *event),
